@@ -1,0 +1,79 @@
+using TransferApi.Training.Imaging;
+using static TorchSharp.torch;
+
+namespace TransferApi.Training.Backbones;
+
+/// <summary>
+/// A frozen pretrained network with the preprocessing its weights expect. Thread-safe for inference:
+/// its parameters never change after loading and every call runs under inference mode.
+/// </summary>
+public sealed class Backbone : IDisposable
+{
+    private readonly nn.Module<Tensor, Tensor> network;
+
+    public string Id { get; }
+    public int FeatureSize { get; }
+    public ImagePreprocessor Preprocessor { get; }
+    public long ParameterCount { get; }
+
+    public Backbone(string id, nn.Module<Tensor, Tensor> network, int featureSize, ImagePreprocessor preprocessor)
+    {
+        Id = id;
+        FeatureSize = featureSize;
+        Preprocessor = preprocessor;
+        this.network = network;
+        foreach (var p in network.parameters()) p.requires_grad = false;
+        // Frozen batch norm must use its ImageNet running statistics, never batch statistics.
+        network.eval();
+        ParameterCount = network.parameters().Sum(p => p.numel());
+    }
+
+    /// <summary>Features [N, FeatureSize] of a preprocessed batch, as an ordinary tensor usable in autograd later.</summary>
+    public Tensor Forward(Tensor pixels)
+    {
+        using var scope = NewDisposeScope();
+        float[] values;
+        using (inference_mode())
+        {
+            values = network.call(pixels).contiguous().data<float>().ToArray();
+        }
+        // Inference-mode tensors may not be saved for backward, so hand out a normal copy.
+        return tensor(values, [pixels.shape[0], FeatureSize]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Decodes, preprocesses and runs encoded images through the network.</summary>
+    public Tensor ExtractFeatures(IReadOnlyList<byte[]> images)
+    {
+        using var pixels = Preprocessor.ToTensor(images);
+        return Forward(pixels);
+    }
+
+    /// <summary>The network, for tests that inspect gradients; it stays frozen.</summary>
+    public nn.Module<Tensor, Tensor> Network => network;
+
+    public void Dispose()
+    {
+        network.Dispose();
+        Preprocessor.Dispose();
+    }
+}
+
+/// <summary>The backbones this build can load; each id names weights plus preprocessing.</summary>
+public static class BackboneCatalog
+{
+    public const string ResNet18ImageNet = "resnet18-imagenet";
+
+    public static IReadOnlyList<string> Ids { get; } = [ResNet18ImageNet];
+
+    /// <summary>Where the build puts the pretrained files (copied from their NuGet package).</summary>
+    public static string DefaultModelDirectory => Path.Combine(AppContext.BaseDirectory, "Backbones", ResNet18ImageNet);
+
+    public static Backbone Load(string id, string? modelDirectory = null, ImageLimits? limits = null)
+    {
+        if (id != ResNet18ImageNet) throw new ArgumentException($"Unknown backbone '{id}'. Known: {string.Join(", ", Ids)}.", nameof(id));
+        var directory = modelDirectory ?? DefaultModelDirectory;
+        var network = CntkResNet18Onnx.LoadFeatureExtractor(directory);
+        var preprocessor = new ImagePreprocessor(PreprocessingSpec.CntkResNet, CntkResNet18Onnx.LoadMeanImage(directory), limits ?? new ImageLimits());
+        return new Backbone(id, network, ResNetFeatureExtractor.FeatureSize, preprocessor);
+    }
+}

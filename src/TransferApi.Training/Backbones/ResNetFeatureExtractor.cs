@@ -1,0 +1,84 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace TransferApi.Training.Backbones;
+
+/// <summary>
+/// A ResNet of basic blocks without its classifier: image batch [N,3,H,W] in, pooled features [N,512] out.
+/// Field names follow torchvision (conv1, bn1, layerX.Y.convZ, layerX.0.downsample.0/1) because they become
+/// the state-dict keys that weight import and checkpoints rely on.
+/// </summary>
+public sealed class ResNetFeatureExtractor : Module<Tensor, Tensor>
+{
+    private static readonly int[] StageWidths = [64, 128, 256, FeatureSize];
+
+    private readonly Conv2d conv1;
+    private readonly BatchNorm2d bn1;
+    private readonly MaxPool2d maxpool;
+    private readonly Sequential layer1, layer2, layer3, layer4;
+    private readonly AdaptiveAvgPool2d avgpool;
+
+    public const int FeatureSize = 512;
+
+    /// <param name="blocksPerStage">Basic blocks in each of the four stages, e.g. [2,2,2,2] for torchvision's resnet18.</param>
+    public ResNetFeatureExtractor(IReadOnlyList<int> blocksPerStage) : base(nameof(ResNetFeatureExtractor))
+    {
+        if (blocksPerStage.Count != 4) throw new ArgumentException("A ResNet has four stages.", nameof(blocksPerStage));
+        conv1 = Conv2d(3, 64, kernel_size: 7, stride: 2, padding: 3, bias: false);
+        bn1 = BatchNorm2d(64);
+        maxpool = MaxPool2d(kernel_size: 3, stride: 2, padding: 1);
+        var inChannels = 64;
+        var stages = new Sequential[4];
+        for (var s = 0; s < 4; s++)
+        {
+            var blocks = new List<(string, Module<Tensor, Tensor>)>();
+            for (var b = 0; b < blocksPerStage[s]; b++)
+            {
+                var stride = s > 0 && b == 0 ? 2 : 1;
+                blocks.Add((b.ToString(System.Globalization.CultureInfo.InvariantCulture), new BasicBlock(inChannels, StageWidths[s], stride)));
+                inChannels = StageWidths[s];
+            }
+            stages[s] = Sequential(blocks);
+        }
+        (layer1, layer2, layer3, layer4) = (stages[0], stages[1], stages[2], stages[3]);
+        avgpool = AdaptiveAvgPool2d(1);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        var x = maxpool.call(functional.relu(bn1.call(conv1.call(input))));
+        x = layer4.call(layer3.call(layer2.call(layer1.call(x))));
+        return avgpool.call(x).flatten(1).MoveToOuterDisposeScope();
+    }
+
+    private sealed class BasicBlock : Module<Tensor, Tensor>
+    {
+        private readonly Conv2d conv1, conv2;
+        private readonly BatchNorm2d bn1, bn2;
+        private readonly Sequential? downsample;
+
+        public BasicBlock(int inChannels, int channels, int stride) : base(nameof(BasicBlock))
+        {
+            conv1 = Conv2d(inChannels, channels, kernel_size: 3, stride: stride, padding: 1, bias: false);
+            bn1 = BatchNorm2d(channels);
+            conv2 = Conv2d(channels, channels, kernel_size: 3, stride: 1, padding: 1, bias: false);
+            bn2 = BatchNorm2d(channels);
+            if (stride != 1 || inChannels != channels)
+                downsample = Sequential(Conv2d(inChannels, channels, kernel_size: 1, stride: stride, bias: false), BatchNorm2d(channels));
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor input)
+        {
+            using var scope = NewDisposeScope();
+            var x = functional.relu(bn1.call(conv1.call(input)));
+            x = bn2.call(conv2.call(x));
+            var identity = downsample is null ? input : downsample.call(input);
+            return functional.relu(x.add_(identity)).MoveToOuterDisposeScope();
+        }
+    }
+}

@@ -1,0 +1,70 @@
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+using static TorchSharp.torch;
+
+namespace TransferApi.Training.Imaging;
+
+/// <summary>
+/// What a backbone expects of its input; stored with every model so prediction repeats training exactly.
+/// </summary>
+public sealed record PreprocessingSpec(int InputSize, string Resize, string ChannelOrder, string Mean, float Scale)
+{
+    /// <summary>ML.NET's ResNet preprocessing: centre crop, planar 0..255, BGR, minus a per-pixel mean image.</summary>
+    public static PreprocessingSpec CntkResNet { get; } = new(224, "aspect-preserving-centre-crop", "BGR", "per-pixel-mean-image", 1f);
+}
+
+/// <summary>Turns encoded images into the backbone's input tensor. Training, evaluation and /predict all use it.</summary>
+public sealed class ImagePreprocessor : IDisposable
+{
+    private readonly Tensor meanImage;
+
+    public PreprocessingSpec Spec { get; }
+    public ImageLimits Limits { get; }
+
+    /// <param name="meanImage">[3,S,S] values subtracted per pixel, in the spec's channel order.</param>
+    public ImagePreprocessor(PreprocessingSpec spec, Tensor meanImage, ImageLimits limits)
+    {
+        if (spec.ChannelOrder is not ("BGR" or "RGB")) throw new ArgumentException($"Unknown channel order {spec.ChannelOrder}.", nameof(spec));
+        Spec = spec;
+        Limits = limits;
+        this.meanImage = meanImage.reshape(1, 3, spec.InputSize, spec.InputSize).detach();
+    }
+
+    /// <summary>Decodes and preprocesses a batch (in parallel) into a [N,3,S,S] float tensor.</summary>
+    public Tensor ToTensor(IReadOnlyList<byte[]> images)
+    {
+        var size = Spec.InputSize;
+        var plane = size * size;
+        var pixels = new float[images.Count * 3 * plane];
+        Parallel.For(0, images.Count, i => WritePlanar(images[i], pixels.AsSpan(i * 3 * plane, 3 * plane)));
+        using var raw = tensor(pixels, [images.Count, 3, size, size]);
+        return raw.sub(meanImage);
+    }
+
+    private void WritePlanar(byte[] encoded, Span<float> destination)
+    {
+        var size = Spec.InputSize;
+        using var image = ImageReader.Decode(encoded, Limits);
+        image.Mutate(x => x.Resize(new ResizeOptions
+        {
+            Size = new SixLabors.ImageSharp.Size(size, size),
+            Mode = ResizeMode.Crop,
+            Position = AnchorPositionMode.Center,
+            Sampler = KnownResamplers.Bicubic,
+        }));
+        var rgb = new Rgb24[size * size];
+        image.CopyPixelDataTo(rgb);
+        var plane = size * size;
+        var (first, third) = Spec.ChannelOrder == "BGR" ? (2, 0) : (0, 2);
+        for (var p = 0; p < plane; p++)
+        {
+            var px = rgb[p];
+            destination[first * plane + p] = px.R * Spec.Scale;
+            destination[plane + p] = px.G * Spec.Scale;
+            destination[third * plane + p] = px.B * Spec.Scale;
+        }
+    }
+
+    public void Dispose() => meanImage.Dispose();
+}

@@ -1,0 +1,62 @@
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+
+namespace TransferApi.Training.Imaging;
+
+/// <summary>Limits applied before an untrusted image is decoded (decompression bombs hide in the header).</summary>
+public sealed record ImageLimits
+{
+    public long MaxPixels { get; init; } = 40_000_000;
+    public int MaxSide { get; init; } = 16_384;
+}
+
+public sealed record ImageHeader(string Format, int Width, int Height);
+
+/// <summary>An image the service refuses; <see cref="ExceedsLimits"/> separates hostile sizes from mere junk.</summary>
+public sealed class ImageRejectedException(string reason, bool exceedsLimits = false, Exception? inner = null)
+    : Exception(reason, inner)
+{
+    public bool ExceedsLimits { get; } = exceedsLimits;
+}
+
+/// <summary>The one place untrusted image bytes are read: header and limits first, then a full decode.</summary>
+public static class ImageReader
+{
+    public static ImageHeader ReadHeader(byte[] bytes, ImageLimits limits)
+    {
+        IImageInfo? info;
+        IImageFormat? format;
+        try
+        {
+            info = Image.Identify(bytes, out format);
+        }
+        catch (Exception e) when (e is ImageFormatException or InvalidDataException or NotSupportedException or ArgumentException or IndexOutOfRangeException)
+        {
+            throw new ImageRejectedException($"not a readable image ({e.Message})", inner: e);
+        }
+        if (info is null || format is null) throw new ImageRejectedException("not an image in a supported format (JPEG, PNG, BMP, GIF, WebP, TIFF, TGA, PBM)");
+        if (info.Width <= 0 || info.Height <= 0) throw new ImageRejectedException("image has no pixels");
+        if (info.Width > limits.MaxSide || info.Height > limits.MaxSide || (long)info.Width * info.Height > limits.MaxPixels)
+            throw new ImageRejectedException(
+                $"image is {info.Width}x{info.Height} pixels; the limit is {limits.MaxPixels:N0} pixels and {limits.MaxSide} per side", exceedsLimits: true);
+        return new ImageHeader(format.Name, info.Width, info.Height);
+    }
+
+    /// <summary>Checks the header against the limits, then decodes every pixel and applies EXIF orientation.</summary>
+    public static Image<Rgb24> Decode(byte[] bytes, ImageLimits limits)
+    {
+        ReadHeader(bytes, limits);
+        try
+        {
+            var image = Image.Load<Rgb24>(bytes);
+            image.Mutate(x => x.AutoOrient());
+            return image;
+        }
+        catch (Exception e) when (e is ImageFormatException or InvalidDataException or NotSupportedException or ArgumentException or IndexOutOfRangeException)
+        {
+            throw new ImageRejectedException($"image data is corrupt ({e.Message})", inner: e);
+        }
+    }
+}

@@ -1,0 +1,52 @@
+using TransferApi.Training.Backbones;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace TransferApi.Training.Training;
+
+public sealed record LabelProbability(string Label, double Probability);
+
+/// <summary>A trained model ready to predict: the shared frozen backbone plus the model's own head.</summary>
+public sealed class ImageClassifier : IDisposable
+{
+    private readonly Backbone backbone;
+    private readonly Linear head;
+
+    public ModelCheckpoint Checkpoint { get; }
+
+    public ImageClassifier(Backbone backbone, ModelCheckpoint checkpoint)
+    {
+        if (backbone.Id != checkpoint.BackboneId)
+            throw new ArgumentException($"The model was trained on backbone '{checkpoint.BackboneId}', not '{backbone.Id}'.", nameof(checkpoint));
+        if (backbone.Preprocessor.Spec != checkpoint.Preprocessing)
+            throw new ArgumentException("The model's preprocessing differs from its backbone's.", nameof(checkpoint));
+        this.backbone = backbone;
+        Checkpoint = checkpoint;
+        head = checkpoint.LoadHead();
+    }
+
+    /// <summary>Class probabilities [N, classes] for images already turned into features.</summary>
+    public float[][] ProbabilitiesFromFeatures(Tensor features)
+    {
+        using var scope = NewDisposeScope();
+        using var mode = inference_mode();
+        var probabilities = nn.functional.softmax(head.call(features), 1).contiguous();
+        var flat = probabilities.data<float>().ToArray();
+        var classes = Checkpoint.Labels.Count;
+        return Enumerable.Range(0, (int)features.shape[0]).Select(i => flat.AsSpan(i * classes, classes).ToArray()).ToArray();
+    }
+
+    /// <summary>The <paramref name="topK"/> most probable labels of each encoded image, most probable first.</summary>
+    public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK)
+    {
+        using var features = backbone.ExtractFeatures(images);
+        return ProbabilitiesFromFeatures(features)
+            .Select(p => (IReadOnlyList<LabelProbability>)p
+                .Select((value, i) => new LabelProbability(Checkpoint.Labels[i], value))
+                .OrderByDescending(l => l.Probability).ThenBy(l => l.Label, StringComparer.Ordinal)
+                .Take(topK).ToList())
+            .ToList();
+    }
+
+    public void Dispose() => head.Dispose();
+}
