@@ -1,0 +1,95 @@
+using TransferApi.Training.Training;
+using TransferApi.TestSupport;
+using static TorchSharp.torch;
+
+namespace TransferApi.Training.Tests;
+
+[Collection(BackboneCollection.Name)]
+public class HeadTrainingTests(BackboneFixture fixture)
+{
+    private sealed class RecordingObserver : ITrainingObserver
+    {
+        public List<TrainingProgress> Progress { get; } = [];
+        public List<EpochMetrics> Epochs { get; } = [];
+        public void OnProgress(TrainingProgress progress) => Progress.Add(progress);
+        public void OnEpochCompleted(EpochMetrics metrics) => Epochs.Add(metrics);
+    }
+
+    /// <summary>Two linearly separable clusters in 16 dimensions, seeded.</summary>
+    private static (Tensor X, Tensor Y) Clusters(int perClass, long seed)
+    {
+        using var generator = new Generator((ulong)seed);
+        var x = cat([randn(perClass, 16, generator: generator) + 2, randn(perClass, 16, generator: generator) - 2], 0);
+        var y = cat([zeros(perClass, ScalarType.Int64), ones(perClass, ScalarType.Int64)], 0);
+        return (x, y);
+    }
+
+    [Fact]
+    public void Head_training_lowers_the_loss_epoch_after_epoch()
+    {
+        var (x, y) = Clusters(40, 1);
+        var (vx, vy) = Clusters(10, 2);
+        var epochs = new List<EpochMetrics>();
+        using var head = HeadTrainer.Train(x, y, vx, vy, 2, new TrainingOptions { Epochs = 8, BatchSize = 16, LearningRate = 0.01 },
+            epochs.Add, (_, _, _) => { }, CancellationToken.None);
+        Assert.Equal(8, epochs.Count);
+        Assert.True(epochs[^1].TrainLoss < epochs[0].TrainLoss * 0.5, $"loss {epochs[0].TrainLoss} -> {epochs[^1].TrainLoss}");
+        Assert.Equal(1.0, epochs[^1].ValAccuracy!.Value, 3);
+    }
+
+    [Fact]
+    public void Frozen_backbone_parameters_receive_no_gradient_while_the_head_does()
+    {
+        var images = TestData.AntsBeesImages("train", "ants", 2).Concat(TestData.AntsBeesImages("train", "bees", 2)).Select(File.ReadAllBytes).ToList();
+        using var scope = NewDisposeScope();
+        var pixels = fixture.Backbone.Preprocessor.ToTensor(images);
+        using var head = ModelCheckpoint.CreateHead(fixture.Backbone.FeatureSize, 2);
+        // Through the network itself, with autograd on, to prove freezing holds even when gradients could flow.
+        var loss = nn.functional.cross_entropy(head.call(fixture.Backbone.Network.call(pixels)), tensor(new long[] { 0, 0, 1, 1 }));
+        loss.backward();
+        Assert.All(fixture.Backbone.Network.parameters(), p => Assert.True(p.grad is null));
+        Assert.All(head.parameters(), p => Assert.True(p.grad is not null && p.grad.abs().sum().item<float>() > 0));
+    }
+
+    [Fact]
+    public void Checkpoint_save_then_load_gives_identical_predictions()
+    {
+        var (x, y) = Clusters(20, 3);
+        using var head = HeadTrainer.Train(x, y, null, null, 2, new TrainingOptions { Epochs = 3 }, _ => { }, (_, _, _) => { }, CancellationToken.None);
+        var checkpoint = ModelCheckpoint.FromHead("resnet18-imagenet", Imaging.PreprocessingSpec.CntkResNet, ["a", "b"], head);
+        using var restored = checkpoint.LoadHead();
+        using var features = randn(7, 16);
+        using var before = head.call(features);
+        using var after = restored.call(features);
+        Assert.Equal(before.data<float>().ToArray(), after.data<float>().ToArray());
+    }
+
+    [Fact]
+    public void Trainer_runs_the_backbone_once_per_image_and_reports_progress_to_100_percent()
+    {
+        var images = TestData.AntsBeesImages("train", "ants", 6).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p)))
+            .Concat(TestData.AntsBeesImages("train", "bees", 6).Select(p => new LabeledImage("bees", DataSplit.Unassigned, File.ReadAllBytes(p))))
+            .ToList();
+        var observer = new RecordingObserver();
+        var options = new TrainingOptions { Epochs = 4, BatchSize = 4, FeatureBatchSize = 5, ValidationFraction = 0.25, LearningRate = 0.01 };
+        var result = new TransferLearningTrainer(fixture.Backbone).Train(images, options, observer, CancellationToken.None);
+
+        Assert.Equal(12, result.Timings.ImagesEmbedded);
+        Assert.Equal(3, observer.Progress.Count(p => p.Stage == TrainingStage.ExtractingFeatures && p.Batch > 0));
+        Assert.Equal([1, 2, 3, 4], observer.Epochs.Select(e => e.Epoch));
+        Assert.All(observer.Epochs, e => Assert.NotNull(e.ValAccuracy));
+        Assert.Equal(["ants", "bees"], result.Checkpoint.Labels);
+        var percents = observer.Progress.Select(p => p.Percent).ToList();
+        Assert.Equal(percents.Order(), percents);
+        Assert.Equal(100, percents[^1]);
+    }
+
+    [Fact]
+    public void Trainer_refuses_a_single_class()
+    {
+        var images = TestData.AntsBeesImages("train", "ants", 3).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p))).ToList();
+        var error = Assert.Throws<TrainingInputException>(() =>
+            new TransferLearningTrainer(fixture.Backbone).Train(images, new TrainingOptions(), new RecordingObserver(), CancellationToken.None));
+        Assert.Contains("at least 2 classes", error.Message);
+    }
+}
