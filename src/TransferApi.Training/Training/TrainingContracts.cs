@@ -37,7 +37,7 @@ public sealed record TrainingTimings(TimeSpan FeatureExtraction, TimeSpan HeadTr
     public double ImagesPerSecond => ImagesEmbedded / Math.Max(FeatureExtraction.TotalSeconds, 1e-9);
 }
 
-public sealed record TrainingResult(ModelCheckpoint Checkpoint, IReadOnlyList<EpochMetrics> Metrics, TrainingTimings Timings);
+public sealed record TrainingResult(ModelCheckpoint Checkpoint, IReadOnlyList<EpochMetrics> Metrics, TrainingTimings Timings, int TrainImages, int ValidationImages);
 
 /// <summary>A problem with the training input itself (retrying cannot help).</summary>
 public sealed class TrainingInputException(string message) : Exception(message);

@@ -54,7 +54,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, labels, head);
         head.Dispose();
         observer.OnProgress(new TrainingProgress(TrainingStage.Done, options.Epochs, options.Epochs, 0, 0, 100, null, 0));
-        return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, used.Length));
+        return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, used.Length), trainIdx.Length, valIdx.Length);
     }
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>

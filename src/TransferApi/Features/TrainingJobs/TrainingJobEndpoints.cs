@@ -1,0 +1,105 @@
+using Hangfire;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.EntityFrameworkCore;
+using TransferApi.Jobs;
+using TransferApi.Persistence;
+using TransferApi.Training.Backbones;
+using TransferApi.Training.Training;
+
+namespace TransferApi.Features.TrainingJobs;
+
+/// <summary>Options of a training job; everything but <see cref="DatasetId"/> has a default.</summary>
+/// <param name="DatasetId">The data set to train on.</param>
+/// <param name="Backbone">Pretrained backbone id (default resnet18-imagenet).</param>
+/// <param name="Epochs">Passes of the head over the training features, 1-1000 (default 10).</param>
+/// <param name="BatchSize">Images per head optimisation step, 1-4096 (default 32).</param>
+/// <param name="LearningRate">Adam learning rate of the head, (0, 10] (default 0.001).</param>
+/// <param name="ValidationFraction">Share of each class held out for validation when the data set fixes no split, [0, 0.9] (default 0.2).</param>
+/// <param name="Seed">Seed of the split and the shuffling (default 42).</param>
+public sealed record CreateTrainingJobRequest(
+    Guid? DatasetId, string? Backbone = null, int? Epochs = null, int? BatchSize = null,
+    double? LearningRate = null, double? ValidationFraction = null, long? Seed = null);
+
+public sealed record ProgressResponse(string Stage, int Epoch, int TotalEpochs, int Batch, int TotalBatches, double Percent, double? ImagesPerSecond, double? EtaSeconds);
+
+public sealed record MetricResponse(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy);
+
+public sealed record TrainingJobOptionsResponse(string Backbone, int Epochs, int BatchSize, double LearningRate, double ValidationFraction, long Seed);
+
+public sealed record TrainingJobResponse(
+    Guid Id, Guid DatasetId, JobStatus Status, DateTime CreatedAt, DateTime? StartedAt, DateTime? FinishedAt,
+    ProgressResponse Progress, IReadOnlyList<MetricResponse> Metrics, Guid? ModelId, string? Error, TrainingJobOptionsResponse Options);
+
+public static class TrainingJobEndpoints
+{
+    public static RouteGroupBuilder MapTrainingJobEndpoints(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/api/training-jobs").WithTags("Training jobs");
+        group.MapPost("/", Create).WithSummary("Start training a model on a data set")
+            .WithDescription("Queues a job that runs the frozen backbone once over every image and trains a linear softmax head on the features. Poll GET /api/training-jobs/{id} for progress and per-epoch metrics.");
+        group.MapGet("/", List).WithSummary("List training jobs, newest first");
+        group.MapGet("/{id:guid}", Get).WithSummary("Read a training job: status, progress, per-epoch metrics, model id");
+        return group;
+    }
+
+    internal static async Task<Results<Accepted<TrainingJobResponse>, ValidationProblem>> Create(
+        CreateTrainingJobRequest request, TransferDbContext db, IBackgroundJobClient jobs, CancellationToken cancellation)
+    {
+        var defaults = new TrainingOptions();
+        var job = new TrainingJob
+        {
+            Id = Guid.CreateVersion7(),
+            DatasetId = request.DatasetId ?? Guid.Empty,
+            Status = JobStatus.Queued,
+            CreatedAt = DateTime.UtcNow,
+            Backbone = request.Backbone ?? BackboneCatalog.ResNet18ImageNet,
+            Epochs = request.Epochs ?? defaults.Epochs,
+            BatchSize = request.BatchSize ?? defaults.BatchSize,
+            LearningRate = request.LearningRate ?? defaults.LearningRate,
+            ValidationFraction = request.ValidationFraction ?? defaults.ValidationFraction,
+            Seed = request.Seed ?? defaults.Seed,
+        };
+        job.Progress.TotalEpochs = job.Epochs;
+
+        var errors = new Dictionary<string, string[]>();
+        if (request.DatasetId is null) errors["datasetId"] = ["datasetId is required."];
+        else if (!await db.Datasets.AnyAsync(d => d.Id == job.DatasetId, cancellation)) errors["datasetId"] = [$"No data set has id {job.DatasetId}."];
+        if (!BackboneCatalog.Ids.Contains(job.Backbone)) errors["backbone"] = [$"Unknown backbone '{job.Backbone}'. Known: {string.Join(", ", BackboneCatalog.Ids)}."];
+        if (job.Epochs is < 1 or > 1000) errors["epochs"] = ["epochs must be between 1 and 1000."];
+        if (job.BatchSize is < 1 or > 4096) errors["batchSize"] = ["batchSize must be between 1 and 4096."];
+        if (!(job.LearningRate > 0 && job.LearningRate <= 10)) errors["learningRate"] = ["learningRate must be greater than 0 and at most 10."];
+        if (!(job.ValidationFraction >= 0 && job.ValidationFraction <= 0.9)) errors["validationFraction"] = ["validationFraction must be between 0 and 0.9."];
+        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+
+        db.TrainingJobs.Add(job);
+        await db.SaveChangesAsync(cancellation);
+        // Only the id travels through Hangfire; the runner reads everything else from PostgreSQL.
+        job.HangfireJobId = jobs.Enqueue<TrainingJobRunner>(runner => runner.RunAsync(job.Id, CancellationToken.None));
+        await db.SaveChangesAsync(cancellation);
+        return TypedResults.Accepted($"/api/training-jobs/{job.Id}", ToResponse(job));
+    }
+
+    internal static async Task<Ok<Page<TrainingJobResponse>>> List(TransferDbContext db, int? page, int? pageSize, CancellationToken cancellation)
+    {
+        var jobs = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).OrderByDescending(j => j.CreatedAt)
+            .ToPageAsync(page, pageSize, cancellation);
+        return TypedResults.Ok(new Page<TrainingJobResponse>(jobs.Items.Select(ToResponse).ToList(), jobs.PageNumber, jobs.PageSize, jobs.TotalCount));
+    }
+
+    internal static async Task<Results<Ok<TrainingJobResponse>, NotFound<ProblemDetails>>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
+    {
+        var job = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).FirstOrDefaultAsync(j => j.Id == id, cancellation);
+        return job is null
+            ? TypedResults.NotFound(new ProblemDetails { Title = "Training job not found", Detail = $"id: no training job has id {id}.", Status = 404 })
+            : TypedResults.Ok(ToResponse(job));
+    }
+
+    private static TrainingJobResponse ToResponse(TrainingJob job) => new(
+        job.Id, job.DatasetId, job.Status, job.CreatedAt, job.StartedAt, job.FinishedAt,
+        new ProgressResponse(job.Progress.Stage.ToString(), job.Progress.Epoch, job.Progress.TotalEpochs, job.Progress.Batch, job.Progress.TotalBatches,
+            Math.Round(job.Progress.Percent, 2), job.Progress.ImagesPerSecond, job.Progress.EtaSeconds),
+        job.Metrics.OrderBy(m => m.Epoch).Select(m => new MetricResponse(m.Epoch, m.TrainLoss, m.ValLoss, m.ValAccuracy)).ToList(),
+        job.ModelId, job.Error,
+        new TrainingJobOptionsResponse(job.Backbone, job.Epochs, job.BatchSize, job.LearningRate, job.ValidationFraction, job.Seed));
+}

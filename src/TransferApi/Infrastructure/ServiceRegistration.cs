@@ -1,0 +1,112 @@
+using System.Text.Json.Serialization;
+using Hangfire;
+using Hangfire.PostgreSql;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using TransferApi.Features.Models;
+using TransferApi.Jobs;
+using TransferApi.Options;
+using TransferApi.Persistence;
+using TransferApi.Training;
+
+namespace TransferApi.Infrastructure;
+
+public static class ServiceRegistration
+{
+    public static string PostgresConnectionString(this IConfiguration configuration) =>
+        configuration.GetConnectionString("Postgres") is { Length: > 0 } connection
+            ? connection
+            : throw new InvalidOperationException("ConnectionStrings:Postgres is not set (environment variable ConnectionStrings__Postgres).");
+
+    public static WebApplicationBuilder AddTransferApi(this WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        var configuration = builder.Configuration;
+        services.AddOptions<ServiceOptions>().Bind(configuration.GetSection(ServiceOptions.Section));
+        services.AddOptions<WorkerOptions>().Bind(configuration.GetSection(WorkerOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<UploadOptions>().Bind(configuration.GetSection(UploadOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+
+        var uploads = configuration.GetSection(UploadOptions.Section).Get<UploadOptions>() ?? new UploadOptions();
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = uploads.MaxRequestBytes);
+        services.Configure<FormOptions>(f => f.MultipartBodyLengthLimit = uploads.MaxRequestBytes);
+
+        var connectionString = configuration.PostgresConnectionString();
+        services.AddDbContextFactory<TransferDbContext>(o => o.UseNpgsql(connectionString));
+
+        services.AddSingleton<BackboneRegistry>();
+        services.AddSingleton<ClassifierCache>();
+        services.AddTransient<TrainingJobRunner>();
+
+        services.AddProblemDetails();
+        services.AddExceptionHandler<ProblemDetailsExceptionHandler>();
+        services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        services.Configure<JsonOptions>(o => o.SerializerOptions.Converters.Add(new JsonStringEnumConverter()));
+
+        services.AddEndpointsApiExplorer();
+        services.AddSwaggerGen(o =>
+        {
+            o.SwaggerDoc("v1", new() { Title = "TransferApi", Version = "v1", Description = "Transfer learning as a service: upload labelled images, train a head on a frozen pretrained backbone, predict." });
+            o.IncludeXmlComments(Path.Combine(AppContext.BaseDirectory, "TransferApi.xml"));
+            o.SupportNonNullableReferenceTypes();
+        });
+
+        services.AddHealthChecks()
+            .AddNpgSql(connectionString, name: "postgres", tags: ["ready"])
+            .AddCheck<MigrationsHealthCheck>("migrations", tags: ["ready"]);
+
+        builder.AddHangfire(connectionString);
+        return builder;
+    }
+
+    private static void AddHangfire(this WebApplicationBuilder builder, string connectionString)
+    {
+        var worker = builder.Configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
+        var roles = builder.Configuration.GetSection(ServiceOptions.Section).Get<ServiceOptions>()?.Roles ?? ServiceRoles.All;
+        builder.Services.AddHangfire(config => config
+            .SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
+            .UseSimpleAssemblyNameTypeSerializer()
+            .UseRecommendedSerializerSettings()
+            .UsePostgreSqlStorage(o => o.UseNpgsqlConnection(connectionString), new PostgreSqlStorageOptions
+            {
+                QueuePollInterval = worker.QueuePollInterval,
+                PrepareSchemaIfNecessary = true,
+            }));
+        if (roles.HasFlag(ServiceRoles.Worker))
+        {
+            builder.Services.AddHangfireServer(o =>
+            {
+                o.Queues = [TrainingJobRunner.Queue];
+                o.WorkerCount = worker.ConcurrentJobs;
+            });
+        }
+    }
+
+    /// <summary>Sets libtorch's threads before any worker thread exists (threads created later inherit it).</summary>
+    public static void ConfigureTorch(this WebApplication app)
+    {
+        var worker = app.Services.GetRequiredService<IOptions<WorkerOptions>>().Value;
+        TorchRuntime.SetThreads(worker.EffectiveTorchThreads);
+        app.Logger.LogInformation("libtorch uses {Threads} thread(s) per job, {Jobs} concurrent job(s) on {Cores} core(s)",
+            worker.EffectiveTorchThreads, worker.ConcurrentJobs, Environment.ProcessorCount);
+    }
+
+    public static async Task MigrateDatabaseAsync(this IServiceProvider services)
+    {
+        await using var db = await services.GetRequiredService<IDbContextFactory<TransferDbContext>>().CreateDbContextAsync();
+        await db.Database.MigrateAsync();
+    }
+}
+
+/// <summary>Ready only when every EF Core migration has been applied.</summary>
+internal sealed class MigrationsHealthCheck(IDbContextFactory<TransferDbContext> dbFactory) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken);
+        var pending = (await db.Database.GetPendingMigrationsAsync(cancellationToken)).ToList();
+        return pending.Count == 0 ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy($"{pending.Count} migration(s) pending: {string.Join(", ", pending)}");
+    }
+}

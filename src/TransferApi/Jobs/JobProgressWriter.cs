@@ -1,0 +1,75 @@
+using System.Threading.Channels;
+using Microsoft.EntityFrameworkCore;
+using TransferApi.Persistence;
+using TransferApi.Training.Training;
+
+namespace TransferApi.Jobs;
+
+/// <summary>
+/// Carries progress and epoch metrics from the training thread to PostgreSQL. The training thread only
+/// posts to a channel (never blocks on the database); one consumer writes metrics rows as epochs end and
+/// the latest progress at most every <see cref="ProgressInterval"/>.
+/// </summary>
+public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
+{
+    private static readonly TimeSpan ProgressInterval = TimeSpan.FromMilliseconds(500);
+
+    private readonly Channel<object> events = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly IDbContextFactory<TransferDbContext> dbFactory;
+    private readonly Guid jobId;
+    private readonly Task consumer;
+    private long lastProgressTicks;
+
+    public JobProgressWriter(IDbContextFactory<TransferDbContext> dbFactory, Guid jobId)
+    {
+        this.dbFactory = dbFactory;
+        this.jobId = jobId;
+        consumer = Task.Run(ConsumeAsync);
+    }
+
+    public void OnProgress(TrainingProgress progress)
+    {
+        var now = Environment.TickCount64;
+        var important = progress.Stage == TrainingStage.Done || progress.Batch == progress.TotalBatches;
+        if (!important && now - Interlocked.Read(ref lastProgressTicks) < ProgressInterval.TotalMilliseconds) return;
+        Interlocked.Exchange(ref lastProgressTicks, now);
+        events.Writer.TryWrite(progress);
+    }
+
+    public void OnEpochCompleted(EpochMetrics metrics) => events.Writer.TryWrite(metrics);
+
+    /// <summary>Waits until everything posted so far is in the database.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        events.Writer.TryComplete();
+        await consumer;
+    }
+
+    private async Task ConsumeAsync()
+    {
+        await using var db = await dbFactory.CreateDbContextAsync();
+        await foreach (var item in events.Reader.ReadAllAsync())
+        {
+            switch (item)
+            {
+                case EpochMetrics m:
+                    db.TrainingMetrics.Add(new TrainingMetric
+                    {
+                        JobId = jobId, Epoch = m.Epoch, TrainLoss = m.TrainLoss, ValLoss = m.ValLoss, ValAccuracy = m.ValAccuracy, RecordedAt = DateTime.UtcNow,
+                    });
+                    break;
+                case TrainingProgress p:
+                    // Skip stale reports when newer ones are already queued.
+                    if (events.Reader.TryPeek(out var next) && next is TrainingProgress) continue;
+                    var job = await db.TrainingJobs.FirstAsync(j => j.Id == jobId);
+                    job.Progress = new JobProgress
+                    {
+                        Stage = p.Stage, Epoch = p.Epoch, TotalEpochs = p.TotalEpochs, Batch = p.Batch, TotalBatches = p.TotalBatches,
+                        Percent = p.Percent, ImagesPerSecond = p.ImagesPerSecond, EtaSeconds = p.EtaSeconds,
+                    };
+                    break;
+            }
+            await db.SaveChangesAsync();
+        }
+    }
+}

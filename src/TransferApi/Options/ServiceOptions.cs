@@ -1,0 +1,76 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace TransferApi.Options;
+
+/// <summary>Which roles this process plays: one image scales out as API replicas and worker replicas.</summary>
+[Flags]
+public enum ServiceRoles { None = 0, Api = 1, Worker = 2, All = Api | Worker }
+
+/// <summary>Section "Service".</summary>
+public sealed class ServiceOptions
+{
+    public const string Section = "Service";
+
+    public ServiceRoles Roles { get; set; } = ServiceRoles.All;
+
+    /// <summary>Apply EF Core migrations at start-up (on in Development; production runs `TransferApi migrate` once).</summary>
+    public bool MigrateOnStartup { get; set; }
+}
+
+/// <summary>Section "Worker": how much of the machine training takes.</summary>
+public sealed class WorkerOptions
+{
+    public const string Section = "Worker";
+
+    /// <summary>Training jobs one worker process runs at once.</summary>
+    [Range(1, 64)]
+    public int ConcurrentJobs { get; set; } = 1;
+
+    /// <summary>libtorch intra-op threads; default: the cores divided among concurrent jobs.</summary>
+    [Range(1, 1024)]
+    public int? TorchThreads { get; set; }
+
+    /// <summary>How often the worker polls the Hangfire queue.</summary>
+    public TimeSpan QueuePollInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Folder holding the pretrained backbone files; default: beside the executable.</summary>
+    public string? BackboneDirectory { get; set; }
+
+    public int EffectiveTorchThreads => TorchThreads ?? Math.Max(1, Environment.ProcessorCount / ConcurrentJobs);
+}
+
+/// <summary>Section "Uploads": limits on untrusted archives and images.</summary>
+public sealed class UploadOptions
+{
+    public const string Section = "Uploads";
+
+    /// <summary>Largest request body accepted for an upload.</summary>
+    [Range(1024, long.MaxValue)]
+    public long MaxRequestBytes { get; set; } = 512L * 1024 * 1024;
+
+    /// <summary>Most entries (files and folders) an archive may hold.</summary>
+    [Range(1, int.MaxValue)]
+    public int MaxEntries { get; set; } = 20_000;
+
+    /// <summary>Largest uncompressed size of one archive entry.</summary>
+    [Range(1, long.MaxValue)]
+    public long MaxEntryBytes { get; set; } = 32L * 1024 * 1024;
+
+    /// <summary>Largest total uncompressed size of an archive.</summary>
+    [Range(1, long.MaxValue)]
+    public long MaxTotalBytes { get; set; } = 2L * 1024 * 1024 * 1024;
+
+    /// <summary>Most decoded pixels of one image (width x height).</summary>
+    [Range(1, long.MaxValue)]
+    public long MaxImagePixels { get; set; } = 40_000_000;
+
+    /// <summary>Longest side of one image, in pixels.</summary>
+    [Range(1, int.MaxValue)]
+    public int MaxImageSide { get; set; } = 16_384;
+
+    /// <summary>Largest single image accepted by /predict.</summary>
+    [Range(1, long.MaxValue)]
+    public long MaxPredictBytes { get; set; } = 20L * 1024 * 1024;
+
+    public Training.Imaging.ImageLimits ImageLimits => new() { MaxPixels = MaxImagePixels, MaxSide = MaxImageSide };
+}

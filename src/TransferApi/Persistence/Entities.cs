@@ -1,0 +1,113 @@
+using TransferApi.Training.Training;
+
+namespace TransferApi.Persistence;
+
+public sealed class Dataset
+{
+    public Guid Id { get; set; }
+    public required string Name { get; set; }
+    public DateTime CreatedAt { get; set; }
+    public int ImageCount { get; set; }
+    /// <summary>Entries of the uploaded archive that were not stored, with the reason.</summary>
+    public List<RejectedEntry> Rejected { get; set; } = [];
+    public List<DatasetImage> Images { get; set; } = [];
+}
+
+public sealed class RejectedEntry
+{
+    public required string Entry { get; set; }
+    public required string Reason { get; set; }
+}
+
+public sealed class DatasetImage
+{
+    public Guid Id { get; set; }
+    public Guid DatasetId { get; set; }
+    public required string Label { get; set; }
+    public DataSplit Split { get; set; }
+    /// <summary>Path of the image inside the uploaded archive.</summary>
+    public required string FileName { get; set; }
+    public required string Format { get; set; }
+    public int Width { get; set; }
+    public int Height { get; set; }
+    public required byte[] Sha256 { get; set; }
+    /// <summary>The encoded image exactly as uploaded (validated by a full decode first).</summary>
+    public required byte[] Data { get; set; }
+}
+
+public enum JobStatus { Queued, Running, Succeeded, Failed, Cancelled }
+
+public sealed class TrainingJob
+{
+    public Guid Id { get; set; }
+    public Guid DatasetId { get; set; }
+    public JobStatus Status { get; set; }
+    public DateTime CreatedAt { get; set; }
+    public DateTime? StartedAt { get; set; }
+    public DateTime? FinishedAt { get; set; }
+    public required string Backbone { get; set; }
+    public int Epochs { get; set; }
+    public int BatchSize { get; set; }
+    public double LearningRate { get; set; }
+    public double ValidationFraction { get; set; }
+    public long Seed { get; set; }
+    public JobProgress Progress { get; set; } = new();
+    public Guid? ModelId { get; set; }
+    public string? Error { get; set; }
+    public string? HangfireJobId { get; set; }
+    public List<TrainingMetric> Metrics { get; set; } = [];
+}
+
+/// <summary>The latest progress report of a job (stored as JSON on the job row).</summary>
+public sealed class JobProgress
+{
+    public TrainingStage Stage { get; set; }
+    public int Epoch { get; set; }
+    public int TotalEpochs { get; set; }
+    public int Batch { get; set; }
+    public int TotalBatches { get; set; }
+    public double Percent { get; set; }
+    public double? ImagesPerSecond { get; set; }
+    public double? EtaSeconds { get; set; }
+}
+
+public sealed class TrainingMetric
+{
+    public Guid JobId { get; set; }
+    public int Epoch { get; set; }
+    public double TrainLoss { get; set; }
+    public double? ValLoss { get; set; }
+    public double? ValAccuracy { get; set; }
+    public DateTime RecordedAt { get; set; }
+}
+
+public sealed class TrainedModel
+{
+    public Guid Id { get; set; }
+    public Guid JobId { get; set; }
+    public Guid DatasetId { get; set; }
+    public required string Backbone { get; set; }
+    public required List<string> Labels { get; set; }
+    public required ModelPreprocessing Preprocessing { get; set; }
+    public int FeatureSize { get; set; }
+    /// <summary>The trained head only (kilobytes); the frozen backbone is referenced by <see cref="Backbone"/>.</summary>
+    public required byte[] HeadWeights { get; set; }
+    public DateTime CreatedAt { get; set; }
+    public double? ValAccuracy { get; set; }
+    public double? ValLoss { get; set; }
+    public double TrainLoss { get; set; }
+    public int TrainImages { get; set; }
+    public int ValidationImages { get; set; }
+    public double FeatureExtractionSeconds { get; set; }
+    public double HeadTrainingSeconds { get; set; }
+}
+
+/// <summary>Mirror of the training core's PreprocessingSpec, stored as JSON with the model.</summary>
+public sealed class ModelPreprocessing
+{
+    public int InputSize { get; set; }
+    public required string Resize { get; set; }
+    public required string ChannelOrder { get; set; }
+    public required string Mean { get; set; }
+    public float Scale { get; set; }
+}

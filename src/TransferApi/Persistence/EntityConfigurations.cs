@@ -1,0 +1,72 @@
+using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Metadata.Builders;
+
+namespace TransferApi.Persistence;
+
+internal sealed class DatasetConfiguration : IEntityTypeConfiguration<Dataset>
+{
+    public void Configure(EntityTypeBuilder<Dataset> builder)
+    {
+        builder.ToTable("datasets");
+        builder.Property(d => d.Name).HasMaxLength(200);
+        builder.HasIndex(d => d.CreatedAt);
+        builder.OwnsMany(d => d.Rejected, r => r.ToJson("rejected"));
+        builder.HasMany(d => d.Images).WithOne().HasForeignKey(i => i.DatasetId).OnDelete(DeleteBehavior.Cascade);
+    }
+}
+
+internal sealed class DatasetImageConfiguration : IEntityTypeConfiguration<DatasetImage>
+{
+    public void Configure(EntityTypeBuilder<DatasetImage> builder)
+    {
+        builder.ToTable("dataset_images");
+        builder.Property(i => i.Label).HasMaxLength(200);
+        builder.Property(i => i.FileName).HasMaxLength(1024);
+        builder.Property(i => i.Format).HasMaxLength(32);
+        builder.Property(i => i.Split).HasConversion<string>().HasMaxLength(16);
+        builder.HasIndex(i => new { i.DatasetId, i.Label });
+    }
+}
+
+internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<TrainingJob>
+{
+    public void Configure(EntityTypeBuilder<TrainingJob> builder)
+    {
+        builder.ToTable("training_jobs");
+        builder.Property(j => j.Status).HasConversion<string>().HasMaxLength(16);
+        builder.Property(j => j.Backbone).HasMaxLength(100);
+        builder.Property(j => j.HangfireJobId).HasMaxLength(100);
+        builder.HasIndex(j => j.CreatedAt);
+        builder.OwnsOne(j => j.Progress, p =>
+        {
+            p.ToJson("progress");
+            p.Property(x => x.Stage).HasConversion<string>();
+        });
+        // A data set that jobs were trained on cannot disappear under them (DELETE answers 409).
+        builder.HasOne<Dataset>().WithMany().HasForeignKey(j => j.DatasetId).OnDelete(DeleteBehavior.Restrict);
+        builder.HasMany(j => j.Metrics).WithOne().HasForeignKey(m => m.JobId).OnDelete(DeleteBehavior.Cascade);
+    }
+}
+
+internal sealed class TrainingMetricConfiguration : IEntityTypeConfiguration<TrainingMetric>
+{
+    public void Configure(EntityTypeBuilder<TrainingMetric> builder)
+    {
+        builder.ToTable("training_metrics");
+        // One row per job and epoch: a re-run job cannot duplicate metrics.
+        builder.HasKey(m => new { m.JobId, m.Epoch });
+    }
+}
+
+internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<TrainedModel>
+{
+    public void Configure(EntityTypeBuilder<TrainedModel> builder)
+    {
+        builder.ToTable("models");
+        builder.Property(m => m.Backbone).HasMaxLength(100);
+        builder.HasIndex(m => m.JobId).IsUnique();
+        builder.HasIndex(m => m.CreatedAt);
+        builder.OwnsOne(m => m.Preprocessing, p => p.ToJson("preprocessing"));
+        builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainedModel>(m => m.JobId).OnDelete(DeleteBehavior.Restrict);
+    }
+}

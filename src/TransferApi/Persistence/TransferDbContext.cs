@@ -1,0 +1,15 @@
+using Microsoft.EntityFrameworkCore;
+
+namespace TransferApi.Persistence;
+
+public sealed class TransferDbContext(DbContextOptions<TransferDbContext> options) : DbContext(options)
+{
+    public DbSet<Dataset> Datasets => Set<Dataset>();
+    public DbSet<DatasetImage> DatasetImages => Set<DatasetImage>();
+    public DbSet<TrainingJob> TrainingJobs => Set<TrainingJob>();
+    public DbSet<TrainingMetric> TrainingMetrics => Set<TrainingMetric>();
+    public DbSet<TrainedModel> Models => Set<TrainedModel>();
+
+    protected override void OnModelCreating(ModelBuilder modelBuilder) =>
+        modelBuilder.ApplyConfigurationsFromAssembly(typeof(TransferDbContext).Assembly);
+}
