@@ -73,6 +73,8 @@ public static class ServiceRegistration
             {
                 QueuePollInterval = worker.QueuePollInterval,
                 PrepareSchemaIfNecessary = true,
+                // Training can outlast any fixed timeout; a live worker keeps extending its claim instead.
+                UseSlidingInvisibilityTimeout = true,
             }));
         if (roles.HasFlag(ServiceRoles.Worker))
         {

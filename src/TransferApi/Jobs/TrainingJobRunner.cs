@@ -21,7 +21,7 @@ public sealed class TrainingJobRunner(
     [AutomaticRetry(Attempts = 2)]
     public async Task RunAsync(Guid jobId, CancellationToken cancellation)
     {
-        using var logScope = logger.BeginScope(new Dictionary<string, object> { ["JobId"] = jobId });
+        using var logScope = logger.BeginScope("Job {JobId}", jobId);
         await using var db = await dbFactory.CreateDbContextAsync(cancellation);
         var job = await db.TrainingJobs.FirstOrDefaultAsync(j => j.Id == jobId, cancellation);
         if (job is null || job.Status is JobStatus.Succeeded or JobStatus.Failed or JobStatus.Cancelled)
@@ -29,7 +29,7 @@ public sealed class TrainingJobRunner(
             logger.LogInformation("Training job {JobId} is {Status}; nothing to do", jobId, job?.Status.ToString() ?? "gone");
             return;
         }
-        using var datasetScope = logger.BeginScope(new Dictionary<string, object> { ["DatasetId"] = job.DatasetId });
+        using var datasetScope = logger.BeginScope("Dataset {DatasetId}", job.DatasetId);
 
         await db.TrainingMetrics.Where(m => m.JobId == jobId).ExecuteDeleteAsync(cancellation);
         job.Status = JobStatus.Running;

@@ -45,9 +45,11 @@ public static class DatasetArchiveReader
         {
             archive = new ZipArchive(zip, ZipArchiveMode.Read, leaveOpen: true);
         }
-        catch (InvalidDataException e)
+        catch (Exception e) when (e is InvalidDataException or IOException or ArgumentOutOfRangeException)
         {
-            throw new UploadRejectedException(400, "The file is not a readable zip archive", $"file: {e.Message}");
+            // Very short non-zip files surface as an out-of-range seek inside ZipArchive.
+            throw new UploadRejectedException(400, "The file is not a readable zip archive",
+                e is InvalidDataException ? $"file: {e.Message}" : "file: too short to be a zip archive.");
         }
         using (archive)
         {
