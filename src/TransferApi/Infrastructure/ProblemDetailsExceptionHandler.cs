@@ -12,18 +12,18 @@ internal sealed class ProblemDetailsExceptionHandler(IProblemDetailsService prob
     public async ValueTask<bool> TryHandleAsync(HttpContext context, Exception exception, CancellationToken cancellationToken)
     {
         if (exception is not BadHttpRequestException bad) return false;
-        context.Response.StatusCode = bad.StatusCode;
+        // Form readers signal their size limits with InvalidDataException; Kestrel's own limit is already 413.
+        var status = bad.InnerException is InvalidDataException ? StatusCodes.Status413PayloadTooLarge : bad.StatusCode;
+        context.Response.StatusCode = status;
         return await problemDetails.TryWriteAsync(new ProblemDetailsContext
         {
             HttpContext = context,
             Exception = exception,
             ProblemDetails = new ProblemDetails
             {
-                Status = bad.StatusCode,
-                Title = bad.StatusCode == StatusCodes.Status413PayloadTooLarge ? "Request too large" : "Invalid request",
-                Detail = bad.InnerException is { } inner && bad.StatusCode != StatusCodes.Status413PayloadTooLarge
-                    ? $"{bad.Message} {inner.Message}"
-                    : bad.Message,
+                Status = status,
+                Title = status == StatusCodes.Status413PayloadTooLarge ? "Request too large" : "Invalid request",
+                Detail = bad.InnerException is { } inner ? $"{bad.Message} {inner.Message}" : bad.Message,
             },
         });
     }

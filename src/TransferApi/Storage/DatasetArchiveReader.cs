@@ -49,7 +49,7 @@ public static class DatasetArchiveReader
         {
             // Very short non-zip files surface as an out-of-range seek inside ZipArchive.
             throw new UploadRejectedException(400, "The file is not a readable zip archive",
-                e is InvalidDataException ? $"file: {e.Message}" : "file: too short to be a zip archive.");
+                e is InvalidDataException ? $"file: not a readable zip archive ({e.Message})" : "file: too short to be a zip archive.");
         }
         using (archive)
         {

@@ -95,7 +95,7 @@ public static class DatasetEndpoints
             datasets.Items.Select(d => ToResponse(d, counts[d.Id])).ToList(), datasets.PageNumber, datasets.PageSize, datasets.TotalCount));
     }
 
-    internal static async Task<Results<Ok<DatasetResponse>, NotFound<ProblemDetails>>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<Ok<DatasetResponse>, ProblemHttpResult>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
     {
         var dataset = await db.Datasets.AsNoTracking().FirstOrDefaultAsync(d => d.Id == id, cancellation);
         if (dataset is null) return NotFound(id);
@@ -103,25 +103,18 @@ public static class DatasetEndpoints
         return TypedResults.Ok(ToResponse(dataset, counts[id]));
     }
 
-    internal static async Task<Results<NoContent, NotFound<ProblemDetails>, Conflict<ProblemDetails>>> Delete(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(Guid id, TransferDbContext db, CancellationToken cancellation)
     {
         if (!await db.Datasets.AnyAsync(d => d.Id == id, cancellation)) return NotFound(id);
         var jobs = await db.TrainingJobs.CountAsync(j => j.DatasetId == id, cancellation);
         if (jobs > 0)
-            return TypedResults.Conflict(new ProblemDetails
-            {
-                Title = "Data set in use",
-                Detail = $"id: {jobs} training job(s) and their models were trained on data set {id}; it cannot be deleted while they exist.",
-                Status = StatusCodes.Status409Conflict,
-            });
+            return Problems.Conflict("Data set in use",
+                $"id: {jobs} training job(s) and their models were trained on data set {id}; it cannot be deleted while they exist.");
         await db.Datasets.Where(d => d.Id == id).ExecuteDeleteAsync(cancellation);
         return TypedResults.NoContent();
     }
 
-    private static NotFound<ProblemDetails> NotFound(Guid id) => TypedResults.NotFound(new ProblemDetails
-    {
-        Title = "Data set not found", Detail = $"id: no data set has id {id}.", Status = StatusCodes.Status404NotFound,
-    });
+    private static ProblemHttpResult NotFound(Guid id) => Problems.NotFound("data set", id);
 
     private static async Task<ILookup<Guid, ClassCount>> ClassCountsAsync(IQueryable<DatasetImage> images, CancellationToken cancellation)
     {

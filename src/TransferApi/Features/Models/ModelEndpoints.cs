@@ -40,7 +40,7 @@ public static class ModelEndpoints
         return TypedResults.Ok(models);
     }
 
-    internal static async Task<Results<Ok<ModelResponse>, NotFound<ProblemDetails>>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<Ok<ModelResponse>, ProblemHttpResult>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
     {
         var model = await db.Models.AsNoTracking().Where(m => m.Id == id).Select(Summary).FirstOrDefaultAsync(cancellation);
         return model is null ? NotFound(id) : TypedResults.Ok(model);
@@ -49,7 +49,7 @@ public static class ModelEndpoints
     /// <param name="id">The model.</param>
     /// <param name="file">The image to classify.</param>
     /// <param name="topK">How many labels to answer (default 5).</param>
-    internal static async Task<Results<Ok<PredictResponse>, NotFound<ProblemDetails>, ProblemHttpResult>> Predict(
+    internal static async Task<Results<Ok<PredictResponse>, ProblemHttpResult>> Predict(
         Guid id, IFormFile file, TransferDbContext db, ClassifierCache classifiers, IOptions<UploadOptions> limits,
         CancellationToken cancellation, int topK = 5)
     {
@@ -95,10 +95,7 @@ public static class ModelEndpoints
             Stopwatch.GetElapsedTime(started).TotalMilliseconds));
     }
 
-    private static NotFound<ProblemDetails> NotFound(Guid id) => TypedResults.NotFound(new ProblemDetails
-    {
-        Title = "Model not found", Detail = $"id: no model has id {id}.", Status = StatusCodes.Status404NotFound,
-    });
+    private static ProblemHttpResult NotFound(Guid id) => Problems.NotFound("model", id);
 
     private static readonly System.Linq.Expressions.Expression<Func<TrainedModel, ModelResponse>> Summary = m => new ModelResponse(
         m.Id, m.JobId, m.DatasetId, m.Backbone, m.Labels, m.CreatedAt,

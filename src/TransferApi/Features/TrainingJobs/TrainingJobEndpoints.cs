@@ -87,11 +87,11 @@ public static class TrainingJobEndpoints
         return TypedResults.Ok(new Page<TrainingJobResponse>(jobs.Items.Select(ToResponse).ToList(), jobs.PageNumber, jobs.PageSize, jobs.TotalCount));
     }
 
-    internal static async Task<Results<Ok<TrainingJobResponse>, NotFound<ProblemDetails>>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<Ok<TrainingJobResponse>, ProblemHttpResult>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
     {
         var job = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).FirstOrDefaultAsync(j => j.Id == id, cancellation);
         return job is null
-            ? TypedResults.NotFound(new ProblemDetails { Title = "Training job not found", Detail = $"id: no training job has id {id}.", Status = 404 })
+            ? Problems.NotFound("training job", id)
             : TypedResults.Ok(ToResponse(job));
     }
 

@@ -1,0 +1,56 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+
+namespace TransferApi.Tests;
+
+[Collection(ServiceCollection.Name)]
+public class ApiContractTests(TransferApiFactory factory)
+{
+    private readonly HttpClient client = factory.CreateClient();
+
+    [Fact]
+    public async Task Training_job_for_an_unknown_data_set_names_the_field()
+    {
+        var before = await factory.QueryAsync(db => Task.FromResult(db.TrainingJobs.Count()));
+        var response = await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = Guid.NewGuid(), epochs = 0, learningRate = -1 });
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var errors = (await response.ProblemAsync()).GetProperty("errors");
+        Assert.True(errors.TryGetProperty("datasetId", out _));
+        Assert.True(errors.TryGetProperty("epochs", out _));
+        Assert.True(errors.TryGetProperty("learningRate", out _));
+        Assert.Equal(before, await factory.QueryAsync(db => Task.FromResult(db.TrainingJobs.Count())));
+    }
+
+    [Fact]
+    public async Task Malformed_json_is_a_400_problem()
+    {
+        var response = await client.PostAsync("/api/training-jobs", new StringContent("{not json", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("JSON", (await response.ProblemAsync()).GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task Unknown_ids_are_404_problems()
+    {
+        foreach (var path in new[] { "/api/datasets/", "/api/training-jobs/", "/api/models/" })
+        {
+            var response = await client.GetAsync(path + Guid.NewGuid());
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            await response.ProblemAsync();
+        }
+        var predict = await client.PostAsync($"/api/models/{Guid.NewGuid()}/predict", Archives.ImageForm([1, 2, 3]));
+        Assert.Equal(HttpStatusCode.NotFound, predict.StatusCode);
+    }
+
+    [Fact]
+    public async Task Health_and_swagger_are_served()
+    {
+        Assert.Equal("Healthy", await client.GetStringAsync("/health/ready"));
+        Assert.Equal("Healthy", await client.GetStringAsync("/health/live"));
+        var openApi = await client.GetStringAsync("/swagger/v1/swagger.json");
+        foreach (var route in new[] { "/api/datasets", "/api/training-jobs/{id}", "/api/models/{id}/predict" })
+            Assert.Contains(route, openApi);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/swagger/index.html")).StatusCode);
+    }
+}

@@ -1,0 +1,73 @@
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+using TransferApi.Persistence;
+
+namespace TransferApi.Tests;
+
+/// <summary>
+/// The whole service (API + Hangfire worker) in-process against a fresh database on the real PostgreSQL that
+/// scripts/test.sh starts (TRANSFERAPI_TEST_POSTGRES). One per test run: Hangfire keeps process-wide state.
+/// </summary>
+public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncLifetime
+{
+    /// <summary>Limits lowered so tests can cross them cheaply.</summary>
+    public const long MaxRequestBytes = 48L * 1024 * 1024;
+    public const int MaxEntries = 1000;
+    public const long MaxImagePixels = 6_000_000; // the largest ants-bees photo has 5.04 M
+
+    private readonly string adminConnection = Environment.GetEnvironmentVariable("TRANSFERAPI_TEST_POSTGRES") is { Length: > 0 } configured
+        ? configured
+        : throw new InvalidOperationException("TRANSFERAPI_TEST_POSTGRES is not set: run the tests with ./scripts/test.sh, which starts PostgreSQL.");
+    private readonly string database = $"transferapi_test_{Guid.NewGuid():N}";
+
+    public string ConnectionString => new NpgsqlConnectionStringBuilder(adminConnection) { Database = database }.ConnectionString;
+
+    public async Task InitializeAsync()
+    {
+        await using var connection = new NpgsqlConnection(adminConnection);
+        await connection.OpenAsync();
+        await using var create = new NpgsqlCommand($"CREATE DATABASE \"{database}\"", connection);
+        await create.ExecuteNonQueryAsync();
+    }
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseEnvironment("Testing");
+        builder.UseSetting("ConnectionStrings:Postgres", ConnectionString);
+        builder.UseSetting("Service:MigrateOnStartup", "true");
+        builder.UseSetting("Worker:QueuePollInterval", "00:00:00.5");
+        builder.UseSetting("Uploads:MaxRequestBytes", MaxRequestBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        builder.UseSetting("Uploads:MaxEntries", MaxEntries.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        builder.UseSetting("Uploads:MaxImagePixels", MaxImagePixels.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    public async Task<T> QueryAsync<T>(Func<TransferDbContext, Task<T>> query)
+    {
+        await using var scope = Services.CreateAsyncScope();
+        await using var db = await scope.ServiceProvider.GetRequiredService<IDbContextFactory<TransferDbContext>>().CreateDbContextAsync();
+        return await query(db);
+    }
+
+    /// <summary>Rows of data sets and images, to prove a refused upload stored nothing.</summary>
+    public Task<(int Datasets, int Images)> CountDatasetRowsAsync() =>
+        QueryAsync(async db => (await db.Datasets.CountAsync(), await db.DatasetImages.CountAsync()));
+
+    async Task IAsyncLifetime.DisposeAsync()
+    {
+        await DisposeAsync();
+        NpgsqlConnection.ClearAllPools();
+        await using var connection = new NpgsqlConnection(adminConnection);
+        await connection.OpenAsync();
+        await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)", connection);
+        await drop.ExecuteNonQueryAsync();
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class ServiceCollection : ICollectionFixture<TransferApiFactory>
+{
+    public const string Name = "service against PostgreSQL";
+}
