@@ -22,12 +22,15 @@ public static class DatasetEndpoints
         group.MapPost("/", Upload)
             .DisableAntiforgery()
             .Accepts<IFormFile>("multipart/form-data")
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
             .WithSummary("Upload a zip of folder-per-class images")
             .WithDescription("The zip holds one folder per class (cats/001.jpg), optionally under train/, val/ and test/ folders that fix the split. "
                 + "Files that are not images are listed in `rejected`; an archive that is unreadable, hostile or over the limits, or that leaves fewer than 2 classes, is refused whole and nothing is stored.");
         group.MapGet("/", List).WithSummary("List data sets, newest first");
-        group.MapGet("/{id:guid}", Get).WithName("GetDataset").WithSummary("Read a data set");
-        group.MapDelete("/{id:guid}", Delete).WithSummary("Delete a data set that no training job uses");
+        group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a data set");
+        group.MapDelete("/{id:guid}", Delete).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Delete a data set that no training job uses");
         return group;
     }
 

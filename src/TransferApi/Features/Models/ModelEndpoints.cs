@@ -25,10 +25,14 @@ public static class ModelEndpoints
     {
         var group = app.MapGroup("/api/models").WithTags("Models");
         group.MapGet("/", List).WithSummary("List trained models, newest first");
-        group.MapGet("/{id:guid}", Get).WithSummary("Read a model: labels, backbone, validation metrics");
+        group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a model: labels, backbone, validation metrics");
         group.MapPost("/{id:guid}/predict", Predict)
             .DisableAntiforgery()
             .Accepts<IFormFile>("multipart/form-data")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .WithSummary("Classify one image")
             .WithDescription("multipart/form-data with one `file`. Answers the `topK` most probable labels, most probable first.");
         return group;

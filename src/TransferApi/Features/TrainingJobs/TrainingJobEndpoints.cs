@@ -39,7 +39,7 @@ public static class TrainingJobEndpoints
         group.MapPost("/", Create).WithSummary("Start training a model on a data set")
             .WithDescription("Queues a job that runs the frozen backbone once over every image and trains a linear softmax head on the features. Poll GET /api/training-jobs/{id} for progress and per-epoch metrics.");
         group.MapGet("/", List).WithSummary("List training jobs, newest first");
-        group.MapGet("/{id:guid}", Get).WithSummary("Read a training job: status, progress, per-epoch metrics, model id");
+        group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a training job: status, progress, per-epoch metrics, model id");
         return group;
     }
 
