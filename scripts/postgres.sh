@@ -46,6 +46,10 @@ start_cluster() {
   mkdir -p "$data"
   [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$data"
   chmod 700 "$data"
+  if ! as_pg_owner test -w "$data"; then
+    echo "The postgres user cannot write $data (a parent folder is private?); set TRANSFERAPI_PG_DATA to another folder." >&2
+    return 1
+  fi
   if [ ! -f "$data/PG_VERSION" ]; then
     as_pg_owner "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   fi

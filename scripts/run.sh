@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts TransferApi with its PostgreSQL: installs PostgreSQL if missing, keeps a private cluster in
-# .data/postgres (port $TRANSFERAPI_PG_PORT, default 55432), applies migrations, and serves the API and a
+# .data/postgres (or $TRANSFERAPI_PG_DATA; port $TRANSFERAPI_PG_PORT, default 55432), applies migrations, and serves the API and a
 # training worker on $TRANSFERAPI_URLS (default http://127.0.0.1:5080). Swagger UI: <url>/swagger.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,10 +8,9 @@ source scripts/postgres.sh
 
 port="${TRANSFERAPI_PG_PORT:-55432}"
 urls="${TRANSFERAPI_URLS:-http://127.0.0.1:5080}"
-data="$PWD/.data/postgres"
+data="${TRANSFERAPI_PG_DATA:-$PWD/.data/postgres}"
 
 ensure_postgres_installed
-mkdir -p .data
 start_cluster "$data" "$port"
 echo "PostgreSQL on 127.0.0.1:$port (data in $data)"
 "$(pg_bindir)/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'transferapi'" | grep -q 1 \
