@@ -1,6 +1,5 @@
 using Hangfire;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.AspNetCore.Mvc;
 using Microsoft.EntityFrameworkCore;
 using TransferApi.Jobs;
 using TransferApi.Persistence;
