@@ -75,6 +75,7 @@ public static class DatasetArchiveReader
             var rejected = new List<ArchiveRejection>();
             var seen = new Dictionary<string, ArchiveImage>(StringComparer.Ordinal);
             var imageLimits = limits.ImageLimits;
+            long actualTotal = 0;
             foreach (var (entry, allSegments) in files)
             {
                 var segments = allSegments.AsSpan(rootToStrip);
@@ -91,6 +92,10 @@ public static class DatasetArchiveReader
                 }
                 var label = segments[0].Trim();
                 var data = ReadBounded(entry, limits.MaxEntryBytes);
+                // Declared sizes were checked above, but an archive can lie: count what really came out.
+                actualTotal += data.Length;
+                if (actualTotal > limits.MaxTotalBytes)
+                    throw new UploadRejectedException(413, "Archive too large", $"file: the archive expands to more than {limits.MaxTotalBytes:N0} bytes.");
                 ImageHeader header;
                 try
                 {
