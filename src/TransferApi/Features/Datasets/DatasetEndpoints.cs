@@ -31,6 +31,7 @@ public static class DatasetEndpoints
         group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a data set");
         group.MapDelete("/{id:guid}", Delete).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Delete a data set that no training job uses");
+        group.MapDatasetImageEndpoints();
         return group;
     }
 
