@@ -17,6 +17,8 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
     public const long MaxRequestBytes = 48L * 1024 * 1024;
     public const int MaxEntries = 1000;
     public const long MaxImagePixels = 6_000_000; // the largest ants-bees photo has 5.04 M
+    public const long MaxEntryBytes = 4L * 1024 * 1024; // the largest ants-bees photo has 2.1 MB
+    public const long MaxTotalBytes = 32L * 1024 * 1024;
 
     private readonly string adminConnection = Environment.GetEnvironmentVariable("TRANSFERAPI_TEST_POSTGRES") is { Length: > 0 } configured
         ? configured
@@ -42,6 +44,10 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
         builder.UseSetting("Uploads:MaxRequestBytes", MaxRequestBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
         builder.UseSetting("Uploads:MaxEntries", MaxEntries.ToString(System.Globalization.CultureInfo.InvariantCulture));
         builder.UseSetting("Uploads:MaxImagePixels", MaxImagePixels.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        builder.UseSetting("Uploads:MaxEntryBytes", MaxEntryBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        builder.UseSetting("Uploads:MaxTotalBytes", MaxTotalBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        // Small batches, so refused uploads have already written rows that the rollback must remove.
+        builder.UseSetting("Datasets:IngestBatchSize", "2");
     }
 
     public async Task<T> QueryAsync<T>(Func<TransferDbContext, Task<T>> query)

@@ -47,3 +47,33 @@ public class DataSplitterTests
         public int GetHashCode((int[], int[]) obj) => obj.Item1.Length;
     }
 }
+
+public class DataSplitterAssignTests
+{
+    [Fact]
+    public void Three_way_assignment_keeps_class_proportions_and_is_reproducible()
+    {
+        var labels = Enumerable.Repeat("a", 100).Concat(Enumerable.Repeat("b", 20)).ToList();
+        var splits = DataSplitter.Assign(labels, new SplitFractions(0.2, 0.1), 5);
+        int Count(string label, DataSplit split) => labels.Where((l, i) => l == label && splits[i] == split).Count();
+        Assert.Equal((20, 10, 70), (Count("a", DataSplit.Validation), Count("a", DataSplit.Test), Count("a", DataSplit.Train)));
+        Assert.Equal((4, 2, 14), (Count("b", DataSplit.Validation), Count("b", DataSplit.Test), Count("b", DataSplit.Train)));
+        Assert.Equal(splits, DataSplitter.Assign(labels, new SplitFractions(0.2, 0.1), 5));
+        Assert.NotEqual(splits, DataSplitter.Assign(labels, new SplitFractions(0.2, 0.1), 6));
+    }
+
+    [Fact]
+    public void A_tiny_class_keeps_a_training_image()
+    {
+        var splits = DataSplitter.Assign(["a", "a", "b"], new SplitFractions(0.5, 0.3), 1);
+        Assert.Contains(DataSplit.Train, splits.Take(2));
+        Assert.Equal(DataSplit.Train, splits[2]);
+    }
+
+    [Theory]
+    [InlineData(-0.1, 0)]
+    [InlineData(1.0, 0)]
+    [InlineData(0.5, 0.5)]
+    public void Impossible_fractions_are_refused(double validation, double test) =>
+        Assert.NotNull(new SplitFractions(validation, test).Problem);
+}

@@ -24,6 +24,17 @@ public sealed class ImageRejectedException(string reason, bool exceedsLimits = f
 /// <summary>The one place untrusted image bytes are read: header and limits first, then a full decode.</summary>
 public static class ImageReader
 {
+    /// <summary>Formats accepted from clients (ImageSharp's names); others are refused before decoding.</summary>
+    public static IReadOnlySet<string> AcceptedFormats { get; } = new HashSet<string>(StringComparer.OrdinalIgnoreCase) { "JPEG", "PNG", "BMP", "GIF", "WEBP" };
+
+    /// <summary>Checks limits, decodes every pixel, and answers the header with the size after EXIF orientation.</summary>
+    public static ImageHeader Validate(byte[] bytes, ImageLimits limits)
+    {
+        var header = ReadHeader(bytes, limits);
+        using var image = Decode(bytes, limits);
+        return header with { Width = image.Width, Height = image.Height };
+    }
+
     public static ImageHeader ReadHeader(byte[] bytes, ImageLimits limits)
     {
         IImageInfo? info;
@@ -36,7 +47,8 @@ public static class ImageReader
         {
             throw new ImageRejectedException($"not a readable image ({e.Message})", inner: e);
         }
-        if (info is null || format is null) throw new ImageRejectedException("not an image in a supported format (JPEG, PNG, BMP, GIF, WebP, TIFF, TGA, PBM)");
+        if (info is null || format is null) throw new ImageRejectedException("not an image in a supported format (JPEG, PNG, BMP, GIF, WebP)");
+        if (!AcceptedFormats.Contains(format.Name)) throw new ImageRejectedException($"{format.Name} images are not accepted (JPEG, PNG, BMP, GIF, WebP)");
         if (info.Width <= 0 || info.Height <= 0) throw new ImageRejectedException("image has no pixels");
         if (info.Width > limits.MaxSide || info.Height > limits.MaxSide || (long)info.Width * info.Height > limits.MaxPixels)
             throw new ImageRejectedException(

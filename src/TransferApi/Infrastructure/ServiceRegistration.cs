@@ -10,6 +10,7 @@ using TransferApi.Features.Models;
 using TransferApi.Jobs;
 using TransferApi.Options;
 using TransferApi.Persistence;
+using TransferApi.Storage;
 using TransferApi.Training;
 
 namespace TransferApi.Infrastructure;
@@ -28,6 +29,7 @@ public static class ServiceRegistration
         services.AddOptions<ServiceOptions>().Bind(configuration.GetSection(ServiceOptions.Section));
         services.AddOptions<WorkerOptions>().Bind(configuration.GetSection(WorkerOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<UploadOptions>().Bind(configuration.GetSection(UploadOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<DatasetOptions>().Bind(configuration.GetSection(DatasetOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
 
         var uploads = configuration.GetSection(UploadOptions.Section).Get<UploadOptions>() ?? new UploadOptions();
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = uploads.MaxRequestBytes);
@@ -38,6 +40,7 @@ public static class ServiceRegistration
 
         services.AddSingleton<BackboneRegistry>();
         services.AddSingleton<ClassifierCache>();
+        services.AddScoped<DatasetIngestion>();
         services.AddTransient<TrainingJobRunner>();
 
         services.AddProblemDetails();

@@ -46,7 +46,7 @@ public sealed class UploadOptions
 
     /// <summary>Largest request body accepted for an upload.</summary>
     [Range(1024, long.MaxValue)]
-    public long MaxRequestBytes { get; set; } = 512L * 1024 * 1024;
+    public long MaxRequestBytes { get; set; } = 4L * 1024 * 1024 * 1024;
 
     /// <summary>Most entries (files and folders) an archive may hold.</summary>
     [Range(1, int.MaxValue)]
@@ -58,7 +58,7 @@ public sealed class UploadOptions
 
     /// <summary>Largest total uncompressed size of an archive.</summary>
     [Range(1, long.MaxValue)]
-    public long MaxTotalBytes { get; set; } = 2L * 1024 * 1024 * 1024;
+    public long MaxTotalBytes { get; set; } = 8L * 1024 * 1024 * 1024;
 
     /// <summary>Most decoded pixels of one image (width x height).</summary>
     [Range(1, long.MaxValue)]
@@ -68,9 +68,45 @@ public sealed class UploadOptions
     [Range(1, int.MaxValue)]
     public int MaxImageSide { get; set; } = 16_384;
 
+    /// <summary>Largest uncompressed/compressed size ratio of an entry over 1 MiB; more betrays a zip bomb.</summary>
+    [Range(1, int.MaxValue)]
+    public int MaxCompressionRatio { get; set; } = 100;
+
+    /// <summary>Most image files in one request to add images to a data set.</summary>
+    [Range(1, int.MaxValue)]
+    public int MaxFilesPerRequest { get; set; } = 1000;
+
     /// <summary>Largest single image accepted by /predict.</summary>
     [Range(1, long.MaxValue)]
     public long MaxPredictBytes { get; set; } = 20L * 1024 * 1024;
 
     public Training.Imaging.ImageLimits ImageLimits => new() { MaxPixels = MaxImagePixels, MaxSide = MaxImageSide };
+}
+
+/// <summary>Section "Datasets": how data sets are split and when they can be trained.</summary>
+public sealed class DatasetOptions
+{
+    public const string Section = "Datasets";
+
+    /// <summary>Fewest images a class needs for the data set to be trainable (10 or more is recommended).</summary>
+    [Range(1, 1_000_000)]
+    public int MinImagesPerClass { get; set; } = 2;
+
+    /// <summary>Default share of each class held out for validation when the archive fixes no split.</summary>
+    [Range(0.0, 0.9)]
+    public double DefaultValidationFraction { get; set; } = 0.2;
+
+    /// <summary>Default share of each class held out for the final test when the archive fixes no split.</summary>
+    [Range(0.0, 0.9)]
+    public double DefaultTestFraction { get; set; }
+
+    public long DefaultSplitSeed { get; set; } = 42;
+
+    /// <summary>Images written per database round trip while ingesting; bounds memory with <see cref="IngestBatchBytes"/>.</summary>
+    [Range(1, 10_000)]
+    public int IngestBatchSize { get; set; } = 64;
+
+    /// <summary>Encoded bytes buffered before a database round trip while ingesting.</summary>
+    [Range(1024, int.MaxValue)]
+    public int IngestBatchBytes { get; set; } = 16 * 1024 * 1024;
 }

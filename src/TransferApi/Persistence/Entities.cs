@@ -7,7 +7,10 @@ public sealed class Dataset
     public Guid Id { get; set; }
     public required string Name { get; set; }
     public DateTime CreatedAt { get; set; }
-    public int ImageCount { get; set; }
+    /// <summary>How images without a split from the archive's folders are split: shares and seed.</summary>
+    public double ValidationFraction { get; set; }
+    public double TestFraction { get; set; }
+    public long SplitSeed { get; set; }
     /// <summary>Entries of the uploaded archive that were not stored, with the reason.</summary>
     public List<RejectedEntry> Rejected { get; set; } = [];
     public List<DatasetImage> Images { get; set; } = [];
@@ -25,11 +28,14 @@ public sealed class DatasetImage
     public Guid DatasetId { get; set; }
     public required string Label { get; set; }
     public DataSplit Split { get; set; }
-    /// <summary>Path of the image inside the uploaded archive.</summary>
+    /// <summary>True when the split came from the archive's train/ val/ test/ folders (or a client) and re-splitting keeps it.</summary>
+    public bool SplitFixed { get; set; }
+    /// <summary>Path of the image inside the uploaded archive, or the uploaded file name.</summary>
     public required string FileName { get; set; }
     public required string Format { get; set; }
     public int Width { get; set; }
     public int Height { get; set; }
+    public int SizeBytes { get; set; }
     public required byte[] Sha256 { get; set; }
     /// <summary>The encoded image exactly as uploaded (validated by a full decode first).</summary>
     public required byte[] Data { get; set; }

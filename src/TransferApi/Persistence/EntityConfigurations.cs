@@ -25,6 +25,8 @@ internal sealed class DatasetImageConfiguration : IEntityTypeConfiguration<Datas
         builder.Property(i => i.Format).HasMaxLength(32);
         builder.Property(i => i.Split).HasConversion<string>().HasMaxLength(16);
         builder.HasIndex(i => new { i.DatasetId, i.Label });
+        // The same bytes are stored once per data set, even under concurrent uploads.
+        builder.HasIndex(i => new { i.DatasetId, i.Sha256 }).IsUnique();
     }
 }
 

@@ -5,14 +5,12 @@ using Microsoft.Extensions.Options;
 using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Storage;
+using TransferApi.Training.Training;
 
 namespace TransferApi.Features.Datasets;
 
-public sealed record ClassCount(string Name, int ImageCount);
-
-public sealed record RejectedFile(string Entry, string Reason);
-
-public sealed record DatasetResponse(Guid Id, string Name, DateTime CreatedAt, int ImageCount, IReadOnlyList<ClassCount> Classes, IReadOnlyList<RejectedFile> Rejected);
+/// <summary>New shares and seed for the images whose split the archive's folders (or the client) did not fix.</summary>
+public sealed record ResplitRequest(double? ValidationFraction, double? TestFraction, long? Seed);
 
 public static class DatasetEndpoints
 {
@@ -22,13 +20,19 @@ public static class DatasetEndpoints
         group.MapPost("/", Upload)
             .DisableAntiforgery()
             .Accepts<IFormFile>("multipart/form-data")
+            .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
             .WithSummary("Upload a zip of folder-per-class images")
-            .WithDescription("The zip holds one folder per class (cats/001.jpg), optionally under train/, val/ and test/ folders that fix the split. "
-                + "Files that are not images are listed in `rejected`; an archive that is unreadable, hostile or over the limits, or that leaves fewer than 2 classes, is refused whole and nothing is stored.");
+            .WithDescription("The zip holds one folder per class (cats/001.jpg), optionally under train/, val/ and test/ folders that fix the split; "
+                + "other images are split per class with validationFraction, testFraction and seed. JPEG, PNG, BMP, GIF and WebP are accepted. "
+                + "Files that are not images, duplicates and conflicting labels are listed in `rejected`; an archive that is unreadable, hostile "
+                + "(escaping paths, links, nested archives, zip bombs) or over the limits, or that leaves fewer than 2 classes, is refused whole and nothing is stored.");
         group.MapGet("/", List).WithSummary("List data sets, newest first");
-        group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a data set");
+        group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Read a data set: classes, per-split counts, imbalance, image sizes, trainability");
+        group.MapPost("/{id:guid}/split", Resplit).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Split again (per class, seeded) the images whose split was not fixed by folders or by the client");
         group.MapDelete("/{id:guid}", Delete).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Delete a data set that no training job uses");
         group.MapDatasetImageEndpoints();
@@ -37,74 +41,59 @@ public static class DatasetEndpoints
 
     /// <param name="name">A display name for the data set.</param>
     /// <param name="file">The zip archive.</param>
+    /// <param name="validationFraction">Share of each class held out for validation where the archive fixes no split (default 0.2).</param>
+    /// <param name="testFraction">Share of each class held out for the final test where the archive fixes no split (default 0).</param>
+    /// <param name="seed">Seed of that split (default 42).</param>
     internal static async Task<Results<Created<DatasetResponse>, ValidationProblem, ProblemHttpResult>> Upload(
-        [FromForm] string name, IFormFile file, TransferDbContext db, IOptions<UploadOptions> limits, CancellationToken cancellation)
+        [FromForm] string name, IFormFile file, [FromForm] double? validationFraction, [FromForm] double? testFraction, [FromForm] long? seed,
+        TransferDbContext db, DatasetIngestion ingestion, IOptions<UploadOptions> limits, IOptions<DatasetOptions> options, CancellationToken cancellation)
     {
         name = name.Trim();
-        if (name.Length is 0 or > 200)
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["name"] = ["name must be 1 to 200 characters."] });
+        var fractions = new SplitFractions(validationFraction ?? options.Value.DefaultValidationFraction, testFraction ?? options.Value.DefaultTestFraction);
+        var errors = new Dictionary<string, string[]>();
+        if (name.Length is 0 or > 200) errors["name"] = ["name must be 1 to 200 characters."];
+        if (fractions.Problem is { } problem) errors[problem.Field] = [problem.Message];
+        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
 
-        DatasetArchive archive;
-        await using (var stream = file.OpenReadStream())
+        IngestionReport report;
+        try
         {
-            try
-            {
-                archive = DatasetArchiveReader.Read(stream, limits.Value);
-            }
-            catch (UploadRejectedException e)
-            {
-                return TypedResults.Problem(e.Message, statusCode: e.StatusCode, title: e.Title);
-            }
+            await using var stream = file.OpenReadStream();
+            using var archive = DatasetArchive.Open(stream, limits.Value);
+            report = await ingestion.CreateAsync(name, archive, fractions, seed ?? options.Value.DefaultSplitSeed, cancellation);
         }
-        var labels = archive.Labels;
-        if (labels.Count < 2)
-            return TypedResults.Problem(
-                $"file: training needs at least 2 classes (one folder per class); this archive has {labels.Count} usable class(es)"
-                + (archive.Rejected.Count > 0 ? $" and {archive.Rejected.Count} rejected file(s), e.g. '{archive.Rejected[0].Entry}': {archive.Rejected[0].Reason}." : "."),
-                statusCode: StatusCodes.Status422UnprocessableEntity, title: "Not enough classes");
-
-        var dataset = new Dataset
+        catch (UploadRejectedException e)
         {
-            Id = Guid.CreateVersion7(),
-            Name = name,
-            CreatedAt = DateTime.UtcNow,
-            ImageCount = archive.Images.Count,
-            Rejected = archive.Rejected.Select(r => new RejectedEntry { Entry = r.Entry, Reason = r.Reason }).ToList(),
-            Images = archive.Images.Select(i => new DatasetImage
-            {
-                Id = Guid.CreateVersion7(),
-                Label = i.Label,
-                Split = i.Split,
-                FileName = i.Entry,
-                Format = i.Header.Format,
-                Width = i.Header.Width,
-                Height = i.Header.Height,
-                Sha256 = i.Sha256,
-                Data = i.Data,
-            }).ToList(),
-        };
-        db.Datasets.Add(dataset);
-        // One SaveChanges, one transaction: the data set appears whole or not at all.
-        await db.SaveChangesAsync(cancellation);
-        var response = ToResponse(dataset, archive.Images.GroupBy(i => i.Label).Select(g => new ClassCount(g.Key, g.Count())));
-        return TypedResults.Created($"/api/datasets/{dataset.Id}", response);
+            return TypedResults.Problem(e.Message, statusCode: e.StatusCode, title: e.Title);
+        }
+        var dataset = await DatasetSummaries.GetAsync(db, report.DatasetId, options.Value.MinImagesPerClass, cancellation);
+        return TypedResults.Created($"/api/datasets/{report.DatasetId}", dataset);
     }
 
-    internal static async Task<Ok<Page<DatasetResponse>>> List(TransferDbContext db, int? page, int? pageSize, CancellationToken cancellation)
+    internal static async Task<Ok<Page<DatasetResponse>>> List(TransferDbContext db, IOptions<DatasetOptions> options, int? page, int? pageSize, CancellationToken cancellation)
     {
-        var datasets = await db.Datasets.AsNoTracking().OrderByDescending(d => d.CreatedAt).ToPageAsync(page, pageSize, cancellation);
-        var ids = datasets.Items.Select(d => d.Id).ToList();
-        var counts = await ClassCountsAsync(db.DatasetImages.Where(i => ids.Contains(i.DatasetId)), cancellation);
-        return TypedResults.Ok(new Page<DatasetResponse>(
-            datasets.Items.Select(d => ToResponse(d, counts[d.Id])).ToList(), datasets.PageNumber, datasets.PageSize, datasets.TotalCount));
+        var (p, size) = Paging.Normalize(page, pageSize);
+        var ordered = db.Datasets.OrderByDescending(d => d.CreatedAt);
+        var items = await DatasetSummaries.ListAsync(db, ordered.Skip((p - 1) * size).Take(size), options.Value.MinImagesPerClass, cancellation);
+        return TypedResults.Ok(new Page<DatasetResponse>(items.OrderByDescending(d => d.CreatedAt).ToList(), p, size, await db.Datasets.CountAsync(cancellation)));
     }
 
-    internal static async Task<Results<Ok<DatasetResponse>, ProblemHttpResult>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<Ok<DatasetResponse>, ProblemHttpResult>> Get(Guid id, TransferDbContext db, IOptions<DatasetOptions> options, CancellationToken cancellation)
     {
-        var dataset = await db.Datasets.AsNoTracking().FirstOrDefaultAsync(d => d.Id == id, cancellation);
-        if (dataset is null) return NotFound(id);
-        var counts = await ClassCountsAsync(db.DatasetImages.Where(i => i.DatasetId == id), cancellation);
-        return TypedResults.Ok(ToResponse(dataset, counts[id]));
+        var dataset = await DatasetSummaries.GetAsync(db, id, options.Value.MinImagesPerClass, cancellation);
+        return dataset is null ? NotFound(id) : TypedResults.Ok(dataset);
+    }
+
+    internal static async Task<Results<Ok<DatasetResponse>, ValidationProblem, ProblemHttpResult>> Resplit(
+        Guid id, ResplitRequest request, TransferDbContext db, DatasetIngestion ingestion, IOptions<DatasetOptions> options, CancellationToken cancellation)
+    {
+        var current = await db.Datasets.AsNoTracking().FirstOrDefaultAsync(d => d.Id == id, cancellation);
+        if (current is null) return NotFound(id);
+        var fractions = new SplitFractions(request.ValidationFraction ?? current.ValidationFraction, request.TestFraction ?? current.TestFraction);
+        if (fractions.Problem is { } problem)
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { [problem.Field] = [problem.Message] });
+        if (!await ingestion.ResplitAsync(id, fractions, request.Seed ?? current.SplitSeed, cancellation)) return NotFound(id);
+        return TypedResults.Ok((await DatasetSummaries.GetAsync(db, id, options.Value.MinImagesPerClass, cancellation))!);
     }
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(Guid id, TransferDbContext db, CancellationToken cancellation)
@@ -118,18 +107,5 @@ public static class DatasetEndpoints
         return TypedResults.NoContent();
     }
 
-    private static ProblemHttpResult NotFound(Guid id) => Problems.NotFound("data set", id);
-
-    private static async Task<ILookup<Guid, ClassCount>> ClassCountsAsync(IQueryable<DatasetImage> images, CancellationToken cancellation)
-    {
-        var rows = await images.GroupBy(i => new { i.DatasetId, i.Label })
-            .Select(g => new { g.Key.DatasetId, g.Key.Label, Count = g.Count() })
-            .ToListAsync(cancellation);
-        return rows.ToLookup(r => r.DatasetId, r => new ClassCount(r.Label, r.Count));
-    }
-
-    private static DatasetResponse ToResponse(Dataset dataset, IEnumerable<ClassCount> classes) => new(
-        dataset.Id, dataset.Name, dataset.CreatedAt, dataset.ImageCount,
-        classes.OrderBy(c => c.Name, StringComparer.Ordinal).ToList(),
-        dataset.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList());
+    internal static ProblemHttpResult NotFound(Guid id) => Problems.NotFound("data set", id);
 }

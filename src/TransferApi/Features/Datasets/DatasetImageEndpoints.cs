@@ -1,29 +1,47 @@
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Processing;
 using TransferApi.Options;
 using TransferApi.Persistence;
+using TransferApi.Storage;
 using TransferApi.Training.Imaging;
 using TransferApi.Training.Training;
 
 namespace TransferApi.Features.Datasets;
 
-public sealed record DatasetImageResponse(Guid Id, string Label, DataSplit Split, string FileName, string Format, int Width, int Height, int SizeBytes, string Sha256);
+public sealed record DatasetImageResponse(Guid Id, string Label, DataSplit Split, bool SplitFixed, string FileName, string Format, int Width, int Height, int SizeBytes, string Sha256);
 
-/// <summary>Browsing the images of a data set: list with filters, and each stored image or its thumbnail.</summary>
+public sealed record AddImagesResponse(Guid DatasetId, IReadOnlyList<DatasetImageResponse> Added, IReadOnlyList<RejectedFile> Rejected);
+
+/// <summary>A new label and/or split for one image; a split set here is kept when the data set is split again.</summary>
+public sealed record UpdateImageRequest(string? Label, DataSplit? Split);
+
+/// <summary>Browsing and editing the images of a data set.</summary>
 public static class DatasetImageEndpoints
 {
     public const int ThumbnailSide = 128;
+    private const int MaxLabelLength = 200;
 
     public static RouteGroupBuilder MapDatasetImageEndpoints(this RouteGroupBuilder datasets)
     {
         datasets.MapGet("/{id:guid}/images", List).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("List a data set's images, optionally by label and split");
+        datasets.MapPost("/{id:guid}/images", Add)
+            .DisableAntiforgery()
+            .Accepts<IFormFileCollection>("multipart/form-data")
+            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .WithSummary("Add images to a data set: one or more `file` parts and a `label`")
+            .WithDescription("Each file is checked like an archive entry; duplicates and conflicts are listed in `rejected`. Without `split` the new images are split per class with the data set's shares and seed.");
         datasets.MapGet("/{id:guid}/images/{imageId:guid}", Get)
             .Produces<byte[]>(StatusCodes.Status200OK, "image/jpeg", "image/png", "image/bmp", "image/gif", "image/webp").ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Download a stored image (or, with thumbnail=true, a JPEG at most 128 pixels on its longer side)");
+        datasets.MapPatch("/{id:guid}/images/{imageId:guid}", Update).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Relabel an image or move it to another split");
+        datasets.MapDelete("/{id:guid}/images/{imageId:guid}", Delete).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Remove an image from a data set");
         return datasets;
     }
 
@@ -31,7 +49,7 @@ public static class DatasetImageEndpoints
     internal static async Task<Results<Ok<Page<DatasetImageResponse>>, ProblemHttpResult>> List(
         Guid id, TransferDbContext db, string? label, string? split, int? page, int? pageSize, CancellationToken cancellation)
     {
-        if (!await db.Datasets.AnyAsync(d => d.Id == id, cancellation)) return Problems.NotFound("data set", id);
+        if (!await db.Datasets.AnyAsync(d => d.Id == id, cancellation)) return DatasetEndpoints.NotFound(id);
         var images = db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == id);
         if (label is not null) images = images.Where(i => i.Label == label);
         if (split is not null)
@@ -40,12 +58,41 @@ public static class DatasetImageEndpoints
                 return TypedResults.Problem($"split: '{split}' is not one of {string.Join(", ", Enum.GetNames<DataSplit>())}.", statusCode: 400, title: "Invalid split");
             images = images.Where(i => i.Split == wanted);
         }
-        var result = await images.OrderBy(i => i.Label).ThenBy(i => i.FileName)
-            .Select(i => new { i.Id, i.Label, i.Split, i.FileName, i.Format, i.Width, i.Height, Size = i.Data.Length, i.Sha256 })
-            .ToPageAsync(page, pageSize, cancellation);
-        return TypedResults.Ok(new Page<DatasetImageResponse>(
-            result.Items.Select(i => new DatasetImageResponse(i.Id, i.Label, i.Split, i.FileName, i.Format, i.Width, i.Height, i.Size, Convert.ToHexStringLower(i.Sha256))).ToList(),
-            result.PageNumber, result.PageSize, result.TotalCount));
+        var result = await images.OrderBy(i => i.Label).ThenBy(i => i.FileName).Select(Summary).ToPageAsync(page, pageSize, cancellation);
+        return TypedResults.Ok(result);
+    }
+
+    /// <param name="label">The class of every file in this request.</param>
+    /// <param name="split">Train, Validation or Test to fix the split; omitted: split like the rest of the data set.</param>
+    internal static async Task<Results<Ok<AddImagesResponse>, ValidationProblem, ProblemHttpResult>> Add(
+        Guid id, [FromForm] string label, [FromForm] DataSplit? split, IFormFileCollection files, TransferDbContext db,
+        DatasetIngestion ingestion, IOptions<UploadOptions> limits, CancellationToken cancellation)
+    {
+        label = label.Trim();
+        var errors = new Dictionary<string, string[]>();
+        if (label.Length is 0 or > MaxLabelLength || label.Any(char.IsControl) || label.Contains('/', StringComparison.Ordinal))
+            errors["label"] = [$"label must be 1 to {MaxLabelLength} characters, without '/' or control characters."];
+        var images = files.GetFiles("file");
+        if (images.Count == 0) errors["file"] = ["send one or more images as multipart parts named 'file'."];
+        if (images.Count > limits.Value.MaxFilesPerRequest) errors["file"] = [$"at most {limits.Value.MaxFilesPerRequest} files per request; this one has {images.Count}."];
+        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        var tooLarge = images.FirstOrDefault(f => f.Length > limits.Value.MaxEntryBytes);
+        if (tooLarge is not null)
+            return TypedResults.Problem($"file: '{tooLarge.FileName}' is {tooLarge.Length:N0} bytes; the limit is {limits.Value.MaxEntryBytes:N0}.", statusCode: 413, title: "Image too large");
+
+        IngestionReport? report;
+        try
+        {
+            report = await ingestion.AddAsync(id, images.Select(f => new IncomingImage(
+                Path.GetFileName(f.FileName), label, split ?? DataSplit.Unassigned, split is not null and not DataSplit.Unassigned, ReadAll(f))), cancellation);
+        }
+        catch (UploadRejectedException e)
+        {
+            return TypedResults.Problem(e.Message, statusCode: e.StatusCode, title: e.Title);
+        }
+        if (report is null) return DatasetEndpoints.NotFound(id);
+        var added = await db.DatasetImages.AsNoTracking().Where(i => report.Added.Contains(i.Id)).OrderBy(i => i.FileName).Select(Summary).ToListAsync(cancellation);
+        return TypedResults.Ok(new AddImagesResponse(id, added, report.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList()));
     }
 
     internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> Get(
@@ -53,7 +100,7 @@ public static class DatasetImageEndpoints
     {
         var image = await db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == id && i.Id == imageId)
             .Select(i => new { i.Data, i.FileName }).FirstOrDefaultAsync(cancellation);
-        if (image is null) return Problems.NotFound("image in this data set", imageId);
+        if (image is null) return ImageNotFound(imageId);
         if (!thumbnail)
             return TypedResults.File(image.Data, Image.DetectFormat(image.Data)?.DefaultMimeType ?? "application/octet-stream", Path.GetFileName(image.FileName));
 
@@ -63,4 +110,44 @@ public static class DatasetImageEndpoints
         await decoded.SaveAsJpegAsync(buffer, cancellation);
         return TypedResults.File(buffer.ToArray(), "image/jpeg");
     }
+
+    internal static async Task<Results<Ok<DatasetImageResponse>, ValidationProblem, ProblemHttpResult>> Update(
+        Guid id, Guid imageId, UpdateImageRequest request, TransferDbContext db, CancellationToken cancellation)
+    {
+        var label = request.Label?.Trim();
+        if (label is not null && (label.Length is 0 or > MaxLabelLength || label.Any(char.IsControl) || label.Contains('/', StringComparison.Ordinal)))
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["label"] = [$"label must be 1 to {MaxLabelLength} characters, without '/' or control characters."] });
+        if (request.Split is { } s && !Enum.IsDefined(s))
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["split"] = ["split must be Train, Validation, Test or Unassigned."] });
+        var image = await db.DatasetImages.FirstOrDefaultAsync(i => i.DatasetId == id && i.Id == imageId, cancellation);
+        if (image is null) return ImageNotFound(imageId);
+        if (label is not null) image.Label = label;
+        if (request.Split is { } split)
+        {
+            image.Split = split;
+            image.SplitFixed = split != DataSplit.Unassigned;
+        }
+        await db.SaveChangesAsync(cancellation);
+        return TypedResults.Ok(await db.DatasetImages.AsNoTracking().Where(i => i.Id == imageId).Select(Summary).FirstAsync(cancellation));
+    }
+
+    internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(Guid id, Guid imageId, TransferDbContext db, CancellationToken cancellation)
+    {
+        var deleted = await db.DatasetImages.Where(i => i.DatasetId == id && i.Id == imageId).ExecuteDeleteAsync(cancellation);
+        return deleted == 0 ? ImageNotFound(imageId) : TypedResults.NoContent();
+    }
+
+    private static ProblemHttpResult ImageNotFound(Guid imageId) => Problems.NotFound("image in this data set", imageId);
+
+    private static byte[] ReadAll(IFormFile file)
+    {
+        using var stream = file.OpenReadStream();
+        using var buffer = new MemoryStream((int)file.Length);
+        stream.CopyTo(buffer);
+        return buffer.ToArray();
+    }
+
+    private static readonly System.Linq.Expressions.Expression<Func<DatasetImage, DatasetImageResponse>> Summary = i =>
+        new DatasetImageResponse(i.Id, i.Label, i.Split, i.SplitFixed, i.FileName, i.Format, i.Width, i.Height, i.SizeBytes,
+            Convert.ToHexStringLower(i.Sha256));
 }

@@ -1,7 +1,10 @@
 using Hangfire;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using TransferApi.Features.Datasets;
 using TransferApi.Jobs;
+using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Training.Backbones;
 using TransferApi.Training.Training;
@@ -35,15 +38,15 @@ public static class TrainingJobEndpoints
     public static RouteGroupBuilder MapTrainingJobEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/api/training-jobs").WithTags("Training jobs");
-        group.MapPost("/", Create).WithSummary("Start training a model on a data set")
+        group.MapPost("/", Create).ProducesProblem(StatusCodes.Status422UnprocessableEntity).WithSummary("Start training a model on a data set")
             .WithDescription("Queues a job that runs the frozen backbone once over every image and trains a linear softmax head on the features. Poll GET /api/training-jobs/{id} for progress and per-epoch metrics.");
         group.MapGet("/", List).WithSummary("List training jobs, newest first");
         group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a training job: status, progress, per-epoch metrics, model id");
         return group;
     }
 
-    internal static async Task<Results<Accepted<TrainingJobResponse>, ValidationProblem>> Create(
-        CreateTrainingJobRequest request, TransferDbContext db, IBackgroundJobClient jobs, CancellationToken cancellation)
+    internal static async Task<Results<Accepted<TrainingJobResponse>, ValidationProblem, ProblemHttpResult>> Create(
+        CreateTrainingJobRequest request, TransferDbContext db, IBackgroundJobClient jobs, IOptions<DatasetOptions> datasets, CancellationToken cancellation)
     {
         var defaults = new TrainingOptions();
         var job = new TrainingJob
@@ -70,6 +73,10 @@ public static class TrainingJobEndpoints
         if (!(job.LearningRate > 0 && job.LearningRate <= 10)) errors["learningRate"] = ["learningRate must be greater than 0 and at most 10."];
         if (!(job.ValidationFraction >= 0 && job.ValidationFraction <= 0.9)) errors["validationFraction"] = ["validationFraction must be between 0 and 0.9."];
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        var dataset = await DatasetSummaries.GetAsync(db, job.DatasetId, datasets.Value.MinImagesPerClass, cancellation);
+        if (dataset is { Trainable: false })
+            return TypedResults.Problem($"datasetId: data set {job.DatasetId} cannot be trained yet: {string.Join(" ", dataset.Problems)}",
+                statusCode: StatusCodes.Status422UnprocessableEntity, title: "Data set not trainable");
 
         db.TrainingJobs.Add(job);
         await db.SaveChangesAsync(cancellation);

@@ -32,13 +32,19 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<DateTime>("CreatedAt")
                         .HasColumnType("timestamp with time zone");
 
-                    b.Property<int>("ImageCount")
-                        .HasColumnType("integer");
-
                     b.Property<string>("Name")
                         .IsRequired()
                         .HasMaxLength(200)
                         .HasColumnType("character varying(200)");
+
+                    b.Property<long>("SplitSeed")
+                        .HasColumnType("bigint");
+
+                    b.Property<double>("TestFraction")
+                        .HasColumnType("double precision");
+
+                    b.Property<double>("ValidationFraction")
+                        .HasColumnType("double precision");
 
                     b.HasKey("Id");
 
@@ -82,10 +88,16 @@ namespace TransferApi.Persistence.Migrations
                         .IsRequired()
                         .HasColumnType("bytea");
 
+                    b.Property<int>("SizeBytes")
+                        .HasColumnType("integer");
+
                     b.Property<string>("Split")
                         .IsRequired()
                         .HasMaxLength(16)
                         .HasColumnType("character varying(16)");
+
+                    b.Property<bool>("SplitFixed")
+                        .HasColumnType("boolean");
 
                     b.Property<int>("Width")
                         .HasColumnType("integer");
@@ -93,6 +105,9 @@ namespace TransferApi.Persistence.Migrations
                     b.HasKey("Id");
 
                     b.HasIndex("DatasetId", "Label");
+
+                    b.HasIndex("DatasetId", "Sha256")
+                        .IsUnique();
 
                     b.ToTable("dataset_images", (string)null);
                 });

@@ -1,0 +1,81 @@
+using Microsoft.EntityFrameworkCore;
+using TransferApi.Persistence;
+using TransferApi.Training.Training;
+
+namespace TransferApi.Features.Datasets;
+
+public sealed record ClassCount(string Name, int ImageCount, int Train, int Validation, int Test);
+
+public sealed record SplitCounts(int Train, int Validation, int Test);
+
+public sealed record ImageStatistics(int MinWidth, int MaxWidth, double MeanWidth, int MinHeight, int MaxHeight, double MeanHeight, long TotalBytes, double MeanBytes);
+
+public sealed record SplitSettings(double ValidationFraction, double TestFraction, long Seed);
+
+public sealed record RejectedFile(string Entry, string Reason);
+
+/// <param name="ImbalanceRatio">Images in the largest class divided by images in the smallest.</param>
+/// <param name="Trainable">Whether a training job can start; <paramref name="Problems"/> says why not.</param>
+public sealed record DatasetResponse(
+    Guid Id, string Name, DateTime CreatedAt, int ImageCount, IReadOnlyList<ClassCount> Classes, SplitCounts Splits,
+    double? ImbalanceRatio, ImageStatistics? ImageStats, SplitSettings Split, bool Trainable, IReadOnlyList<string> Problems,
+    IReadOnlyList<RejectedFile> Rejected);
+
+/// <summary>The one place data set summaries (counts, statistics, trainability) are computed.</summary>
+public static class DatasetSummaries
+{
+    public static async Task<DatasetResponse?> GetAsync(TransferDbContext db, Guid id, int minImagesPerClass, CancellationToken cancellation) =>
+        (await ListAsync(db, db.Datasets.Where(d => d.Id == id), minImagesPerClass, cancellation)).SingleOrDefault();
+
+    public static async Task<List<DatasetResponse>> ListAsync(TransferDbContext db, IQueryable<Dataset> datasets, int minImagesPerClass, CancellationToken cancellation)
+    {
+        var rows = await datasets.AsNoTracking().ToListAsync(cancellation);
+        var ids = rows.Select(d => d.Id).ToList();
+        var images = db.DatasetImages.Where(i => ids.Contains(i.DatasetId));
+        var counts = (await images.GroupBy(i => new { i.DatasetId, i.Label, i.Split })
+                .Select(g => new { g.Key.DatasetId, g.Key.Label, g.Key.Split, Count = g.Count() })
+                .ToListAsync(cancellation))
+            .ToLookup(c => c.DatasetId);
+        var stats = await images.GroupBy(i => i.DatasetId)
+            .Select(g => new
+            {
+                DatasetId = g.Key,
+                MinWidth = g.Min(i => i.Width), MaxWidth = g.Max(i => i.Width), MeanWidth = g.Average(i => (double)i.Width),
+                MinHeight = g.Min(i => i.Height), MaxHeight = g.Max(i => i.Height), MeanHeight = g.Average(i => (double)i.Height),
+                TotalBytes = g.Sum(i => (long)i.SizeBytes), MeanBytes = g.Average(i => (double)i.SizeBytes),
+            })
+            .ToDictionaryAsync(s => s.DatasetId, cancellation);
+
+        return rows.Select(d =>
+        {
+            var classes = counts[d.Id].GroupBy(c => c.Label)
+                .Select(g => new ClassCount(g.Key, g.Sum(c => c.Count),
+                    g.Where(c => c.Split is DataSplit.Train or DataSplit.Unassigned).Sum(c => c.Count),
+                    g.Where(c => c.Split == DataSplit.Validation).Sum(c => c.Count),
+                    g.Where(c => c.Split == DataSplit.Test).Sum(c => c.Count)))
+                .OrderBy(c => c.Name, StringComparer.Ordinal).ToList();
+            var s = stats.GetValueOrDefault(d.Id);
+            var problems = Problems(classes, minImagesPerClass);
+            return new DatasetResponse(
+                d.Id, d.Name, d.CreatedAt, classes.Sum(c => c.ImageCount), classes,
+                new SplitCounts(classes.Sum(c => c.Train), classes.Sum(c => c.Validation), classes.Sum(c => c.Test)),
+                classes.Count > 0 ? Math.Round(classes.Max(c => c.ImageCount) / (double)classes.Min(c => c.ImageCount), 3) : null,
+                s is null ? null : new ImageStatistics(s.MinWidth, s.MaxWidth, Math.Round(s.MeanWidth, 1), s.MinHeight, s.MaxHeight, Math.Round(s.MeanHeight, 1), s.TotalBytes, Math.Round(s.MeanBytes)),
+                new SplitSettings(d.ValidationFraction, d.TestFraction, d.SplitSeed),
+                problems.Count == 0, problems,
+                d.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList());
+        }).ToList();
+    }
+
+    /// <summary>Why a data set cannot be trained yet; empty when it can.</summary>
+    public static List<string> Problems(IReadOnlyList<ClassCount> classes, int minImagesPerClass)
+    {
+        var problems = new List<string>();
+        if (classes.Count < 2) problems.Add($"training needs at least 2 classes; the data set has {classes.Count}.");
+        foreach (var c in classes.Where(c => c.ImageCount < minImagesPerClass))
+            problems.Add($"class '{c.Name}' has {c.ImageCount} image(s); at least {minImagesPerClass} are needed (10 or more recommended).");
+        foreach (var c in classes.Where(c => c.Train == 0 && c.ImageCount >= minImagesPerClass))
+            problems.Add($"class '{c.Name}' has no training images (all are in validation or test).");
+        return problems;
+    }
+}
