@@ -20,7 +20,10 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
     public const long MaxEntryBytes = 4L * 1024 * 1024; // the largest ants-bees photo has 2.1 MB
     public const long MaxTotalBytes = 32L * 1024 * 1024;
 
-    private readonly string adminConnection = Environment.GetEnvironmentVariable("TRANSFERAPI_TEST_POSTGRES") is { Length: > 0 } configured
+    private readonly string adminConnection = AdminConnection;
+
+    /// <summary>A superuser connection to the PostgreSQL that scripts/test.sh starts.</summary>
+    public static string AdminConnection => Environment.GetEnvironmentVariable("TRANSFERAPI_TEST_POSTGRES") is { Length: > 0 } configured
         ? configured
         : throw new InvalidOperationException("TRANSFERAPI_TEST_POSTGRES is not set: run the tests with ./scripts/test.sh, which starts PostgreSQL.");
     private readonly string database = $"transferapi_test_{Guid.NewGuid():N}";
