@@ -64,3 +64,18 @@ stop_cluster() {
   bin=$(pg_bindir)
   [ -f "$data/PG_VERSION" ] && as_pg_owner "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
 }
+
+# with_throwaway_cluster CMD...: runs CMD with TRANSFERAPI_TEST_POSTGRES pointing at a fresh cluster in /tmp,
+# removed afterwards whatever CMD does (fsync off: nothing in it outlives the run).
+with_throwaway_cluster() {
+  ensure_postgres_installed
+  local data port status=0
+  data=$(mktemp -d /tmp/transferapi-pg.XXXXXX)
+  chmod 755 "$data"
+  port=$(free_port 55433)
+  trap "stop_cluster '$data/db'; rm -rf '$data'" EXIT
+  PG_FSYNC=off start_cluster "$data/db" "$port"
+  echo "PostgreSQL throw-away cluster on 127.0.0.1:$port" >&2
+  TRANSFERAPI_TEST_POSTGRES="Host=127.0.0.1;Port=$port;Username=postgres;Include Error Detail=true" "$@" || status=$?
+  return "$status"
+}

@@ -3,7 +3,7 @@ using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 using TransferApi.TestSupport;
 
-namespace TransferApi.Tests;
+namespace TransferApi.TestSupport;
 
 /// <summary>Builds zip uploads and images inside the tests (nothing binary is committed).</summary>
 public static class Archives

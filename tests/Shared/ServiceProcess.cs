@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Npgsql;
 
-namespace TransferApi.Tests;
+namespace TransferApi.TestSupport;
 
 /// <summary>
 /// The real service binary (the host build copied beside the tests) in its own process, on its own database,

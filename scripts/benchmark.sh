@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the benchmarks (backbone speed vs ONNX Runtime, job wall time, ingestion throughput and memory) against
+# a throw-away PostgreSQL cluster. Arguments go to the benchmark program: backbone | ingestion [--quick].
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/postgres.sh
+with_throwaway_cluster dotnet run -c Release --project tests/TransferApi.Benchmarks -- "$@"
