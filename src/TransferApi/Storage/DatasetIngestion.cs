@@ -98,53 +98,70 @@ public sealed class DatasetIngestion(IDbContextFactory<TransferDbContext> dbFact
         var known = (await db.DatasetImages.Where(i => i.DatasetId == datasetId).Select(i => new { i.Sha256, i.Label, i.FileName }).ToListAsync(cancellation))
             .ToDictionary(i => Convert.ToHexString(i.Sha256), i => (i.Label, i.FileName));
         var added = new List<Guid>();
-        var pendingBytes = 0L;
-        var pending = 0;
+        foreach (var batch in Batches(images, options.IngestBatchSize, options.IngestBatchBytes))
+        {
+            // Decoding dominates ingestion: check a batch on every core, then store it in archive order.
+            var checks = new (ImageHeader? Header, ImageRejectedException? Error, byte[] Hash)[batch.Count];
+            Parallel.For(0, batch.Count, new ParallelOptions { CancellationToken = cancellation }, k =>
+            {
+                try
+                {
+                    checks[k] = (ImageReader.Validate(batch[k].Data, limits), null, SHA256.HashData(batch[k].Data));
+                }
+                catch (ImageRejectedException e)
+                {
+                    checks[k] = (null, e, []);
+                }
+            });
+            for (var k = 0; k < batch.Count; k++)
+            {
+                var (image, (header, error, hash)) = (batch[k], checks[k]);
+                if (error is { ExceedsLimits: true })
+                    throw new UploadRejectedException(StatusCodes.Status413PayloadTooLarge, "Image too large", $"file: '{image.Entry}': {error.Message}.");
+                if (error is not null)
+                {
+                    rejected.Add(new Rejection(image.Entry, error.Message));
+                    continue;
+                }
+                var key = Convert.ToHexString(hash);
+                if (known.TryGetValue(key, out var first))
+                {
+                    rejected.Add(new Rejection(image.Entry, first.Label == image.Label
+                        ? $"duplicate of '{first.FileName}' (stored once)"
+                        : $"conflict: the same image is already labelled '{first.Label}' ('{first.FileName}')"));
+                    continue;
+                }
+                known[key] = (image.Label, image.Entry);
+                var row = new DatasetImage
+                {
+                    Id = Guid.CreateVersion7(), DatasetId = datasetId, Label = image.Label, Split = image.Split, SplitFixed = image.SplitFixed,
+                    FileName = image.Entry, Format = header!.Format, Width = header.Width, Height = header.Height,
+                    SizeBytes = image.Data.Length, Sha256 = hash, Data = image.Data,
+                };
+                db.DatasetImages.Add(row);
+                added.Add(row.Id);
+            }
+            await FlushAsync(db, cancellation);
+        }
+        return added;
+    }
+
+    /// <summary>Consecutive groups of at most <paramref name="count"/> images and about <paramref name="bytes"/> bytes.</summary>
+    private static IEnumerable<List<IncomingImage>> Batches(IEnumerable<IncomingImage> images, int count, long bytes)
+    {
+        var batch = new List<IncomingImage>();
+        long size = 0;
         foreach (var image in images)
         {
-            cancellation.ThrowIfCancellationRequested();
-            ImageHeader header;
-            try
+            batch.Add(image);
+            size += image.Data.Length;
+            if (batch.Count >= count || size >= bytes)
             {
-                header = ImageReader.Validate(image.Data, limits);
-            }
-            catch (ImageRejectedException e) when (e.ExceedsLimits)
-            {
-                throw new UploadRejectedException(StatusCodes.Status413PayloadTooLarge, "Image too large", $"file: '{image.Entry}': {e.Message}.");
-            }
-            catch (ImageRejectedException e)
-            {
-                rejected.Add(new Rejection(image.Entry, e.Message));
-                continue;
-            }
-            var hash = SHA256.HashData(image.Data);
-            var key = Convert.ToHexString(hash);
-            if (known.TryGetValue(key, out var first))
-            {
-                rejected.Add(new Rejection(image.Entry, first.Label == image.Label
-                    ? $"duplicate of '{first.FileName}' (stored once)"
-                    : $"conflict: the same image is already labelled '{first.Label}' ('{first.FileName}')"));
-                continue;
-            }
-            known[key] = (image.Label, image.Entry);
-            var row = new DatasetImage
-            {
-                Id = Guid.CreateVersion7(), DatasetId = datasetId, Label = image.Label, Split = image.Split, SplitFixed = image.SplitFixed,
-                FileName = image.Entry, Format = header.Format, Width = header.Width, Height = header.Height,
-                SizeBytes = image.Data.Length, Sha256 = hash, Data = image.Data,
-            };
-            db.DatasetImages.Add(row);
-            added.Add(row.Id);
-            pending++;
-            pendingBytes += image.Data.Length;
-            if (pending >= options.IngestBatchSize || pendingBytes >= options.IngestBatchBytes)
-            {
-                await FlushAsync(db, cancellation);
-                (pending, pendingBytes) = (0, 0);
+                yield return batch;
+                (batch, size) = ([], 0);
             }
         }
-        await FlushAsync(db, cancellation);
-        return added;
+        if (batch.Count > 0) yield return batch;
     }
 
     private static async Task FlushAsync(TransferDbContext db, CancellationToken cancellation)
