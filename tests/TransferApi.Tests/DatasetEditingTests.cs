@@ -90,6 +90,20 @@ public class DatasetEditingTests(TransferApiFactory factory)
     }
 
     [Fact]
+    public async Task Exif_orientation_is_applied_before_sizes_are_recorded()
+    {
+        var dataset = await UploadAsync(Archives.TwoClasses(2));
+        using var image = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.Rgb24>(40, 30);
+        image.Metadata.ExifProfile = new SixLabors.ImageSharp.Metadata.Profiles.Exif.ExifProfile();
+        image.Metadata.ExifProfile.SetValue(SixLabors.ImageSharp.Metadata.Profiles.Exif.ExifTag.Orientation, (ushort)6); // rotate 90 degrees
+        using var jpeg = new MemoryStream();
+        await SixLabors.ImageSharp.ImageExtensions.SaveAsJpegAsync(image, jpeg);
+
+        var added = await (await client.PostAsync($"/api/datasets/{dataset.Id}/images", Archives.ImagesForm("rotated", [("r.jpg", jpeg.ToArray())]))).ReadAsync<AddImagesResponse>();
+        Assert.Equal((30, 40), (added.Added[0].Width, added.Added[0].Height));
+    }
+
+    [Fact]
     public async Task Adding_images_names_the_field_at_fault()
     {
         var dataset = await UploadAsync(Archives.TwoClasses(2));
