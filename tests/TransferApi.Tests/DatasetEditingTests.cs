@@ -37,6 +37,14 @@ public class DatasetEditingTests(TransferApiFactory factory)
     }
 
     [Fact]
+    public async Task A_lone_train_folder_fixes_nothing_and_is_split_by_the_fractions()
+    {
+        var dataset = await UploadAsync(Archives.TwoClasses(5).Select(e => ($"train/{e.Item1}", e.Item2)), ("validationFraction", "0.2"));
+        Assert.Equal(new SplitCounts(8, 2, 0), dataset.Splits);
+        Assert.Equal(["ants", "bees"], dataset.Classes.Select(c => c.Name));
+    }
+
+    [Fact]
     public async Task Resplitting_moves_seeded_images_but_keeps_folder_and_client_splits()
     {
         var entries = Archives.TwoClasses(6).Select(e => ($"train/{e.Item1}", e.Item2))

@@ -44,9 +44,7 @@ public sealed class DatasetArchive : IDisposable
     private readonly UploadOptions limits;
     private readonly List<(ZipArchiveEntry Entry, string[] Segments)> files;
     private readonly int wrapperFolders;
-
-    /// <summary>Class names implied by the folders (before any file is decoded).</summary>
-    public IReadOnlyList<string> FolderLabels { get; }
+    private readonly bool foldersFixSplits;
 
     private DatasetArchive(ZipArchive zip, UploadOptions limits, List<(ZipArchiveEntry, string[])> files)
     {
@@ -54,7 +52,8 @@ public sealed class DatasetArchive : IDisposable
         this.limits = limits;
         this.files = files;
         wrapperFolders = CommonWrapperFolder(files.Select(f => f.Item2).ToList());
-        FolderLabels = files.Select(f => Locate(f.Item2).Label).OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        // A lone train/ folder holds everything and fixes nothing: only val/ or test/ folders define a split.
+        foldersFixSplits = files.Any(f => FolderSplit(f.Item2) is DataSplit.Validation or DataSplit.Test);
     }
 
     public static DatasetArchive Open(Stream stream, UploadOptions limits)
@@ -129,15 +128,17 @@ public sealed class DatasetArchive : IDisposable
         }
     }
 
-    private (string? Label, DataSplit Split, bool FromFolder) Locate(string[] allSegments)
+    private DataSplit FolderSplit(string[] allSegments)
     {
         var segments = allSegments.AsSpan(wrapperFolders);
-        var split = DataSplit.Unassigned;
-        if (segments.Length > 2 && SplitFolders.TryGetValue(segments[0], out var named))
-        {
-            split = named;
-            segments = segments[1..];
-        }
+        return segments.Length > 2 && SplitFolders.TryGetValue(segments[0], out var named) ? named : DataSplit.Unassigned;
+    }
+
+    private (string? Label, DataSplit Split, bool FromFolder) Locate(string[] allSegments)
+    {
+        var split = FolderSplit(allSegments);
+        var segments = allSegments.AsSpan(wrapperFolders + (split == DataSplit.Unassigned ? 0 : 1));
+        if (!foldersFixSplits) split = DataSplit.Unassigned;
         return segments.Length < 2 ? (null, split, false) : (segments[0].Trim(), split, split != DataSplit.Unassigned);
     }
 
