@@ -31,7 +31,7 @@ public class HeadTrainingTests(BackboneFixture fixture)
         var (vx, vy) = Clusters(10, 2);
         var epochs = new List<EpochMetrics>();
         using var head = HeadTrainer.Train(x, y, vx, vy, 2, new TrainingOptions { Epochs = 8, BatchSize = 16, LearningRate = 0.01 },
-            epochs.Add, (_, _, _) => { }, CancellationToken.None);
+            epochs.Add, (_, _, _) => { }, CancellationToken.None).Head;
         Assert.Equal(8, epochs.Count);
         Assert.True(epochs[^1].TrainLoss < epochs[0].TrainLoss * 0.5, $"loss {epochs[0].TrainLoss} -> {epochs[^1].TrainLoss}");
         Assert.Equal(1.0, epochs[^1].ValAccuracy!.Value, 3);
@@ -43,7 +43,7 @@ public class HeadTrainingTests(BackboneFixture fixture)
         var images = TestData.AntsBeesImages("train", "ants", 2).Concat(TestData.AntsBeesImages("train", "bees", 2)).Select(File.ReadAllBytes).ToList();
         using var scope = NewDisposeScope();
         var pixels = fixture.Backbone.Preprocessor.ToTensor(images);
-        using var head = ModelCheckpoint.CreateHead(fixture.Backbone.FeatureSize, 2);
+        using var head = ClassifierHead.Create(new HeadSpec(HeadKind.Mlp, HiddenUnits: 16, Dropout: 0), fixture.Backbone.FeatureSize, 2, seed: 1);
         // Through the network itself, with autograd on, to prove freezing holds even when gradients could flow.
         var loss = nn.functional.cross_entropy(head.call(fixture.Backbone.Network.call(pixels)), tensor(new long[] { 0, 0, 1, 1 }));
         loss.backward();
@@ -51,12 +51,15 @@ public class HeadTrainingTests(BackboneFixture fixture)
         Assert.All(head.parameters(), p => Assert.True(p.grad is not null && p.grad.abs().sum().item<float>() > 0));
     }
 
-    [Fact]
-    public void Checkpoint_save_then_load_gives_identical_predictions()
+    [Theory]
+    [InlineData(HeadKind.Linear)]
+    [InlineData(HeadKind.Mlp)]
+    public void Checkpoint_save_then_load_gives_identical_predictions(HeadKind kind)
     {
         var (x, y) = Clusters(20, 3);
-        using var head = HeadTrainer.Train(x, y, null, null, 2, new TrainingOptions { Epochs = 3 }, _ => { }, (_, _, _) => { }, CancellationToken.None);
-        var checkpoint = ModelCheckpoint.FromHead("resnet18-imagenet", Imaging.PreprocessingSpec.CntkResNet, ["a", "b"], head);
+        var spec = new HeadSpec(kind, HiddenUnits: 8);
+        using var head = HeadTrainer.Train(x, y, null, null, 2, new TrainingOptions { Epochs = 3, Head = spec }, _ => { }, (_, _, _) => { }, CancellationToken.None).Head;
+        var checkpoint = ModelCheckpoint.FromHead("resnet18-imagenet", Imaging.PreprocessingSpec.CntkResNet, ["a", "b"], 16, spec, head);
         using var restored = checkpoint.LoadHead();
         using var features = randn(7, 16);
         using var before = head.call(features);

@@ -1,59 +1,94 @@
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Training;
 
-/// <summary>Trains a linear softmax head on cached backbone features; the backbone is never touched here.</summary>
+public sealed record HeadTrainingResult(nn.Module<Tensor, Tensor> Head, IReadOnlyList<EpochMetrics> Metrics, int BestEpoch, bool StoppedEarly);
+
+/// <summary>
+/// Trains a head on cached backbone features (the backbone is never touched here): the chosen optimizer,
+/// learning-rate schedule, label smoothing, class weights and early stopping that restores the best epoch.
+/// </summary>
 public static class HeadTrainer
 {
-    public static Linear Train(
+    public static HeadTrainingResult Train(
         Tensor trainFeatures, Tensor trainLabels, Tensor? valFeatures, Tensor? valLabels, int classes,
         TrainingOptions options, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation)
     {
-        var head = ModelCheckpoint.CreateHead((int)trainFeatures.shape[1], classes);
-        using (no_grad())
-        {
-            // Softmax regression is convex: a zero start is as good as a random one and needs no RNG.
-            head.weight!.zero_();
-            head.bias!.zero_();
-        }
-        using var optimizer = optim.Adam(head.parameters(), options.LearningRate);
+        var hasValidation = valFeatures is not null && valLabels is not null && valFeatures.shape[0] > 0;
+        var head = ClassifierHead.Create(options.Head, (int)trainFeatures.shape[1], classes, options.Seed);
+        using var classWeights = options.ClassWeighted ? BalancedWeights(trainLabels, classes) : null;
+        var parameters = head.parameters().Where(p => p.requires_grad).ToList();
+        using var optimizer = CreateOptimizer(parameters, options);
         using var generator = new Generator((ulong)options.Seed);
         var count = trainFeatures.shape[0];
         var batches = (int)((count + options.BatchSize - 1) / options.BatchSize);
+        var scheduler = CreateScheduler(optimizer, options, batches);
+        var stepPerBatch = options.Schedule == LrSchedule.OneCycle;
 
-        for (var epoch = 1; epoch <= options.Epochs; epoch++)
+        var metrics = new List<EpochMetrics>();
+        Dictionary<string, Tensor>? best = null;
+        var (bestEpoch, bestScore, sinceBest) = (0, double.NaN, 0);
+        try
         {
-            head.train();
-            double lossSum = 0;
-            using (var order = randperm(count, generator: generator))
+            for (var epoch = 1; epoch <= options.Epochs; epoch++)
             {
-                for (var b = 0; b < batches; b++)
+                head.train();
+                var learningRate = optimizer.ParamGroups.First().LearningRate;
+                double lossSum = 0;
+                using (var order = randperm(count, generator: generator))
                 {
-                    cancellation.ThrowIfCancellationRequested();
-                    using var scope = NewDisposeScope();
-                    var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
-                    var x = trainFeatures.index_select(0, index);
-                    var y = trainLabels.index_select(0, index);
-                    optimizer.zero_grad();
-                    var loss = nn.functional.cross_entropy(head.call(x), y);
-                    loss.backward();
-                    optimizer.step();
-                    lossSum += loss.item<float>() * index.shape[0];
-                    onBatch(epoch, b + 1, batches);
+                    for (var b = 0; b < batches; b++)
+                    {
+                        cancellation.ThrowIfCancellationRequested();
+                        using var scope = NewDisposeScope();
+                        var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
+                        optimizer.zero_grad();
+                        var loss = nn.functional.cross_entropy(head.call(trainFeatures.index_select(0, index)), trainLabels.index_select(0, index),
+                            weight: classWeights, label_smoothing: options.LabelSmoothing);
+                        loss.backward();
+                        optimizer.step();
+                        if (stepPerBatch) scheduler?.step();
+                        lossSum += loss.item<float>() * index.shape[0];
+                        onBatch(epoch, b + 1, batches);
+                    }
+                }
+                if (!stepPerBatch) scheduler?.step();
+                var (valLoss, valAccuracy) = hasValidation ? Evaluate(head, valFeatures!, valLabels!) : ((double?)null, (double?)null);
+                var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, learningRate);
+                metrics.Add(epochMetrics);
+                onEpoch(epochMetrics);
+
+                if (options.EarlyStopping is not { } stop || !hasValidation)
+                {
+                    bestEpoch = epoch;
+                    continue;
+                }
+                var score = stop.Monitor == MonitoredMetric.ValLoss ? -valLoss!.Value : valAccuracy!.Value;
+                if (double.IsNaN(bestScore) || score > bestScore + stop.MinDelta)
+                {
+                    (bestEpoch, bestScore, sinceBest) = (epoch, score, 0);
+                    Dispose(best);
+                    best = head.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+                }
+                else if (++sinceBest >= stop.Patience)
+                {
+                    break;
                 }
             }
-            var (valLoss, valAccuracy) = valFeatures is null || valLabels is null || valFeatures.shape[0] == 0
-                ? ((double?)null, (double?)null)
-                : Evaluate(head, valFeatures, valLabels);
-            onEpoch(new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy));
+            if (best is not null) head.load_state_dict(best);
+        }
+        finally
+        {
+            Dispose(best);
         }
         head.eval();
-        return head;
+        return new HeadTrainingResult(head, metrics, bestEpoch, metrics.Count < options.Epochs);
     }
 
     /// <summary>Mean cross-entropy and accuracy of the head on labelled features.</summary>
-    public static (double Loss, double Accuracy) Evaluate(Linear head, Tensor features, Tensor labels)
+    public static (double Loss, double Accuracy) Evaluate(nn.Module<Tensor, Tensor> head, Tensor features, Tensor labels)
     {
         var wasTraining = head.training;
         head.eval();
@@ -64,5 +99,33 @@ public static class HeadTrainer
         var accuracy = logits.argmax(1).eq(labels).to_type(ScalarType.Float32).mean().item<float>();
         if (wasTraining) head.train();
         return (loss, accuracy);
+    }
+
+    private static Tensor BalancedWeights(Tensor labels, int classes)
+    {
+        using var counts = bincount(labels, minlength: classes).to_type(ScalarType.Float32);
+        return (labels.shape[0] / (classes * counts.clamp_min(1))).to_type(ScalarType.Float32);
+    }
+
+    private static OptimizerHelper CreateOptimizer(IEnumerable<Parameter> parameters, TrainingOptions options) => options.Optimizer switch
+    {
+        OptimizerKind.AdamW => optim.AdamW(parameters, options.LearningRate, weight_decay: options.WeightDecay),
+        OptimizerKind.Sgd => optim.SGD(parameters, options.LearningRate, momentum: options.Momentum, weight_decay: options.WeightDecay),
+        _ => optim.Adam(parameters, options.LearningRate, weight_decay: options.WeightDecay),
+    };
+
+    private static optim.lr_scheduler.LRScheduler? CreateScheduler(OptimizerHelper optimizer, TrainingOptions options, int batchesPerEpoch) => options.Schedule switch
+    {
+        LrSchedule.Step => optim.lr_scheduler.StepLR(optimizer, options.StepEpochs ?? Math.Max(1, options.Epochs / 3), options.StepGamma),
+        LrSchedule.Cosine => optim.lr_scheduler.CosineAnnealingLR(optimizer, options.Epochs),
+        LrSchedule.OneCycle => optim.lr_scheduler.OneCycleLR(optimizer, options.LearningRate, total_steps: options.Epochs * batchesPerEpoch,
+            cycle_momentum: options.Optimizer == OptimizerKind.Sgd && options.Momentum > 0),
+        _ => null,
+    };
+
+    private static void Dispose(Dictionary<string, Tensor>? state)
+    {
+        if (state is null) return;
+        foreach (var tensor in state.Values) tensor.Dispose();
     }
 }

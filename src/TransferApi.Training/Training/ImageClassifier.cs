@@ -1,5 +1,4 @@
 using TransferApi.Training.Backbones;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Training;
@@ -10,7 +9,7 @@ public sealed record LabelProbability(string Label, double Probability);
 public sealed class ImageClassifier : IDisposable
 {
     private readonly Backbone backbone;
-    private readonly Linear head;
+    private readonly nn.Module<Tensor, Tensor> head;
 
     public ModelCheckpoint Checkpoint { get; }
 

@@ -6,6 +6,23 @@ public enum DataSplit { Unassigned = 0, Train = 1, Validation = 2, Test = 3 }
 /// <summary>One labelled training image as encoded bytes (the trainer decodes it with the backbone's preprocessing).</summary>
 public sealed record LabeledImage(string Label, DataSplit Split, byte[] Bytes);
 
+public enum HeadKind { Linear, Mlp }
+
+public enum OptimizerKind { Adam, AdamW, Sgd }
+
+public enum LrSchedule { Constant, Step, Cosine, OneCycle }
+
+public enum MonitoredMetric { ValLoss, ValAccuracy }
+
+/// <summary>The classifier trained on the backbone's features: its shape is part of every checkpoint.</summary>
+public sealed record HeadSpec(HeadKind Kind = HeadKind.Linear, int HiddenUnits = 256, double Dropout = 0.2)
+{
+    public static HeadSpec Linear { get; } = new();
+}
+
+/// <summary>Stop when <see cref="Monitor"/> has not improved by <see cref="MinDelta"/> for <see cref="Patience"/> epochs; keep the best epoch.</summary>
+public sealed record EarlyStopping(MonitoredMetric Monitor = MonitoredMetric.ValLoss, int Patience = 5, double MinDelta = 0);
+
 public sealed record TrainingOptions
 {
     public int Epochs { get; init; } = 10;
@@ -13,8 +30,53 @@ public sealed record TrainingOptions
     public double LearningRate { get; init; } = 0.001;
     public double ValidationFraction { get; init; } = 0.2;
     public long Seed { get; init; } = 42;
+    public HeadSpec Head { get; init; } = HeadSpec.Linear;
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
+    public double WeightDecay { get; init; }
+    /// <summary>SGD momentum (ignored by Adam and AdamW).</summary>
+    public double Momentum { get; init; } = 0.9;
+    public LrSchedule Schedule { get; init; } = LrSchedule.Constant;
+    /// <summary>Step schedule: epochs between decays (default: a third of the epochs) and the factor applied.</summary>
+    public int? StepEpochs { get; init; }
+    public double StepGamma { get; init; } = 0.1;
+    public double LabelSmoothing { get; init; }
+    /// <summary>Weight each class's loss by total / (classes x its count), so rare classes count as much as common ones.</summary>
+    public bool ClassWeighted { get; init; }
+    public EarlyStopping? EarlyStopping { get; init; }
     /// <summary>Images per backbone forward pass while extracting features.</summary>
     public int FeatureBatchSize { get; init; } = 32;
+
+    /// <summary>Every invalid option as (field, message): the one place options are checked, by the API and the trainer.</summary>
+    public IReadOnlyList<(string Field, string Message)> Problems()
+    {
+        var problems = new List<(string, string)>();
+        void Check(bool ok, string field, string message)
+        {
+            if (!ok) problems.Add((field, message));
+        }
+        Check(Epochs is >= 1 and <= 1000, "epochs", "epochs must be between 1 and 1000.");
+        Check(BatchSize is >= 1 and <= 4096, "batchSize", "batchSize must be between 1 and 4096.");
+        Check(LearningRate > 0 && LearningRate <= 10, "learningRate", "learningRate must be greater than 0 and at most 10.");
+        Check(ValidationFraction is >= 0 and <= 0.9, "validationFraction", "validationFraction must be between 0 and 0.9.");
+        Check(Enum.IsDefined(Head.Kind), "head", "head must be Linear or Mlp.");
+        Check(Head.HiddenUnits is >= 1 and <= 8192, "hiddenUnits", "hiddenUnits must be between 1 and 8192.");
+        Check(Head.Dropout is >= 0 and < 1, "dropout", "dropout must be at least 0 and below 1.");
+        Check(Enum.IsDefined(Optimizer), "optimizer", "optimizer must be Adam, AdamW or Sgd.");
+        Check(WeightDecay is >= 0 and <= 1, "weightDecay", "weightDecay must be between 0 and 1.");
+        Check(Momentum is >= 0 and < 1, "momentum", "momentum must be at least 0 and below 1.");
+        Check(Enum.IsDefined(Schedule), "lrSchedule", "lrSchedule must be Constant, Step, Cosine or OneCycle.");
+        Check(StepEpochs is null or >= 1, "stepEpochs", "stepEpochs must be at least 1.");
+        Check(StepGamma is > 0 and <= 1, "stepGamma", "stepGamma must be greater than 0 and at most 1.");
+        Check(LabelSmoothing is >= 0 and < 1, "labelSmoothing", "labelSmoothing must be at least 0 and below 1.");
+        Check(FeatureBatchSize >= 1, "featureBatchSize", "featureBatchSize must be at least 1.");
+        if (EarlyStopping is { } stop)
+        {
+            Check(Enum.IsDefined(stop.Monitor), "earlyStopping.monitor", "earlyStopping.monitor must be ValLoss or ValAccuracy.");
+            Check(stop.Patience is >= 1 and <= 1000, "earlyStopping.patience", "earlyStopping.patience must be between 1 and 1000.");
+            Check(stop.MinDelta >= 0, "earlyStopping.minDelta", "earlyStopping.minDelta must be at least 0.");
+        }
+        return problems;
+    }
 }
 
 public enum TrainingStage { Queued, ExtractingFeatures, TrainingHead, FineTuning, Evaluating, Done }
@@ -23,7 +85,7 @@ public sealed record TrainingProgress(
     TrainingStage Stage, int Epoch, int TotalEpochs, int Batch, int TotalBatches,
     double Percent, double? ImagesPerSecond, double? EtaSeconds);
 
-public sealed record EpochMetrics(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy);
+public sealed record EpochMetrics(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy, double LearningRate);
 
 /// <summary>Receives progress from the training thread; implementations must return quickly.</summary>
 public interface ITrainingObserver
@@ -37,7 +99,13 @@ public sealed record TrainingTimings(TimeSpan FeatureExtraction, TimeSpan HeadTr
     public double ImagesPerSecond => ImagesEmbedded / Math.Max(FeatureExtraction.TotalSeconds, 1e-9);
 }
 
-public sealed record TrainingResult(ModelCheckpoint Checkpoint, IReadOnlyList<EpochMetrics> Metrics, TrainingTimings Timings, int TrainImages, int ValidationImages);
+/// <param name="BestEpoch">The epoch whose weights the model keeps (the last, unless early stopping chose another).</param>
+public sealed record TrainingResult(
+    ModelCheckpoint Checkpoint, IReadOnlyList<EpochMetrics> Metrics, TrainingTimings Timings, int TrainImages, int ValidationImages,
+    int BestEpoch, bool StoppedEarly)
+{
+    public EpochMetrics BestMetrics => Metrics.First(m => m.Epoch == BestEpoch);
+}
 
 /// <summary>A problem with the training input itself (retrying cannot help).</summary>
 public sealed class TrainingInputException(string message) : Exception(message);

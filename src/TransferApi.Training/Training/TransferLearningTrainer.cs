@@ -33,14 +33,9 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var trainY = tensor(trainIdx.Select(i => labelIndex[images[i].Label]).ToArray());
         var valY = tensor(valIdx.Select(i => labelIndex[images[i].Label]).ToArray());
 
-        var metrics = new List<EpochMetrics>();
         var headClock = Stopwatch.StartNew();
-        var head = HeadTrainer.Train(trainX, trainY, valIdx.Length > 0 ? valX : null, valIdx.Length > 0 ? valY : null, labels.Count, options,
-            m =>
-            {
-                metrics.Add(m);
-                observer.OnEpochCompleted(m);
-            },
+        var trained = HeadTrainer.Train(trainX, trainY, valIdx.Length > 0 ? valX : null, valIdx.Length > 0 ? valY : null, labels.Count, options,
+            observer.OnEpochCompleted,
             (epoch, batch, batches) =>
             {
                 var done = ((epoch - 1) * batches + batch) / (double)(options.Epochs * batches);
@@ -51,10 +46,12 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             cancellation);
         headClock.Stop();
 
-        var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, labels, head);
-        head.Dispose();
-        observer.OnProgress(new TrainingProgress(TrainingStage.Done, options.Epochs, options.Epochs, 0, 0, 100, null, 0));
-        return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, used.Length), trainIdx.Length, valIdx.Length);
+        var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, labels, backbone.FeatureSize, options.Head, trained.Head);
+        trained.Head.Dispose();
+        var epochsRun = trained.Metrics.Count;
+        observer.OnProgress(new TrainingProgress(TrainingStage.Done, epochsRun, options.Epochs, 0, 0, 100, null, 0));
+        return new TrainingResult(checkpoint, trained.Metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, used.Length),
+            trainIdx.Length, valIdx.Length, trained.BestEpoch, trained.StoppedEarly);
     }
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>
@@ -81,9 +78,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
     private static void Validate(IReadOnlyList<LabeledImage> images, TrainingOptions options)
     {
-        if (options.Epochs < 1) throw new TrainingInputException("epochs must be at least 1.");
-        if (options.BatchSize < 1 || options.FeatureBatchSize < 1) throw new TrainingInputException("batch sizes must be at least 1.");
-        if (!(options.LearningRate > 0)) throw new TrainingInputException("learningRate must be positive.");
+        if (options.Problems() is { Count: > 0 } problems) throw new TrainingInputException(string.Join(" ", problems.Select(p => p.Message)));
         var classes = images.Where(i => i.Split != DataSplit.Test).Select(i => i.Label).Distinct(StringComparer.Ordinal).Count();
         if (classes < 2) throw new TrainingInputException($"Training needs at least 2 classes with images; the data set has {classes}.");
     }
