@@ -13,13 +13,24 @@ public class ApiContractTests(TransferApiFactory factory)
     public async Task Training_job_for_an_unknown_data_set_names_the_field()
     {
         var before = await factory.QueryAsync(db => Task.FromResult(db.TrainingJobs.Count()));
-        var response = await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = Guid.NewGuid(), epochs = 0, learningRate = -1 });
+        var response = await client.PostAsJsonAsync("/api/training-jobs", new
+        {
+            datasetId = Guid.NewGuid(), epochs = 0, learningRate = -1, head = "Mlp", hiddenUnits = 0, labelSmoothing = 1.5,
+            earlyStopping = new { patience = 0 },
+        });
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         var errors = (await response.ProblemAsync()).GetProperty("errors");
-        Assert.True(errors.TryGetProperty("datasetId", out _));
-        Assert.True(errors.TryGetProperty("epochs", out _));
-        Assert.True(errors.TryGetProperty("learningRate", out _));
+        Assert.Equal(["datasetId", "earlyStopping.patience", "epochs", "hiddenUnits", "labelSmoothing", "learningRate"],
+            errors.EnumerateObject().Select(e => e.Name).Order());
         Assert.Equal(before, await factory.QueryAsync(db => Task.FromResult(db.TrainingJobs.Count())));
+    }
+
+    [Fact]
+    public async Task An_unknown_option_value_names_its_path()
+    {
+        var response = await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = Guid.NewGuid(), optimizer = "rmsprop" });
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("$.optimizer", (await response.ProblemAsync()).GetProperty("detail").GetString());
     }
 
     [Fact]

@@ -55,7 +55,8 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                 case EpochMetrics m:
                     db.TrainingMetrics.Add(new TrainingMetric
                     {
-                        JobId = jobId, Epoch = m.Epoch, TrainLoss = m.TrainLoss, ValLoss = m.ValLoss, ValAccuracy = m.ValAccuracy, RecordedAt = DateTime.UtcNow,
+                        JobId = jobId, Epoch = m.Epoch, TrainLoss = m.TrainLoss, ValLoss = m.ValLoss, ValAccuracy = m.ValAccuracy, LearningRate = m.LearningRate,
+                        RecordedAt = DateTime.UtcNow,
                     });
                     break;
                 case TrainingProgress p:

@@ -35,7 +35,7 @@ public sealed class TrainingJobRunner(
         job.Status = JobStatus.Running;
         job.StartedAt = DateTime.UtcNow;
         job.Error = null;
-        job.Progress = new JobProgress { Stage = TrainingStage.Queued, TotalEpochs = job.Epochs };
+        job.Progress = new JobProgress { Stage = TrainingStage.Queued, TotalEpochs = job.Options.Epochs };
         await db.SaveChangesAsync(cancellation);
 
         try
@@ -44,11 +44,7 @@ public sealed class TrainingJobRunner(
                 .OrderBy(i => i.Id)
                 .Select(i => new LabeledImage(i.Label, i.Split, i.Data))
                 .ToListAsync(cancellation);
-            var options = new TrainingOptions
-            {
-                Epochs = job.Epochs, BatchSize = job.BatchSize, LearningRate = job.LearningRate,
-                ValidationFraction = job.ValidationFraction, Seed = job.Seed,
-            };
+            var options = job.Options;
             logger.LogInformation("Training job {JobId} started on {Images} images with {Backbone}", jobId, images.Count, job.Backbone);
 
             TrainingResult result;
@@ -61,7 +57,7 @@ public sealed class TrainingJobRunner(
                     cancellation, TaskCreationOptions.LongRunning, TaskScheduler.Default);
             }
 
-            var last = result.Metrics[^1];
+            var best = result.BestMetrics;
             var model = new TrainedModel
             {
                 Id = Guid.CreateVersion7(),
@@ -71,11 +67,14 @@ public sealed class TrainingJobRunner(
                 Labels = result.Checkpoint.Labels.ToList(),
                 Preprocessing = ModelMapping.ToEntity(result.Checkpoint.Preprocessing),
                 FeatureSize = result.Checkpoint.FeatureSize,
+                Head = result.Checkpoint.Head,
                 HeadWeights = result.Checkpoint.HeadWeights,
                 CreatedAt = DateTime.UtcNow,
-                ValAccuracy = last.ValAccuracy,
-                ValLoss = last.ValLoss,
-                TrainLoss = last.TrainLoss,
+                ValAccuracy = best.ValAccuracy,
+                ValLoss = best.ValLoss,
+                TrainLoss = best.TrainLoss,
+                BestEpoch = result.BestEpoch,
+                StoppedEarly = result.StoppedEarly,
                 TrainImages = result.TrainImages,
                 ValidationImages = result.ValidationImages,
                 FeatureExtractionSeconds = result.Timings.FeatureExtraction.TotalSeconds,
@@ -89,7 +88,7 @@ public sealed class TrainingJobRunner(
             await db.SaveChangesAsync(cancellation);
             logger.LogInformation(
                 "Training job {JobId} succeeded: val accuracy {ValAccuracy:P1}; features {FeatureSeconds:N1} s ({ImagesPerSecond:N1} img/s), head {HeadSeconds:N2} s",
-                jobId, last.ValAccuracy, result.Timings.FeatureExtraction.TotalSeconds, result.Timings.ImagesPerSecond, result.Timings.HeadTraining.TotalSeconds);
+                jobId, best.ValAccuracy, result.Timings.FeatureExtraction.TotalSeconds, result.Timings.ImagesPerSecond, result.Timings.HeadTraining.TotalSeconds);
         }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
         {

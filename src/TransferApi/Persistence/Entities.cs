@@ -52,11 +52,8 @@ public sealed class TrainingJob
     public DateTime? StartedAt { get; set; }
     public DateTime? FinishedAt { get; set; }
     public required string Backbone { get; set; }
-    public int Epochs { get; set; }
-    public int BatchSize { get; set; }
-    public double LearningRate { get; set; }
-    public double ValidationFraction { get; set; }
-    public long Seed { get; set; }
+    /// <summary>Every training option of the job (the training core's own record, stored as JSON).</summary>
+    public required TrainingOptions Options { get; set; }
     public JobProgress Progress { get; set; } = new();
     public Guid? ModelId { get; set; }
     public string? Error { get; set; }
@@ -84,6 +81,7 @@ public sealed class TrainingMetric
     public double TrainLoss { get; set; }
     public double? ValLoss { get; set; }
     public double? ValAccuracy { get; set; }
+    public double LearningRate { get; set; }
     public DateTime RecordedAt { get; set; }
 }
 
@@ -96,6 +94,7 @@ public sealed class TrainedModel
     public required List<string> Labels { get; set; }
     public required ModelPreprocessing Preprocessing { get; set; }
     public int FeatureSize { get; set; }
+    public required HeadSpec Head { get; set; }
     /// <summary>The trained head only (kilobytes); the frozen backbone is referenced by <see cref="Backbone"/>.</summary>
     public required byte[] HeadWeights { get; set; }
     public DateTime CreatedAt { get; set; }
@@ -106,6 +105,9 @@ public sealed class TrainedModel
     public int ValidationImages { get; set; }
     public double FeatureExtractionSeconds { get; set; }
     public double HeadTrainingSeconds { get; set; }
+    /// <summary>The epoch whose weights the model holds (early stopping may choose an earlier one than the last).</summary>
+    public int BestEpoch { get; set; }
+    public bool StoppedEarly { get; set; }
 }
 
 /// <summary>Mirror of the training core's PreprocessingSpec, stored as JSON with the model.</summary>

@@ -1,5 +1,9 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.ChangeTracking;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
+using Microsoft.EntityFrameworkCore.Storage.ValueConversion;
 
 namespace TransferApi.Persistence;
 
@@ -38,6 +42,7 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
         builder.Property(j => j.Status).HasConversion<string>().HasMaxLength(16);
         builder.Property(j => j.Backbone).HasMaxLength(100);
         builder.Property(j => j.HangfireJobId).HasMaxLength(100);
+        builder.Property(j => j.Options).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.TrainingOptions>(), JsonColumn.Comparer<TransferApi.Training.Training.TrainingOptions>());
         builder.HasIndex(j => j.CreatedAt);
         builder.OwnsOne(j => j.Progress, p =>
         {
@@ -69,6 +74,20 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
         builder.HasIndex(m => m.JobId).IsUnique();
         builder.HasIndex(m => m.CreatedAt);
         builder.OwnsOne(m => m.Preprocessing, p => p.ToJson("preprocessing"));
+        builder.Property(m => m.Head).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.HeadSpec>(), JsonColumn.Comparer<TransferApi.Training.Training.HeadSpec>());
         builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainedModel>(m => m.JobId).OnDelete(DeleteBehavior.Restrict);
     }
+}
+
+/// <summary>Stores an immutable record of the training core as one jsonb column (enums by name).</summary>
+internal static class JsonColumn
+{
+    private static readonly JsonSerializerOptions Options = new() { Converters = { new JsonStringEnumConverter() } };
+
+    public static ValueConverter<T, string> Converter<T>() where T : class =>
+        new(value => JsonSerializer.Serialize(value, Options), json => JsonSerializer.Deserialize<T>(json, Options)!);
+
+    /// <summary>Records compare by value, so EF sees a replaced record as a change and an equal one as none.</summary>
+    public static ValueComparer<T> Comparer<T>() where T : class =>
+        new((a, b) => Equals(a, b), value => value.GetHashCode(), value => value);
 }

@@ -9,10 +9,11 @@ using TransferApi.Training.Training;
 
 namespace TransferApi.Features.Models;
 
+/// <param name="BestEpoch">The epoch whose weights the model holds; the metrics are that epoch's.</param>
 public sealed record ModelMetricsResponse(double? ValAccuracy, double? ValLoss, double TrainLoss, int TrainImages, int ValidationImages,
-    double FeatureExtractionSeconds, double HeadTrainingSeconds);
+    double FeatureExtractionSeconds, double HeadTrainingSeconds, int BestEpoch, bool StoppedEarly);
 
-public sealed record ModelResponse(Guid Id, Guid JobId, Guid DatasetId, string Backbone, IReadOnlyList<string> Labels, DateTime CreatedAt, ModelMetricsResponse Metrics);
+public sealed record ModelResponse(Guid Id, Guid JobId, Guid DatasetId, string Backbone, HeadSpec Head, IReadOnlyList<string> Labels, DateTime CreatedAt, ModelMetricsResponse Metrics);
 
 public sealed record PredictionResponse(string Label, double Probability);
 
@@ -101,6 +102,7 @@ public static class ModelEndpoints
     private static ProblemHttpResult NotFound(Guid id) => Problems.NotFound("model", id);
 
     private static readonly System.Linq.Expressions.Expression<Func<TrainedModel, ModelResponse>> Summary = m => new ModelResponse(
-        m.Id, m.JobId, m.DatasetId, m.Backbone, m.Labels, m.CreatedAt,
-        new ModelMetricsResponse(m.ValAccuracy, m.ValLoss, m.TrainLoss, m.TrainImages, m.ValidationImages, m.FeatureExtractionSeconds, m.HeadTrainingSeconds));
+        m.Id, m.JobId, m.DatasetId, m.Backbone, m.Head, m.Labels, m.CreatedAt,
+        new ModelMetricsResponse(m.ValAccuracy, m.ValLoss, m.TrainLoss, m.TrainImages, m.ValidationImages, m.FeatureExtractionSeconds, m.HeadTrainingSeconds,
+            m.BestEpoch, m.StoppedEarly));
 }

@@ -16,22 +16,67 @@ namespace TransferApi.Features.TrainingJobs;
 /// <param name="Backbone">Pretrained backbone id (default resnet18-imagenet).</param>
 /// <param name="Epochs">Passes of the head over the training features, 1-1000 (default 10).</param>
 /// <param name="BatchSize">Images per head optimisation step, 1-4096 (default 32).</param>
-/// <param name="LearningRate">Adam learning rate of the head, (0, 10] (default 0.001).</param>
-/// <param name="ValidationFraction">Share of each class held out for validation when the data set fixes no split, [0, 0.9] (default 0.2).</param>
-/// <param name="Seed">Seed of the split and the shuffling (default 42).</param>
+/// <param name="LearningRate">Learning rate of the head, (0, 10] (default 0.001).</param>
+/// <param name="ValidationFraction">Share of each class held out for validation when the data set has no validation images, [0, 0.9] (default 0.2).</param>
+/// <param name="Seed">Seed of the split, the shuffling and the head's initialisation (default 42).</param>
+/// <param name="Head">Linear (softmax regression, the default) or Mlp (one hidden layer with ReLU and dropout).</param>
+/// <param name="HiddenUnits">Mlp hidden units, 1-8192 (default 256).</param>
+/// <param name="Dropout">Mlp dropout, [0, 1) (default 0.2).</param>
+/// <param name="Optimizer">Adam (default), AdamW or Sgd.</param>
+/// <param name="WeightDecay">L2 penalty (Adam, Sgd) or decoupled weight decay (AdamW), [0, 1] (default 0).</param>
+/// <param name="Momentum">Sgd momentum, [0, 1) (default 0.9).</param>
+/// <param name="LrSchedule">Constant (default), Step, Cosine or OneCycle.</param>
+/// <param name="StepEpochs">Step schedule: epochs between decays (default a third of the epochs).</param>
+/// <param name="StepGamma">Step schedule: factor applied at each decay, (0, 1] (default 0.1).</param>
+/// <param name="LabelSmoothing">[0, 1) (default 0).</param>
+/// <param name="ClassWeighted">Weight the loss of each class by total / (classes x its count), for imbalanced data (default false).</param>
+/// <param name="EarlyStopping">Stop when the monitored metric stops improving and keep the best epoch (default off).</param>
 public sealed record CreateTrainingJobRequest(
     Guid? DatasetId, string? Backbone = null, int? Epochs = null, int? BatchSize = null,
-    double? LearningRate = null, double? ValidationFraction = null, long? Seed = null);
+    double? LearningRate = null, double? ValidationFraction = null, long? Seed = null,
+    HeadKind? Head = null, int? HiddenUnits = null, double? Dropout = null,
+    OptimizerKind? Optimizer = null, double? WeightDecay = null, double? Momentum = null,
+    LrSchedule? LrSchedule = null, int? StepEpochs = null, double? StepGamma = null,
+    double? LabelSmoothing = null, bool? ClassWeighted = null, EarlyStoppingRequest? EarlyStopping = null)
+{
+    /// <summary>The request over the training core's defaults: one source of defaults and of validation.</summary>
+    public TrainingOptions ToOptions()
+    {
+        var defaults = new TrainingOptions();
+        return defaults with
+        {
+            Epochs = Epochs ?? defaults.Epochs,
+            BatchSize = BatchSize ?? defaults.BatchSize,
+            LearningRate = LearningRate ?? defaults.LearningRate,
+            ValidationFraction = ValidationFraction ?? defaults.ValidationFraction,
+            Seed = Seed ?? defaults.Seed,
+            Head = new HeadSpec(Head ?? defaults.Head.Kind, HiddenUnits ?? defaults.Head.HiddenUnits, Dropout ?? defaults.Head.Dropout),
+            Optimizer = Optimizer ?? defaults.Optimizer,
+            WeightDecay = WeightDecay ?? defaults.WeightDecay,
+            Momentum = Momentum ?? defaults.Momentum,
+            Schedule = LrSchedule ?? defaults.Schedule,
+            StepEpochs = StepEpochs ?? defaults.StepEpochs,
+            StepGamma = StepGamma ?? defaults.StepGamma,
+            LabelSmoothing = LabelSmoothing ?? defaults.LabelSmoothing,
+            ClassWeighted = ClassWeighted ?? defaults.ClassWeighted,
+            EarlyStopping = EarlyStopping is null ? null : new EarlyStopping(
+                EarlyStopping.Monitor ?? MonitoredMetric.ValLoss, EarlyStopping.Patience ?? 5, EarlyStopping.MinDelta ?? 0),
+        };
+    }
+}
+
+/// <param name="Monitor">ValLoss (default) or ValAccuracy.</param>
+/// <param name="Patience">Epochs without improvement before stopping, 1-1000 (default 5).</param>
+/// <param name="MinDelta">Smallest change that counts as an improvement (default 0).</param>
+public sealed record EarlyStoppingRequest(MonitoredMetric? Monitor = null, int? Patience = null, double? MinDelta = null);
 
 public sealed record ProgressResponse(string Stage, int Epoch, int TotalEpochs, int Batch, int TotalBatches, double Percent, double? ImagesPerSecond, double? EtaSeconds);
 
-public sealed record MetricResponse(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy);
-
-public sealed record TrainingJobOptionsResponse(string Backbone, int Epochs, int BatchSize, double LearningRate, double ValidationFraction, long Seed);
+public sealed record MetricResponse(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy, double LearningRate);
 
 public sealed record TrainingJobResponse(
     Guid Id, Guid DatasetId, JobStatus Status, DateTime CreatedAt, DateTime? StartedAt, DateTime? FinishedAt,
-    ProgressResponse Progress, IReadOnlyList<MetricResponse> Metrics, Guid? ModelId, string? Error, TrainingJobOptionsResponse Options);
+    ProgressResponse Progress, IReadOnlyList<MetricResponse> Metrics, Guid? ModelId, string? Error, string Backbone, TrainingOptions Options);
 
 public static class TrainingJobEndpoints
 {
@@ -48,7 +93,6 @@ public static class TrainingJobEndpoints
     internal static async Task<Results<Accepted<TrainingJobResponse>, ValidationProblem, ProblemHttpResult>> Create(
         CreateTrainingJobRequest request, TransferDbContext db, IBackgroundJobClient jobs, IOptions<DatasetOptions> datasets, CancellationToken cancellation)
     {
-        var defaults = new TrainingOptions();
         var job = new TrainingJob
         {
             Id = Guid.CreateVersion7(),
@@ -56,22 +100,15 @@ public static class TrainingJobEndpoints
             Status = JobStatus.Queued,
             CreatedAt = DateTime.UtcNow,
             Backbone = request.Backbone ?? BackboneCatalog.ResNet18ImageNet,
-            Epochs = request.Epochs ?? defaults.Epochs,
-            BatchSize = request.BatchSize ?? defaults.BatchSize,
-            LearningRate = request.LearningRate ?? defaults.LearningRate,
-            ValidationFraction = request.ValidationFraction ?? defaults.ValidationFraction,
-            Seed = request.Seed ?? defaults.Seed,
+            Options = request.ToOptions(),
         };
-        job.Progress.TotalEpochs = job.Epochs;
+        job.Progress.TotalEpochs = job.Options.Epochs;
 
         var errors = new Dictionary<string, string[]>();
         if (request.DatasetId is null) errors["datasetId"] = ["datasetId is required."];
         else if (!await db.Datasets.AnyAsync(d => d.Id == job.DatasetId, cancellation)) errors["datasetId"] = [$"No data set has id {job.DatasetId}."];
         if (!BackboneCatalog.Ids.Contains(job.Backbone)) errors["backbone"] = [$"Unknown backbone '{job.Backbone}'. Known: {string.Join(", ", BackboneCatalog.Ids)}."];
-        if (job.Epochs is < 1 or > 1000) errors["epochs"] = ["epochs must be between 1 and 1000."];
-        if (job.BatchSize is < 1 or > 4096) errors["batchSize"] = ["batchSize must be between 1 and 4096."];
-        if (!(job.LearningRate > 0 && job.LearningRate <= 10)) errors["learningRate"] = ["learningRate must be greater than 0 and at most 10."];
-        if (!(job.ValidationFraction >= 0 && job.ValidationFraction <= 0.9)) errors["validationFraction"] = ["validationFraction must be between 0 and 0.9."];
+        foreach (var group in job.Options.Problems().GroupBy(p => p.Field)) errors[group.Key] = group.Select(p => p.Message).ToArray();
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
         var dataset = await DatasetSummaries.GetAsync(db, job.DatasetId, datasets.Value.MinImagesPerClass, cancellation);
         if (dataset is { Trainable: false })
@@ -105,7 +142,6 @@ public static class TrainingJobEndpoints
         job.Id, job.DatasetId, job.Status, job.CreatedAt, job.StartedAt, job.FinishedAt,
         new ProgressResponse(job.Progress.Stage.ToString(), job.Progress.Epoch, job.Progress.TotalEpochs, job.Progress.Batch, job.Progress.TotalBatches,
             Math.Round(job.Progress.Percent, 2), job.Progress.ImagesPerSecond, job.Progress.EtaSeconds),
-        job.Metrics.OrderBy(m => m.Epoch).Select(m => new MetricResponse(m.Epoch, m.TrainLoss, m.ValLoss, m.ValAccuracy)).ToList(),
-        job.ModelId, job.Error,
-        new TrainingJobOptionsResponse(job.Backbone, job.Epochs, job.BatchSize, job.LearningRate, job.ValidationFraction, job.Seed));
+        job.Metrics.OrderBy(m => m.Epoch).Select(m => new MetricResponse(m.Epoch, m.TrainLoss, m.ValLoss, m.ValAccuracy, m.LearningRate)).ToList(),
+        job.ModelId, job.Error, job.Backbone, job.Options);
 }

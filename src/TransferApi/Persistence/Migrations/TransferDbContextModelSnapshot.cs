@@ -123,6 +123,9 @@ namespace TransferApi.Persistence.Migrations
                         .HasMaxLength(100)
                         .HasColumnType("character varying(100)");
 
+                    b.Property<int>("BestEpoch")
+                        .HasColumnType("integer");
+
                     b.Property<DateTime>("CreatedAt")
                         .HasColumnType("timestamp with time zone");
 
@@ -134,6 +137,10 @@ namespace TransferApi.Persistence.Migrations
 
                     b.Property<int>("FeatureSize")
                         .HasColumnType("integer");
+
+                    b.Property<string>("Head")
+                        .IsRequired()
+                        .HasColumnType("jsonb");
 
                     b.Property<double>("HeadTrainingSeconds")
                         .HasColumnType("double precision");
@@ -148,6 +155,9 @@ namespace TransferApi.Persistence.Migrations
                     b.PrimitiveCollection<List<string>>("Labels")
                         .IsRequired()
                         .HasColumnType("text[]");
+
+                    b.Property<bool>("StoppedEarly")
+                        .HasColumnType("boolean");
 
                     b.Property<int>("TrainImages")
                         .HasColumnType("integer");
@@ -185,17 +195,11 @@ namespace TransferApi.Persistence.Migrations
                         .HasMaxLength(100)
                         .HasColumnType("character varying(100)");
 
-                    b.Property<int>("BatchSize")
-                        .HasColumnType("integer");
-
                     b.Property<DateTime>("CreatedAt")
                         .HasColumnType("timestamp with time zone");
 
                     b.Property<Guid>("DatasetId")
                         .HasColumnType("uuid");
-
-                    b.Property<int>("Epochs")
-                        .HasColumnType("integer");
 
                     b.Property<string>("Error")
                         .HasColumnType("text");
@@ -207,14 +211,12 @@ namespace TransferApi.Persistence.Migrations
                         .HasMaxLength(100)
                         .HasColumnType("character varying(100)");
 
-                    b.Property<double>("LearningRate")
-                        .HasColumnType("double precision");
-
                     b.Property<Guid?>("ModelId")
                         .HasColumnType("uuid");
 
-                    b.Property<long>("Seed")
-                        .HasColumnType("bigint");
+                    b.Property<string>("Options")
+                        .IsRequired()
+                        .HasColumnType("jsonb");
 
                     b.Property<DateTime?>("StartedAt")
                         .HasColumnType("timestamp with time zone");
@@ -223,9 +225,6 @@ namespace TransferApi.Persistence.Migrations
                         .IsRequired()
                         .HasMaxLength(16)
                         .HasColumnType("character varying(16)");
-
-                    b.Property<double>("ValidationFraction")
-                        .HasColumnType("double precision");
 
                     b.HasKey("Id");
 
@@ -243,6 +242,9 @@ namespace TransferApi.Persistence.Migrations
 
                     b.Property<int>("Epoch")
                         .HasColumnType("integer");
+
+                    b.Property<double>("LearningRate")
+                        .HasColumnType("double precision");
 
                     b.Property<DateTime>("RecordedAt")
                         .HasColumnType("timestamp with time zone");
