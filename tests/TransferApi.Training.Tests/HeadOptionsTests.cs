@@ -105,6 +105,31 @@ public class HeadOptionsTests
     }
 
     [Fact]
+    public void Cancelling_after_an_epoch_ends_training_with_the_best_epoch_so_far()
+    {
+        var (x, y) = Clusters(40, 1);
+        var (vx, vy) = Clusters(20, 2);
+        using var cancel = new CancellationTokenSource();
+        var result = HeadTrainer.Train(x, y, vx, vy, 2, new TrainingOptions { Epochs = 50, LearningRate = 0.01 },
+            m => { if (m.Epoch == 3) cancel.Cancel(); }, (_, _, _) => { }, cancel.Token);
+        Assert.True(result.Interrupted);
+        Assert.False(result.StoppedEarly);
+        Assert.Equal(3, result.Metrics.Count);
+        Assert.Equal(3, result.BestEpoch);
+        Assert.Equal(result.Metrics[2].ValLoss!.Value, HeadTrainer.Evaluate(result.Head, vx, vy).Loss, 5);
+        result.Head.Dispose();
+    }
+
+    [Fact]
+    public void Cancelling_before_the_first_epoch_completes_throws()
+    {
+        var (x, y) = Clusters(40, 1);
+        using var cancel = new CancellationTokenSource();
+        Assert.ThrowsAny<OperationCanceledException>(() => HeadTrainer.Train(x, y, null, null, 2, new TrainingOptions { Epochs = 5, BatchSize = 8 },
+            _ => { }, (_, batch, _) => { if (batch == 2) cancel.Cancel(); }, cancel.Token));
+    }
+
+    [Fact]
     public void Label_smoothing_makes_the_head_less_confident()
     {
         var (x, y) = Clusters(40, 1, separation: 3);

@@ -4,11 +4,14 @@ using static TorchSharp.torch;
 
 namespace TransferApi.Training.Training;
 
-public sealed record HeadTrainingResult(nn.Module<Tensor, Tensor> Head, IReadOnlyList<EpochMetrics> Metrics, int BestEpoch, bool StoppedEarly);
+/// <param name="Interrupted">Cancellation arrived after at least one epoch: <see cref="Head"/> holds the best completed epoch.</param>
+public sealed record HeadTrainingResult(nn.Module<Tensor, Tensor> Head, IReadOnlyList<EpochMetrics> Metrics, int BestEpoch, bool StoppedEarly, bool Interrupted = false);
 
 /// <summary>
 /// Trains a head on cached backbone features (the backbone is never touched here): the chosen optimizer,
 /// learning-rate schedule, label smoothing, class weights and early stopping that restores the best epoch.
+/// Cancellation is checked every batch; once an epoch has completed, it ends training with that epoch's
+/// best weights instead of throwing, so a cancelled job can still keep a usable model.
 /// </summary>
 public static class HeadTrainer
 {
@@ -30,6 +33,13 @@ public static class HeadTrainer
         var metrics = new List<EpochMetrics>();
         Dictionary<string, Tensor>? best = null;
         var (bestEpoch, bestScore, sinceBest) = (0, double.NaN, 0);
+        var interrupted = false;
+        void KeepBest(int epoch)
+        {
+            Dispose(best);
+            best = head.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+            bestEpoch = epoch;
+        }
         try
         {
             for (var epoch = 1; epoch <= options.Epochs; epoch++)
@@ -41,7 +51,12 @@ public static class HeadTrainer
                 {
                     for (var b = 0; b < batches; b++)
                     {
-                        cancellation.ThrowIfCancellationRequested();
+                        if (cancellation.IsCancellationRequested)
+                        {
+                            if (metrics.Count == 0) cancellation.ThrowIfCancellationRequested();
+                            interrupted = true;
+                            break;
+                        }
                         using var scope = NewDisposeScope();
                         var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
                         optimizer.zero_grad();
@@ -54,6 +69,7 @@ public static class HeadTrainer
                         onBatch(epoch, b + 1, batches);
                     }
                 }
+                if (interrupted) break;
                 if (!stepPerBatch) scheduler?.step();
                 var (valLoss, valAccuracy) = hasValidation ? Evaluate(head, valFeatures!, valLabels!) : ((double?)null, (double?)null);
                 var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, learningRate);
@@ -62,15 +78,14 @@ public static class HeadTrainer
 
                 if (options.EarlyStopping is not { } stop || !hasValidation)
                 {
-                    bestEpoch = epoch;
+                    KeepBest(epoch);
                     continue;
                 }
                 var score = stop.Monitor == MonitoredMetric.ValLoss ? -valLoss!.Value : valAccuracy!.Value;
                 if (double.IsNaN(bestScore) || score > bestScore + stop.MinDelta)
                 {
-                    (bestEpoch, bestScore, sinceBest) = (epoch, score, 0);
-                    Dispose(best);
-                    best = head.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+                    (bestScore, sinceBest) = (score, 0);
+                    KeepBest(epoch);
                 }
                 else if (++sinceBest >= stop.Patience)
                 {
@@ -84,7 +99,7 @@ public static class HeadTrainer
             Dispose(best);
         }
         head.eval();
-        return new HeadTrainingResult(head, metrics, bestEpoch, metrics.Count < options.Epochs);
+        return new HeadTrainingResult(head, metrics, bestEpoch, !interrupted && metrics.Count < options.Epochs, interrupted);
     }
 
     /// <summary>Mean cross-entropy and accuracy of the head on labelled features.</summary>

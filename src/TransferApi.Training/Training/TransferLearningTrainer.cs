@@ -51,7 +51,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var epochsRun = trained.Metrics.Count;
         observer.OnProgress(new TrainingProgress(TrainingStage.Done, epochsRun, options.Epochs, 0, 0, 100, null, 0));
         return new TrainingResult(checkpoint, trained.Metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, used.Length),
-            trainIdx.Length, valIdx.Length, trained.BestEpoch, trained.StoppedEarly);
+            trainIdx.Length, valIdx.Length, trained.BestEpoch, trained.StoppedEarly, trained.Interrupted);
     }
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>

@@ -10,7 +10,8 @@ namespace TransferApi.Jobs;
 /// <summary>
 /// Hangfire glue for one training job: reads the job and its images, runs the training core on a dedicated
 /// thread, stores the model. Delivery is at least once, so a job that already ended is left alone and a
-/// re-run starts clean (metrics are keyed by job and epoch).
+/// re-run starts clean (metrics are keyed by job and epoch). A client's cancel ends the job Cancelled, with
+/// the best epoch so far as its model when one exists; a server shutdown hands the job back to the queue.
 /// </summary>
 public sealed class TrainingJobRunner(
     IDbContextFactory<TransferDbContext> dbFactory, BackboneRegistry backbones, ILogger<TrainingJobRunner> logger)
@@ -19,32 +20,35 @@ public sealed class TrainingJobRunner(
 
     [Queue(Queue)]
     [AutomaticRetry(Attempts = 2)]
-    public async Task RunAsync(Guid jobId, CancellationToken cancellation)
+    public async Task RunAsync(Guid jobId, CancellationToken shutdown)
     {
         using var logScope = logger.BeginScope("Job {JobId}", jobId);
-        await using var db = await dbFactory.CreateDbContextAsync(cancellation);
-        var job = await db.TrainingJobs.FirstOrDefaultAsync(j => j.Id == jobId, cancellation);
-        if (job is null || job.Status is JobStatus.Succeeded or JobStatus.Failed or JobStatus.Cancelled)
+        await using var db = await dbFactory.CreateDbContextAsync(shutdown);
+        // Only a queued (or interrupted running) job starts; a cancel that won the race leaves it alone.
+        var started = await db.TrainingJobs
+            .Where(j => j.Id == jobId && (j.Status == JobStatus.Queued || j.Status == JobStatus.Running) && !j.CancelRequested)
+            .ExecuteUpdateAsync(s => s.SetProperty(j => j.Status, JobStatus.Running).SetProperty(j => j.StartedAt, DateTime.UtcNow).SetProperty(j => j.Error, (string?)null), shutdown);
+        var job = await db.TrainingJobs.FirstOrDefaultAsync(j => j.Id == jobId, shutdown);
+        if (job is null) return;
+        if (started == 0)
         {
-            logger.LogInformation("Training job {JobId} is {Status}; nothing to do", jobId, job?.Status.ToString() ?? "gone");
+            if (job.CancelRequested && job.Status == JobStatus.Running) await FinishCancelledAsync(db, jobId, modelId: null);
+            logger.LogInformation("Training job {JobId} is {Status}; nothing to do", jobId, job.Status);
             return;
         }
         using var datasetScope = logger.BeginScope("Dataset {DatasetId}", job.DatasetId);
-
-        await db.TrainingMetrics.Where(m => m.JobId == jobId).ExecuteDeleteAsync(cancellation);
-        job.Status = JobStatus.Running;
-        job.StartedAt = DateTime.UtcNow;
-        job.Error = null;
+        await db.TrainingMetrics.Where(m => m.JobId == jobId).ExecuteDeleteAsync(shutdown);
         job.Progress = new JobProgress { Stage = TrainingStage.Queued, TotalEpochs = job.Options.Epochs };
-        await db.SaveChangesAsync(cancellation);
+        await db.SaveChangesAsync(shutdown);
 
+        await using var cancelWatch = new CancellationWatcher(dbFactory, jobId);
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(shutdown, cancelWatch.Token);
         try
         {
             var images = await db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == job.DatasetId)
                 .OrderBy(i => i.Id)
                 .Select(i => new LabeledImage(i.Label, i.Split, i.Data))
-                .ToListAsync(cancellation);
-            var options = job.Options;
+                .ToListAsync(either.Token);
             logger.LogInformation("Training job {JobId} started on {Images} images with {Backbone}", jobId, images.Count, job.Backbone);
 
             TrainingResult result;
@@ -53,58 +57,77 @@ public sealed class TrainingJobRunner(
                 var backbone = backbones.Get(job.Backbone);
                 // Training is CPU-bound and synchronous (TorchSharp dispose scopes are per thread): give it its own thread.
                 result = await Task.Factory.StartNew(
-                    () => new TransferLearningTrainer(backbone).Train(images, options, progress, cancellation),
-                    cancellation, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                    () => new TransferLearningTrainer(backbone).Train(images, job.Options, progress, either.Token),
+                    either.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
             }
+            if (result.Interrupted && !cancelWatch.IsCancellationRequested) throw new OperationCanceledException(shutdown);
 
-            var best = result.BestMetrics;
-            var model = new TrainedModel
-            {
-                Id = Guid.CreateVersion7(),
-                JobId = job.Id,
-                DatasetId = job.DatasetId,
-                Backbone = result.Checkpoint.BackboneId,
-                Labels = result.Checkpoint.Labels.ToList(),
-                Preprocessing = ModelMapping.ToEntity(result.Checkpoint.Preprocessing),
-                FeatureSize = result.Checkpoint.FeatureSize,
-                Head = result.Checkpoint.Head,
-                HeadWeights = result.Checkpoint.HeadWeights,
-                CreatedAt = DateTime.UtcNow,
-                ValAccuracy = best.ValAccuracy,
-                ValLoss = best.ValLoss,
-                TrainLoss = best.TrainLoss,
-                BestEpoch = result.BestEpoch,
-                StoppedEarly = result.StoppedEarly,
-                TrainImages = result.TrainImages,
-                ValidationImages = result.ValidationImages,
-                FeatureExtractionSeconds = result.Timings.FeatureExtraction.TotalSeconds,
-                HeadTrainingSeconds = result.Timings.HeadTraining.TotalSeconds,
-            };
+            var model = ToModel(job, result);
             db.Models.Add(model);
-            await db.Entry(job).ReloadAsync(cancellation);
-            job.Status = JobStatus.Succeeded;
-            job.FinishedAt = DateTime.UtcNow;
-            job.ModelId = model.Id;
-            await db.SaveChangesAsync(cancellation);
+            await db.SaveChangesAsync(CancellationToken.None);
+            if (result.Interrupted)
+            {
+                await FinishCancelledAsync(db, jobId, model.Id);
+                logger.LogInformation("Training job {JobId} cancelled after {Epochs} epoch(s); model {ModelId} keeps epoch {BestEpoch}",
+                    jobId, result.Metrics.Count, model.Id, result.BestEpoch);
+                return;
+            }
+            await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
+                .SetProperty(j => j.Status, JobStatus.Succeeded).SetProperty(j => j.FinishedAt, DateTime.UtcNow).SetProperty(j => j.ModelId, model.Id), CancellationToken.None);
             logger.LogInformation(
-                "Training job {JobId} succeeded: val accuracy {ValAccuracy:P1}; features {FeatureSeconds:N1} s ({ImagesPerSecond:N1} img/s), head {HeadSeconds:N2} s",
-                jobId, best.ValAccuracy, result.Timings.FeatureExtraction.TotalSeconds, result.Timings.ImagesPerSecond, result.Timings.HeadTraining.TotalSeconds);
+                "Training job {JobId} succeeded: val accuracy {ValAccuracy:P1} at epoch {BestEpoch}; features {FeatureSeconds:N1} s ({ImagesPerSecond:N1} img/s), head {HeadSeconds:N2} s",
+                jobId, model.ValAccuracy, result.BestEpoch, result.Timings.FeatureExtraction.TotalSeconds, result.Timings.ImagesPerSecond, result.Timings.HeadTraining.TotalSeconds);
         }
-        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        catch (OperationCanceledException) when (cancelWatch.IsCancellationRequested && !shutdown.IsCancellationRequested)
+        {
+            await FinishCancelledAsync(db, jobId, modelId: null);
+            logger.LogInformation("Training job {JobId} cancelled before its first epoch ended; no model", jobId);
+        }
+        catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
         {
             // The server is shutting down: Hangfire hands the job to the next worker, which starts it again.
             logger.LogWarning("Training job {JobId} interrupted by shutdown; it will run again", jobId);
             throw;
         }
-        catch (Exception e) when (e is not DbUpdateException and not Npgsql.NpgsqlException)
+        catch (Exception e) when (e is not DbUpdateException and not Npgsql.NpgsqlException and not OperationCanceledException)
         {
             // Bad input or a bug: retrying would fail the same way. Database outages propagate and are retried.
             logger.LogError(e, "Training job {JobId} failed", jobId);
-            db.ChangeTracker.Clear();
             await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
                 .SetProperty(j => j.Status, JobStatus.Failed)
                 .SetProperty(j => j.FinishedAt, DateTime.UtcNow)
                 .SetProperty(j => j.Error, e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}"), CancellationToken.None);
         }
+    }
+
+    private static Task<int> FinishCancelledAsync(TransferDbContext db, Guid jobId, Guid? modelId) =>
+        db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
+            .SetProperty(j => j.Status, JobStatus.Cancelled).SetProperty(j => j.FinishedAt, DateTime.UtcNow).SetProperty(j => j.ModelId, modelId), CancellationToken.None);
+
+    private static TrainedModel ToModel(TrainingJob job, TrainingResult result)
+    {
+        var best = result.BestMetrics;
+        return new TrainedModel
+        {
+            Id = Guid.CreateVersion7(),
+            JobId = job.Id,
+            DatasetId = job.DatasetId,
+            Backbone = result.Checkpoint.BackboneId,
+            Labels = result.Checkpoint.Labels.ToList(),
+            Preprocessing = ModelMapping.ToEntity(result.Checkpoint.Preprocessing),
+            FeatureSize = result.Checkpoint.FeatureSize,
+            Head = result.Checkpoint.Head,
+            HeadWeights = result.Checkpoint.HeadWeights,
+            CreatedAt = DateTime.UtcNow,
+            ValAccuracy = best.ValAccuracy,
+            ValLoss = best.ValLoss,
+            TrainLoss = best.TrainLoss,
+            BestEpoch = result.BestEpoch,
+            StoppedEarly = result.StoppedEarly,
+            TrainImages = result.TrainImages,
+            ValidationImages = result.ValidationImages,
+            FeatureExtractionSeconds = result.Timings.FeatureExtraction.TotalSeconds,
+            HeadTrainingSeconds = result.Timings.HeadTraining.TotalSeconds,
+        };
     }
 }

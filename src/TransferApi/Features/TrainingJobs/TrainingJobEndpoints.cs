@@ -1,3 +1,5 @@
+using System.Net.ServerSentEvents;
+using System.Runtime.CompilerServices;
 using Hangfire;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
@@ -86,6 +88,12 @@ public static class TrainingJobEndpoints
         group.MapPost("/", Create).ProducesProblem(StatusCodes.Status422UnprocessableEntity).WithSummary("Start training a model on a data set")
             .WithDescription("Queues a job that runs the frozen backbone once over every image and trains a linear softmax head on the features. Poll GET /api/training-jobs/{id} for progress and per-epoch metrics.");
         group.MapGet("/", List).WithSummary("List training jobs, newest first");
+        group.MapPost("/{id:guid}/cancel", Cancel).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Cancel a queued or running job")
+            .WithDescription("A queued job ends Cancelled at once. A running job stops within one batch and ends Cancelled; if an epoch had completed, the best epoch so far becomes its model (modelId).");
+        group.MapGet("/{id:guid}/events", Events).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Live progress as Server-Sent Events")
+            .WithDescription("text/event-stream: `progress` events (the progress object) when it changes, a `metrics` event per finished epoch, then one `status` event when the job ends, and the stream closes.");
         group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a training job: status, progress, per-epoch metrics, model id");
         return group;
     }
@@ -123,6 +131,61 @@ public static class TrainingJobEndpoints
         return TypedResults.Accepted($"/api/training-jobs/{job.Id}", ToResponse(job));
     }
 
+    internal static async Task<Results<Accepted<TrainingJobResponse>, ProblemHttpResult>> Cancel(
+        Guid id, TransferDbContext db, IBackgroundJobClient jobs, CancellationToken cancellation)
+    {
+        // Conditional updates, so a cancel racing the worker's start can neither be lost nor overwrite an ended job.
+        var wasQueued = await db.TrainingJobs.Where(j => j.Id == id && j.Status == JobStatus.Queued)
+            .ExecuteUpdateAsync(s => s.SetProperty(j => j.Status, JobStatus.Cancelled).SetProperty(j => j.CancelRequested, true)
+                .SetProperty(j => j.FinishedAt, DateTime.UtcNow), cancellation) > 0;
+        var wasRunning = !wasQueued && await db.TrainingJobs.Where(j => j.Id == id && j.Status == JobStatus.Running)
+            .ExecuteUpdateAsync(s => s.SetProperty(j => j.CancelRequested, true), cancellation) > 0;
+        var job = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).FirstOrDefaultAsync(j => j.Id == id, cancellation);
+        if (job is null) return Problems.NotFound("training job", id);
+        if (wasQueued && job.HangfireJobId is not null) jobs.Delete(job.HangfireJobId);
+        if (!wasQueued && !wasRunning)
+            return Problems.Conflict("Job already ended", $"id: training job {id} is {job.Status}; only queued or running jobs can be cancelled.");
+        return TypedResults.Accepted($"/api/training-jobs/{id}", ToResponse(job));
+    }
+
+    internal static async Task<Results<ServerSentEventsResult<object>, ProblemHttpResult>> Events(
+        Guid id, TransferDbContext db, IDbContextFactory<TransferDbContext> dbFactory, CancellationToken cancellation)
+    {
+        if (!await db.TrainingJobs.AnyAsync(j => j.Id == id, cancellation)) return Problems.NotFound("training job", id);
+        return TypedResults.ServerSentEvents(JobEvents(id, dbFactory, cancellation));
+    }
+
+    /// <summary>Polls the job's row (whichever process runs it) and emits what changed since the last look.</summary>
+    private static async IAsyncEnumerable<SseItem<object>> JobEvents(Guid id, IDbContextFactory<TransferDbContext> dbFactory, [EnumeratorCancellation] CancellationToken cancellation)
+    {
+        ProgressResponse? lastProgress = null;
+        var lastEpoch = 0;
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
+        do
+        {
+            await using var db = await dbFactory.CreateDbContextAsync(cancellation);
+            var job = await db.TrainingJobs.AsNoTracking().FirstAsync(j => j.Id == id, cancellation);
+            var metrics = await db.TrainingMetrics.AsNoTracking().Where(m => m.JobId == id && m.Epoch > lastEpoch).OrderBy(m => m.Epoch).ToListAsync(cancellation);
+            var progress = ToProgress(job.Progress);
+            if (progress != lastProgress)
+            {
+                lastProgress = progress;
+                yield return new SseItem<object>(progress, "progress");
+            }
+            foreach (var m in metrics)
+            {
+                lastEpoch = m.Epoch;
+                yield return new SseItem<object>(ToMetric(m), "metrics");
+            }
+            if (job.Status is JobStatus.Succeeded or JobStatus.Failed or JobStatus.Cancelled)
+            {
+                yield return new SseItem<object>(new { job.Id, job.Status, job.ModelId, job.Error, job.FinishedAt }, "status");
+                yield break;
+            }
+        }
+        while (await timer.WaitForNextTickAsync(cancellation));
+    }
+
     internal static async Task<Ok<Page<TrainingJobResponse>>> List(TransferDbContext db, int? page, int? pageSize, CancellationToken cancellation)
     {
         var jobs = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).OrderByDescending(j => j.CreatedAt)
@@ -140,8 +203,13 @@ public static class TrainingJobEndpoints
 
     private static TrainingJobResponse ToResponse(TrainingJob job) => new(
         job.Id, job.DatasetId, job.Status, job.CreatedAt, job.StartedAt, job.FinishedAt,
-        new ProgressResponse(job.Progress.Stage.ToString(), job.Progress.Epoch, job.Progress.TotalEpochs, job.Progress.Batch, job.Progress.TotalBatches,
-            Math.Round(job.Progress.Percent, 2), job.Progress.ImagesPerSecond, job.Progress.EtaSeconds),
-        job.Metrics.OrderBy(m => m.Epoch).Select(m => new MetricResponse(m.Epoch, m.TrainLoss, m.ValLoss, m.ValAccuracy, m.LearningRate)).ToList(),
+        ToProgress(job.Progress),
+        job.Metrics.OrderBy(m => m.Epoch).Select(ToMetric).ToList(),
         job.ModelId, job.Error, job.Backbone, job.Options);
+
+    private static ProgressResponse ToProgress(JobProgress p) => new(
+        p.Stage.ToString(), p.Epoch, p.TotalEpochs, p.Batch, p.TotalBatches, Math.Round(p.Percent, 2),
+        p.ImagesPerSecond is { } rate ? Math.Round(rate, 2) : null, p.EtaSeconds is { } eta ? Math.Round(eta, 1) : null);
+
+    private static MetricResponse ToMetric(TrainingMetric m) => new(m.Epoch, m.TrainLoss, m.ValLoss, m.ValAccuracy, m.LearningRate);
 }

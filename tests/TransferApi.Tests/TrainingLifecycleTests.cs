@@ -1,0 +1,109 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using TransferApi.Features.Datasets;
+using TransferApi.Features.Models;
+using TransferApi.Features.TrainingJobs;
+using TransferApi.Persistence;
+
+namespace TransferApi.Tests;
+
+[Collection(ServiceCollection.Name)]
+public class TrainingLifecycleTests(TransferApiFactory factory)
+{
+    private readonly HttpClient client = factory.CreateClient();
+
+    private async Task<Guid> UploadAsync(int perClass)
+    {
+        var response = await client.PostAsync("/api/datasets", Archives.DatasetForm("lifecycle", Archives.Zip(Archives.TwoClasses(perClass))));
+        return (await response.ReadAsync<DatasetResponse>()).Id;
+    }
+
+    private async Task<TrainingJobResponse> StartAsync(object request)
+    {
+        var response = await client.PostAsJsonAsync("/api/training-jobs", request);
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        return await response.ReadAsync<TrainingJobResponse>();
+    }
+
+    private async Task<TrainingJobResponse> WaitAsync(Guid jobId, Func<TrainingJobResponse, bool> until, int seconds = 120)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(seconds);
+        while (true)
+        {
+            var job = await (await client.GetAsync($"/api/training-jobs/{jobId}")).ReadAsync<TrainingJobResponse>();
+            if (until(job)) return job;
+            Assert.True(DateTime.UtcNow < deadline, $"job {jobId} still {job.Status} at {job.Progress}");
+            await Task.Delay(100);
+        }
+    }
+
+    [Fact]
+    public async Task Events_stream_progress_and_each_epoch_then_the_final_status()
+    {
+        var job = await StartAsync(new { datasetId = await UploadAsync(6), epochs = 5 });
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"/api/training-jobs/{job.Id}/events");
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+
+        var events = new List<(string Event, JsonElement Data)>();
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        string? name = null;
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            if (line.StartsWith("event: ", StringComparison.Ordinal)) name = line[7..];
+            else if (line.StartsWith("data: ", StringComparison.Ordinal)) events.Add((name!, JsonDocument.Parse(line[6..]).RootElement));
+        }
+
+        Assert.Contains(events, e => e.Event == "progress" && e.Data.GetProperty("stage").GetString() == "ExtractingFeatures");
+        Assert.Equal([1, 2, 3, 4, 5], events.Where(e => e.Event == "metrics").Select(e => e.Data.GetProperty("epoch").GetInt32()));
+        var (last, status) = events[^1];
+        Assert.Equal("status", last);
+        Assert.Equal("Succeeded", status.GetProperty("status").GetString());
+        Assert.NotEqual(JsonValueKind.Null, status.GetProperty("modelId").ValueKind);
+    }
+
+    [Fact]
+    public async Task Cancelling_a_running_job_keeps_the_best_epoch_so_far_as_a_model()
+    {
+        var job = await StartAsync(new { datasetId = await UploadAsync(6), epochs = 1000, batchSize = 2 });
+        await WaitAsync(job.Id, j => j.Metrics.Count >= 2);
+
+        var cancel = await client.PostAsync($"/api/training-jobs/{job.Id}/cancel", null);
+        Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
+        var ended = await WaitAsync(job.Id, j => j.Status != JobStatus.Running);
+
+        Assert.Equal(JobStatus.Cancelled, ended.Status);
+        Assert.InRange(ended.Metrics.Count, 2, 999);
+        Assert.NotNull(ended.ModelId);
+        var model = await (await client.GetAsync($"/api/models/{ended.ModelId}")).ReadAsync<ModelResponse>();
+        Assert.InRange(model.Metrics.BestEpoch, 1, ended.Metrics.Count);
+        var predicted = await client.PostAsync($"/api/models/{model.Id}/predict", Archives.ImageForm(Archives.Photo("val", "bees", 0).Item2));
+        Assert.Equal(HttpStatusCode.OK, predicted.StatusCode);
+
+        var again = await client.PostAsync($"/api/training-jobs/{job.Id}/cancel", null);
+        Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+        await again.ProblemAsync();
+    }
+
+    [Fact]
+    public async Task Cancelling_during_feature_extraction_ends_the_job_without_a_model()
+    {
+        var job = await StartAsync(new { datasetId = await UploadAsync(40), epochs = 5 });
+        await WaitAsync(job.Id, j => j.Progress.Stage == "ExtractingFeatures");
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostAsync($"/api/training-jobs/{job.Id}/cancel", null)).StatusCode);
+        var ended = await WaitAsync(job.Id, j => j.Status != JobStatus.Running);
+        Assert.Equal(JobStatus.Cancelled, ended.Status);
+        Assert.Null(ended.ModelId);
+        Assert.Empty(ended.Metrics);
+        Assert.NotNull(ended.FinishedAt);
+    }
+
+    [Fact]
+    public async Task Cancelling_an_unknown_job_is_a_404_problem()
+    {
+        var response = await client.PostAsync($"/api/training-jobs/{Guid.NewGuid()}/cancel", null);
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        await response.ProblemAsync();
+    }
+}
