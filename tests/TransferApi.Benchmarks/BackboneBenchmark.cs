@@ -79,4 +79,5 @@ internal sealed class NullObserver : ITrainingObserver
 {
     public void OnProgress(TrainingProgress progress) { }
     public void OnEpochCompleted(EpochMetrics metrics) { }
+    public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) { }
 }

@@ -55,7 +55,10 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
             else if (line.StartsWith("data: ", StringComparison.Ordinal)) events.Add((name!, JsonDocument.Parse(line[6..]).RootElement));
         }
 
-        Assert.Contains(events, e => e.Event == "progress" && e.Data.GetProperty("stage").GetString() == "ExtractingFeatures");
+        var progress = events.Where(e => e.Event == "progress").Select(e => e.Data).ToList();
+        Assert.NotEmpty(progress);
+        Assert.Equal("Done", progress[^1].GetProperty("stage").GetString());
+        Assert.Equal(100, progress[^1].GetProperty("percent").GetDouble());
         Assert.Equal([1, 2, 3, 4, 5], events.Where(e => e.Event == "metrics").Select(e => e.Data.GetProperty("epoch").GetInt32()));
         var (last, status) = events[^1];
         Assert.Equal("status", last);
@@ -89,7 +92,10 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
     [Fact]
     public async Task Cancelling_during_feature_extraction_ends_the_job_without_a_model()
     {
-        var job = await StartAsync(new { datasetId = await UploadAsync(40), epochs = 5 });
+        // Images no other test uses: their features are not cached, so extraction really runs (three batches).
+        var zip = Archives.Zip(Enumerable.Range(0, 96).Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(96, 96, 7000 + i))));
+        var dataset = await (await client.PostAsync("/api/datasets", Archives.DatasetForm("uncached", zip))).ReadAsync<DatasetResponse>();
+        var job = await StartAsync(new { datasetId = dataset.Id, epochs = 5 });
         await WaitAsync(job.Id, j => j.Progress.Stage == "ExtractingFeatures");
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostAsync($"/api/training-jobs/{job.Id}/cancel", null)).StatusCode);
         var ended = await WaitAsync(job.Id, j => j.Status != JobStatus.Running);
@@ -97,6 +103,31 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
         Assert.Null(ended.ModelId);
         Assert.Empty(ended.Metrics);
         Assert.NotNull(ended.FinishedAt);
+    }
+
+    [Fact]
+    public async Task A_second_job_on_the_same_images_reuses_the_cached_features()
+    {
+        // Images no other test uses, so the cache starts cold for them.
+        var zip = Archives.Zip(Enumerable.Range(0, 10).Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(64, 48, 9000 + i))));
+        async Task<Guid> UploadUniqueAsync() => (await (await client.PostAsync("/api/datasets", Archives.DatasetForm("cache", zip))).ReadAsync<DatasetResponse>()).Id;
+        var datasetId = await UploadUniqueAsync();
+        var first = await WaitAsync((await StartAsync(new { datasetId, epochs = 3 })).Id, j => j.Status != JobStatus.Queued && j.Status != JobStatus.Running);
+        var second = await WaitAsync((await StartAsync(new { datasetId, epochs = 3, head = "Mlp" })).Id, j => j.Status != JobStatus.Queued && j.Status != JobStatus.Running);
+        // Another data set holding the same photos shares the cache too: it is keyed by content, not by data set.
+        var otherDatasetId = await UploadUniqueAsync();
+        var third = await WaitAsync((await StartAsync(new { datasetId = otherDatasetId, epochs = 3 })).Id, j => j.Status != JobStatus.Queued && j.Status != JobStatus.Running);
+
+        var models = new List<ModelResponse>();
+        foreach (var job in new[] { first, second, third })
+        {
+            Assert.Equal(JobStatus.Succeeded, job.Status);
+            models.Add(await (await client.GetAsync($"/api/models/{job.ModelId}")).ReadAsync<ModelResponse>());
+        }
+        Assert.Equal((10, 0), (models[0].Metrics.ImagesEmbedded, models[0].Metrics.FeaturesFromCache));
+        Assert.Equal((0, 10), (models[1].Metrics.ImagesEmbedded, models[1].Metrics.FeaturesFromCache));
+        Assert.Equal((0, 10), (models[2].Metrics.ImagesEmbedded, models[2].Metrics.FeaturesFromCache));
+        Assert.Equal(first.Metrics.Select(m => m.ValLoss), third.Metrics.Select(m => m.ValLoss));
     }
 
     [Fact]

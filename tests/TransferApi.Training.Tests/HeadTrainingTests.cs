@@ -13,6 +13,8 @@ public class HeadTrainingTests(BackboneFixture fixture)
         public List<EpochMetrics> Epochs { get; } = [];
         public void OnProgress(TrainingProgress progress) => Progress.Add(progress);
         public void OnEpochCompleted(EpochMetrics metrics) => Epochs.Add(metrics);
+        public List<ComputedFeatures> Computed { get; } = [];
+        public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) => Computed.AddRange(features);
     }
 
     /// <summary>Two linearly separable clusters in 16 dimensions, seeded.</summary>
@@ -85,6 +87,30 @@ public class HeadTrainingTests(BackboneFixture fixture)
         var percents = observer.Progress.Select(p => p.Percent).ToList();
         Assert.Equal(percents.Order(), percents);
         Assert.Equal(100, percents[^1]);
+    }
+
+    [Fact]
+    public void Cached_features_skip_the_backbone_and_train_the_same_head()
+    {
+        var images = TestData.AntsBeesImages("train", "ants", 4).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p), ContentKey: p))
+            .Concat(TestData.AntsBeesImages("train", "bees", 4).Select(p => new LabeledImage("bees", DataSplit.Unassigned, File.ReadAllBytes(p), ContentKey: p)))
+            .ToList();
+        var options = new TrainingOptions { Epochs = 3, BatchSize = 4, ValidationFraction = 0.25 };
+        var trainer = new TransferLearningTrainer(fixture.Backbone);
+        var first = new RecordingObserver();
+        var fresh = trainer.Train(images, options, first, CancellationToken.None);
+        Assert.Equal(8, first.Computed.Count);
+
+        // Second run: every image comes with its cached features and no bytes at all, so the backbone cannot run.
+        var cached = images.Select(i => i with { Bytes = [], Features = first.Computed.Single(c => c.ContentKey == i.ContentKey).Features }).ToList();
+        var second = new RecordingObserver();
+        var reused = trainer.Train(cached, options, second, CancellationToken.None);
+
+        Assert.Empty(second.Computed);
+        Assert.Equal((0, 8), (reused.Timings.ImagesEmbedded, reused.Timings.FeaturesFromCache));
+        Assert.DoesNotContain(second.Progress, p => p.Stage == TrainingStage.ExtractingFeatures && p.Batch > 0);
+        Assert.Equal(fresh.Metrics.Select(m => m.ValLoss), reused.Metrics.Select(m => m.ValLoss));
+        Assert.Equal(fresh.Checkpoint.HeadWeights, reused.Checkpoint.HeadWeights);
     }
 
     [Fact]

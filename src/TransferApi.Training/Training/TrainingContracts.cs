@@ -3,8 +3,15 @@ namespace TransferApi.Training.Training;
 /// <summary>Which part of the data an image belongs to; <see cref="Unassigned"/> images are split by the trainer.</summary>
 public enum DataSplit { Unassigned = 0, Train = 1, Validation = 2, Test = 3 }
 
-/// <summary>One labelled training image as encoded bytes (the trainer decodes it with the backbone's preprocessing).</summary>
-public sealed record LabeledImage(string Label, DataSplit Split, byte[] Bytes);
+/// <summary>
+/// One labelled image. <see cref="Features"/>, when given, are this backbone's features of the image from an
+/// earlier run and spare the backbone pass (then <see cref="Bytes"/> may be empty); <see cref="ContentKey"/>
+/// names the image's content (its SHA-256) so newly computed features can be cached under it.
+/// </summary>
+public sealed record LabeledImage(string Label, DataSplit Split, byte[] Bytes, string? ContentKey = null, float[]? Features = null);
+
+/// <summary>Backbone features computed for an image during a run, to be cached under its content key.</summary>
+public sealed record ComputedFeatures(string ContentKey, float[] Features);
 
 public enum HeadKind { Linear, Mlp }
 
@@ -92,9 +99,14 @@ public interface ITrainingObserver
 {
     void OnProgress(TrainingProgress progress);
     void OnEpochCompleted(EpochMetrics metrics);
+
+    /// <summary>Features the backbone computed in this run (for images with a content key), once extraction ends.</summary>
+    void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features);
 }
 
-public sealed record TrainingTimings(TimeSpan FeatureExtraction, TimeSpan HeadTraining, int ImagesEmbedded)
+/// <param name="ImagesEmbedded">Images run through the backbone in this job.</param>
+/// <param name="FeaturesFromCache">Images whose features came from an earlier run instead.</param>
+public sealed record TrainingTimings(TimeSpan FeatureExtraction, TimeSpan HeadTraining, int ImagesEmbedded, int FeaturesFromCache = 0)
 {
     public double ImagesPerSecond => ImagesEmbedded / Math.Max(FeatureExtraction.TotalSeconds, 1e-9);
 }

@@ -25,7 +25,21 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         using var scope = NewDisposeScope();
         var used = trainIdx.Concat(valIdx).ToArray();
         var extraction = Stopwatch.StartNew();
-        var features = ExtractFeatures(used.Select(i => images[i].Bytes).ToList(), options, observer, cancellation);
+        // Each image goes through the frozen backbone at most once: cached features are reused as they are.
+        var toEmbed = used.Where(i => images[i].Features is null).ToArray();
+        float[] computed = [];
+        if (toEmbed.Length > 0)
+        {
+            using var embedded = ExtractFeatures(toEmbed.Select(i => images[i].Bytes).ToList(), options, observer, cancellation);
+            computed = embedded.data<float>().ToArray();
+        }
+        var row = toEmbed.Select((image, k) => (image, k)).ToDictionary(p => p.image, p => computed.AsSpan(p.k * backbone.FeatureSize, backbone.FeatureSize).ToArray());
+        observer.OnFeaturesComputed(toEmbed.Where(i => images[i].ContentKey is not null)
+            .Select(i => new ComputedFeatures(images[i].ContentKey!, row[i])).ToList());
+        var values = used.SelectMany(i => images[i].Features ?? row[i]).ToArray();
+        if (values.Length != used.Length * backbone.FeatureSize)
+            throw new TrainingInputException($"Cached features do not match backbone '{backbone.Id}' ({backbone.FeatureSize} values per image).");
+        var features = tensor(values, [used.Length, backbone.FeatureSize]);
         extraction.Stop();
 
         var trainX = features.narrow(0, 0, trainIdx.Length);
@@ -50,7 +64,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         trained.Head.Dispose();
         var epochsRun = trained.Metrics.Count;
         observer.OnProgress(new TrainingProgress(TrainingStage.Done, epochsRun, options.Epochs, 0, 0, 100, null, 0));
-        return new TrainingResult(checkpoint, trained.Metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, used.Length),
+        return new TrainingResult(checkpoint, trained.Metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, toEmbed.Length, used.Length - toEmbed.Length),
             trainIdx.Length, valIdx.Length, trained.BestEpoch, trained.StoppedEarly, trained.Interrupted);
     }
 

@@ -8,7 +8,7 @@ namespace TransferApi.Jobs;
 /// <summary>
 /// Carries progress and epoch metrics from the training thread to PostgreSQL. The training thread only
 /// posts to a channel (never blocks on the database); one consumer writes metrics rows as epochs end and
-/// the latest progress at most every <see cref="ProgressInterval"/>.
+/// the latest progress at most every <see cref="ProgressInterval"/>, and caches newly computed features.
 /// </summary>
 public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
 {
@@ -20,10 +20,13 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
     private readonly Task consumer;
     private long lastProgressTicks;
 
-    public JobProgressWriter(IDbContextFactory<TransferDbContext> dbFactory, Guid jobId)
+    private readonly string backboneId;
+
+    public JobProgressWriter(IDbContextFactory<TransferDbContext> dbFactory, Guid jobId, string backboneId)
     {
         this.dbFactory = dbFactory;
         this.jobId = jobId;
+        this.backboneId = backboneId;
         consumer = Task.Run(ConsumeAsync);
     }
 
@@ -37,6 +40,8 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
     }
 
     public void OnEpochCompleted(EpochMetrics metrics) => events.Writer.TryWrite(metrics);
+
+    public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) => events.Writer.TryWrite(features);
 
     /// <summary>Waits until everything posted so far is in the database.</summary>
     public async ValueTask DisposeAsync()
@@ -59,6 +64,12 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                         RecordedAt = DateTime.UtcNow,
                     });
                     break;
+                case IReadOnlyList<ComputedFeatures> computed:
+                    // Another job may have cached the same image meanwhile: the first one stays.
+                    foreach (var f in computed)
+                        await db.Database.ExecuteSqlInterpolatedAsync(
+                            $"INSERT INTO image_features (\"BackboneId\", \"Sha256\", \"Values\", \"CreatedAt\") VALUES ({backboneId}, {Convert.FromHexString(f.ContentKey)}, {f.Features}, {DateTime.UtcNow}) ON CONFLICT DO NOTHING");
+                    continue;
                 case TrainingProgress p:
                     // Skip stale reports when newer ones are already queued.
                     if (events.Reader.TryPeek(out var next) && next is TrainingProgress) continue;

@@ -45,14 +45,12 @@ public sealed class TrainingJobRunner(
         using var either = CancellationTokenSource.CreateLinkedTokenSource(shutdown, cancelWatch.Token);
         try
         {
-            var images = await db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == job.DatasetId)
-                .OrderBy(i => i.Id)
-                .Select(i => new LabeledImage(i.Label, i.Split, i.Data))
-                .ToListAsync(either.Token);
-            logger.LogInformation("Training job {JobId} started on {Images} images with {Backbone}", jobId, images.Count, job.Backbone);
+            var images = await LoadImagesAsync(db, job, either.Token);
+            logger.LogInformation("Training job {JobId} started on {Images} images ({Cached} with cached features) with {Backbone}",
+                jobId, images.Count, images.Count(i => i.Features is not null), job.Backbone);
 
             TrainingResult result;
-            await using (var progress = new JobProgressWriter(dbFactory, jobId))
+            await using (var progress = new JobProgressWriter(dbFactory, jobId, job.Backbone))
             {
                 var backbone = backbones.Get(job.Backbone);
                 // Training is CPU-bound and synchronous (TorchSharp dispose scopes are per thread): give it its own thread.
@@ -100,6 +98,22 @@ public sealed class TrainingJobRunner(
         }
     }
 
+    /// <summary>The data set's images with this backbone's cached features; bytes are read only for images without.</summary>
+    private static async Task<List<LabeledImage>> LoadImagesAsync(TransferDbContext db, TrainingJob job, CancellationToken cancellation)
+    {
+        var rows = await db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == job.DatasetId).OrderBy(i => i.Id)
+            .Select(i => new
+            {
+                i.Id, i.Label, i.Split, i.Sha256,
+                Features = db.ImageFeatures.Where(f => f.BackboneId == job.Backbone && f.Sha256 == i.Sha256).Select(f => f.Values).FirstOrDefault(),
+            })
+            .ToListAsync(cancellation);
+        var missing = rows.Where(r => r.Features is null).Select(r => r.Id).ToList();
+        var bytes = await db.DatasetImages.AsNoTracking().Where(i => missing.Contains(i.Id)).Select(i => new { i.Id, i.Data })
+            .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
+        return rows.Select(r => new LabeledImage(r.Label, r.Split, r.Features is null ? bytes[r.Id] : [], Convert.ToHexString(r.Sha256), r.Features)).ToList();
+    }
+
     private static Task<int> FinishCancelledAsync(TransferDbContext db, Guid jobId, Guid? modelId) =>
         db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
             .SetProperty(j => j.Status, JobStatus.Cancelled).SetProperty(j => j.FinishedAt, DateTime.UtcNow).SetProperty(j => j.ModelId, modelId), CancellationToken.None);
@@ -127,6 +141,8 @@ public sealed class TrainingJobRunner(
             TrainImages = result.TrainImages,
             ValidationImages = result.ValidationImages,
             FeatureExtractionSeconds = result.Timings.FeatureExtraction.TotalSeconds,
+            ImagesEmbedded = result.Timings.ImagesEmbedded,
+            FeaturesFromCache = result.Timings.FeaturesFromCache,
             HeadTrainingSeconds = result.Timings.HeadTraining.TotalSeconds,
         };
     }

@@ -107,6 +107,9 @@ public sealed class TrainedModel
     public int ValidationImages { get; set; }
     public double FeatureExtractionSeconds { get; set; }
     public double HeadTrainingSeconds { get; set; }
+    /// <summary>Images this job ran through the backbone, and images whose features came from the cache.</summary>
+    public int ImagesEmbedded { get; set; }
+    public int FeaturesFromCache { get; set; }
     /// <summary>The epoch whose weights the model holds (early stopping may choose an earlier one than the last).</summary>
     public int BestEpoch { get; set; }
     public bool StoppedEarly { get; set; }
@@ -120,4 +123,16 @@ public sealed class ModelPreprocessing
     public required string ChannelOrder { get; set; }
     public required string Mean { get; set; }
     public float Scale { get; set; }
+}
+
+/// <summary>
+/// A frozen backbone's features of one image, keyed by backbone and the image's SHA-256: computed once, reused
+/// by every later job (and data set) holding the same bytes.
+/// </summary>
+public sealed class ImageFeatures
+{
+    public required string BackboneId { get; set; }
+    public required byte[] Sha256 { get; set; }
+    public required float[] Values { get; set; }
+    public DateTime CreatedAt { get; set; }
 }

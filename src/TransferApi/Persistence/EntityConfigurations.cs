@@ -79,6 +79,16 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
     }
 }
 
+internal sealed class ImageFeaturesConfiguration : IEntityTypeConfiguration<ImageFeatures>
+{
+    public void Configure(EntityTypeBuilder<ImageFeatures> builder)
+    {
+        builder.ToTable("image_features");
+        builder.HasKey(f => new { f.BackboneId, f.Sha256 });
+        builder.Property(f => f.BackboneId).HasMaxLength(100);
+    }
+}
+
 /// <summary>Stores an immutable record of the training core as one jsonb column (enums by name).</summary>
 internal static class JsonColumn
 {

@@ -9,6 +9,7 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<TrainingJob> TrainingJobs => Set<TrainingJob>();
     public DbSet<TrainingMetric> TrainingMetrics => Set<TrainingMetric>();
     public DbSet<TrainedModel> Models => Set<TrainedModel>();
+    public DbSet<ImageFeatures> ImageFeatures => Set<ImageFeatures>();
 
     protected override void OnModelCreating(ModelBuilder modelBuilder) =>
         modelBuilder.ApplyConfigurationsFromAssembly(typeof(TransferDbContext).Assembly);

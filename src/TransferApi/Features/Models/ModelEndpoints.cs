@@ -10,8 +10,10 @@ using TransferApi.Training.Training;
 namespace TransferApi.Features.Models;
 
 /// <param name="BestEpoch">The epoch whose weights the model holds; the metrics are that epoch's.</param>
+/// <param name="ImagesEmbedded">Images this job ran through the frozen backbone.</param>
+/// <param name="FeaturesFromCache">Images whose features an earlier job had already computed (same bytes, same backbone).</param>
 public sealed record ModelMetricsResponse(double? ValAccuracy, double? ValLoss, double TrainLoss, int TrainImages, int ValidationImages,
-    double FeatureExtractionSeconds, double HeadTrainingSeconds, int BestEpoch, bool StoppedEarly);
+    double FeatureExtractionSeconds, double HeadTrainingSeconds, int BestEpoch, bool StoppedEarly, int ImagesEmbedded, int FeaturesFromCache);
 
 public sealed record ModelResponse(Guid Id, Guid JobId, Guid DatasetId, string Backbone, HeadSpec Head, IReadOnlyList<string> Labels, DateTime CreatedAt, ModelMetricsResponse Metrics);
 
@@ -104,5 +106,5 @@ public static class ModelEndpoints
     private static readonly System.Linq.Expressions.Expression<Func<TrainedModel, ModelResponse>> Summary = m => new ModelResponse(
         m.Id, m.JobId, m.DatasetId, m.Backbone, m.Head, m.Labels, m.CreatedAt,
         new ModelMetricsResponse(m.ValAccuracy, m.ValLoss, m.TrainLoss, m.TrainImages, m.ValidationImages, m.FeatureExtractionSeconds, m.HeadTrainingSeconds,
-            m.BestEpoch, m.StoppedEarly));
+            m.BestEpoch, m.StoppedEarly, m.ImagesEmbedded, m.FeaturesFromCache));
 }

@@ -112,6 +112,27 @@ namespace TransferApi.Persistence.Migrations
                     b.ToTable("dataset_images", (string)null);
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.ImageFeatures", b =>
+                {
+                    b.Property<string>("BackboneId")
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
+                    b.Property<byte[]>("Sha256")
+                        .HasColumnType("bytea");
+
+                    b.Property<DateTime>("CreatedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.PrimitiveCollection<float[]>("Values")
+                        .IsRequired()
+                        .HasColumnType("real[]");
+
+                    b.HasKey("BackboneId", "Sha256");
+
+                    b.ToTable("image_features", (string)null);
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.TrainedModel", b =>
                 {
                     b.Property<Guid>("Id")
@@ -138,6 +159,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<int>("FeatureSize")
                         .HasColumnType("integer");
 
+                    b.Property<int>("FeaturesFromCache")
+                        .HasColumnType("integer");
+
                     b.Property<string>("Head")
                         .IsRequired()
                         .HasColumnType("jsonb");
@@ -148,6 +172,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<byte[]>("HeadWeights")
                         .IsRequired()
                         .HasColumnType("bytea");
+
+                    b.Property<int>("ImagesEmbedded")
+                        .HasColumnType("integer");
 
                     b.Property<Guid>("JobId")
                         .HasColumnType("uuid");
