@@ -131,6 +131,28 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
     }
 
     [Fact]
+    public async Task The_report_scores_the_model_on_the_test_split()
+    {
+        var upload = await client.PostAsync("/api/datasets", Archives.DatasetForm("with test split", Archives.Zip(Archives.TwoClasses(8)),
+            fields: [("validationFraction", "0.25"), ("testFraction", "0.25")]));
+        var datasetId = (await upload.ReadAsync<DatasetResponse>()).Id;
+        var job = await StartAsync(new { datasetId, epochs = 5 });
+        var early = await client.GetAsync($"/api/training-jobs/{job.Id}/report");
+        Assert.Contains(early.StatusCode, new[] { HttpStatusCode.Conflict, HttpStatusCode.OK });
+        await WaitAsync(job.Id, j => j.Status == JobStatus.Succeeded);
+
+        var report = await (await client.GetAsync($"/api/training-jobs/{job.Id}/report")).ReadAsync<JsonElement>();
+        Assert.Equal("test", report.GetProperty("split").GetString());
+        Assert.Equal(["ants", "bees"], report.GetProperty("confusionMatrix").GetProperty("labels").EnumerateArray().Select(l => l.GetString()));
+        var counts = report.GetProperty("confusionMatrix").GetProperty("counts").EnumerateArray().Select(r => r.EnumerateArray().Select(c => c.GetInt32()).ToArray()).ToArray();
+        Assert.Equal([2, 2], counts.Select(r => r.Sum()));
+        Assert.Equal([2, 2], report.GetProperty("perClass").EnumerateArray().Select(c => c.GetProperty("support").GetInt32()));
+        Assert.Equal((counts[0][0] + counts[1][1]) / 4.0, report.GetProperty("accuracy").GetDouble(), 9);
+        Assert.Equal(1.0, report.GetProperty("top5Accuracy").GetDouble());
+        foreach (var field in new[] { "macroF1", "logLoss" }) Assert.True(report.GetProperty(field).GetDouble() >= 0);
+    }
+
+    [Fact]
     public async Task Cancelling_an_unknown_job_is_a_404_problem()
     {
         var response = await client.PostAsync($"/api/training-jobs/{Guid.NewGuid()}/cancel", null);

@@ -84,6 +84,7 @@ public class HeadTrainingTests(BackboneFixture fixture)
         Assert.Equal([1, 2, 3, 4], observer.Epochs.Select(e => e.Epoch));
         Assert.All(observer.Epochs, e => Assert.NotNull(e.ValAccuracy));
         Assert.Equal(["ants", "bees"], result.Checkpoint.Labels);
+        Assert.Equal(("validation", 4), (result.Report!.Split, result.Report.Images));
         var percents = observer.Progress.Select(p => p.Percent).ToList();
         Assert.Equal(percents.Order(), percents);
         Assert.Equal(100, percents[^1]);

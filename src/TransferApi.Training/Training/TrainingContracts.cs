@@ -113,9 +113,10 @@ public sealed record TrainingTimings(TimeSpan FeatureExtraction, TimeSpan HeadTr
 
 /// <param name="BestEpoch">The epoch whose weights the model keeps (the last, unless early stopping chose another).</param>
 /// <param name="Interrupted">Cancelled after at least one epoch: the checkpoint holds the best epoch completed so far.</param>
+/// <param name="Report">The model on the test split (or validation when there is none); null without held-out images.</param>
 public sealed record TrainingResult(
     ModelCheckpoint Checkpoint, IReadOnlyList<EpochMetrics> Metrics, TrainingTimings Timings, int TrainImages, int ValidationImages,
-    int BestEpoch, bool StoppedEarly, bool Interrupted)
+    int BestEpoch, bool StoppedEarly, bool Interrupted, ClassificationReport? Report)
 {
     public EpochMetrics BestMetrics => Metrics.First(m => m.Epoch == BestEpoch);
 }

@@ -12,6 +12,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 {
     // Share of the progress bar for feature extraction: it costs far more than the head's epochs.
     private const double ExtractionShare = 0.9;
+    // Of the rest, the head's epochs take all but the final evaluation.
+    private const double HeadShare = 0.99;
 
     public TrainingResult Train(IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
     {
@@ -23,7 +25,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         if (missing.Count > 0) throw new TrainingInputException($"No training images left for class(es): {string.Join(", ", missing)}.");
 
         using var scope = NewDisposeScope();
-        var used = trainIdx.Concat(valIdx).ToArray();
+        var testIdx = Enumerable.Range(0, images.Count).Where(i => images[i].Split == DataSplit.Test).ToArray();
+        var used = trainIdx.Concat(valIdx).Concat(testIdx).ToArray();
         var extraction = Stopwatch.StartNew();
         // Each image goes through the frozen backbone at most once: cached features are reused as they are.
         var toEmbed = used.Where(i => images[i].Features is null).ToArray();
@@ -44,6 +47,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
         var trainX = features.narrow(0, 0, trainIdx.Length);
         var valX = features.narrow(0, trainIdx.Length, valIdx.Length);
+        var testX = features.narrow(0, trainIdx.Length + valIdx.Length, testIdx.Length);
         var trainY = tensor(trainIdx.Select(i => labelIndex[images[i].Label]).ToArray());
         var valY = tensor(valIdx.Select(i => labelIndex[images[i].Label]).ToArray());
 
@@ -55,17 +59,37 @@ public sealed class TransferLearningTrainer(Backbone backbone)
                 var done = ((epoch - 1) * batches + batch) / (double)(options.Epochs * batches);
                 var elapsed = headClock.Elapsed.TotalSeconds;
                 observer.OnProgress(new TrainingProgress(TrainingStage.TrainingHead, epoch, options.Epochs, batch, batches,
-                    100 * (ExtractionShare + (1 - ExtractionShare) * done), null, done > 0 ? elapsed / done * (1 - done) : null));
+                    100 * (ExtractionShare + (1 - ExtractionShare) * HeadShare * done), null, done > 0 ? elapsed / done * (1 - done) : null));
             },
             cancellation);
         headClock.Stop();
 
+        // The final word on the model: the test split when the data set has one, else validation.
+        observer.OnProgress(new TrainingProgress(TrainingStage.Evaluating, trained.Metrics.Count, options.Epochs, 0, 0, 100 * (ExtractionShare + (1 - ExtractionShare) * HeadShare), null, null));
+        var (evalSplit, evalX, evalIdx) = testIdx.Length > 0 ? ("test", testX, testIdx) : ("validation", valX, valIdx);
+        ClassificationReport? report = null;
+        if (evalIdx.Length > 0)
+        {
+            using var probabilities = Probabilities(trained.Head, evalX);
+            var flat = probabilities.data<float>().ToArray();
+            report = ClassificationReport.Compute(evalSplit, labels,
+                Enumerable.Range(0, evalIdx.Length).Select(n => flat.AsSpan(n * labels.Count, labels.Count).ToArray()).ToList(),
+                evalIdx.Select(i => (int)labelIndex[images[i].Label]).ToList());
+        }
         var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, labels, backbone.FeatureSize, options.Head, trained.Head);
         trained.Head.Dispose();
         var epochsRun = trained.Metrics.Count;
         observer.OnProgress(new TrainingProgress(TrainingStage.Done, epochsRun, options.Epochs, 0, 0, 100, null, 0));
         return new TrainingResult(checkpoint, trained.Metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, toEmbed.Length, used.Length - toEmbed.Length),
-            trainIdx.Length, valIdx.Length, trained.BestEpoch, trained.StoppedEarly, trained.Interrupted);
+            trainIdx.Length, valIdx.Length, trained.BestEpoch, trained.StoppedEarly, trained.Interrupted, report);
+    }
+
+    private static Tensor Probabilities(nn.Module<Tensor, Tensor> head, Tensor features)
+    {
+        head.eval();
+        using var mode = inference_mode();
+        using var logits = head.call(features);
+        return nn.functional.softmax(logits, 1).contiguous();
     }
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>

@@ -62,6 +62,7 @@ public sealed class TrainingJobRunner(
 
             var model = ToModel(job, result);
             db.Models.Add(model);
+            job.Report = result.Report;
             await db.SaveChangesAsync(CancellationToken.None);
             if (result.Interrupted)
             {

@@ -58,6 +58,8 @@ public sealed class TrainingJob
     public Guid? ModelId { get; set; }
     public string? Error { get; set; }
     public string? HangfireJobId { get; set; }
+    /// <summary>The model on held-out images, written when the job ends with a model.</summary>
+    public ClassificationReport? Report { get; set; }
     /// <summary>Set by POST …/cancel on a running job; the worker notices within one batch.</summary>
     public bool CancelRequested { get; set; }
     public List<TrainingMetric> Metrics { get; set; } = [];

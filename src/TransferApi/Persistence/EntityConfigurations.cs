@@ -42,6 +42,7 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
         builder.Property(j => j.Status).HasConversion<string>().HasMaxLength(16);
         builder.Property(j => j.Backbone).HasMaxLength(100);
         builder.Property(j => j.HangfireJobId).HasMaxLength(100);
+        builder.Property(j => j.Report).HasColumnType("jsonb").HasConversion(JsonColumn.NullableConverter<TransferApi.Training.Training.ClassificationReport>(), JsonColumn.Comparer<TransferApi.Training.Training.ClassificationReport>());
         builder.Property(j => j.Options).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.TrainingOptions>(), JsonColumn.Comparer<TransferApi.Training.Training.TrainingOptions>());
         builder.HasIndex(j => j.CreatedAt);
         builder.OwnsOne(j => j.Progress, p =>
@@ -96,6 +97,10 @@ internal static class JsonColumn
 
     public static ValueConverter<T, string> Converter<T>() where T : class =>
         new(value => JsonSerializer.Serialize(value, Options), json => JsonSerializer.Deserialize<T>(json, Options)!);
+
+    /// <summary>For optional columns (EF never hands a null to a converter; this only states the type).</summary>
+    public static ValueConverter<T?, string> NullableConverter<T>() where T : class =>
+        new(value => JsonSerializer.Serialize(value, Options), json => JsonSerializer.Deserialize<T>(json, Options));
 
     /// <summary>Records compare by value, so EF sees a replaced record as a change and an equal one as none.</summary>
     public static ValueComparer<T> Comparer<T>() where T : class =>

@@ -94,6 +94,9 @@ public static class TrainingJobEndpoints
         group.MapGet("/{id:guid}/events", Events).ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Live progress as Server-Sent Events")
             .WithDescription("text/event-stream: `progress` events (the progress object) when it changes, a `metrics` event per finished epoch, then one `status` event when the job ends, and the stream closes.");
+        group.MapGet("/{id:guid}/report", Report).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Evaluation of the job's model on the test split (or validation when there is none)")
+            .WithDescription("Accuracy, top-5 accuracy, macro F1, log loss, per-class precision/recall/F1/support and the confusion matrix; available once the job has a model.");
         group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a training job: status, progress, per-epoch metrics, model id");
         return group;
     }
@@ -184,6 +187,15 @@ public static class TrainingJobEndpoints
             }
         }
         while (await timer.WaitForNextTickAsync(cancellation));
+    }
+
+    internal static async Task<Results<Ok<ClassificationReport>, ProblemHttpResult>> Report(Guid id, TransferDbContext db, CancellationToken cancellation)
+    {
+        var job = await db.TrainingJobs.AsNoTracking().Where(j => j.Id == id).Select(j => new { j.Status, j.Report }).FirstOrDefaultAsync(cancellation);
+        if (job is null) return Problems.NotFound("training job", id);
+        return job.Report is null
+            ? Problems.Conflict("No report", $"id: training job {id} is {job.Status}; a report exists once the job has a model and held-out (test or validation) images.")
+            : TypedResults.Ok(job.Report);
     }
 
     internal static async Task<Ok<Page<TrainingJobResponse>>> List(TransferDbContext db, int? page, int? pageSize, CancellationToken cancellation)

@@ -248,6 +248,9 @@ namespace TransferApi.Persistence.Migrations
                         .IsRequired()
                         .HasColumnType("jsonb");
 
+                    b.Property<string>("Report")
+                        .HasColumnType("jsonb");
+
                     b.Property<DateTime?>("StartedAt")
                         .HasColumnType("timestamp with time zone");
 

@@ -1,0 +1,49 @@
+using TransferApi.Training.Training;
+
+namespace TransferApi.Training.Tests;
+
+public class ClassificationReportTests
+{
+    private static float[] OneHotish(int predicted, int classes, float confidence = 0.8f)
+    {
+        var p = Enumerable.Repeat((1 - confidence) / (classes - 1), classes).ToArray();
+        p[predicted] = confidence;
+        return p;
+    }
+
+    [Fact]
+    public void Report_matches_a_hand_computed_example()
+    {
+        string[] labels = ["a", "b", "c"];
+        int[] truth = [0, 0, 1, 1, 2, 2];
+        int[] predicted = [0, 1, 1, 1, 2, 0];
+        var report = ClassificationReport.Compute("test", labels, predicted.Select(p => OneHotish(p, 3)).ToList(), truth);
+
+        Assert.Equal([[1, 1, 0], [0, 2, 0], [1, 0, 1]], report.ConfusionMatrix.Counts.Select(r => r.ToArray()));
+        Assert.Equal(4 / 6.0, report.Accuracy, 9);
+        Assert.Equal(1.0, report.Top5Accuracy);
+        Assert.Equal([0.5, 2 / 3.0, 1.0], report.PerClass.Select(c => c.Precision), new Tolerance());
+        Assert.Equal([0.5, 1.0, 0.5], report.PerClass.Select(c => c.Recall), new Tolerance());
+        Assert.Equal([0.5, 0.8, 2 / 3.0], report.PerClass.Select(c => c.F1), new Tolerance());
+        Assert.Equal((0.5 + 0.8 + 2 / 3.0) / 3, report.MacroF1, 6);
+        Assert.Equal([2, 2, 2], report.PerClass.Select(c => c.Support));
+        // 4 right at 0.8, 2 wrong with 0.1 on the truth.
+        Assert.Equal((4 * -Math.Log(0.8) + 2 * -Math.Log(0.1)) / 6, report.LogLoss, 5);
+    }
+
+    [Fact]
+    public void Top5_counts_the_truth_among_the_five_most_probable()
+    {
+        string[] labels = ["a", "b", "c", "d", "e", "f", "g"];
+        float[] probabilities = [0.30f, 0.20f, 0.15f, 0.12f, 0.10f, 0.08f, 0.05f];
+        var report = ClassificationReport.Compute("validation", labels, [probabilities, probabilities], [4, 5]);
+        Assert.Equal(0.5, report.Top5Accuracy);
+        Assert.Equal(0, report.Accuracy);
+    }
+
+    private sealed class Tolerance : IEqualityComparer<double>
+    {
+        public bool Equals(double x, double y) => Math.Abs(x - y) < 1e-9;
+        public int GetHashCode(double obj) => 0;
+    }
+}
