@@ -150,6 +150,16 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
         Assert.Equal((counts[0][0] + counts[1][1]) / 4.0, report.GetProperty("accuracy").GetDouble(), 9);
         Assert.Equal(1.0, report.GetProperty("top5Accuracy").GetDouble());
         foreach (var field in new[] { "macroF1", "logLoss" }) Assert.True(report.GetProperty(field).GetDouble() >= 0);
+
+        foreach (var (chart, width) in new[] { ("learning-curves.png", 900), ("confusion-matrix.png", 540) })
+        {
+            var png = await client.GetAsync($"/api/training-jobs/{job.Id}/charts/{chart}");
+            Assert.Equal(HttpStatusCode.OK, png.StatusCode);
+            Assert.Equal("image/png", png.Content.Headers.ContentType?.MediaType);
+            var info = SixLabors.ImageSharp.Image.Identify(await png.Content.ReadAsByteArrayAsync());
+            Assert.Equal(width, info.Width);
+        }
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"/api/training-jobs/{Guid.NewGuid()}/charts/learning-curves.png")).StatusCode);
     }
 
     [Fact]

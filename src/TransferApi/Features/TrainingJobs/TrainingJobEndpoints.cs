@@ -97,6 +97,12 @@ public static class TrainingJobEndpoints
         group.MapGet("/{id:guid}/report", Report).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Evaluation of the job's model on the test split (or validation when there is none)")
             .WithDescription("Accuracy, top-5 accuracy, macro F1, log loss, per-class precision/recall/F1/support and the confusion matrix; available once the job has a model.");
+        group.MapGet("/{id:guid}/charts/learning-curves.png", LearningCurvesChart)
+            .Produces<byte[]>(StatusCodes.Status200OK, "image/png").ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Learning curves: train and validation loss, validation accuracy, the kept epoch (PNG)");
+        group.MapGet("/{id:guid}/charts/confusion-matrix.png", ConfusionMatrixChart)
+            .Produces<byte[]>(StatusCodes.Status200OK, "image/png").ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Confusion matrix of the report (PNG)");
         group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a training job: status, progress, per-epoch metrics, model id");
         return group;
     }
@@ -196,6 +202,25 @@ public static class TrainingJobEndpoints
         return job.Report is null
             ? Problems.Conflict("No report", $"id: training job {id} is {job.Status}; a report exists once the job has a model and held-out (test or validation) images.")
             : TypedResults.Ok(job.Report);
+    }
+
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> LearningCurvesChart(Guid id, TransferDbContext db, CancellationToken cancellation)
+    {
+        var job = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).FirstOrDefaultAsync(j => j.Id == id, cancellation);
+        if (job is null) return Problems.NotFound("training job", id);
+        if (job.Metrics.Count == 0)
+            return Problems.Conflict("No epochs yet", $"id: training job {id} is {job.Status} and has finished no epoch yet.");
+        var bestEpoch = job.ModelId is { } modelId ? await db.Models.Where(m => m.Id == modelId).Select(m => (int?)m.BestEpoch).FirstOrDefaultAsync(cancellation) : null;
+        return TypedResults.File(TrainingCharts.LearningCurves(job.Metrics.OrderBy(m => m.Epoch).ToList(), bestEpoch), "image/png");
+    }
+
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> ConfusionMatrixChart(Guid id, TransferDbContext db, CancellationToken cancellation)
+    {
+        var job = await db.TrainingJobs.AsNoTracking().Where(j => j.Id == id).Select(j => new { j.Status, j.Report }).FirstOrDefaultAsync(cancellation);
+        if (job is null) return Problems.NotFound("training job", id);
+        return job.Report is null
+            ? Problems.Conflict("No report", $"id: training job {id} is {job.Status}; the confusion matrix exists once the job has a report.")
+            : TypedResults.File(TrainingCharts.ConfusionMatrix(job.Report), "image/png");
     }
 
     internal static async Task<Ok<Page<TrainingJobResponse>>> List(TransferDbContext db, int? page, int? pageSize, CancellationToken cancellation)
