@@ -49,7 +49,8 @@ public static class TrainingCharts
                 counts[t, p] = report.ConfusionMatrix.Counts[t][p];
         var plot = new Plot();
         var heatmap = plot.Add.Heatmap(counts);
-        heatmap.Colormap = new ScottPlot.Colormaps.Blues();
+        // Blues runs dark to light; reversed, the busiest cells are the darkest.
+        heatmap.Colormap = new ScottPlot.Colormaps.Blues().Reversed();
         plot.Add.ColorBar(heatmap);
         var max = Math.Max(1, report.ConfusionMatrix.Counts.SelectMany(r => r).Max());
         for (var t = 0; t < n; t++)
