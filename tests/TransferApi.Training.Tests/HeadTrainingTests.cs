@@ -115,6 +115,31 @@ public class HeadTrainingTests(BackboneFixture fixture)
     }
 
     [Fact]
+    public void The_same_images_options_and_seed_give_the_same_metrics()
+    {
+        var images = TestData.AntsBeesImages("train", "ants", 6).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p)))
+            .Concat(TestData.AntsBeesImages("train", "bees", 6).Select(p => new LabeledImage("bees", DataSplit.Unassigned, File.ReadAllBytes(p))))
+            .ToList();
+        var options = new TrainingOptions
+        {
+            Epochs = 6, BatchSize = 4, ValidationFraction = 0.25, Seed = 11, Head = new HeadSpec(HeadKind.Mlp, 32, 0.3),
+            Optimizer = OptimizerKind.AdamW, WeightDecay = 0.01, Schedule = LrSchedule.Cosine, LabelSmoothing = 0.1,
+        };
+        var trainer = new TransferLearningTrainer(fixture.Backbone);
+        var first = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);
+        var second = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);
+        var reseeded = trainer.Train(images, options with { Seed = 12 }, new RecordingObserver(), CancellationToken.None);
+
+        foreach (var (a, b) in first.Metrics.Zip(second.Metrics))
+        {
+            Assert.Equal(a.TrainLoss, b.TrainLoss, 1e-6);
+            Assert.Equal(a.ValLoss!.Value, b.ValLoss!.Value, 1e-6);
+            Assert.Equal(a.ValAccuracy!.Value, b.ValAccuracy!.Value, 1e-6);
+        }
+        Assert.NotEqual(first.Metrics.Select(m => m.TrainLoss), reseeded.Metrics.Select(m => m.TrainLoss));
+    }
+
+    [Fact]
     public void Trainer_refuses_a_single_class()
     {
         var images = TestData.AntsBeesImages("train", "ants", 3).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p))).ToList();

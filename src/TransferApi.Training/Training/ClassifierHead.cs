@@ -29,10 +29,36 @@ public static class ClassifierHead
             foreach (var (layer, fanIn) in new[] { (hidden, features), (output, spec.HiddenUnits) })
             {
                 var bound = 1.0 / Math.Sqrt(fanIn);
-                init.uniform_(layer.weight!, -bound, bound, generator);
-                init.uniform_(layer.bias!, -bound, bound, generator);
+                // Drawn with rand(generator) and copied: init.uniform_ in TorchSharp 0.107 did not honour its generator (measured).
+                foreach (var parameter in new[] { layer.weight!, layer.bias! })
+                {
+                    using var draw = rand(parameter.shape, generator: generator).mul_(2 * bound).sub_(bound);
+                    parameter.copy_(draw);
+                }
             }
         }
-        return Sequential(("0", hidden), ("1", ReLU()), ("2", Dropout(spec.Dropout)), ("3", output));
+        return Sequential(("0", hidden), ("1", ReLU()), ("2", new SeededDropout(spec.Dropout, seed)), ("3", output));
+    }
+
+    /// <summary>
+    /// Dropout drawing its masks from its own seeded generator instead of libtorch's global one, so a job's
+    /// result depends on its seed alone, whatever else runs in the process. Identity in evaluation mode.
+    /// </summary>
+    private sealed class SeededDropout(double probability, long seed) : Module<Tensor, Tensor>(nameof(SeededDropout))
+    {
+        private readonly Generator generator = new((ulong)seed ^ 0x5EED);
+
+        public override Tensor forward(Tensor input)
+        {
+            if (!training || probability == 0) return input.alias();
+            using var keep = rand(input.shape, generator: generator).ge_(probability);
+            return input.mul(keep).div_(1 - probability);
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) generator.Dispose();
+            base.Dispose(disposing);
+        }
     }
 }
