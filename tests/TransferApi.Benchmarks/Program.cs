@@ -1,6 +1,7 @@
 using TransferApi.Benchmarks;
 
-// scripts/benchmark.sh [backbone|ingestion] runs these with a PostgreSQL for the ingestion part.
+// scripts/benchmark.sh [backbone|training|ingestion] runs these with a PostgreSQL for the ingestion part.
 var what = args.FirstOrDefault() ?? "all";
 if (what is "all" or "backbone") BackboneBenchmark.Run(repeats: 3);
+if (what is "all" or "training") TrainingBenchmark.Run();
 if (what is "all" or "ingestion") await IngestionBenchmark.RunAsync(args.Contains("--quick"));
