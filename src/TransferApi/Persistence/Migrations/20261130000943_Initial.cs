@@ -19,12 +19,28 @@ namespace TransferApi.Persistence.Migrations
                     Id = table.Column<Guid>(type: "uuid", nullable: false),
                     Name = table.Column<string>(type: "character varying(200)", maxLength: 200, nullable: false),
                     CreatedAt = table.Column<DateTime>(type: "timestamp with time zone", nullable: false),
-                    ImageCount = table.Column<int>(type: "integer", nullable: false),
+                    ValidationFraction = table.Column<double>(type: "double precision", nullable: false),
+                    TestFraction = table.Column<double>(type: "double precision", nullable: false),
+                    SplitSeed = table.Column<long>(type: "bigint", nullable: false),
                     rejected = table.Column<string>(type: "jsonb", nullable: true)
                 },
                 constraints: table =>
                 {
                     table.PrimaryKey("PK_datasets", x => x.Id);
+                });
+
+            migrationBuilder.CreateTable(
+                name: "image_features",
+                columns: table => new
+                {
+                    BackboneId = table.Column<string>(type: "character varying(100)", maxLength: 100, nullable: false),
+                    Sha256 = table.Column<byte[]>(type: "bytea", nullable: false),
+                    Values = table.Column<float[]>(type: "real[]", nullable: false),
+                    CreatedAt = table.Column<DateTime>(type: "timestamp with time zone", nullable: false)
+                },
+                constraints: table =>
+                {
+                    table.PrimaryKey("PK_image_features", x => new { x.BackboneId, x.Sha256 });
                 });
 
             migrationBuilder.CreateTable(
@@ -35,10 +51,12 @@ namespace TransferApi.Persistence.Migrations
                     DatasetId = table.Column<Guid>(type: "uuid", nullable: false),
                     Label = table.Column<string>(type: "character varying(200)", maxLength: 200, nullable: false),
                     Split = table.Column<string>(type: "character varying(16)", maxLength: 16, nullable: false),
+                    SplitFixed = table.Column<bool>(type: "boolean", nullable: false),
                     FileName = table.Column<string>(type: "character varying(1024)", maxLength: 1024, nullable: false),
                     Format = table.Column<string>(type: "character varying(32)", maxLength: 32, nullable: false),
                     Width = table.Column<int>(type: "integer", nullable: false),
                     Height = table.Column<int>(type: "integer", nullable: false),
+                    SizeBytes = table.Column<int>(type: "integer", nullable: false),
                     Sha256 = table.Column<byte[]>(type: "bytea", nullable: false),
                     Data = table.Column<byte[]>(type: "bytea", nullable: false)
                 },
@@ -64,14 +82,12 @@ namespace TransferApi.Persistence.Migrations
                     StartedAt = table.Column<DateTime>(type: "timestamp with time zone", nullable: true),
                     FinishedAt = table.Column<DateTime>(type: "timestamp with time zone", nullable: true),
                     Backbone = table.Column<string>(type: "character varying(100)", maxLength: 100, nullable: false),
-                    Epochs = table.Column<int>(type: "integer", nullable: false),
-                    BatchSize = table.Column<int>(type: "integer", nullable: false),
-                    LearningRate = table.Column<double>(type: "double precision", nullable: false),
-                    ValidationFraction = table.Column<double>(type: "double precision", nullable: false),
-                    Seed = table.Column<long>(type: "bigint", nullable: false),
+                    Options = table.Column<string>(type: "jsonb", nullable: false),
                     ModelId = table.Column<Guid>(type: "uuid", nullable: true),
                     Error = table.Column<string>(type: "text", nullable: true),
                     HangfireJobId = table.Column<string>(type: "character varying(100)", maxLength: 100, nullable: true),
+                    Report = table.Column<string>(type: "jsonb", nullable: true),
+                    CancelRequested = table.Column<bool>(type: "boolean", nullable: false),
                     progress = table.Column<string>(type: "jsonb", nullable: false)
                 },
                 constraints: table =>
@@ -95,6 +111,7 @@ namespace TransferApi.Persistence.Migrations
                     Backbone = table.Column<string>(type: "character varying(100)", maxLength: 100, nullable: false),
                     Labels = table.Column<List<string>>(type: "text[]", nullable: false),
                     FeatureSize = table.Column<int>(type: "integer", nullable: false),
+                    Head = table.Column<string>(type: "jsonb", nullable: false),
                     HeadWeights = table.Column<byte[]>(type: "bytea", nullable: false),
                     CreatedAt = table.Column<DateTime>(type: "timestamp with time zone", nullable: false),
                     ValAccuracy = table.Column<double>(type: "double precision", nullable: true),
@@ -104,6 +121,10 @@ namespace TransferApi.Persistence.Migrations
                     ValidationImages = table.Column<int>(type: "integer", nullable: false),
                     FeatureExtractionSeconds = table.Column<double>(type: "double precision", nullable: false),
                     HeadTrainingSeconds = table.Column<double>(type: "double precision", nullable: false),
+                    ImagesEmbedded = table.Column<int>(type: "integer", nullable: false),
+                    FeaturesFromCache = table.Column<int>(type: "integer", nullable: false),
+                    BestEpoch = table.Column<int>(type: "integer", nullable: false),
+                    StoppedEarly = table.Column<bool>(type: "boolean", nullable: false),
                     preprocessing = table.Column<string>(type: "jsonb", nullable: false)
                 },
                 constraints: table =>
@@ -126,6 +147,7 @@ namespace TransferApi.Persistence.Migrations
                     TrainLoss = table.Column<double>(type: "double precision", nullable: false),
                     ValLoss = table.Column<double>(type: "double precision", nullable: true),
                     ValAccuracy = table.Column<double>(type: "double precision", nullable: true),
+                    LearningRate = table.Column<double>(type: "double precision", nullable: false),
                     RecordedAt = table.Column<DateTime>(type: "timestamp with time zone", nullable: false)
                 },
                 constraints: table =>
@@ -143,6 +165,12 @@ namespace TransferApi.Persistence.Migrations
                 name: "IX_dataset_images_DatasetId_Label",
                 table: "dataset_images",
                 columns: new[] { "DatasetId", "Label" });
+
+            migrationBuilder.CreateIndex(
+                name: "IX_dataset_images_DatasetId_Sha256",
+                table: "dataset_images",
+                columns: new[] { "DatasetId", "Sha256" },
+                unique: true);
 
             migrationBuilder.CreateIndex(
                 name: "IX_datasets_CreatedAt",
@@ -176,6 +204,9 @@ namespace TransferApi.Persistence.Migrations
         {
             migrationBuilder.DropTable(
                 name: "dataset_images");
+
+            migrationBuilder.DropTable(
+                name: "image_features");
 
             migrationBuilder.DropTable(
                 name: "models");

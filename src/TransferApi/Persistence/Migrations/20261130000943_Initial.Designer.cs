@@ -13,8 +13,8 @@ using TransferApi.Persistence;
 namespace TransferApi.Persistence.Migrations
 {
     [DbContext(typeof(TransferDbContext))]
-    [Migration("20261129235139_JobCancellation")]
-    partial class JobCancellation
+    [Migration("20261130000943_Initial")]
+    partial class Initial
     {
         /// <inheritdoc />
         protected override void BuildTargetModel(ModelBuilder modelBuilder)
@@ -115,6 +115,27 @@ namespace TransferApi.Persistence.Migrations
                     b.ToTable("dataset_images", (string)null);
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.ImageFeatures", b =>
+                {
+                    b.Property<string>("BackboneId")
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
+                    b.Property<byte[]>("Sha256")
+                        .HasColumnType("bytea");
+
+                    b.Property<DateTime>("CreatedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.PrimitiveCollection<float[]>("Values")
+                        .IsRequired()
+                        .HasColumnType("real[]");
+
+                    b.HasKey("BackboneId", "Sha256");
+
+                    b.ToTable("image_features", (string)null);
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.TrainedModel", b =>
                 {
                     b.Property<Guid>("Id")
@@ -141,6 +162,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<int>("FeatureSize")
                         .HasColumnType("integer");
 
+                    b.Property<int>("FeaturesFromCache")
+                        .HasColumnType("integer");
+
                     b.Property<string>("Head")
                         .IsRequired()
                         .HasColumnType("jsonb");
@@ -151,6 +175,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<byte[]>("HeadWeights")
                         .IsRequired()
                         .HasColumnType("bytea");
+
+                    b.Property<int>("ImagesEmbedded")
+                        .HasColumnType("integer");
 
                     b.Property<Guid>("JobId")
                         .HasColumnType("uuid");
@@ -222,6 +249,9 @@ namespace TransferApi.Persistence.Migrations
 
                     b.Property<string>("Options")
                         .IsRequired()
+                        .HasColumnType("jsonb");
+
+                    b.Property<string>("Report")
                         .HasColumnType("jsonb");
 
                     b.Property<DateTime?>("StartedAt")
