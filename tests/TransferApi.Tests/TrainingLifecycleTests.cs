@@ -163,6 +163,24 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
     }
 
     [Fact]
+    public async Task A_fine_tuned_model_predicts_through_its_own_last_stage()
+    {
+        var upload = await client.PostAsync("/api/datasets", Archives.DatasetForm("fine-tune", Archives.Zip(Archives.TwoClasses(4)), fields: [("validationFraction", "0")]));
+        var datasetId = (await upload.ReadAsync<DatasetResponse>()).Id;
+        var job = await WaitAsync((await StartAsync(new { datasetId, epochs = 2, unfreezeStages = 1, fineTuneEpochs = 1, validationFraction = 0 })).Id,
+            j => j.Status is not (JobStatus.Queued or JobStatus.Running));
+        Assert.Equal(JobStatus.Succeeded, job.Status);
+        Assert.Equal([1, 2, 3], job.Metrics.Select(m => m.Epoch));
+        Assert.Equal(0.001 / 10, job.Metrics[2].LearningRate, 9);
+
+        var model = await (await client.GetAsync($"/api/models/{job.ModelId}")).ReadAsync<ModelResponse>();
+        Assert.Equal(1, model.FineTunedStages);
+        var predicted = await client.PostAsync($"/api/models/{model.Id}/predict", Archives.ImageForm(Archives.Photo("val", "ants", 1).Item2));
+        Assert.Equal(HttpStatusCode.OK, predicted.StatusCode);
+        Assert.Equal(1.0, (await predicted.ReadAsync<PredictResponse>()).Predictions.Sum(p => p.Probability), 4);
+    }
+
+    [Fact]
     public async Task Cancelling_an_unknown_job_is_a_404_problem()
     {
         var response = await client.PostAsync($"/api/training-jobs/{Guid.NewGuid()}/cancel", null);

@@ -9,14 +9,14 @@ namespace TransferApi.Training.Backbones;
 /// </summary>
 public sealed class Backbone : IDisposable
 {
-    private readonly nn.Module<Tensor, Tensor> network;
+    private readonly ResNetFeatureExtractor network;
 
     public string Id { get; }
     public int FeatureSize { get; }
     public ImagePreprocessor Preprocessor { get; }
     public long ParameterCount { get; }
 
-    public Backbone(string id, nn.Module<Tensor, Tensor> network, int featureSize, ImagePreprocessor preprocessor)
+    public Backbone(string id, ResNetFeatureExtractor network, int featureSize, ImagePreprocessor preprocessor)
     {
         Id = id;
         FeatureSize = featureSize;
@@ -41,6 +41,25 @@ public sealed class Backbone : IDisposable
         return tensor(values, [pixels.shape[0], FeatureSize]).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// The frozen network's activation entering stage <paramref name="firstTrainableStage"/>, as an ordinary tensor:
+    /// the input of a fine-tuned <see cref="ResNetTail"/>, computed once per image.
+    /// </summary>
+    public Tensor Activations(IReadOnlyList<byte[]> images, int firstTrainableStage)
+    {
+        using var scope = NewDisposeScope();
+        using var pixels = Preprocessor.ToTensor(images);
+        Tensor activation;
+        using (inference_mode())
+        {
+            activation = network.Prefix(pixels, firstTrainableStage).contiguous();
+        }
+        return activation.clone().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>A trainable copy of the last <paramref name="stages"/> stages, starting from the pretrained weights.</summary>
+    public ResNetTail CreateTail(int stages) => new(network, 4 - stages);
+
     /// <summary>Decodes, preprocesses and runs encoded images through the network.</summary>
     public Tensor ExtractFeatures(IReadOnlyList<byte[]> images)
     {
@@ -49,7 +68,7 @@ public sealed class Backbone : IDisposable
     }
 
     /// <summary>The network, for tests that inspect gradients; it stays frozen.</summary>
-    public nn.Module<Tensor, Tensor> Network => network;
+    public ResNetFeatureExtractor Network => network;
 
     public void Dispose()
     {

@@ -29,31 +29,46 @@ public sealed class ResNetFeatureExtractor : Module<Tensor, Tensor>
         conv1 = Conv2d(3, 64, kernel_size: 7, stride: 2, padding: 3, bias: false);
         bn1 = BatchNorm2d(64);
         maxpool = MaxPool2d(kernel_size: 3, stride: 2, padding: 1);
-        var inChannels = 64;
-        var stages = new Sequential[4];
-        for (var s = 0; s < 4; s++)
-        {
-            var blocks = new List<(string, Module<Tensor, Tensor>)>();
-            for (var b = 0; b < blocksPerStage[s]; b++)
-            {
-                var stride = s > 0 && b == 0 ? 2 : 1;
-                blocks.Add((b.ToString(System.Globalization.CultureInfo.InvariantCulture), new BasicBlock(inChannels, StageWidths[s], stride)));
-                inChannels = StageWidths[s];
-            }
-            stages[s] = Sequential(blocks);
-        }
-        (layer1, layer2, layer3, layer4) = (stages[0], stages[1], stages[2], stages[3]);
+        BlocksPerStage = blocksPerStage.ToArray();
+        (layer1, layer2, layer3, layer4) = (BuildStage(0, blocksPerStage[0]), BuildStage(1, blocksPerStage[1]), BuildStage(2, blocksPerStage[2]), BuildStage(3, blocksPerStage[3]));
         avgpool = AdaptiveAvgPool2d(1);
         RegisterComponents();
+    }
+
+    public IReadOnlyList<int> BlocksPerStage { get; }
+
+    /// <summary>The residual stages, in order (layer1..layer4).</summary>
+    public IReadOnlyList<Sequential> Stages => [layer1, layer2, layer3, layer4];
+
+    /// <summary>Stage <paramref name="stage"/> (0-based) of basic blocks, the first of which downsamples after stage 0.</summary>
+    public static Sequential BuildStage(int stage, int blocks)
+    {
+        var inChannels = stage == 0 ? 64 : StageWidths[stage - 1];
+        var modules = new List<(string, Module<Tensor, Tensor>)>();
+        for (var b = 0; b < blocks; b++)
+        {
+            modules.Add((b.ToString(System.Globalization.CultureInfo.InvariantCulture), new BasicBlock(b == 0 ? inChannels : StageWidths[stage], StageWidths[stage], stage > 0 && b == 0 ? 2 : 1)));
+        }
+        return Sequential(modules);
     }
 
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        var x = maxpool.call(functional.relu(bn1.call(conv1.call(input))));
-        x = layer4.call(layer3.call(layer2.call(layer1.call(x))));
-        return avgpool.call(x).flatten(1).MoveToOuterDisposeScope();
+        return Pool(layer4.call(Prefix(input, 3))).MoveToOuterDisposeScope();
     }
+
+    /// <summary>The activation entering stage <paramref name="firstTrainableStage"/> (0-based; 4 = after the last stage).</summary>
+    public Tensor Prefix(Tensor input, int firstTrainableStage)
+    {
+        using var scope = NewDisposeScope();
+        var x = maxpool.call(functional.relu(bn1.call(conv1.call(input))));
+        foreach (var stage in Stages.Take(firstTrainableStage)) x = stage.call(x);
+        return x.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Global average pooling to [N, 512] features.</summary>
+    public Tensor Pool(Tensor activation) => avgpool.call(activation).flatten(1);
 
     private sealed class BasicBlock : Module<Tensor, Tensor>
     {

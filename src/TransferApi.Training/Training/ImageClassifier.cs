@@ -5,11 +5,12 @@ namespace TransferApi.Training.Training;
 
 public sealed record LabelProbability(string Label, double Probability);
 
-/// <summary>A trained model ready to predict: the shared frozen backbone plus the model's own head.</summary>
+/// <summary>A trained model ready to predict: the shared frozen backbone, the model's fine-tuned stages if any, and its head.</summary>
 public sealed class ImageClassifier : IDisposable
 {
     private readonly Backbone backbone;
     private readonly nn.Module<Tensor, Tensor> head;
+    private readonly Backbones.ResNetTail? tail;
 
     public ModelCheckpoint Checkpoint { get; }
 
@@ -22,6 +23,7 @@ public sealed class ImageClassifier : IDisposable
         this.backbone = backbone;
         Checkpoint = checkpoint;
         head = checkpoint.LoadHead();
+        tail = checkpoint.LoadTail(backbone);
     }
 
     /// <summary>Class probabilities [N, classes] for images already turned into features.</summary>
@@ -38,7 +40,7 @@ public sealed class ImageClassifier : IDisposable
     /// <summary>The <paramref name="topK"/> most probable labels of each encoded image, most probable first.</summary>
     public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK)
     {
-        using var features = backbone.ExtractFeatures(images);
+        using var features = Features(images);
         return ProbabilitiesFromFeatures(features)
             .Select(p => (IReadOnlyList<LabelProbability>)p
                 .Select((value, i) => new LabelProbability(Checkpoint.Labels[i], value))
@@ -47,5 +49,19 @@ public sealed class ImageClassifier : IDisposable
             .ToList();
     }
 
-    public void Dispose() => head.Dispose();
+    /// <summary>The same preprocessing and network path as training: frozen prefix, fine-tuned stages, pooling.</summary>
+    private Tensor Features(IReadOnlyList<byte[]> images)
+    {
+        if (tail is null) return backbone.ExtractFeatures(images);
+        using var activations = backbone.Activations(images, tail.FirstStage);
+        using var mode = inference_mode();
+        using var features = tail.call(activations);
+        return features.clone();
+    }
+
+    public void Dispose()
+    {
+        head.Dispose();
+        tail?.Dispose();
+    }
 }

@@ -5,15 +5,32 @@ namespace TransferApi.Training.Training;
 
 /// <summary>
 /// Everything needed to predict with a trained model except the backbone's own (frozen, shared) weights:
-/// the backbone id, its preprocessing, the class labels in output order, the head's shape and its weights.
+/// the backbone id, its preprocessing, the class labels in output order, the head's shape and its weights,
+/// and, when fine-tuned, the weights of the last <see cref="FineTunedStages"/> stages (only those).
 /// </summary>
-public sealed record ModelCheckpoint(string BackboneId, PreprocessingSpec Preprocessing, IReadOnlyList<string> Labels, int FeatureSize, HeadSpec Head, byte[] HeadWeights)
+public sealed record ModelCheckpoint(
+    string BackboneId, PreprocessingSpec Preprocessing, IReadOnlyList<string> Labels, int FeatureSize, HeadSpec Head, byte[] HeadWeights,
+    int FineTunedStages = 0, byte[]? TailWeights = null)
 {
-    public static ModelCheckpoint FromHead(string backboneId, PreprocessingSpec preprocessing, IReadOnlyList<string> labels, int featureSize, HeadSpec spec, nn.Module<Tensor, Tensor> head)
+    public static ModelCheckpoint FromHead(string backboneId, PreprocessingSpec preprocessing, IReadOnlyList<string> labels, int featureSize, HeadSpec spec, nn.Module<Tensor, Tensor> head) =>
+        new(backboneId, preprocessing, labels, featureSize, spec, Save(head));
+
+    /// <summary>The fine-tuned stages on top of <paramref name="backbone"/>, in evaluation mode; null for a frozen-backbone model.</summary>
+    public Backbones.ResNetTail? LoadTail(Backbones.Backbone backbone)
+    {
+        if (FineTunedStages == 0 || TailWeights is null) return null;
+        var tail = backbone.CreateTail(FineTunedStages);
+        using var stream = new MemoryStream(TailWeights, writable: false);
+        tail.load(stream);
+        tail.eval();
+        return tail;
+    }
+
+    public static byte[] Save(nn.Module<Tensor, Tensor> module)
     {
         using var stream = new MemoryStream();
-        head.save(stream);
-        return new ModelCheckpoint(backboneId, preprocessing, labels, featureSize, spec, stream.ToArray());
+        module.save(stream);
+        return stream.ToArray();
     }
 
     /// <summary>A fresh head module holding the stored weights, in evaluation mode.</summary>

@@ -50,6 +50,12 @@ public sealed record TrainingOptions
     /// <summary>Weight each class's loss by total / (classes x its count), so rare classes count as much as common ones.</summary>
     public bool ClassWeighted { get; init; }
     public EarlyStopping? EarlyStopping { get; init; }
+    /// <summary>Residual stages of the backbone trained after the head has converged: 0 keeps it frozen, 1-4 the last N.</summary>
+    public int UnfreezeStages { get; init; }
+    /// <summary>Epochs of fine-tuning (only with <see cref="UnfreezeStages"/> above 0).</summary>
+    public int FineTuneEpochs { get; init; } = 5;
+    /// <summary>Unfrozen stages learn at <see cref="LearningRate"/> divided by this (discriminative learning rates).</summary>
+    public double FineTuneLrFactor { get; init; } = 10;
     /// <summary>Images per backbone forward pass while extracting features.</summary>
     public int FeatureBatchSize { get; init; } = 32;
 
@@ -76,6 +82,9 @@ public sealed record TrainingOptions
         Check(StepGamma is > 0 and <= 1, "stepGamma", "stepGamma must be greater than 0 and at most 1.");
         Check(LabelSmoothing is >= 0 and < 1, "labelSmoothing", "labelSmoothing must be at least 0 and below 1.");
         Check(FeatureBatchSize >= 1, "featureBatchSize", "featureBatchSize must be at least 1.");
+        Check(UnfreezeStages is >= 0 and <= 4, "unfreezeStages", "unfreezeStages must be between 0 (frozen backbone) and 4.");
+        Check(FineTuneEpochs is >= 1 and <= 1000, "fineTuneEpochs", "fineTuneEpochs must be between 1 and 1000.");
+        Check(FineTuneLrFactor is >= 1 and <= 10000, "fineTuneLrFactor", "fineTuneLrFactor must be between 1 and 10000.");
         if (EarlyStopping is { } stop)
         {
             Check(Enum.IsDefined(stop.Monitor), "earlyStopping.monitor", "earlyStopping.monitor must be ValLoss or ValAccuracy.");
@@ -114,9 +123,10 @@ public sealed record TrainingTimings(TimeSpan FeatureExtraction, TimeSpan HeadTr
 /// <param name="BestEpoch">The epoch whose weights the model keeps (the last, unless early stopping chose another).</param>
 /// <param name="Interrupted">Cancelled after at least one epoch: the checkpoint holds the best epoch completed so far.</param>
 /// <param name="Report">The model on the test split (or validation when there is none); null without held-out images.</param>
+/// <param name="FineTuned">Unfrozen stages the model keeps (0 when fine-tuning did not beat the frozen backbone on validation).</param>
 public sealed record TrainingResult(
     ModelCheckpoint Checkpoint, IReadOnlyList<EpochMetrics> Metrics, TrainingTimings Timings, int TrainImages, int ValidationImages,
-    int BestEpoch, bool StoppedEarly, bool Interrupted, ClassificationReport? Report)
+    int BestEpoch, bool StoppedEarly, bool Interrupted, ClassificationReport? Report, int FineTuned = 0)
 {
     public EpochMetrics BestMetrics => Metrics.First(m => m.Epoch == BestEpoch);
 }

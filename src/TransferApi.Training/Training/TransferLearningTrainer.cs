@@ -28,7 +28,93 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var testIdx = Enumerable.Range(0, images.Count).Where(i => images[i].Split == DataSplit.Test).ToArray();
         var used = trainIdx.Concat(valIdx).Concat(testIdx).ToArray();
         var extraction = Stopwatch.StartNew();
-        // Each image goes through the frozen backbone at most once: cached features are reused as they are.
+        var stages = options.UnfreezeStages;
+        Tensor features;
+        Tensor? activations = null;
+        ResNetTail? tail = null;
+        int embeddedCount;
+        if (stages == 0)
+        {
+            (features, embeddedCount) = FrozenFeatures(images, used, options, observer, cancellation);
+        }
+        else
+        {
+            // Fine-tuning needs, for every image, the activation entering the first unfrozen stage; the frozen
+            // prefix runs once, and the pooled features for the head phase follow from the pretrained tail.
+            activations = ExtractBatched(used.Select(i => images[i].Bytes).ToList(), batch => backbone.Activations(batch, 4 - stages), options, observer, cancellation);
+            tail = backbone.CreateTail(stages);
+            tail.eval();
+            using (inference_mode())
+            {
+                using var pooled = tail.call(activations);
+                features = pooled.clone();
+            }
+            embeddedCount = used.Length;
+        }
+        extraction.Stop();
+
+        Tensor Rows(Tensor all, int from, int count) => all.narrow(0, from, count);
+        var (trainX, valX, testX) = (Rows(features, 0, trainIdx.Length), Rows(features, trainIdx.Length, valIdx.Length), Rows(features, trainIdx.Length + valIdx.Length, testIdx.Length));
+        var trainY = tensor(trainIdx.Select(i => labelIndex[images[i].Label]).ToArray());
+        var valY = tensor(valIdx.Select(i => labelIndex[images[i].Label]).ToArray());
+        var hasValidation = valIdx.Length > 0;
+
+        var headShare = stages == 0 ? HeadShare : HeadShare * 0.2;
+        var headClock = Stopwatch.StartNew();
+        var trained = HeadTrainer.Train(trainX, trainY, hasValidation ? valX : null, hasValidation ? valY : null, labels.Count, options,
+            observer.OnEpochCompleted, Progress(TrainingStage.TrainingHead, 0, options.Epochs, ExtractionShare, headShare, headClock, observer), cancellation);
+        var metrics = trained.Metrics.ToList();
+        var (bestEpoch, interrupted, fineTuned) = (trained.BestEpoch, trained.Interrupted, 0);
+        if (tail is not null && !interrupted)
+        {
+            var fine = FineTuner.Train(tail, trained.Head, Rows(activations!, 0, trainIdx.Length), trainY,
+                hasValidation ? Rows(activations!, trainIdx.Length, valIdx.Length) : null, hasValidation ? valY : null, options, metrics.Count + 1,
+                observer.OnEpochCompleted,
+                Progress(TrainingStage.FineTuning, metrics.Count, options.FineTuneEpochs, ExtractionShare + (1 - ExtractionShare) * headShare, HeadShare - headShare, headClock, observer),
+                cancellation);
+            metrics.AddRange(fine.Metrics);
+            interrupted = fine.Interrupted;
+            if (fine.Improved)
+            {
+                (bestEpoch, fineTuned) = (fine.BestEpoch, stages);
+                // Held-out images now go through the fine-tuned stages.
+                using (inference_mode())
+                {
+                    using var tuned = tail.call(activations!);
+                    features = tuned.clone();
+                }
+                (valX, testX) = (Rows(features, trainIdx.Length, valIdx.Length), Rows(features, trainIdx.Length + valIdx.Length, testIdx.Length));
+            }
+        }
+        headClock.Stop();
+
+        // The final word on the model: the test split when the data set has one, else validation.
+        observer.OnProgress(new TrainingProgress(TrainingStage.Evaluating, metrics.Count, options.Epochs, 0, 0, 100 * (ExtractionShare + (1 - ExtractionShare) * HeadShare), null, null));
+        var (evalSplit, evalX, evalIdx) = testIdx.Length > 0 ? ("test", testX, testIdx) : ("validation", valX, valIdx);
+        ClassificationReport? report = null;
+        if (evalIdx.Length > 0)
+        {
+            using var probabilities = Probabilities(trained.Head, evalX);
+            var flat = probabilities.data<float>().ToArray();
+            report = ClassificationReport.Compute(evalSplit, labels,
+                Enumerable.Range(0, evalIdx.Length).Select(n => flat.AsSpan(n * labels.Count, labels.Count).ToArray()).ToList(),
+                evalIdx.Select(i => (int)labelIndex[images[i].Label]).ToList());
+        }
+        var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, labels, backbone.FeatureSize, options.Head, trained.Head) with
+        {
+            FineTunedStages = fineTuned,
+            TailWeights = fineTuned > 0 ? ModelCheckpoint.Save(tail!) : null,
+        };
+        trained.Head.Dispose();
+        tail?.Dispose();
+        observer.OnProgress(new TrainingProgress(TrainingStage.Done, metrics.Count, options.Epochs, 0, 0, 100, null, 0));
+        return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, embeddedCount, used.Length - embeddedCount),
+            trainIdx.Length, valIdx.Length, bestEpoch, trained.StoppedEarly, interrupted, report, fineTuned);
+    }
+
+    /// <summary>Pooled features of the used images: cached ones as given, the rest through the frozen backbone once.</summary>
+    private (Tensor Features, int Embedded) FrozenFeatures(IReadOnlyList<LabeledImage> images, int[] used, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
+    {
         var toEmbed = used.Where(i => images[i].Features is null).ToArray();
         float[] computed = [];
         if (toEmbed.Length > 0)
@@ -42,46 +128,20 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var values = used.SelectMany(i => images[i].Features ?? row[i]).ToArray();
         if (values.Length != used.Length * backbone.FeatureSize)
             throw new TrainingInputException($"Cached features do not match backbone '{backbone.Id}' ({backbone.FeatureSize} values per image).");
-        var features = tensor(values, [used.Length, backbone.FeatureSize]);
-        extraction.Stop();
+        return (tensor(values, [used.Length, backbone.FeatureSize]), toEmbed.Length);
+    }
 
-        var trainX = features.narrow(0, 0, trainIdx.Length);
-        var valX = features.narrow(0, trainIdx.Length, valIdx.Length);
-        var testX = features.narrow(0, trainIdx.Length + valIdx.Length, testIdx.Length);
-        var trainY = tensor(trainIdx.Select(i => labelIndex[images[i].Label]).ToArray());
-        var valY = tensor(valIdx.Select(i => labelIndex[images[i].Label]).ToArray());
-
-        var headClock = Stopwatch.StartNew();
-        var trained = HeadTrainer.Train(trainX, trainY, valIdx.Length > 0 ? valX : null, valIdx.Length > 0 ? valY : null, labels.Count, options,
-            observer.OnEpochCompleted,
-            (epoch, batch, batches) =>
-            {
-                var done = ((epoch - 1) * batches + batch) / (double)(options.Epochs * batches);
-                var elapsed = headClock.Elapsed.TotalSeconds;
-                observer.OnProgress(new TrainingProgress(TrainingStage.TrainingHead, epoch, options.Epochs, batch, batches,
-                    100 * (ExtractionShare + (1 - ExtractionShare) * HeadShare * done), null, done > 0 ? elapsed / done * (1 - done) : null));
-            },
-            cancellation);
-        headClock.Stop();
-
-        // The final word on the model: the test split when the data set has one, else validation.
-        observer.OnProgress(new TrainingProgress(TrainingStage.Evaluating, trained.Metrics.Count, options.Epochs, 0, 0, 100 * (ExtractionShare + (1 - ExtractionShare) * HeadShare), null, null));
-        var (evalSplit, evalX, evalIdx) = testIdx.Length > 0 ? ("test", testX, testIdx) : ("validation", valX, valIdx);
-        ClassificationReport? report = null;
-        if (evalIdx.Length > 0)
+    /// <summary>Progress of an epoch loop mapped onto [<paramref name="from"/>, <paramref name="from"/> + <paramref name="span"/>] of the bar.</summary>
+    private static Action<int, int, int> Progress(TrainingStage stage, int epochOffset, int totalEpochs, double from, double span, Stopwatch clock, ITrainingObserver observer)
+    {
+        var started = clock.Elapsed.TotalSeconds;
+        return (epoch, batch, batches) =>
         {
-            using var probabilities = Probabilities(trained.Head, evalX);
-            var flat = probabilities.data<float>().ToArray();
-            report = ClassificationReport.Compute(evalSplit, labels,
-                Enumerable.Range(0, evalIdx.Length).Select(n => flat.AsSpan(n * labels.Count, labels.Count).ToArray()).ToList(),
-                evalIdx.Select(i => (int)labelIndex[images[i].Label]).ToList());
-        }
-        var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, labels, backbone.FeatureSize, options.Head, trained.Head);
-        trained.Head.Dispose();
-        var epochsRun = trained.Metrics.Count;
-        observer.OnProgress(new TrainingProgress(TrainingStage.Done, epochsRun, options.Epochs, 0, 0, 100, null, 0));
-        return new TrainingResult(checkpoint, trained.Metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, toEmbed.Length, used.Length - toEmbed.Length),
-            trainIdx.Length, valIdx.Length, trained.BestEpoch, trained.StoppedEarly, trained.Interrupted, report);
+            var done = ((epoch - epochOffset - 1) * batches + batch) / (double)(totalEpochs * batches);
+            var elapsed = clock.Elapsed.TotalSeconds - started;
+            observer.OnProgress(new TrainingProgress(stage, epoch, epochOffset + totalEpochs, batch, batches,
+                100 * (from + (1 - ExtractionShare) * span * done), null, done > 0 ? elapsed / done * (1 - done) : null));
+        };
     }
 
     private static Tensor Probabilities(nn.Module<Tensor, Tensor> head, Tensor features)
@@ -93,7 +153,11 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     }
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>
-    public Tensor ExtractFeatures(IReadOnlyList<byte[]> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
+    public Tensor ExtractFeatures(IReadOnlyList<byte[]> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation) =>
+        ExtractBatched(images, backbone.ExtractFeatures, options, observer, cancellation);
+
+    /// <summary>Runs <paramref name="run"/> over the images in batches, reporting progress, and stacks the results.</summary>
+    private Tensor ExtractBatched(IReadOnlyList<byte[]> images, Func<IReadOnlyList<byte[]>, Tensor> run, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
     {
         var batches = (images.Count + options.FeatureBatchSize - 1) / options.FeatureBatchSize;
         var rows = new List<Tensor>(batches);
@@ -103,7 +167,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         {
             cancellation.ThrowIfCancellationRequested();
             var batch = images.Skip(b * options.FeatureBatchSize).Take(options.FeatureBatchSize).ToList();
-            rows.Add(backbone.ExtractFeatures(batch));
+            rows.Add(run(batch));
             var done = Math.Min(images.Count, (b + 1) * options.FeatureBatchSize);
             var rate = done / clock.Elapsed.TotalSeconds;
             observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, b + 1, batches,

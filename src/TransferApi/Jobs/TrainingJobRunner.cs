@@ -99,7 +99,10 @@ public sealed class TrainingJobRunner(
         }
     }
 
-    /// <summary>The data set's images with this backbone's cached features; bytes are read only for images without.</summary>
+    /// <summary>
+    /// The data set's images with this backbone's cached features; bytes are read only for images without
+    /// (fine-tuning needs every image's pixels: its activations are not cached across jobs).
+    /// </summary>
     private static async Task<List<LabeledImage>> LoadImagesAsync(TransferDbContext db, TrainingJob job, CancellationToken cancellation)
     {
         var rows = await db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == job.DatasetId).OrderBy(i => i.Id)
@@ -109,10 +112,11 @@ public sealed class TrainingJobRunner(
                 Features = db.ImageFeatures.Where(f => f.BackboneId == job.Backbone && f.Sha256 == i.Sha256).Select(f => f.Values).FirstOrDefault(),
             })
             .ToListAsync(cancellation);
-        var missing = rows.Where(r => r.Features is null).Select(r => r.Id).ToList();
+        var fineTuning = job.Options.UnfreezeStages > 0;
+        var missing = rows.Where(r => fineTuning || r.Features is null).Select(r => r.Id).ToList();
         var bytes = await db.DatasetImages.AsNoTracking().Where(i => missing.Contains(i.Id)).Select(i => new { i.Id, i.Data })
             .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
-        return rows.Select(r => new LabeledImage(r.Label, r.Split, r.Features is null ? bytes[r.Id] : [], Convert.ToHexString(r.Sha256), r.Features)).ToList();
+        return rows.Select(r => new LabeledImage(r.Label, r.Split, bytes.GetValueOrDefault(r.Id, []), Convert.ToHexString(r.Sha256), fineTuning ? null : r.Features)).ToList();
     }
 
     private static Task<int> FinishCancelledAsync(TransferDbContext db, Guid jobId, Guid? modelId) =>
@@ -133,6 +137,8 @@ public sealed class TrainingJobRunner(
             FeatureSize = result.Checkpoint.FeatureSize,
             Head = result.Checkpoint.Head,
             HeadWeights = result.Checkpoint.HeadWeights,
+            FineTunedStages = result.Checkpoint.FineTunedStages,
+            TailWeights = result.Checkpoint.TailWeights,
             CreatedAt = DateTime.UtcNow,
             ValAccuracy = best.ValAccuracy,
             ValLoss = best.ValLoss,

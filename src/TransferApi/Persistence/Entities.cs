@@ -101,6 +101,9 @@ public sealed class TrainedModel
     public required HeadSpec Head { get; set; }
     /// <summary>The trained head only (kilobytes); the frozen backbone is referenced by <see cref="Backbone"/>.</summary>
     public required byte[] HeadWeights { get; set; }
+    /// <summary>Backbone stages the model fine-tuned (0: frozen backbone) and their weights, the only part of the backbone it stores.</summary>
+    public int FineTunedStages { get; set; }
+    public byte[]? TailWeights { get; set; }
     public DateTime CreatedAt { get; set; }
     public double? ValAccuracy { get; set; }
     public double? ValLoss { get; set; }

@@ -15,7 +15,8 @@ namespace TransferApi.Features.Models;
 public sealed record ModelMetricsResponse(double? ValAccuracy, double? ValLoss, double TrainLoss, int TrainImages, int ValidationImages,
     double FeatureExtractionSeconds, double HeadTrainingSeconds, int BestEpoch, bool StoppedEarly, int ImagesEmbedded, int FeaturesFromCache);
 
-public sealed record ModelResponse(Guid Id, Guid JobId, Guid DatasetId, string Backbone, HeadSpec Head, IReadOnlyList<string> Labels, DateTime CreatedAt, ModelMetricsResponse Metrics);
+/// <param name="FineTunedStages">Backbone stages this model fine-tuned (0: frozen backbone).</param>
+public sealed record ModelResponse(Guid Id, Guid JobId, Guid DatasetId, string Backbone, HeadSpec Head, int FineTunedStages, IReadOnlyList<string> Labels, DateTime CreatedAt, ModelMetricsResponse Metrics);
 
 public sealed record PredictionResponse(string Label, double Probability);
 
@@ -104,7 +105,7 @@ public static class ModelEndpoints
     private static ProblemHttpResult NotFound(Guid id) => Problems.NotFound("model", id);
 
     private static readonly System.Linq.Expressions.Expression<Func<TrainedModel, ModelResponse>> Summary = m => new ModelResponse(
-        m.Id, m.JobId, m.DatasetId, m.Backbone, m.Head, m.Labels, m.CreatedAt,
+        m.Id, m.JobId, m.DatasetId, m.Backbone, m.Head, m.FineTunedStages, m.Labels, m.CreatedAt,
         new ModelMetricsResponse(m.ValAccuracy, m.ValLoss, m.TrainLoss, m.TrainImages, m.ValidationImages, m.FeatureExtractionSeconds, m.HeadTrainingSeconds,
             m.BestEpoch, m.StoppedEarly, m.ImagesEmbedded, m.FeaturesFromCache));
 }

@@ -15,5 +15,5 @@ public static class ModelMapping
     public static ModelCheckpoint ToCheckpoint(TrainedModel model) => new(
         model.Backbone,
         new PreprocessingSpec(model.Preprocessing.InputSize, model.Preprocessing.Resize, model.Preprocessing.ChannelOrder, model.Preprocessing.Mean, model.Preprocessing.Scale),
-        model.Labels, model.FeatureSize, model.Head, model.HeadWeights);
+        model.Labels, model.FeatureSize, model.Head, model.HeadWeights, model.FineTunedStages, model.TailWeights);
 }

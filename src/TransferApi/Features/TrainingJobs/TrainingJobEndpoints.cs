@@ -33,13 +33,17 @@ namespace TransferApi.Features.TrainingJobs;
 /// <param name="LabelSmoothing">[0, 1) (default 0).</param>
 /// <param name="ClassWeighted">Weight the loss of each class by total / (classes x its count), for imbalanced data (default false).</param>
 /// <param name="EarlyStopping">Stop when the monitored metric stops improving and keep the best epoch (default off).</param>
+/// <param name="UnfreezeStages">0 (default) keeps the backbone frozen; 1-4 fine-tunes its last N residual stages after the head has converged.</param>
+/// <param name="FineTuneEpochs">Epochs of fine-tuning, 1-1000 (default 5).</param>
+/// <param name="FineTuneLrFactor">Unfrozen stages learn at learningRate divided by this, 1-10000 (default 10).</param>
 public sealed record CreateTrainingJobRequest(
     Guid? DatasetId, string? Backbone = null, int? Epochs = null, int? BatchSize = null,
     double? LearningRate = null, double? ValidationFraction = null, long? Seed = null,
     HeadKind? Head = null, int? HiddenUnits = null, double? Dropout = null,
     OptimizerKind? Optimizer = null, double? WeightDecay = null, double? Momentum = null,
     LrSchedule? LrSchedule = null, int? StepEpochs = null, double? StepGamma = null,
-    double? LabelSmoothing = null, bool? ClassWeighted = null, EarlyStoppingRequest? EarlyStopping = null)
+    double? LabelSmoothing = null, bool? ClassWeighted = null, EarlyStoppingRequest? EarlyStopping = null,
+    int? UnfreezeStages = null, int? FineTuneEpochs = null, double? FineTuneLrFactor = null)
 {
     /// <summary>The request over the training core's defaults: one source of defaults and of validation.</summary>
     public TrainingOptions ToOptions()
@@ -63,6 +67,9 @@ public sealed record CreateTrainingJobRequest(
             ClassWeighted = ClassWeighted ?? defaults.ClassWeighted,
             EarlyStopping = EarlyStopping is null ? null : new EarlyStopping(
                 EarlyStopping.Monitor ?? MonitoredMetric.ValLoss, EarlyStopping.Patience ?? 5, EarlyStopping.MinDelta ?? 0),
+            UnfreezeStages = UnfreezeStages ?? defaults.UnfreezeStages,
+            FineTuneEpochs = FineTuneEpochs ?? defaults.FineTuneEpochs,
+            FineTuneLrFactor = FineTuneLrFactor ?? defaults.FineTuneLrFactor,
         };
     }
 }

@@ -162,6 +162,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<int>("FeaturesFromCache")
                         .HasColumnType("integer");
 
+                    b.Property<int>("FineTunedStages")
+                        .HasColumnType("integer");
+
                     b.Property<string>("Head")
                         .IsRequired()
                         .HasColumnType("jsonb");
@@ -185,6 +188,9 @@ namespace TransferApi.Persistence.Migrations
 
                     b.Property<bool>("StoppedEarly")
                         .HasColumnType("boolean");
+
+                    b.Property<byte[]>("TailWeights")
+                        .HasColumnType("bytea");
 
                     b.Property<int>("TrainImages")
                         .HasColumnType("integer");

@@ -13,7 +13,7 @@ using TransferApi.Persistence;
 namespace TransferApi.Persistence.Migrations
 {
     [DbContext(typeof(TransferDbContext))]
-    [Migration("20261130000943_Initial")]
+    [Migration("20261130001627_Initial")]
     partial class Initial
     {
         /// <inheritdoc />
@@ -165,6 +165,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<int>("FeaturesFromCache")
                         .HasColumnType("integer");
 
+                    b.Property<int>("FineTunedStages")
+                        .HasColumnType("integer");
+
                     b.Property<string>("Head")
                         .IsRequired()
                         .HasColumnType("jsonb");
@@ -188,6 +191,9 @@ namespace TransferApi.Persistence.Migrations
 
                     b.Property<bool>("StoppedEarly")
                         .HasColumnType("boolean");
+
+                    b.Property<byte[]>("TailWeights")
+                        .HasColumnType("bytea");
 
                     b.Property<int>("TrainImages")
                         .HasColumnType("integer");

@@ -113,6 +113,8 @@ namespace TransferApi.Persistence.Migrations
                     FeatureSize = table.Column<int>(type: "integer", nullable: false),
                     Head = table.Column<string>(type: "jsonb", nullable: false),
                     HeadWeights = table.Column<byte[]>(type: "bytea", nullable: false),
+                    FineTunedStages = table.Column<int>(type: "integer", nullable: false),
+                    TailWeights = table.Column<byte[]>(type: "bytea", nullable: true),
                     CreatedAt = table.Column<DateTime>(type: "timestamp with time zone", nullable: false),
                     ValAccuracy = table.Column<double>(type: "double precision", nullable: true),
                     ValLoss = table.Column<double>(type: "double precision", nullable: true),
