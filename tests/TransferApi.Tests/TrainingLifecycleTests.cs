@@ -181,6 +181,18 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
     }
 
     [Fact]
+    public async Task Augmented_views_are_embedded_for_the_training_images()
+    {
+        var datasetId = await UploadAsync(4);
+        var job = await WaitAsync((await StartAsync(new { datasetId, epochs = 2, augmentation = new { views = 2, colorJitter = 0.1 } })).Id,
+            j => j.Status is not (JobStatus.Queued or JobStatus.Running));
+        Assert.Equal(JobStatus.Succeeded, job.Status);
+        Assert.Equal(2, job.Options.Augmentation.Views);
+        var model = await (await client.GetAsync($"/api/models/{job.ModelId}")).ReadAsync<ModelResponse>();
+        Assert.True(model.Metrics.ImagesEmbedded >= 2 * model.Metrics.TrainImages, $"{model.Metrics.ImagesEmbedded} embedded for {model.Metrics.TrainImages} training images");
+    }
+
+    [Fact]
     public async Task Cancelling_an_unknown_job_is_a_404_problem()
     {
         var response = await client.PostAsync($"/api/training-jobs/{Guid.NewGuid()}/cancel", null);

@@ -45,10 +45,10 @@ public sealed class Backbone : IDisposable
     /// The frozen network's activation entering stage <paramref name="firstTrainableStage"/>, as an ordinary tensor:
     /// the input of a fine-tuned <see cref="ResNetTail"/>, computed once per image.
     /// </summary>
-    public Tensor Activations(IReadOnlyList<byte[]> images, int firstTrainableStage)
+    public Tensor Activations(IReadOnlyList<byte[]> images, int firstTrainableStage, IReadOnlyList<ViewTransform?>? transforms = null)
     {
         using var scope = NewDisposeScope();
-        using var pixels = Preprocessor.ToTensor(images);
+        using var pixels = Preprocessor.ToTensor(images, transforms);
         Tensor activation;
         using (inference_mode())
         {
@@ -61,9 +61,9 @@ public sealed class Backbone : IDisposable
     public ResNetTail CreateTail(int stages) => new(network, 4 - stages);
 
     /// <summary>Decodes, preprocesses and runs encoded images through the network.</summary>
-    public Tensor ExtractFeatures(IReadOnlyList<byte[]> images)
+    public Tensor ExtractFeatures(IReadOnlyList<byte[]> images, IReadOnlyList<ViewTransform?>? transforms = null)
     {
-        using var pixels = Preprocessor.ToTensor(images);
+        using var pixels = Preprocessor.ToTensor(images, transforms);
         return Forward(pixels);
     }
 

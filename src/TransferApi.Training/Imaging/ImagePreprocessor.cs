@@ -32,20 +32,22 @@ public sealed class ImagePreprocessor : IDisposable
     }
 
     /// <summary>Decodes and preprocesses a batch (in parallel) into a [N,3,S,S] float tensor.</summary>
-    public Tensor ToTensor(IReadOnlyList<byte[]> images)
+    /// <param name="transforms">Per image, an augmentation applied after decoding, or null for the image as it is.</param>
+    public Tensor ToTensor(IReadOnlyList<byte[]> images, IReadOnlyList<ViewTransform?>? transforms = null)
     {
         var size = Spec.InputSize;
         var plane = size * size;
         var pixels = new float[images.Count * 3 * plane];
-        Parallel.For(0, images.Count, i => WritePlanar(images[i], pixels.AsSpan(i * 3 * plane, 3 * plane)));
+        Parallel.For(0, images.Count, i => WritePlanar(images[i], transforms?[i], pixels.AsSpan(i * 3 * plane, 3 * plane)));
         using var raw = tensor(pixels, [images.Count, 3, size, size]);
         return raw.sub(meanImage);
     }
 
-    private void WritePlanar(byte[] encoded, Span<float> destination)
+    private void WritePlanar(byte[] encoded, ViewTransform? transform, Span<float> destination)
     {
         var size = Spec.InputSize;
         using var image = ImageReader.Decode(encoded, Limits);
+        transform?.Apply(image);
         image.Mutate(x => x.Resize(new ResizeOptions
         {
             Size = new SixLabors.ImageSharp.Size(size, size),

@@ -56,6 +56,8 @@ public sealed record TrainingOptions
     public int FineTuneEpochs { get; init; } = 5;
     /// <summary>Unfrozen stages learn at <see cref="LearningRate"/> divided by this (discriminative learning rates).</summary>
     public double FineTuneLrFactor { get; init; } = 10;
+    /// <summary>Augmented views of each training image, embedded once per job and trained on with the originals (off by default).</summary>
+    public Imaging.AugmentationOptions Augmentation { get; init; } = Imaging.AugmentationOptions.None;
     /// <summary>Images per backbone forward pass while extracting features.</summary>
     public int FeatureBatchSize { get; init; } = 32;
 
@@ -85,6 +87,8 @@ public sealed record TrainingOptions
         Check(UnfreezeStages is >= 0 and <= 4, "unfreezeStages", "unfreezeStages must be between 0 (frozen backbone) and 4.");
         Check(FineTuneEpochs is >= 1 and <= 1000, "fineTuneEpochs", "fineTuneEpochs must be between 1 and 1000.");
         Check(FineTuneLrFactor is >= 1 and <= 10000, "fineTuneLrFactor", "fineTuneLrFactor must be between 1 and 10000.");
+        Check(Augmentation.Views is >= 0 and <= 16, "augmentation.views", "augmentation.views must be between 0 and 16.");
+        Check(Augmentation.ColorJitter is >= 0 and <= 1, "augmentation.colorJitter", "augmentation.colorJitter must be between 0 and 1.");
         if (EarlyStopping is { } stop)
         {
             Check(Enum.IsDefined(stop.Monitor), "earlyStopping.monitor", "earlyStopping.monitor must be ValLoss or ValAccuracy.");

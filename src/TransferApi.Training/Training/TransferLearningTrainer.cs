@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using TransferApi.Training.Backbones;
+using TransferApi.Training.Imaging;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Training;
@@ -41,7 +42,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         {
             // Fine-tuning needs, for every image, the activation entering the first unfrozen stage; the frozen
             // prefix runs once, and the pooled features for the head phase follow from the pretrained tail.
-            activations = ExtractBatched(used.Select(i => images[i].Bytes).ToList(), batch => backbone.Activations(batch, 4 - stages), options, observer, cancellation);
+            activations = ExtractBatched(used.Select(i => images[i].Bytes).ToList(), null, (batch, _) => backbone.Activations(batch, 4 - stages), options, observer, cancellation);
             tail = backbone.CreateTail(stages);
             tail.eval();
             using (inference_mode())
@@ -52,12 +53,41 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             embeddedCount = used.Length;
         }
         extraction.Stop();
+        var fromCache = used.Length - embeddedCount;
 
         Tensor Rows(Tensor all, int from, int count) => all.narrow(0, from, count);
         var (trainX, valX, testX) = (Rows(features, 0, trainIdx.Length), Rows(features, trainIdx.Length, valIdx.Length), Rows(features, trainIdx.Length + valIdx.Length, testIdx.Length));
         var trainY = tensor(trainIdx.Select(i => labelIndex[images[i].Label]).ToArray());
         var valY = tensor(valIdx.Select(i => labelIndex[images[i].Label]).ToArray());
         var hasValidation = valIdx.Length > 0;
+        var trainActivations = activations is null ? null : Rows(activations, 0, trainIdx.Length);
+
+        if (options.Augmentation.Views > 0)
+        {
+            // Augmented views of the training images join the training rows; validation and test stay as they are.
+            extraction.Start();
+            var (viewOf, transforms) = DrawViews(trainIdx, options);
+            var viewBytes = viewOf.Select(i => images[i].Bytes).ToList();
+            Tensor viewFeatures;
+            if (tail is null)
+            {
+                viewFeatures = ExtractBatched(viewBytes, transforms, backbone.ExtractFeatures, options, observer, cancellation);
+            }
+            else
+            {
+                var viewActivations = ExtractBatched(viewBytes, transforms, (batch, t) => backbone.Activations(batch, 4 - stages, t), options, observer, cancellation);
+                using (inference_mode())
+                {
+                    using var pooled = tail.call(viewActivations);
+                    viewFeatures = pooled.clone();
+                }
+                trainActivations = cat([trainActivations!, viewActivations], 0);
+            }
+            trainX = cat([trainX, viewFeatures], 0);
+            trainY = cat([trainY, tensor(viewOf.Select(i => labelIndex[images[i].Label]).ToArray())], 0);
+            embeddedCount += viewOf.Length;
+            extraction.Stop();
+        }
 
         var headShare = stages == 0 ? HeadShare : HeadShare * 0.2;
         var headClock = Stopwatch.StartNew();
@@ -67,7 +97,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var (bestEpoch, interrupted, fineTuned) = (trained.BestEpoch, trained.Interrupted, 0);
         if (tail is not null && !interrupted)
         {
-            var fine = FineTuner.Train(tail, trained.Head, Rows(activations!, 0, trainIdx.Length), trainY,
+            var fine = FineTuner.Train(tail, trained.Head, trainActivations!, trainY,
                 hasValidation ? Rows(activations!, trainIdx.Length, valIdx.Length) : null, hasValidation ? valY : null, options, metrics.Count + 1,
                 observer.OnEpochCompleted,
                 Progress(TrainingStage.FineTuning, metrics.Count, options.FineTuneEpochs, ExtractionShare + (1 - ExtractionShare) * headShare, HeadShare - headShare, headClock, observer),
@@ -108,8 +138,16 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         trained.Head.Dispose();
         tail?.Dispose();
         observer.OnProgress(new TrainingProgress(TrainingStage.Done, metrics.Count, options.Epochs, 0, 0, 100, null, 0));
-        return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, embeddedCount, used.Length - embeddedCount),
+        return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, embeddedCount, fromCache),
             trainIdx.Length, valIdx.Length, bestEpoch, trained.StoppedEarly, interrupted, report, fineTuned);
+    }
+
+    /// <summary>Each training image <see cref="TrainingOptions.Augmentation"/>.Views times, with seeded random transforms.</summary>
+    private static (int[] Images, ViewTransform?[] Transforms) DrawViews(int[] trainIdx, TrainingOptions options)
+    {
+        var random = new Random(unchecked((int)options.Seed * 31 + 7));
+        var images = Enumerable.Range(0, options.Augmentation.Views).SelectMany(_ => trainIdx).ToArray();
+        return (images, images.Select(_ => (ViewTransform?)ViewTransform.Draw(random, options.Augmentation)).ToArray());
     }
 
     /// <summary>Pooled features of the used images: cached ones as given, the rest through the frozen backbone once.</summary>
@@ -154,10 +192,12 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>
     public Tensor ExtractFeatures(IReadOnlyList<byte[]> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation) =>
-        ExtractBatched(images, backbone.ExtractFeatures, options, observer, cancellation);
+        ExtractBatched(images.ToList(), null, backbone.ExtractFeatures, options, observer, cancellation);
 
-    /// <summary>Runs <paramref name="run"/> over the images in batches, reporting progress, and stacks the results.</summary>
-    private Tensor ExtractBatched(IReadOnlyList<byte[]> images, Func<IReadOnlyList<byte[]>, Tensor> run, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
+    /// <summary>Runs <paramref name="run"/> over the images (and their transforms) in batches, reporting progress, and stacks the results.</summary>
+    private Tensor ExtractBatched(
+        List<byte[]> images, IReadOnlyList<ViewTransform?>? transforms, Func<IReadOnlyList<byte[]>, IReadOnlyList<ViewTransform?>?, Tensor> run,
+        TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
     {
         var batches = (images.Count + options.FeatureBatchSize - 1) / options.FeatureBatchSize;
         var rows = new List<Tensor>(batches);
@@ -167,7 +207,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         {
             cancellation.ThrowIfCancellationRequested();
             var batch = images.Skip(b * options.FeatureBatchSize).Take(options.FeatureBatchSize).ToList();
-            rows.Add(run(batch));
+            rows.Add(run(batch, transforms?.Skip(b * options.FeatureBatchSize).Take(options.FeatureBatchSize).ToList()));
             var done = Math.Min(images.Count, (b + 1) * options.FeatureBatchSize);
             var rate = done / clock.Elapsed.TotalSeconds;
             observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, b + 1, batches,

@@ -101,7 +101,7 @@ public sealed class TrainingJobRunner(
 
     /// <summary>
     /// The data set's images with this backbone's cached features; bytes are read only for images without
-    /// (fine-tuning needs every image's pixels: its activations are not cached across jobs).
+    /// (fine-tuning and augmentation need pixels: activations and augmented views are not cached across jobs).
     /// </summary>
     private static async Task<List<LabeledImage>> LoadImagesAsync(TransferDbContext db, TrainingJob job, CancellationToken cancellation)
     {
@@ -113,7 +113,8 @@ public sealed class TrainingJobRunner(
             })
             .ToListAsync(cancellation);
         var fineTuning = job.Options.UnfreezeStages > 0;
-        var missing = rows.Where(r => fineTuning || r.Features is null).Select(r => r.Id).ToList();
+        var needPixels = fineTuning || job.Options.Augmentation.Views > 0;
+        var missing = rows.Where(r => needPixels || r.Features is null).Select(r => r.Id).ToList();
         var bytes = await db.DatasetImages.AsNoTracking().Where(i => missing.Contains(i.Id)).Select(i => new { i.Id, i.Data })
             .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
         return rows.Select(r => new LabeledImage(r.Label, r.Split, bytes.GetValueOrDefault(r.Id, []), Convert.ToHexString(r.Sha256), fineTuning ? null : r.Features)).ToList();

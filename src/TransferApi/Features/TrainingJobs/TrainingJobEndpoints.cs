@@ -9,6 +9,7 @@ using TransferApi.Jobs;
 using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Training.Backbones;
+using TransferApi.Training.Imaging;
 using TransferApi.Training.Training;
 
 namespace TransferApi.Features.TrainingJobs;
@@ -36,6 +37,7 @@ namespace TransferApi.Features.TrainingJobs;
 /// <param name="UnfreezeStages">0 (default) keeps the backbone frozen; 1-4 fine-tunes its last N residual stages after the head has converged.</param>
 /// <param name="FineTuneEpochs">Epochs of fine-tuning, 1-1000 (default 5).</param>
 /// <param name="FineTuneLrFactor">Unfrozen stages learn at learningRate divided by this, 1-10000 (default 10).</param>
+/// <param name="Augmentation">Augmented views of each training image (default off).</param>
 public sealed record CreateTrainingJobRequest(
     Guid? DatasetId, string? Backbone = null, int? Epochs = null, int? BatchSize = null,
     double? LearningRate = null, double? ValidationFraction = null, long? Seed = null,
@@ -43,7 +45,7 @@ public sealed record CreateTrainingJobRequest(
     OptimizerKind? Optimizer = null, double? WeightDecay = null, double? Momentum = null,
     LrSchedule? LrSchedule = null, int? StepEpochs = null, double? StepGamma = null,
     double? LabelSmoothing = null, bool? ClassWeighted = null, EarlyStoppingRequest? EarlyStopping = null,
-    int? UnfreezeStages = null, int? FineTuneEpochs = null, double? FineTuneLrFactor = null)
+    int? UnfreezeStages = null, int? FineTuneEpochs = null, double? FineTuneLrFactor = null, AugmentationRequest? Augmentation = null)
 {
     /// <summary>The request over the training core's defaults: one source of defaults and of validation.</summary>
     public TrainingOptions ToOptions()
@@ -70,9 +72,17 @@ public sealed record CreateTrainingJobRequest(
             UnfreezeStages = UnfreezeStages ?? defaults.UnfreezeStages,
             FineTuneEpochs = FineTuneEpochs ?? defaults.FineTuneEpochs,
             FineTuneLrFactor = FineTuneLrFactor ?? defaults.FineTuneLrFactor,
+            Augmentation = Augmentation is null ? defaults.Augmentation : new AugmentationOptions(
+                Augmentation.Views ?? 2, Augmentation.RandomResizedCrop ?? true, Augmentation.HorizontalFlip ?? true, Augmentation.ColorJitter ?? 0.2),
         };
     }
 }
+
+/// <param name="Views">Augmented views of each training image, embedded once per job, 0-16 (default 2 when augmentation is given).</param>
+/// <param name="RandomResizedCrop">Crop 50-100 % of the image at an aspect ratio of 3/4 to 4/3 (default true).</param>
+/// <param name="HorizontalFlip">Mirror half of the views (default true).</param>
+/// <param name="ColorJitter">Brightness, contrast and saturation varied by up to this factor, 0-1 (default 0.2).</param>
+public sealed record AugmentationRequest(int? Views = null, bool? RandomResizedCrop = null, bool? HorizontalFlip = null, double? ColorJitter = null);
 
 /// <param name="Monitor">ValLoss (default) or ValAccuracy.</param>
 /// <param name="Patience">Epochs without improvement before stopping, 1-1000 (default 5).</param>
