@@ -64,18 +64,11 @@ public class AugmentationTests(BackboneFixture fixture)
             .ToList();
         var options = new TrainingOptions { Epochs = 2, BatchSize = 4, Augmentation = new AugmentationOptions(Views: 2) };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
-        var result = trainer.Train(images, options, new NullObserver(), CancellationToken.None);
-        var again = trainer.Train(images, options, new NullObserver(), CancellationToken.None);
+        var result = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);
+        var again = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);
 
         Assert.Equal(12 + 2 * 8, result.Timings.ImagesEmbedded);
         Assert.Equal((8, 4), (result.TrainImages, result.ValidationImages));
         Assert.Equal(result.Metrics.Select(m => m.TrainLoss), again.Metrics.Select(m => m.TrainLoss));
-    }
-
-    private sealed class NullObserver : ITrainingObserver
-    {
-        public void OnProgress(TrainingProgress progress) { }
-        public void OnEpochCompleted(EpochMetrics metrics) { }
-        public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) { }
     }
 }

@@ -7,14 +7,6 @@ namespace TransferApi.Training.Tests;
 [Collection(BackboneCollection.Name)]
 public class FineTuningTests(BackboneFixture fixture)
 {
-    private sealed class NullObserver : ITrainingObserver
-    {
-        public List<TrainingProgress> Progress { get; } = [];
-        public void OnProgress(TrainingProgress progress) => Progress.Add(progress);
-        public void OnEpochCompleted(EpochMetrics metrics) { }
-        public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) { }
-    }
-
     private static List<LabeledImage> Images(int perClass, DataSplit split = DataSplit.Unassigned) =>
         TestData.AntsBeesImages("train", "ants", perClass).Select(p => new LabeledImage("ants", split, File.ReadAllBytes(p)))
             .Concat(TestData.AntsBeesImages("train", "bees", perClass).Select(p => new LabeledImage("bees", split, File.ReadAllBytes(p))))
@@ -42,7 +34,7 @@ public class FineTuningTests(BackboneFixture fixture)
         var layer4Before = fixture.Backbone.Network.Stages[3].parameters().Select(p => p.clone()).ToList();
         var layer3Before = fixture.Backbone.Network.Stages[2].parameters().Select(p => p.clone()).ToList();
         var options = new TrainingOptions { Epochs = 2, BatchSize = 4, ValidationFraction = 0, UnfreezeStages = 1, FineTuneEpochs = 2, LearningRate = 0.01 };
-        var observer = new NullObserver();
+        var observer = new RecordingObserver();
         var result = new TransferLearningTrainer(fixture.Backbone).Train(Images(4), options, observer, CancellationToken.None);
 
         Assert.Equal(1, result.FineTuned);
@@ -71,7 +63,7 @@ public class FineTuningTests(BackboneFixture fixture)
     {
         // A learning rate this high wrecks the pretrained stage: validation loss gets worse, so the frozen model stays.
         var options = new TrainingOptions { Epochs = 5, BatchSize = 4, ValidationFraction = 0.25, UnfreezeStages = 1, FineTuneEpochs = 2, LearningRate = 0.05, FineTuneLrFactor = 1 };
-        var result = new TransferLearningTrainer(fixture.Backbone).Train(Images(6), options, new NullObserver(), CancellationToken.None);
+        var result = new TransferLearningTrainer(fixture.Backbone).Train(Images(6), options, new RecordingObserver(), CancellationToken.None);
         var headOnlyBest = result.Metrics.Take(5).Min(m => m.ValLoss!.Value);
         if (result.FineTuned == 0)
         {

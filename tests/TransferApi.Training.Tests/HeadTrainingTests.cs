@@ -7,16 +7,6 @@ namespace TransferApi.Training.Tests;
 [Collection(BackboneCollection.Name)]
 public class HeadTrainingTests(BackboneFixture fixture)
 {
-    private sealed class RecordingObserver : ITrainingObserver
-    {
-        public List<TrainingProgress> Progress { get; } = [];
-        public List<EpochMetrics> Epochs { get; } = [];
-        public void OnProgress(TrainingProgress progress) => Progress.Add(progress);
-        public void OnEpochCompleted(EpochMetrics metrics) => Epochs.Add(metrics);
-        public List<ComputedFeatures> Computed { get; } = [];
-        public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) => Computed.AddRange(features);
-    }
-
     /// <summary>Two linearly separable clusters in 16 dimensions, seeded.</summary>
     private static (Tensor X, Tensor Y) Clusters(int perClass, long seed)
     {
