@@ -30,11 +30,15 @@ public sealed class ServiceProcess : IAsyncDisposable
         File.ReadLines($"/proc/{process.Id}/status").Where(l => l.StartsWith("VmHWM:", StringComparison.Ordinal))
             .Select(l => long.Parse(l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024).Single();
 
-    public static async Task<ServiceProcess> StartAsync(string adminConnection, IDictionary<string, string> environment)
+    public string Database => database;
+
+    /// <param name="database">An existing database to share with an earlier process, or null for a new one.</param>
+    public static async Task<ServiceProcess> StartAsync(string adminConnection, IDictionary<string, string> environment, string? database = null)
     {
-        var database = $"transferapi_proc_{Guid.NewGuid():N}";
-        await using (var connection = new NpgsqlConnection(adminConnection))
+        if (database is null)
         {
+            database = $"transferapi_proc_{Guid.NewGuid():N}";
+            await using var connection = new NpgsqlConnection(adminConnection);
             await connection.OpenAsync();
             await using var create = new NpgsqlCommand($"CREATE DATABASE \"{database}\"", connection);
             await create.ExecuteNonQueryAsync();
@@ -81,15 +85,23 @@ public sealed class ServiceProcess : IAsyncDisposable
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>Ends the process at once, as a crash would (no graceful shutdown); the database stays.</summary>
+    public async Task KillAsync()
+    {
+        if (process.HasExited) return;
+        process.Kill(entireProcessTree: true);
+        await process.WaitForExitAsync();
+    }
+
+    /// <summary>Kills the process and drops its database unless <paramref name="keepDatabase"/>.</summary>
+    public async ValueTask DisposeAsync() => await DisposeAsync(keepDatabase: false);
+
+    public async ValueTask DisposeAsync(bool keepDatabase)
     {
         Client.Dispose();
-        if (!process.HasExited)
-        {
-            process.Kill(entireProcessTree: true);
-            await process.WaitForExitAsync();
-        }
+        await KillAsync();
         process.Dispose();
+        if (keepDatabase) return;
         NpgsqlConnection.ClearAllPools();
         await using var connection = new NpgsqlConnection(adminConnection);
         await connection.OpenAsync();

@@ -76,8 +76,10 @@ public static class ServiceRegistration
             {
                 QueuePollInterval = worker.QueuePollInterval,
                 PrepareSchemaIfNecessary = true,
-                // Training can outlast any fixed timeout; a live worker keeps extending its claim instead.
+                // Training can outlast any fixed timeout; a live worker keeps extending its claim instead,
+                // and a crashed worker's job goes to another worker once the claim lapses.
                 UseSlidingInvisibilityTimeout = true,
+                InvisibilityTimeout = worker.InvisibilityTimeout,
             }));
         if (roles.HasFlag(ServiceRoles.Worker))
         {

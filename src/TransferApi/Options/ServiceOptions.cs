@@ -33,6 +33,12 @@ public sealed class WorkerOptions
     /// <summary>How often the worker polls the Hangfire queue.</summary>
     public TimeSpan QueuePollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// How long a job whose worker stopped answering stays claimed before another worker takes it over. A live
+    /// worker keeps extending its claim (sliding), so long jobs are never taken from it.
+    /// </summary>
+    public TimeSpan InvisibilityTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>Folder holding the pretrained backbone files; default: beside the executable.</summary>
     public string? BackboneDirectory { get; set; }
 
