@@ -103,7 +103,10 @@ public enum TrainingStage { Queued, ExtractingFeatures, TrainingHead, FineTuning
 
 public sealed record TrainingProgress(
     TrainingStage Stage, int Epoch, int TotalEpochs, int Batch, int TotalBatches,
-    double Percent, double? ImagesPerSecond, double? EtaSeconds);
+    double Percent, double? ImagesPerSecond, double? EtaSeconds)
+{
+    public static TrainingProgress Queued(int totalEpochs) => new(TrainingStage.Queued, 0, totalEpochs, 0, 0, 0, null, null);
+}
 
 public sealed record EpochMetrics(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy, double LearningRate);
 

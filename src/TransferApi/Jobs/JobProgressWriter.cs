@@ -74,11 +74,7 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                     // Skip stale reports when newer ones are already queued.
                     if (events.Reader.TryPeek(out var next) && next is TrainingProgress) continue;
                     var job = await db.TrainingJobs.FirstAsync(j => j.Id == jobId);
-                    job.Progress = new JobProgress
-                    {
-                        Stage = p.Stage, Epoch = p.Epoch, TotalEpochs = p.TotalEpochs, Batch = p.Batch, TotalBatches = p.TotalBatches,
-                        Percent = p.Percent, ImagesPerSecond = p.ImagesPerSecond, EtaSeconds = p.EtaSeconds,
-                    };
+                    job.Progress = p;
                     break;
             }
             await db.SaveChangesAsync();

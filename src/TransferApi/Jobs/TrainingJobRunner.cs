@@ -38,7 +38,7 @@ public sealed class TrainingJobRunner(
         }
         using var datasetScope = logger.BeginScope("Dataset {DatasetId}", job.DatasetId);
         await db.TrainingMetrics.Where(m => m.JobId == jobId).ExecuteDeleteAsync(shutdown);
-        job.Progress = new JobProgress { Stage = TrainingStage.Queued, TotalEpochs = job.Options.Epochs };
+        job.Progress = TrainingProgress.Queued(job.Options.Epochs);
         await db.SaveChangesAsync(shutdown);
 
         await using var cancelWatch = new CancellationWatcher(dbFactory, jobId);

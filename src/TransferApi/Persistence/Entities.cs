@@ -54,7 +54,8 @@ public sealed class TrainingJob
     public required string Backbone { get; set; }
     /// <summary>Every training option of the job (the training core's own record, stored as JSON).</summary>
     public required TrainingOptions Options { get; set; }
-    public JobProgress Progress { get; set; } = new();
+    /// <summary>The latest progress report (the training core's record, stored as JSON on the job row).</summary>
+    public required TrainingProgress Progress { get; set; }
     public Guid? ModelId { get; set; }
     public string? Error { get; set; }
     public string? HangfireJobId { get; set; }
@@ -63,19 +64,6 @@ public sealed class TrainingJob
     /// <summary>Set by POST …/cancel on a running job; the worker notices within one batch.</summary>
     public bool CancelRequested { get; set; }
     public List<TrainingMetric> Metrics { get; set; } = [];
-}
-
-/// <summary>The latest progress report of a job (stored as JSON on the job row).</summary>
-public sealed class JobProgress
-{
-    public TrainingStage Stage { get; set; }
-    public int Epoch { get; set; }
-    public int TotalEpochs { get; set; }
-    public int Batch { get; set; }
-    public int TotalBatches { get; set; }
-    public double Percent { get; set; }
-    public double? ImagesPerSecond { get; set; }
-    public double? EtaSeconds { get; set; }
 }
 
 public sealed class TrainingMetric

@@ -127,6 +127,7 @@ public static class TrainingJobEndpoints
     internal static async Task<Results<Accepted<TrainingJobResponse>, ValidationProblem, ProblemHttpResult>> Create(
         CreateTrainingJobRequest request, TransferDbContext db, IBackgroundJobClient jobs, IOptions<DatasetOptions> datasets, CancellationToken cancellation)
     {
+        var options = request.ToOptions();
         var job = new TrainingJob
         {
             Id = Guid.CreateVersion7(),
@@ -134,9 +135,9 @@ public static class TrainingJobEndpoints
             Status = JobStatus.Queued,
             CreatedAt = DateTime.UtcNow,
             Backbone = request.Backbone ?? BackboneCatalog.ResNet18ImageNet,
-            Options = request.ToOptions(),
+            Options = options,
+            Progress = TrainingProgress.Queued(options.Epochs),
         };
-        job.Progress.TotalEpochs = job.Options.Epochs;
 
         var errors = new Dictionary<string, string[]>();
         if (request.DatasetId is null) errors["datasetId"] = ["datasetId is required."];
@@ -261,7 +262,7 @@ public static class TrainingJobEndpoints
         job.Metrics.OrderBy(m => m.Epoch).Select(ToMetric).ToList(),
         job.ModelId, job.Error, job.Backbone, job.Options);
 
-    private static ProgressResponse ToProgress(JobProgress p) => new(
+    private static ProgressResponse ToProgress(TrainingProgress p) => new(
         p.Stage.ToString(), p.Epoch, p.TotalEpochs, p.Batch, p.TotalBatches, Math.Round(p.Percent, 2),
         p.ImagesPerSecond is { } rate ? Math.Round(rate, 2) : null, p.EtaSeconds is { } eta ? Math.Round(eta, 1) : null);
 

@@ -254,6 +254,10 @@ namespace TransferApi.Persistence.Migrations
                         .IsRequired()
                         .HasColumnType("jsonb");
 
+                    b.Property<string>("Progress")
+                        .IsRequired()
+                        .HasColumnType("jsonb");
+
                     b.Property<string>("Report")
                         .HasColumnType("jsonb");
 
@@ -388,42 +392,6 @@ namespace TransferApi.Persistence.Migrations
                         .WithMany()
                         .HasForeignKey("DatasetId")
                         .OnDelete(DeleteBehavior.Restrict)
-                        .IsRequired();
-
-                    b.OwnsOne("TransferApi.Persistence.JobProgress", "Progress", b1 =>
-                        {
-                            b1.Property<Guid>("TrainingJobId");
-
-                            b1.Property<int>("Batch");
-
-                            b1.Property<int>("Epoch");
-
-                            b1.Property<double?>("EtaSeconds");
-
-                            b1.Property<double?>("ImagesPerSecond");
-
-                            b1.Property<double>("Percent");
-
-                            b1.Property<string>("Stage")
-                                .IsRequired();
-
-                            b1.Property<int>("TotalBatches");
-
-                            b1.Property<int>("TotalEpochs");
-
-                            b1.HasKey("TrainingJobId");
-
-                            b1.ToTable("training_jobs");
-
-                            b1
-                                .ToJson("progress")
-                                .HasColumnType("jsonb");
-
-                            b1.WithOwner()
-                                .HasForeignKey("TrainingJobId");
-                        });
-
-                    b.Navigation("Progress")
                         .IsRequired();
                 });
 

@@ -83,12 +83,12 @@ namespace TransferApi.Persistence.Migrations
                     FinishedAt = table.Column<DateTime>(type: "timestamp with time zone", nullable: true),
                     Backbone = table.Column<string>(type: "character varying(100)", maxLength: 100, nullable: false),
                     Options = table.Column<string>(type: "jsonb", nullable: false),
+                    Progress = table.Column<string>(type: "jsonb", nullable: false),
                     ModelId = table.Column<Guid>(type: "uuid", nullable: true),
                     Error = table.Column<string>(type: "text", nullable: true),
                     HangfireJobId = table.Column<string>(type: "character varying(100)", maxLength: 100, nullable: true),
                     Report = table.Column<string>(type: "jsonb", nullable: true),
-                    CancelRequested = table.Column<bool>(type: "boolean", nullable: false),
-                    progress = table.Column<string>(type: "jsonb", nullable: false)
+                    CancelRequested = table.Column<bool>(type: "boolean", nullable: false)
                 },
                 constraints: table =>
                 {
