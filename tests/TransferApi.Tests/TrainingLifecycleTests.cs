@@ -26,17 +26,7 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
         return await response.ReadAsync<TrainingJobResponse>();
     }
 
-    private async Task<TrainingJobResponse> WaitAsync(Guid jobId, Func<TrainingJobResponse, bool> until, int seconds = 120)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        while (true)
-        {
-            var job = await (await client.GetAsync($"/api/training-jobs/{jobId}")).ReadAsync<TrainingJobResponse>();
-            if (until(job)) return job;
-            Assert.True(DateTime.UtcNow < deadline, $"job {jobId} still {job.Status} at {job.Progress}");
-            await Task.Delay(100);
-        }
-    }
+    private Task<TrainingJobResponse> WaitAsync(Guid jobId, Func<TrainingJobResponse, bool> until) => client.WaitForJobAsync(jobId, until);
 
     [Fact]
     public async Task Events_stream_progress_and_each_epoch_then_the_final_status()
@@ -112,11 +102,11 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
         var zip = Archives.Zip(Enumerable.Range(0, 10).Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(64, 48, 9000 + i))));
         async Task<Guid> UploadUniqueAsync() => (await (await client.PostAsync("/api/datasets", Archives.DatasetForm("cache", zip))).ReadAsync<DatasetResponse>()).Id;
         var datasetId = await UploadUniqueAsync();
-        var first = await WaitAsync((await StartAsync(new { datasetId, epochs = 3 })).Id, j => j.Status != JobStatus.Queued && j.Status != JobStatus.Running);
-        var second = await WaitAsync((await StartAsync(new { datasetId, epochs = 3, head = "Mlp" })).Id, j => j.Status != JobStatus.Queued && j.Status != JobStatus.Running);
+        var first = await WaitAsync((await StartAsync(new { datasetId, epochs = 3 })).Id, JobPolling.Ended);
+        var second = await WaitAsync((await StartAsync(new { datasetId, epochs = 3, head = "Mlp" })).Id, JobPolling.Ended);
         // Another data set holding the same photos shares the cache too: it is keyed by content, not by data set.
         var otherDatasetId = await UploadUniqueAsync();
-        var third = await WaitAsync((await StartAsync(new { datasetId = otherDatasetId, epochs = 3 })).Id, j => j.Status != JobStatus.Queued && j.Status != JobStatus.Running);
+        var third = await WaitAsync((await StartAsync(new { datasetId = otherDatasetId, epochs = 3 })).Id, JobPolling.Ended);
 
         var models = new List<ModelResponse>();
         foreach (var job in new[] { first, second, third })
@@ -168,7 +158,7 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
         var upload = await client.PostAsync("/api/datasets", Archives.DatasetForm("fine-tune", Archives.Zip(Archives.TwoClasses(4)), fields: [("validationFraction", "0")]));
         var datasetId = (await upload.ReadAsync<DatasetResponse>()).Id;
         var job = await WaitAsync((await StartAsync(new { datasetId, epochs = 2, unfreezeStages = 1, fineTuneEpochs = 1, validationFraction = 0 })).Id,
-            j => j.Status is not (JobStatus.Queued or JobStatus.Running));
+            JobPolling.Ended);
         Assert.Equal(JobStatus.Succeeded, job.Status);
         Assert.Equal([1, 2, 3], job.Metrics.Select(m => m.Epoch));
         Assert.Equal(0.001 / 10, job.Metrics[2].LearningRate, 9);
@@ -185,7 +175,7 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
     {
         var datasetId = await UploadAsync(4);
         var job = await WaitAsync((await StartAsync(new { datasetId, epochs = 2, augmentation = new { views = 2, colorJitter = 0.1 } })).Id,
-            j => j.Status is not (JobStatus.Queued or JobStatus.Running));
+            JobPolling.Ended);
         Assert.Equal(JobStatus.Succeeded, job.Status);
         Assert.Equal(2, job.Options.Augmentation.Views);
         var model = await (await client.GetAsync($"/api/models/{job.ModelId}")).ReadAsync<ModelResponse>();

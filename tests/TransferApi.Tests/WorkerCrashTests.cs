@@ -14,18 +14,6 @@ public class WorkerCrashTests(ITestOutputHelper output)
         ["Worker__QueuePollInterval"] = "00:00:00.5",
     };
 
-    private static async Task<TrainingJobResponse> WaitAsync(HttpClient client, Guid jobId, Func<TrainingJobResponse, bool> until, int seconds)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        while (true)
-        {
-            var job = await (await client.GetAsync($"/api/training-jobs/{jobId}")).ReadAsync<TrainingJobResponse>();
-            if (until(job)) return job;
-            Assert.True(DateTime.UtcNow < deadline, $"job {jobId} still {job.Status} at {job.Progress}");
-            await Task.Delay(200);
-        }
-    }
-
     [Fact]
     public async Task A_job_whose_worker_dies_is_finished_by_the_next_worker_without_duplicate_metrics()
     {
@@ -37,12 +25,12 @@ public class WorkerCrashTests(ITestOutputHelper output)
             var zip = Archives.Zip(Enumerable.Range(0, 128).Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(96, 96, 5000 + i))));
             var dataset = await (await first.Client.PostAsync("/api/datasets", Archives.DatasetForm("crash", zip))).ReadAsync<DatasetResponse>();
             var job = await (await first.Client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 4 })).ReadAsync<TrainingJobResponse>();
-            await WaitAsync(first.Client, job.Id, j => j.Progress.Stage == "ExtractingFeatures" && j.Progress.Batch >= 1, 120);
+            await first.Client.WaitForJobAsync(job.Id, j => j.Progress.Stage == "ExtractingFeatures" && j.Progress.Batch >= 1);
             await first.KillAsync();
 
             await using var second = await ServiceProcess.StartAsync(TransferApiFactory.AdminConnection, QuickTakeover, database);
             var started = DateTime.UtcNow;
-            var finished = await WaitAsync(second.Client, job.Id, j => j.Status is not (JobStatus.Queued or JobStatus.Running), 180);
+            var finished = await second.Client.WaitForJobAsync(job.Id, JobPolling.Ended, seconds: 180);
             output.WriteLine($"taken over and finished {(DateTime.UtcNow - started).TotalSeconds:F1} s after the second worker started");
 
             Assert.Equal(JobStatus.Succeeded, finished.Status);

@@ -32,13 +32,13 @@ public sealed class Backbone : IDisposable
     public Tensor Forward(Tensor pixels)
     {
         using var scope = NewDisposeScope();
-        float[] values;
+        Tensor features;
         using (inference_mode())
         {
-            values = network.call(pixels).contiguous().data<float>().ToArray();
+            features = network.call(pixels);
         }
-        // Inference-mode tensors may not be saved for backward, so hand out a normal copy.
-        return tensor(values, [pixels.shape[0], FeatureSize]).MoveToOuterDisposeScope();
+        // Inference-mode tensors may not be saved for backward; a clone made outside inference mode is a normal tensor.
+        return features.clone().MoveToOuterDisposeScope();
     }
 
     /// <summary>

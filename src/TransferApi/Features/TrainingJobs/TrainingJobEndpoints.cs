@@ -141,11 +141,11 @@ public static class TrainingJobEndpoints
 
         var errors = new Dictionary<string, string[]>();
         if (request.DatasetId is null) errors["datasetId"] = ["datasetId is required."];
-        else if (!await db.Datasets.AnyAsync(d => d.Id == job.DatasetId, cancellation)) errors["datasetId"] = [$"No data set has id {job.DatasetId}."];
+        var dataset = request.DatasetId is null ? null : await DatasetSummaries.GetAsync(db, job.DatasetId, datasets.Value.MinImagesPerClass, cancellation);
+        if (request.DatasetId is not null && dataset is null) errors["datasetId"] = [$"No data set has id {job.DatasetId}."];
         if (!BackboneCatalog.Ids.Contains(job.Backbone)) errors["backbone"] = [$"Unknown backbone '{job.Backbone}'. Known: {string.Join(", ", BackboneCatalog.Ids)}."];
         foreach (var group in job.Options.Problems().GroupBy(p => p.Field)) errors[group.Key] = group.Select(p => p.Message).ToArray();
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
-        var dataset = await DatasetSummaries.GetAsync(db, job.DatasetId, datasets.Value.MinImagesPerClass, cancellation);
         if (dataset is { Trainable: false })
             return TypedResults.Problem($"datasetId: data set {job.DatasetId} cannot be trained yet: {string.Join(" ", dataset.Problems)}",
                 statusCode: StatusCodes.Status422UnprocessableEntity, title: "Data set not trainable");
