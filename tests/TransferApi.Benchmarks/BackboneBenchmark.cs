@@ -80,4 +80,5 @@ internal sealed class NullObserver : ITrainingObserver
     public void OnProgress(TrainingProgress progress) { }
     public void OnEpochCompleted(EpochMetrics metrics) { }
     public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) { }
+    public void OnCheckpoint(TrainingCheckpoint checkpoint) { }
 }

@@ -65,5 +65,7 @@ internal static class TrainingBenchmark
         public void OnProgress(TrainingProgress progress) { }
         public void OnEpochCompleted(EpochMetrics metrics) { }
         public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) => Computed.AddRange(features);
+        // Built every epoch as in the service (that cost is measured); storing it is the host's business.
+        public void OnCheckpoint(TrainingCheckpoint checkpoint) { }
     }
 }

@@ -15,27 +15,41 @@ public class WorkerCrashTests(ITestOutputHelper output)
     };
 
     [Fact]
-    public async Task A_job_whose_worker_dies_is_finished_by_the_next_worker_without_duplicate_metrics()
+    public async Task A_job_whose_worker_dies_resumes_after_its_last_checkpointed_epoch_and_ends_as_if_never_interrupted()
     {
         var first = await ServiceProcess.StartAsync(TransferApiFactory.AdminConnection, QuickTakeover);
         var database = first.Database;
         try
         {
-            // Uncached images, so the first worker is still extracting features when it dies.
-            var zip = Archives.Zip(Enumerable.Range(0, 128).Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(96, 96, 5000 + i))));
+            var zip = Archives.Zip(Enumerable.Range(0, 48).Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(96, 96, 5000 + i))));
             var dataset = await (await first.Client.PostAsync("/api/datasets", Archives.DatasetForm("crash", zip))).ReadAsync<DatasetResponse>();
-            var job = await (await first.Client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 4 })).ReadAsync<TrainingJobResponse>();
-            await first.Client.WaitForJobAsync(job.Id, j => j.Progress.Stage == "ExtractingFeatures" && j.Progress.Batch >= 1);
+            // Fine-tuning epochs are the expensive ones worth resuming: 2 head epochs, then 4 of the last stage.
+            var options = new { datasetId = dataset.Id, epochs = 2, unfreezeStages = 1, fineTuneEpochs = 4, batchSize = 8 };
+            var job = await (await first.Client.PostAsJsonAsync("/api/training-jobs", options)).ReadAsync<TrainingJobResponse>();
+            var beforeCrash = await first.Client.WaitForJobAsync(job.Id, j => j.CheckpointEpoch >= 3 || JobPolling.Ended(j), seconds: 180);
             await first.KillAsync();
+            Assert.Equal(JobStatus.Running, beforeCrash.Status);
+            output.WriteLine($"worker killed at {beforeCrash.Progress} with epoch {beforeCrash.CheckpointEpoch} checkpointed");
 
             await using var second = await ServiceProcess.StartAsync(TransferApiFactory.AdminConnection, QuickTakeover, database);
             var started = DateTime.UtcNow;
-            var finished = await second.Client.WaitForJobAsync(job.Id, JobPolling.Ended, seconds: 180);
-            output.WriteLine($"taken over and finished {(DateTime.UtcNow - started).TotalSeconds:F1} s after the second worker started");
+            var resumed = await second.Client.WaitForJobAsync(job.Id, JobPolling.Ended, seconds: 240);
+            output.WriteLine($"taken over and finished {(DateTime.UtcNow - started).TotalSeconds:F1} s after the second worker started, resumed after epoch {resumed.ResumedFromEpoch}");
+            Assert.Equal(JobStatus.Succeeded, resumed.Status);
+            Assert.True(resumed.ResumedFromEpoch >= beforeCrash.CheckpointEpoch, $"resumed after epoch {resumed.ResumedFromEpoch}");
+            Assert.Null(resumed.CheckpointEpoch);
+            Assert.Equal(Enumerable.Range(1, 6), resumed.Metrics.Select(m => m.Epoch));
 
-            Assert.Equal(JobStatus.Succeeded, finished.Status);
-            Assert.Equal([1, 2, 3, 4], finished.Metrics.Select(m => m.Epoch));
-            Assert.NotNull(finished.ModelId);
+            // The same job never interrupted, on the same machine, gives the same metrics.
+            var control = await (await second.Client.PostAsJsonAsync("/api/training-jobs", options)).ReadAsync<TrainingJobResponse>();
+            var uninterrupted = await second.Client.WaitForJobAsync(control.Id, JobPolling.Ended, seconds: 240);
+            Assert.Equal(JobStatus.Succeeded, uninterrupted.Status);
+            Assert.Null(uninterrupted.ResumedFromEpoch);
+            foreach (var (expected, actual) in uninterrupted.Metrics.Zip(resumed.Metrics))
+            {
+                Assert.Equal(expected.TrainLoss, actual.TrainLoss, 1e-6);
+                Assert.Equal(expected.ValLoss!.Value, actual.ValLoss!.Value, 1e-6);
+            }
         }
         finally
         {

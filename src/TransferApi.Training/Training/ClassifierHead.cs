@@ -40,13 +40,25 @@ public static class ClassifierHead
         return Sequential(("0", hidden), ("1", ReLU()), ("2", new SeededDropout(spec.Dropout, seed)), ("3", output));
     }
 
+    /// <summary>Seeds the head's dropout masks for one epoch, so any epoch can be replayed on its own.</summary>
+    public static void SeedEpoch(Module<Tensor, Tensor> head, long seed, int epoch)
+    {
+        foreach (var dropout in head.modules().OfType<SeededDropout>()) dropout.Reseed(HeadTrainer.EpochSeed(seed, epoch, stream: 0x5EED));
+    }
+
     /// <summary>
     /// Dropout drawing its masks from its own seeded generator instead of libtorch's global one, so a job's
     /// result depends on its seed alone, whatever else runs in the process. Identity in evaluation mode.
     /// </summary>
     private sealed class SeededDropout(double probability, long seed) : Module<Tensor, Tensor>(nameof(SeededDropout))
     {
-        private readonly Generator generator = new((ulong)seed ^ 0x5EED);
+        private Generator generator = new((ulong)seed ^ 0x5EED);
+
+        public void Reseed(ulong epochSeed)
+        {
+            generator.Dispose();
+            generator = new Generator(epochSeed);
+        }
 
         public override Tensor forward(Tensor input)
         {

@@ -17,71 +17,81 @@ public static class FineTuner
 {
     public static FineTuneResult Train(
         ResNetTail tail, nn.Module<Tensor, Tensor> head, Tensor trainActivations, Tensor trainLabels, Tensor? valActivations, Tensor? valLabels,
-        TrainingOptions options, int firstEpoch, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation)
+        TrainingOptions options, int firstEpoch, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation,
+        TrainingCheckpoint? resume = null, Action<TrainingCheckpoint>? onCheckpoint = null)
     {
+        if (resume is not null && resume.Phase != TrainingPhase.FineTuning) throw new ArgumentException("Not a fine-tuning checkpoint.", nameof(resume));
         var hasValidation = valActivations is not null && valLabels is not null && valActivations.shape[0] > 0;
         var tailRate = options.LearningRate / options.FineTuneLrFactor;
         using var optimizer = optim.Adam(
             [new Adam.ParamGroup(head.parameters(), lr: options.LearningRate, weight_decay: options.WeightDecay),
              new Adam.ParamGroup(tail.parameters(), lr: tailRate, weight_decay: options.WeightDecay)],
             options.LearningRate);
-        using var generator = new Generator((ulong)options.Seed + 1);
         var count = trainActivations.shape[0];
         var batches = (int)((count + options.BatchSize - 1) / options.BatchSize);
 
-        var baseline = hasValidation ? Evaluate(tail, head, valActivations!, valLabels!).Loss : double.NaN;
-        var best = Snapshot(tail, head);
-        var (bestLoss, bestEpoch, improved, interrupted) = (baseline, 0, false, false);
         var metrics = new List<EpochMetrics>();
-        try
+        // The best state so far as saved weights; epoch 0 is the frozen model the phase started from.
+        (byte[] Head, byte[] Tail) best;
+        var (bestLoss, bestEpoch) = (double.NaN, 0);
+        if (resume is null)
         {
-            for (var e = 0; e < options.FineTuneEpochs && !interrupted; e++)
+            bestLoss = hasValidation ? Evaluate(tail, head, valActivations!, valLabels!).Loss : double.NaN;
+            best = (ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail));
+        }
+        else
+        {
+            ModelCheckpoint.Load(head, resume.HeadWeights);
+            ModelCheckpoint.Load(tail, resume.TailWeights!);
+            TrainingCheckpoint.LoadOptimizer(optimizer, resume.OptimizerState);
+            metrics.AddRange(resume.Metrics.Where(m => m.Epoch >= firstEpoch));
+            best = (resume.Best.HeadWeights ?? resume.HeadWeights, resume.Best.TailWeights ?? resume.TailWeights!);
+            (bestLoss, bestEpoch) = (resume.Best.Score, resume.Best.Epoch);
+        }
+        var interrupted = false;
+        for (var epoch = firstEpoch + metrics.Count; epoch < firstEpoch + options.FineTuneEpochs; epoch++)
+        {
+            tail.TrainKeepingNormStatistics();
+            head.train();
+            ClassifierHead.SeedEpoch(head, options.Seed, epoch);
+            double lossSum = 0;
+            using (var generator = new Generator(HeadTrainer.EpochSeed(options.Seed, epoch, stream: 1)))
+            using (var order = randperm(count, generator: generator))
             {
-                var epoch = firstEpoch + e;
-                tail.TrainKeepingNormStatistics();
-                head.train();
-                double lossSum = 0;
-                using (var order = randperm(count, generator: generator))
+                for (var b = 0; b < batches; b++)
                 {
-                    for (var b = 0; b < batches; b++)
+                    if (cancellation.IsCancellationRequested)
                     {
-                        if (cancellation.IsCancellationRequested)
-                        {
-                            interrupted = true;
-                            break;
-                        }
-                        using var scope = NewDisposeScope();
-                        var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
-                        optimizer.zero_grad();
-                        var logits = head.call(tail.call(trainActivations.index_select(0, index)));
-                        var loss = nn.functional.cross_entropy(logits, trainLabels.index_select(0, index), label_smoothing: options.LabelSmoothing);
-                        loss.backward();
-                        optimizer.step();
-                        lossSum += loss.item<float>() * index.shape[0];
-                        onBatch(epoch, b + 1, batches);
+                        interrupted = true;
+                        break;
                     }
-                }
-                if (interrupted) break;
-                var (valLoss, valAccuracy) = hasValidation ? Evaluate(tail, head, valActivations!, valLabels!) : ((double?)null, (double?)null);
-                var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, tailRate);
-                metrics.Add(epochMetrics);
-                onEpoch(epochMetrics);
-                if (!hasValidation || valLoss < bestLoss)
-                {
-                    Dispose(best);
-                    best = Snapshot(tail, head);
-                    (bestLoss, bestEpoch, improved) = (valLoss ?? double.NaN, epoch, true);
+                    using var scope = NewDisposeScope();
+                    var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
+                    optimizer.zero_grad();
+                    var logits = head.call(tail.call(trainActivations.index_select(0, index)));
+                    var loss = nn.functional.cross_entropy(logits, trainLabels.index_select(0, index), label_smoothing: options.LabelSmoothing);
+                    loss.backward();
+                    optimizer.step();
+                    lossSum += loss.item<float>() * index.shape[0];
+                    onBatch(epoch, b + 1, batches);
                 }
             }
-            Restore(tail, head, best);
+            if (interrupted) break;
+            var (valLoss, valAccuracy) = hasValidation ? Evaluate(tail, head, valActivations!, valLabels!) : ((double?)null, (double?)null);
+            var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, tailRate);
+            metrics.Add(epochMetrics);
+            onEpoch(epochMetrics);
+            var isBest = !hasValidation || valLoss < bestLoss;
+            if (isBest) (best, bestLoss, bestEpoch) = ((ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail)), valLoss ?? double.NaN, epoch);
+            onCheckpoint?.Invoke(new TrainingCheckpoint("", TrainingPhase.FineTuning, epoch, metrics.ToList(),
+                isBest ? best.Head : ModelCheckpoint.Save(head), isBest ? best.Tail : ModelCheckpoint.Save(tail), TrainingCheckpoint.SaveOptimizer(optimizer),
+                new BestSoFar(bestEpoch, bestLoss, 0, isBest ? null : best.Head, isBest ? null : best.Tail), null));
         }
-        finally
-        {
-            Dispose(best);
-        }
+        ModelCheckpoint.Load(head, best.Head);
+        ModelCheckpoint.Load(tail, best.Tail);
         tail.eval();
         head.eval();
-        return new FineTuneResult(metrics, improved, bestEpoch, interrupted);
+        return new FineTuneResult(metrics, bestEpoch >= firstEpoch, bestEpoch, interrupted);
     }
 
     public static (double Loss, double Accuracy) Evaluate(ResNetTail tail, nn.Module<Tensor, Tensor> head, Tensor activations, Tensor labels)
@@ -94,19 +104,5 @@ public static class FineTuner
             features = tail.call(activations).clone();
         }
         return HeadTrainer.Evaluate(head, features, labels);
-    }
-
-    private static (Dictionary<string, Tensor> Tail, Dictionary<string, Tensor> Head) Snapshot(ResNetTail tail, nn.Module<Tensor, Tensor> head) =>
-        (tail.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone()), head.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone()));
-
-    private static void Restore(ResNetTail tail, nn.Module<Tensor, Tensor> head, (Dictionary<string, Tensor> Tail, Dictionary<string, Tensor> Head) state)
-    {
-        tail.load_state_dict(state.Tail);
-        head.load_state_dict(state.Head);
-    }
-
-    private static void Dispose((Dictionary<string, Tensor> Tail, Dictionary<string, Tensor> Head) state)
-    {
-        foreach (var tensor in state.Tail.Values.Concat(state.Head.Values)) tensor.Dispose();
     }
 }

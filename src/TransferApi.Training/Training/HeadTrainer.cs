@@ -17,87 +17,81 @@ public static class HeadTrainer
 {
     public static HeadTrainingResult Train(
         Tensor trainFeatures, Tensor trainLabels, Tensor? valFeatures, Tensor? valLabels, int classes,
-        TrainingOptions options, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation)
+        TrainingOptions options, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation,
+        TrainingCheckpoint? resume = null, Action<TrainingCheckpoint>? onCheckpoint = null)
     {
+        if (resume is not null && resume.Phase != TrainingPhase.Head) throw new ArgumentException("Not a head-phase checkpoint.", nameof(resume));
         var hasValidation = valFeatures is not null && valLabels is not null && valFeatures.shape[0] > 0;
         var head = ClassifierHead.Create(options.Head, (int)trainFeatures.shape[1], classes, options.Seed);
         using var classWeights = options.ClassWeighted ? BalancedWeights(trainLabels, classes) : null;
         var parameters = head.parameters().Where(p => p.requires_grad).ToList();
         using var optimizer = CreateOptimizer(parameters, options);
-        using var generator = new Generator((ulong)options.Seed);
         var count = trainFeatures.shape[0];
         var batches = (int)((count + options.BatchSize - 1) / options.BatchSize);
         var scheduler = CreateScheduler(optimizer, options, batches);
         var stepPerBatch = options.Schedule == LrSchedule.OneCycle;
 
         var metrics = new List<EpochMetrics>();
-        Dictionary<string, Tensor>? best = null;
+        // The best epoch's weights, saved when it becomes the best (cancellation and early stopping return to them).
+        byte[]? best = null;
         var (bestEpoch, bestScore, sinceBest) = (0, double.NaN, 0);
-        var interrupted = false;
-        void KeepBest(int epoch)
+        if (resume is not null)
         {
-            Dispose(best);
-            best = head.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
-            bestEpoch = epoch;
+            ModelCheckpoint.Load(head, resume.HeadWeights);
+            // Schedules are pure functions of their step count: replay them, then restore the optimizer.
+            for (var s = 0; s < resume.Epoch * (stepPerBatch ? batches : 1); s++) scheduler?.step();
+            TrainingCheckpoint.LoadOptimizer(optimizer, resume.OptimizerState);
+            metrics.AddRange(resume.Metrics);
+            (best, bestEpoch, bestScore, sinceBest) = (resume.Best.HeadWeights ?? resume.HeadWeights, resume.Best.Epoch, resume.Best.Score, resume.Best.SinceBest);
         }
-        try
+        var stopping = options.EarlyStopping is { } early && hasValidation ? early : null;
+        var interrupted = false;
+        for (var epoch = metrics.Count + 1; epoch <= options.Epochs && !(stopping is not null && sinceBest >= stopping.Patience); epoch++)
         {
-            for (var epoch = 1; epoch <= options.Epochs; epoch++)
+            head.train();
+            ClassifierHead.SeedEpoch(head, options.Seed, epoch);
+            var learningRate = optimizer.ParamGroups.First().LearningRate;
+            double lossSum = 0;
+            using (var generator = new Generator(EpochSeed(options.Seed, epoch)))
+            using (var order = randperm(count, generator: generator))
             {
-                head.train();
-                var learningRate = optimizer.ParamGroups.First().LearningRate;
-                double lossSum = 0;
-                using (var order = randperm(count, generator: generator))
+                for (var b = 0; b < batches; b++)
                 {
-                    for (var b = 0; b < batches; b++)
+                    if (cancellation.IsCancellationRequested)
                     {
-                        if (cancellation.IsCancellationRequested)
-                        {
-                            if (metrics.Count == 0) cancellation.ThrowIfCancellationRequested();
-                            interrupted = true;
-                            break;
-                        }
-                        using var scope = NewDisposeScope();
-                        var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
-                        optimizer.zero_grad();
-                        var loss = nn.functional.cross_entropy(head.call(trainFeatures.index_select(0, index)), trainLabels.index_select(0, index),
-                            weight: classWeights, label_smoothing: options.LabelSmoothing);
-                        loss.backward();
-                        optimizer.step();
-                        if (stepPerBatch) scheduler?.step();
-                        lossSum += loss.item<float>() * index.shape[0];
-                        onBatch(epoch, b + 1, batches);
+                        if (metrics.Count == 0) cancellation.ThrowIfCancellationRequested();
+                        interrupted = true;
+                        break;
                     }
-                }
-                if (interrupted) break;
-                if (!stepPerBatch) scheduler?.step();
-                var (valLoss, valAccuracy) = hasValidation ? Evaluate(head, valFeatures!, valLabels!) : ((double?)null, (double?)null);
-                var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, learningRate);
-                metrics.Add(epochMetrics);
-                onEpoch(epochMetrics);
-
-                if (options.EarlyStopping is not { } stop || !hasValidation)
-                {
-                    KeepBest(epoch);
-                    continue;
-                }
-                var score = stop.Monitor == MonitoredMetric.ValLoss ? -valLoss!.Value : valAccuracy!.Value;
-                if (double.IsNaN(bestScore) || score > bestScore + stop.MinDelta)
-                {
-                    (bestScore, sinceBest) = (score, 0);
-                    KeepBest(epoch);
-                }
-                else if (++sinceBest >= stop.Patience)
-                {
-                    break;
+                    using var scope = NewDisposeScope();
+                    var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
+                    optimizer.zero_grad();
+                    var loss = nn.functional.cross_entropy(head.call(trainFeatures.index_select(0, index)), trainLabels.index_select(0, index),
+                        weight: classWeights, label_smoothing: options.LabelSmoothing);
+                    loss.backward();
+                    optimizer.step();
+                    if (stepPerBatch) scheduler?.step();
+                    lossSum += loss.item<float>() * index.shape[0];
+                    onBatch(epoch, b + 1, batches);
                 }
             }
-            if (best is not null) head.load_state_dict(best);
+            if (interrupted) break;
+            if (!stepPerBatch) scheduler?.step();
+            var (valLoss, valAccuracy) = hasValidation ? Evaluate(head, valFeatures!, valLabels!) : ((double?)null, (double?)null);
+            var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, learningRate);
+            metrics.Add(epochMetrics);
+            onEpoch(epochMetrics);
+
+            var score = stopping is null ? double.NaN : stopping.Monitor == MonitoredMetric.ValLoss ? -valLoss!.Value : valAccuracy!.Value;
+            if (stopping is null || double.IsNaN(bestScore) || score > bestScore + stopping.MinDelta)
+                (best, bestEpoch, bestScore, sinceBest) = (ModelCheckpoint.Save(head), epoch, score, 0);
+            else
+                sinceBest++;
+            var isBest = bestEpoch == epoch;
+            onCheckpoint?.Invoke(new TrainingCheckpoint("", TrainingPhase.Head, epoch, metrics.ToList(), isBest ? best! : ModelCheckpoint.Save(head), null,
+                TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestScore, sinceBest, isBest ? null : best, null), null));
         }
-        finally
-        {
-            Dispose(best);
-        }
+        if (best is not null) ModelCheckpoint.Load(head, best);
         head.eval();
         return new HeadTrainingResult(head, metrics, bestEpoch, !interrupted && metrics.Count < options.Epochs, interrupted);
     }
@@ -122,6 +116,9 @@ public static class HeadTrainer
         return (labels.shape[0] / (classes * counts.clamp_min(1))).to_type(ScalarType.Float32);
     }
 
+    /// <summary>The seed of one epoch's shuffling (and dropout masks): resuming at any epoch needs no generator state.</summary>
+    internal static ulong EpochSeed(long seed, int epoch, int stream = 0) => unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)epoch * 1_000_003UL + (ulong)stream);
+
     private static OptimizerHelper CreateOptimizer(IEnumerable<Parameter> parameters, TrainingOptions options) => options.Optimizer switch
     {
         OptimizerKind.AdamW => optim.AdamW(parameters, options.LearningRate, weight_decay: options.WeightDecay),
@@ -137,10 +134,4 @@ public static class HeadTrainer
             cycle_momentum: options.Optimizer == OptimizerKind.Sgd && options.Momentum > 0),
         _ => null,
     };
-
-    private static void Dispose(Dictionary<string, Tensor>? state)
-    {
-        if (state is null) return;
-        foreach (var tensor in state.Values) tensor.Dispose();
-    }
 }

@@ -20,8 +20,7 @@ public sealed record ModelCheckpoint(
     {
         if (FineTunedStages == 0 || TailWeights is null) return null;
         var tail = backbone.CreateTail(FineTunedStages);
-        using var stream = new MemoryStream(TailWeights, writable: false);
-        tail.load(stream);
+        Load(tail, TailWeights);
         tail.eval();
         return tail;
     }
@@ -33,12 +32,18 @@ public sealed record ModelCheckpoint(
         return stream.ToArray();
     }
 
+    /// <summary>Loads weights written by <see cref="Save"/> into a module of the same shape.</summary>
+    public static void Load(nn.Module module, byte[] weights)
+    {
+        using var stream = new MemoryStream(weights, writable: false);
+        module.load(stream);
+    }
+
     /// <summary>A fresh head module holding the stored weights, in evaluation mode.</summary>
     public nn.Module<Tensor, Tensor> LoadHead()
     {
         var head = ClassifierHead.Create(Head, FeatureSize, Labels.Count, seed: 0);
-        using var stream = new MemoryStream(HeadWeights, writable: false);
-        head.load(stream);
+        Load(head, HeadWeights);
         head.eval();
         return head;
     }

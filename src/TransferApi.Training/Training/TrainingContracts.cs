@@ -118,6 +118,12 @@ public interface ITrainingObserver
 
     /// <summary>Features the backbone computed in this run (for images with a content key), once extraction ends.</summary>
     void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features);
+
+    /// <summary>
+    /// After every completed epoch: where the job can resume if the process dies. Each one supersedes the
+    /// previous, so an observer that falls behind may keep only the latest.
+    /// </summary>
+    void OnCheckpoint(TrainingCheckpoint checkpoint);
 }
 
 /// <param name="ImagesEmbedded">Images run through the backbone in this job.</param>

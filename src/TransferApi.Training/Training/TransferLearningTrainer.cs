@@ -16,9 +16,14 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     // Of the rest, the head's epochs take all but the final evaluation.
     private const double HeadShare = 0.99;
 
-    public TrainingResult Train(IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
+    /// <param name="resume">A checkpoint this job reported earlier (<see cref="ITrainingObserver.OnCheckpoint"/>): training continues after its epoch.</param>
+    public TrainingResult Train(
+        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation, TrainingCheckpoint? resume = null)
     {
         Validate(images, options);
+        var fingerprint = Fingerprint(images, options);
+        if (resume is not null && resume.Fingerprint != fingerprint)
+            throw new ArgumentException("The checkpoint was made for other images, options or backbone.", nameof(resume));
         var labels = images.Select(i => i.Label).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         var labelIndex = labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => (long)p.i, StringComparer.Ordinal);
         var (trainIdx, valIdx) = DataSplitter.Split(images, options.ValidationFraction, options.Seed);
@@ -91,17 +96,24 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
         var headShare = stages == 0 ? HeadShare : HeadShare * 0.2;
         var headClock = Stopwatch.StartNew();
-        var trained = HeadTrainer.Train(trainX, trainY, hasValidation ? valX : null, hasValidation ? valY : null, labels.Count, options,
-            observer.OnEpochCompleted, Progress(TrainingStage.TrainingHead, 0, options.Epochs, ExtractionShare, headShare, headClock, observer), cancellation);
+        var trained = resume?.HeadPhase is { } headDone
+            // The head phase had ended: fine-tuning's checkpoint carries the head's weights.
+            ? new HeadTrainingResult(ClassifierHead.Create(options.Head, backbone.FeatureSize, labels.Count, options.Seed),
+                resume.Metrics.Where(m => m.Epoch <= headDone.Epochs).ToList(), headDone.BestEpoch, headDone.StoppedEarly)
+            : HeadTrainer.Train(trainX, trainY, hasValidation ? valX : null, hasValidation ? valY : null, labels.Count, options,
+                observer.OnEpochCompleted, Progress(TrainingStage.TrainingHead, 0, options.Epochs, ExtractionShare, headShare, headClock, observer), cancellation,
+                resume, checkpoint => observer.OnCheckpoint(checkpoint with { Fingerprint = fingerprint }));
         var metrics = trained.Metrics.ToList();
         var (bestEpoch, interrupted, fineTuned) = (trained.BestEpoch, trained.Interrupted, 0);
         if (tail is not null && !interrupted)
         {
+            var headPhase = new HeadPhaseOutcome(metrics.Count, trained.BestEpoch, trained.StoppedEarly);
             var fine = FineTuner.Train(tail, trained.Head, trainActivations!, trainY,
                 hasValidation ? Rows(activations!, trainIdx.Length, valIdx.Length) : null, hasValidation ? valY : null, options, metrics.Count + 1,
                 observer.OnEpochCompleted,
                 Progress(TrainingStage.FineTuning, metrics.Count, options.FineTuneEpochs, ExtractionShare + (1 - ExtractionShare) * headShare, HeadShare - headShare, headClock, observer),
-                cancellation);
+                cancellation, resume?.HeadPhase is null ? null : resume,
+                checkpoint => observer.OnCheckpoint(checkpoint with { Fingerprint = fingerprint, HeadPhase = headPhase, Metrics = [.. trained.Metrics, .. checkpoint.Metrics] }));
             metrics.AddRange(fine.Metrics);
             interrupted = fine.Interrupted;
             if (fine.Improved)
@@ -141,6 +153,9 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, embeddedCount, fromCache),
             trainIdx.Length, valIdx.Length, bestEpoch, trained.StoppedEarly, interrupted, report, fineTuned);
     }
+
+    /// <summary>What a checkpoint of this job must match: the backbone, the options and every image in order.</summary>
+    public string Fingerprint(IReadOnlyList<LabeledImage> images, TrainingOptions options) => TrainingCheckpoint.FingerprintOf(backbone.Id, images, options);
 
     /// <summary>Each training image <see cref="TrainingOptions.Augmentation"/>.Views times, with seeded random transforms.</summary>
     private static (int[] Images, ViewTransform?[] Transforms) DrawViews(int[] trainIdx, TrainingOptions options)

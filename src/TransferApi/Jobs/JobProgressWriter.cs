@@ -8,7 +8,8 @@ namespace TransferApi.Jobs;
 /// <summary>
 /// Carries progress and epoch metrics from the training thread to PostgreSQL. The training thread only
 /// posts to a channel (never blocks on the database); one consumer writes metrics rows as epochs end and
-/// the latest progress at most every <see cref="ProgressInterval"/>, and caches newly computed features.
+/// the latest progress at most every <see cref="ProgressInterval"/>, caches newly computed features, and
+/// keeps the latest epoch checkpoint (a checkpoint already superseded when its turn comes is skipped).
 /// </summary>
 public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
 {
@@ -19,6 +20,7 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
     private readonly Guid jobId;
     private readonly Task consumer;
     private long lastProgressTicks;
+    private int latestCheckpointEpoch;
 
     private readonly string backboneId;
 
@@ -42,6 +44,12 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
     public void OnEpochCompleted(EpochMetrics metrics) => events.Writer.TryWrite(metrics);
 
     public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) => events.Writer.TryWrite(features);
+
+    public void OnCheckpoint(TrainingCheckpoint checkpoint)
+    {
+        Volatile.Write(ref latestCheckpointEpoch, checkpoint.Epoch);
+        events.Writer.TryWrite(checkpoint);
+    }
 
     /// <summary>Waits until everything posted so far is in the database.</summary>
     public async ValueTask DisposeAsync()
@@ -69,6 +77,20 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                     foreach (var f in computed)
                         await db.Database.ExecuteSqlInterpolatedAsync(
                             $"INSERT INTO image_features (\"BackboneId\", \"Sha256\", \"Values\", \"CreatedAt\") VALUES ({backboneId}, {Convert.FromHexString(f.ContentKey)}, {f.Features}, {DateTime.UtcNow}) ON CONFLICT DO NOTHING");
+                    continue;
+                case TrainingCheckpoint checkpoint:
+                    if (checkpoint.Epoch < Volatile.Read(ref latestCheckpointEpoch)) continue;
+                    // Metrics of this epoch were queued before it, so they are already stored.
+                    await using (var transaction = await db.Database.BeginTransactionAsync())
+                    {
+                        var now = DateTime.UtcNow;
+                        await db.Database.ExecuteSqlInterpolatedAsync($"""
+                            INSERT INTO training_checkpoints ("JobId", "Epoch", "Data", "SavedAt") VALUES ({jobId}, {checkpoint.Epoch}, {checkpoint.ToBytes()}, {now})
+                            ON CONFLICT ("JobId") DO UPDATE SET "Epoch" = EXCLUDED."Epoch", "Data" = EXCLUDED."Data", "SavedAt" = EXCLUDED."SavedAt"
+                            """);
+                        await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(u => u.SetProperty(j => j.CheckpointEpoch, checkpoint.Epoch));
+                        await transaction.CommitAsync();
+                    }
                     continue;
                 case TrainingProgress p:
                     // Skip stale reports when newer ones are already queued.

@@ -10,7 +10,8 @@ namespace TransferApi.Jobs;
 /// <summary>
 /// Hangfire glue for one training job: reads the job and its images, runs the training core on a dedicated
 /// thread, stores the model. Delivery is at least once, so a job that already ended is left alone and a
-/// re-run starts clean (metrics are keyed by job and epoch). A client's cancel ends the job Cancelled, with
+/// re-run (a lost worker, a shutdown) resumes after the job's last checkpointed epoch, dropping any later
+/// metrics (they are keyed by job and epoch). A client's cancel ends the job Cancelled, with
 /// the best epoch so far as its model when one exists; a server shutdown hands the job back to the queue.
 /// </summary>
 public sealed class TrainingJobRunner(
@@ -32,71 +33,89 @@ public sealed class TrainingJobRunner(
         if (job is null) return;
         if (started == 0)
         {
-            if (job.CancelRequested && job.Status == JobStatus.Running) await FinishCancelledAsync(db, jobId, modelId: null);
+            if (job.CancelRequested && job.Status == JobStatus.Running) await FinishAsync(db, jobId, JobStatus.Cancelled, modelId: null, error: null);
             logger.LogInformation("Training job {JobId} is {Status}; nothing to do", jobId, job.Status);
             return;
         }
         using var datasetScope = logger.BeginScope("Dataset {DatasetId}", job.DatasetId);
-        await db.TrainingMetrics.Where(m => m.JobId == jobId).ExecuteDeleteAsync(shutdown);
-        job.Progress = TrainingProgress.Queued(job.Options.Epochs);
-        await db.SaveChangesAsync(shutdown);
 
         await using var cancelWatch = new CancellationWatcher(dbFactory, jobId);
         using var either = CancellationTokenSource.CreateLinkedTokenSource(shutdown, cancelWatch.Token);
         try
         {
             var images = await LoadImagesAsync(db, job, either.Token);
-            logger.LogInformation("Training job {JobId} started on {Images} images ({Cached} with cached features) with {Backbone}",
-                jobId, images.Count, images.Count(i => i.Features is not null), job.Backbone);
+            var backbone = backbones.Get(job.Backbone);
+            var trainer = new TransferLearningTrainer(backbone);
+            var resume = await ResumePointAsync(db, job, trainer.Fingerprint(images, job.Options), either.Token);
+            // Metrics after the resume point (or all, starting afresh) belong to the lost run.
+            await db.TrainingMetrics.Where(m => m.JobId == jobId && m.Epoch > (resume == null ? 0 : resume.Epoch)).ExecuteDeleteAsync(either.Token);
+            job.Progress = TrainingProgress.Queued(job.Options.Epochs);
+            job.ResumedFromEpoch = resume?.Epoch;
+            await db.SaveChangesAsync(either.Token);
+            logger.LogInformation("Training job {JobId} started on {Images} images ({Cached} with cached features) with {Backbone}{Resume}",
+                jobId, images.Count, images.Count(i => i.Features is not null), job.Backbone, resume is null ? "" : $", resuming after epoch {resume.Epoch}");
 
             TrainingResult result;
             await using (var progress = new JobProgressWriter(dbFactory, jobId, job.Backbone))
             {
-                var backbone = backbones.Get(job.Backbone);
                 // Training is CPU-bound and synchronous (TorchSharp dispose scopes are per thread): give it its own thread.
                 result = await Task.Factory.StartNew(
-                    () => new TransferLearningTrainer(backbone).Train(images, job.Options, progress, either.Token),
+                    () => trainer.Train(images, job.Options, progress, either.Token, resume),
                     either.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
             }
             if (result.Interrupted && !cancelWatch.IsCancellationRequested) throw new OperationCanceledException(shutdown);
 
             var model = ToModel(job, result);
-            db.Models.Add(model);
             job.Report = result.Report;
-            await db.SaveChangesAsync(CancellationToken.None);
+            db.Models.Add(model);
+            await FinishAsync(db, jobId, result.Interrupted ? JobStatus.Cancelled : JobStatus.Succeeded, model.Id, error: null);
             if (result.Interrupted)
             {
-                await FinishCancelledAsync(db, jobId, model.Id);
                 logger.LogInformation("Training job {JobId} cancelled after {Epochs} epoch(s); model {ModelId} keeps epoch {BestEpoch}",
                     jobId, result.Metrics.Count, model.Id, result.BestEpoch);
                 return;
             }
-            await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
-                .SetProperty(j => j.Status, JobStatus.Succeeded).SetProperty(j => j.FinishedAt, DateTime.UtcNow).SetProperty(j => j.ModelId, model.Id), CancellationToken.None);
             logger.LogInformation(
                 "Training job {JobId} succeeded: val accuracy {ValAccuracy:P1} at epoch {BestEpoch}; features {FeatureSeconds:N1} s ({ImagesPerSecond:N1} img/s), head {HeadSeconds:N2} s",
                 jobId, model.ValAccuracy, result.BestEpoch, result.Timings.FeatureExtraction.TotalSeconds, result.Timings.ImagesPerSecond, result.Timings.HeadTraining.TotalSeconds);
         }
         catch (OperationCanceledException) when (cancelWatch.IsCancellationRequested && !shutdown.IsCancellationRequested)
         {
-            await FinishCancelledAsync(db, jobId, modelId: null);
+            await FinishAsync(db, jobId, JobStatus.Cancelled, modelId: null, error: null);
             logger.LogInformation("Training job {JobId} cancelled before its first epoch ended; no model", jobId);
         }
         catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
         {
-            // The server is shutting down: Hangfire hands the job to the next worker, which starts it again.
-            logger.LogWarning("Training job {JobId} interrupted by shutdown; it will run again", jobId);
+            // The server is shutting down: Hangfire hands the job to the next worker, which resumes it from its checkpoint.
+            logger.LogWarning("Training job {JobId} interrupted by shutdown; it will resume on the next worker", jobId);
             throw;
         }
         catch (Exception e) when (e is not DbUpdateException and not Npgsql.NpgsqlException and not OperationCanceledException)
         {
             // Bad input or a bug: retrying would fail the same way. Database outages propagate and are retried.
             logger.LogError(e, "Training job {JobId} failed", jobId);
-            await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
-                .SetProperty(j => j.Status, JobStatus.Failed)
-                .SetProperty(j => j.FinishedAt, DateTime.UtcNow)
-                .SetProperty(j => j.Error, e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}"), CancellationToken.None);
+            db.ChangeTracker.Clear();
+            await FinishAsync(db, jobId, JobStatus.Failed, modelId: null, error: e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}");
         }
+    }
+
+    /// <summary>The job's last checkpoint when it is this job's (same images, options and backbone) and readable; otherwise it is dropped.</summary>
+    private async Task<TrainingCheckpoint?> ResumePointAsync(TransferDbContext db, TrainingJob job, string fingerprint, CancellationToken cancellation)
+    {
+        var stored = await db.TrainingCheckpoints.AsNoTracking().Where(c => c.JobId == job.Id).Select(c => c.Data).FirstOrDefaultAsync(cancellation);
+        if (stored is null) return null;
+        try
+        {
+            var checkpoint = TrainingCheckpoint.FromBytes(stored);
+            if (checkpoint.Fingerprint == fingerprint) return checkpoint;
+            logger.LogWarning("Training job {JobId}: the stored checkpoint does not match the job's images or options; starting afresh", job.Id);
+        }
+        catch (InvalidDataException e)
+        {
+            logger.LogWarning(e, "Training job {JobId}: the stored checkpoint is unreadable; starting afresh", job.Id);
+        }
+        await db.TrainingCheckpoints.Where(c => c.JobId == job.Id).ExecuteDeleteAsync(cancellation);
+        return null;
     }
 
     /// <summary>
@@ -120,9 +139,20 @@ public sealed class TrainingJobRunner(
         return rows.Select(r => new LabeledImage(r.Label, r.Split, bytes.GetValueOrDefault(r.Id, []), Convert.ToHexString(r.Sha256), fineTuning ? null : r.Features)).ToList();
     }
 
-    private static Task<int> FinishCancelledAsync(TransferDbContext db, Guid jobId, Guid? modelId) =>
-        db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
-            .SetProperty(j => j.Status, JobStatus.Cancelled).SetProperty(j => j.FinishedAt, DateTime.UtcNow).SetProperty(j => j.ModelId, modelId), CancellationToken.None);
+    /// <summary>
+    /// Ends the job in one transaction with whatever the context holds (the model and report): a crash before
+    /// the commit leaves it Running with its checkpoint, to be resumed; after, it is done and the checkpoint gone.
+    /// </summary>
+    private static async Task FinishAsync(TransferDbContext db, Guid jobId, JobStatus status, Guid? modelId, string? error)
+    {
+        await using var transaction = await db.Database.BeginTransactionAsync(CancellationToken.None);
+        await db.SaveChangesAsync(CancellationToken.None);
+        await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
+            .SetProperty(j => j.Status, status).SetProperty(j => j.FinishedAt, DateTime.UtcNow).SetProperty(j => j.ModelId, modelId)
+            .SetProperty(j => j.Error, error).SetProperty(j => j.CheckpointEpoch, (int?)null), CancellationToken.None);
+        await db.TrainingCheckpoints.Where(c => c.JobId == jobId).ExecuteDeleteAsync(CancellationToken.None);
+        await transaction.CommitAsync(CancellationToken.None);
+    }
 
     private static TrainedModel ToModel(TrainingJob job, TrainingResult result)
     {

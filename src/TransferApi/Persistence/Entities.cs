@@ -63,7 +63,20 @@ public sealed class TrainingJob
     public ClassificationReport? Report { get; set; }
     /// <summary>Set by POST …/cancel on a running job; the worker notices within one batch.</summary>
     public bool CancelRequested { get; set; }
+    /// <summary>The last epoch saved in <see cref="TrainingCheckpointRow"/> while the job runs: a lost worker's job resumes after it.</summary>
+    public int? CheckpointEpoch { get; set; }
+    /// <summary>Set when a worker took the job over from a checkpoint: the epoch it continued after.</summary>
+    public int? ResumedFromEpoch { get; set; }
     public List<TrainingMetric> Metrics { get; set; } = [];
+}
+
+/// <summary>The latest resumable point of a running job (the training core's opaque checkpoint); deleted when the job ends.</summary>
+public sealed class TrainingCheckpointRow
+{
+    public Guid JobId { get; set; }
+    public int Epoch { get; set; }
+    public required byte[] Data { get; set; }
+    public DateTime SavedAt { get; set; }
 }
 
 public sealed class TrainingMetric

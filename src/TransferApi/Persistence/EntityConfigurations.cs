@@ -52,6 +52,17 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
     }
 }
 
+internal sealed class TrainingCheckpointConfiguration : IEntityTypeConfiguration<TrainingCheckpointRow>
+{
+    public void Configure(EntityTypeBuilder<TrainingCheckpointRow> builder)
+    {
+        builder.ToTable("training_checkpoints");
+        // One row per job, overwritten after every epoch.
+        builder.HasKey(c => c.JobId);
+        builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainingCheckpointRow>(c => c.JobId).OnDelete(DeleteBehavior.Cascade);
+    }
+}
+
 internal sealed class TrainingMetricConfiguration : IEntityTypeConfiguration<TrainingMetric>
 {
     public void Configure(EntityTypeBuilder<TrainingMetric> builder)

@@ -8,6 +8,7 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<DatasetImage> DatasetImages => Set<DatasetImage>();
     public DbSet<TrainingJob> TrainingJobs => Set<TrainingJob>();
     public DbSet<TrainingMetric> TrainingMetrics => Set<TrainingMetric>();
+    public DbSet<TrainingCheckpointRow> TrainingCheckpoints => Set<TrainingCheckpointRow>();
     public DbSet<TrainedModel> Models => Set<TrainedModel>();
     public DbSet<ImageFeatures> ImageFeatures => Set<ImageFeatures>();
 

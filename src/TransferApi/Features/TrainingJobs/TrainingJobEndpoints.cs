@@ -93,9 +93,12 @@ public sealed record ProgressResponse(string Stage, int Epoch, int TotalEpochs, 
 
 public sealed record MetricResponse(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy, double LearningRate);
 
+/// <param name="CheckpointEpoch">While running: the last epoch saved for crash recovery (a lost worker's job resumes after it).</param>
+/// <param name="ResumedFromEpoch">Set when a worker took the job over from a checkpoint: the epoch it continued after.</param>
 public sealed record TrainingJobResponse(
     Guid Id, Guid DatasetId, JobStatus Status, DateTime CreatedAt, DateTime? StartedAt, DateTime? FinishedAt,
-    ProgressResponse Progress, IReadOnlyList<MetricResponse> Metrics, Guid? ModelId, string? Error, string Backbone, TrainingOptions Options);
+    ProgressResponse Progress, IReadOnlyList<MetricResponse> Metrics, Guid? ModelId, string? Error, string Backbone, TrainingOptions Options,
+    int? CheckpointEpoch, int? ResumedFromEpoch);
 
 public static class TrainingJobEndpoints
 {
@@ -260,7 +263,7 @@ public static class TrainingJobEndpoints
         job.Id, job.DatasetId, job.Status, job.CreatedAt, job.StartedAt, job.FinishedAt,
         ToProgress(job.Progress),
         job.Metrics.OrderBy(m => m.Epoch).Select(ToMetric).ToList(),
-        job.ModelId, job.Error, job.Backbone, job.Options);
+        job.ModelId, job.Error, job.Backbone, job.Options, job.CheckpointEpoch, job.ResumedFromEpoch);
 
     private static ProgressResponse ToProgress(TrainingProgress p) => new(
         p.Stage.ToString(), p.Epoch, p.TotalEpochs, p.Batch, p.TotalBatches, Math.Round(p.Percent, 2),

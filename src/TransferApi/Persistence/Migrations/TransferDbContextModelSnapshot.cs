@@ -217,6 +217,26 @@ namespace TransferApi.Persistence.Migrations
                     b.ToTable("models", (string)null);
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.TrainingCheckpointRow", b =>
+                {
+                    b.Property<Guid>("JobId")
+                        .HasColumnType("uuid");
+
+                    b.Property<byte[]>("Data")
+                        .IsRequired()
+                        .HasColumnType("bytea");
+
+                    b.Property<int>("Epoch")
+                        .HasColumnType("integer");
+
+                    b.Property<DateTime>("SavedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.HasKey("JobId");
+
+                    b.ToTable("training_checkpoints", (string)null);
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.TrainingJob", b =>
                 {
                     b.Property<Guid>("Id")
@@ -230,6 +250,9 @@ namespace TransferApi.Persistence.Migrations
 
                     b.Property<bool>("CancelRequested")
                         .HasColumnType("boolean");
+
+                    b.Property<int?>("CheckpointEpoch")
+                        .HasColumnType("integer");
 
                     b.Property<DateTime>("CreatedAt")
                         .HasColumnType("timestamp with time zone");
@@ -260,6 +283,9 @@ namespace TransferApi.Persistence.Migrations
 
                     b.Property<string>("Report")
                         .HasColumnType("jsonb");
+
+                    b.Property<int?>("ResumedFromEpoch")
+                        .HasColumnType("integer");
 
                     b.Property<DateTime?>("StartedAt")
                         .HasColumnType("timestamp with time zone");
@@ -383,6 +409,15 @@ namespace TransferApi.Persistence.Migrations
                         });
 
                     b.Navigation("Preprocessing")
+                        .IsRequired();
+                });
+
+            modelBuilder.Entity("TransferApi.Persistence.TrainingCheckpointRow", b =>
+                {
+                    b.HasOne("TransferApi.Persistence.TrainingJob", null)
+                        .WithOne()
+                        .HasForeignKey("TransferApi.Persistence.TrainingCheckpointRow", "JobId")
+                        .OnDelete(DeleteBehavior.Cascade)
                         .IsRequired();
                 });
 

@@ -1,0 +1,125 @@
+using TransferApi.Training.Training;
+using TransferApi.TestSupport;
+using static TorchSharp.torch;
+
+namespace TransferApi.Training.Tests;
+
+/// <summary>
+/// A job that resumes from the checkpoint of any completed epoch ends exactly where the uninterrupted job
+/// ends: same metrics, same weights, same kept epoch. Checkpoints go through their byte form, as in storage.
+/// </summary>
+[Collection(BackboneCollection.Name)]
+public class ResumeTests(BackboneFixture fixture)
+{
+    public static TheoryData<string> HeadRecipes => ["mlp-adamw-onecycle", "sgd-step-earlystop", "linear-adam-cosine"];
+
+    private static TrainingOptions Recipe(string name) => name switch
+    {
+        "mlp-adamw-onecycle" => new TrainingOptions
+        {
+            Epochs = 6, BatchSize = 8, LearningRate = 0.01, Head = new HeadSpec(HeadKind.Mlp, 32, 0.3), Optimizer = OptimizerKind.AdamW,
+            WeightDecay = 0.01, Schedule = LrSchedule.OneCycle, LabelSmoothing = 0.1, ClassWeighted = true,
+        },
+        "sgd-step-earlystop" => new TrainingOptions
+        {
+            Epochs = 12, BatchSize = 8, LearningRate = 0.05, Optimizer = OptimizerKind.Sgd, Schedule = LrSchedule.Step, StepEpochs = 2, StepGamma = 0.5,
+            EarlyStopping = new EarlyStopping(MonitoredMetric.ValLoss, Patience: 2, MinDelta: 0.05),
+        },
+        _ => new TrainingOptions { Epochs = 6, BatchSize = 8, LearningRate = 0.01, Schedule = LrSchedule.Cosine },
+    };
+
+    private static (Tensor X, Tensor Y, Tensor VX, Tensor VY) Data()
+    {
+        using var generator = new Generator(7);
+        var x = randn(60, 16, generator: generator);
+        var y = x[.., 0].add(x[.., 1].mul(0.5)).add(randn(60, generator: generator)).gt(0).to_type(ScalarType.Int64);
+        var vx = randn(30, 16, generator: generator);
+        var vy = vx[.., 0].add(vx[.., 1].mul(0.5)).add(randn(30, generator: generator)).gt(0).to_type(ScalarType.Int64);
+        return (x, y, vx, vy);
+    }
+
+    private static TrainingCheckpoint ThroughStorage(TrainingCheckpoint checkpoint) => TrainingCheckpoint.FromBytes(checkpoint.ToBytes());
+
+    [Theory]
+    [MemberData(nameof(HeadRecipes))]
+    public void Resuming_the_head_phase_after_any_epoch_reproduces_the_uninterrupted_run(string recipe)
+    {
+        var options = Recipe(recipe);
+        var (x, y, vx, vy) = Data();
+        var checkpoints = new List<TrainingCheckpoint>();
+        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, onCheckpoint: checkpoints.Add);
+        Assert.Equal(checkpoints.Count, full.Metrics.Count);
+        Assert.Equal(checkpoints.Select(c => c.Epoch), full.Metrics.Select(m => m.Epoch));
+        if (recipe == "sgd-step-earlystop") Assert.True(full.StoppedEarly && full.BestEpoch < full.Metrics.Count, "this recipe must exercise early stopping's restore");
+
+        foreach (var checkpoint in checkpoints.Take(checkpoints.Count - 1))
+        {
+            var resumed = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(checkpoint));
+            AssertSameMetrics(full.Metrics, resumed.Metrics);
+            Assert.Equal(full.BestEpoch, resumed.BestEpoch);
+            Assert.Equal(full.StoppedEarly, resumed.StoppedEarly);
+            AssertSameWeights(full.Head, resumed.Head);
+            resumed.Head.Dispose();
+        }
+        full.Head.Dispose();
+    }
+
+    [Fact]
+    public void Resuming_during_fine_tuning_or_just_before_it_reproduces_the_uninterrupted_run()
+    {
+        var images = TestData.AntsBeesImages("train", "ants", 6).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p)))
+            .Concat(TestData.AntsBeesImages("train", "bees", 6).Select(p => new LabeledImage("bees", DataSplit.Unassigned, File.ReadAllBytes(p)))).ToList();
+        var options = new TrainingOptions { Epochs = 2, BatchSize = 4, LearningRate = 0.01, ValidationFraction = 0.34, UnfreezeStages = 1, FineTuneEpochs = 3, FineTuneLrFactor = 2 };
+        var trainer = new TransferLearningTrainer(fixture.Backbone);
+        var observer = new RecordingObserver();
+        var full = trainer.Train(images, options, observer, CancellationToken.None);
+        Assert.Equal([1, 2, 3, 4, 5], observer.Checkpoints.Select(c => c.Epoch));
+        Assert.Equal([TrainingPhase.Head, TrainingPhase.Head, TrainingPhase.FineTuning, TrainingPhase.FineTuning, TrainingPhase.FineTuning], observer.Checkpoints.Select(c => c.Phase));
+        // Fine-tuning checkpoints are complete: all metrics so far and the tail's weights.
+        Assert.Equal([1, 2, 3, 4], observer.Checkpoints[3].Metrics.Select(m => m.Epoch));
+        Assert.NotNull(observer.Checkpoints[3].TailWeights);
+
+        foreach (var after in new[] { 2, 4 })
+        {
+            var resumedObserver = new RecordingObserver();
+            var resumed = trainer.Train(images, options, resumedObserver, CancellationToken.None, ThroughStorage(observer.Checkpoints[after - 1]));
+            AssertSameMetrics(full.Metrics, resumed.Metrics);
+            Assert.Equal(Enumerable.Range(after + 1, 5 - after), resumedObserver.Epochs.Select(m => m.Epoch));
+            Assert.Equal((full.BestEpoch, full.FineTuned), (resumed.BestEpoch, resumed.FineTuned));
+            Assert.Equal(full.Checkpoint.HeadWeights, resumed.Checkpoint.HeadWeights);
+            Assert.Equal(full.Checkpoint.TailWeights, resumed.Checkpoint.TailWeights);
+        }
+    }
+
+    [Fact]
+    public void A_checkpoint_of_other_options_is_refused()
+    {
+        var images = TestData.AntsBeesImages("train", "ants", 2).Select(p => new LabeledImage("ants", DataSplit.Train, File.ReadAllBytes(p)))
+            .Concat(TestData.AntsBeesImages("train", "bees", 2).Select(p => new LabeledImage("bees", DataSplit.Train, File.ReadAllBytes(p)))).ToList();
+        var options = new TrainingOptions { Epochs = 2, BatchSize = 2 };
+        var trainer = new TransferLearningTrainer(fixture.Backbone);
+        var observer = new RecordingObserver();
+        trainer.Train(images, options, observer, CancellationToken.None);
+
+        Assert.Throws<ArgumentException>(() => trainer.Train(images, options with { LearningRate = 0.01 }, new RecordingObserver(), CancellationToken.None, observer.Checkpoints[0]));
+        Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.FromBytes(observer.Checkpoints[0].ToBytes()[..40]));
+    }
+
+    private static void AssertSameMetrics(IReadOnlyList<EpochMetrics> expected, IReadOnlyList<EpochMetrics> actual)
+    {
+        Assert.Equal(expected.Select(m => m.Epoch), actual.Select(m => m.Epoch));
+        foreach (var (e, a) in expected.Zip(actual))
+        {
+            Assert.Equal(e.TrainLoss, a.TrainLoss, 1e-6);
+            Assert.Equal(e.ValLoss ?? double.NaN, a.ValLoss ?? double.NaN, 1e-6);
+            Assert.Equal(e.ValAccuracy ?? double.NaN, a.ValAccuracy ?? double.NaN, 1e-6);
+            Assert.Equal(e.LearningRate, a.LearningRate, 1e-12);
+        }
+    }
+
+    private static void AssertSameWeights(nn.Module<Tensor, Tensor> expected, nn.Module<Tensor, Tensor> actual)
+    {
+        foreach (var (e, a) in expected.parameters().Zip(actual.parameters()))
+            Assert.True(e.allclose(a, rtol: 0, atol: 1e-6), "weights differ");
+    }
+}
