@@ -60,7 +60,7 @@ public class ApiContractTests(TransferApiFactory factory)
         Assert.Equal("Healthy", await client.GetStringAsync("/health/ready"));
         Assert.Equal("Healthy", await client.GetStringAsync("/health/live"));
         var openApi = await client.GetStringAsync("/swagger/v1/swagger.json");
-        foreach (var route in new[] { "/api/datasets", "/api/datasets/{id}/images", "/api/training-jobs/{id}", "/api/training-jobs/{id}/cancel", "/api/training-jobs/{id}/events", "/api/training-jobs/{id}/report", "/api/training-jobs/{id}/charts/learning-curves.png", "/api/models/{id}/predict" })
+        foreach (var route in new[] { "/api/datasets", "/api/datasets/{id}/images", "/api/training-jobs/{id}", "/api/training-jobs/{id}/cancel", "/api/training-jobs/{id}/events", "/api/training-jobs/{id}/report", "/api/training-jobs/{id}/charts/learning-curves.png", "/api/models/{id}/predict", "/api/models/{id}/aliases/{alias}" })
             Assert.Contains(route, openApi);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/swagger/index.html")).StatusCode);
     }

@@ -47,8 +47,14 @@ public sealed class Backbone : IDisposable
     /// </summary>
     public Tensor Activations(IReadOnlyList<byte[]> images, int firstTrainableStage, IReadOnlyList<ViewTransform?>? transforms = null)
     {
-        using var scope = NewDisposeScope();
         using var pixels = Preprocessor.ToTensor(images, transforms);
+        return Activations(pixels, firstTrainableStage);
+    }
+
+    /// <summary>As <see cref="Activations(IReadOnlyList{byte[]}, int, IReadOnlyList{ViewTransform?}?)"/>, for an already preprocessed batch.</summary>
+    public Tensor Activations(Tensor pixels, int firstTrainableStage)
+    {
+        using var scope = NewDisposeScope();
         Tensor activation;
         using (inference_mode())
         {

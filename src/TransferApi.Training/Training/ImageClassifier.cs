@@ -37,27 +37,42 @@ public sealed class ImageClassifier : IDisposable
         return Enumerable.Range(0, (int)features.shape[0]).Select(i => flat.AsSpan(i * classes, classes).ToArray()).ToArray();
     }
 
+    /// <summary>Decodes and preprocesses encoded images into [N,3,S,S] pixels exactly as training did: the per-image CPU work.</summary>
+    public Tensor Preprocess(IReadOnlyList<byte[]> images) => backbone.Preprocessor.ToTensor(images);
+
+    /// <summary>Class probabilities [N, classes] of preprocessed images, in one forward pass.</summary>
+    public float[][] Probabilities(Tensor pixels)
+    {
+        using var features = Features(pixels);
+        return ProbabilitiesFromFeatures(features);
+    }
+
     /// <summary>The <paramref name="topK"/> most probable labels of each encoded image, most probable first.</summary>
     public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK)
     {
-        using var features = Features(images);
-        return ProbabilitiesFromFeatures(features)
-            .Select(p => (IReadOnlyList<LabelProbability>)p
-                .Select((value, i) => new LabelProbability(Checkpoint.Labels[i], value))
-                .OrderByDescending(l => l.Probability).ThenBy(l => l.Label, StringComparer.Ordinal)
-                .Take(topK).ToList())
-            .ToList();
+        using var pixels = Preprocess(images);
+        return Probabilities(pixels).Select(p => Ranked(p, topK)).ToList();
     }
 
-    /// <summary>The same preprocessing and network path as training: frozen prefix, fine-tuned stages, pooling.</summary>
-    private Tensor Features(IReadOnlyList<byte[]> images)
+    /// <summary>Labels by probability, most probable first (ties by label), at most <paramref name="topK"/>, none below <paramref name="threshold"/>.</summary>
+    public IReadOnlyList<LabelProbability> Ranked(float[] probabilities, int topK, double threshold = 0) =>
+        probabilities.Select((value, i) => new LabelProbability(Checkpoint.Labels[i], value))
+            .Where(l => l.Probability >= threshold)
+            .OrderByDescending(l => l.Probability).ThenBy(l => l.Label, StringComparer.Ordinal)
+            .Take(topK).ToList();
+
+    /// <summary>The same network path as training: frozen prefix, fine-tuned stages, pooling.</summary>
+    private Tensor Features(Tensor pixels)
     {
-        if (tail is null) return backbone.ExtractFeatures(images);
-        using var activations = backbone.Activations(images, tail.FirstStage);
+        if (tail is null) return backbone.Forward(pixels);
+        using var activations = backbone.Activations(pixels, tail.FirstStage);
         using var mode = inference_mode();
         using var features = tail.call(activations);
         return features.clone();
     }
+
+    /// <summary>Bytes this model holds beyond the shared backbone (its head and fine-tuned stages), for cache budgets.</summary>
+    public long SizeBytes => Checkpoint.HeadWeights.LongLength + (Checkpoint.TailWeights?.LongLength ?? 0);
 
     public void Dispose()
     {

@@ -30,6 +30,7 @@ public static class ServiceRegistration
         services.AddOptions<WorkerOptions>().Bind(configuration.GetSection(WorkerOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<UploadOptions>().Bind(configuration.GetSection(UploadOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<DatasetOptions>().Bind(configuration.GetSection(DatasetOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<ServingOptions>().Bind(configuration.GetSection(ServingOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
 
         var uploads = configuration.GetSection(UploadOptions.Section).Get<UploadOptions>() ?? new UploadOptions();
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = uploads.MaxRequestBytes);
@@ -40,10 +41,16 @@ public static class ServiceRegistration
 
         services.AddSingleton<BackboneRegistry>();
         services.AddSingleton<ClassifierCache>();
+        services.AddSingleton<Predictor>();
         services.AddScoped<DatasetIngestion>();
         services.AddTransient<TrainingJobRunner>();
 
-        services.AddProblemDetails();
+        // Routing refuses other content types with a bare 415; say which one and where the accepted ones are listed.
+        services.AddProblemDetails(o => o.CustomizeProblemDetails = context =>
+        {
+            if (context.ProblemDetails.Status == StatusCodes.Status415UnsupportedMediaType && context.ProblemDetails.Detail is null)
+                context.ProblemDetails.Detail = $"Content-Type: '{context.HttpContext.Request.ContentType}' is not accepted by {context.HttpContext.Request.Method} {context.HttpContext.Request.Path}; /swagger lists what is.";
+        });
         services.AddExceptionHandler<ProblemDetailsExceptionHandler>();
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.Configure<JsonOptions>(o => o.SerializerOptions.Converters.Add(new JsonStringEnumConverter()));
@@ -54,11 +61,14 @@ public static class ServiceRegistration
             o.SwaggerDoc("v1", new() { Title = "TransferApi", Version = "v1", Description = "Transfer learning as a service: upload labelled images, train a head on a frozen pretrained backbone, predict." });
             o.IncludeXmlComments(Path.Combine(AppContext.BaseDirectory, "TransferApi.xml"));
             o.SupportNonNullableReferenceTypes();
+            o.OperationFilter<PredictBodyOperationFilter>();
         });
 
         services.AddHealthChecks()
             .AddNpgSql(connectionString, name: "postgres", tags: ["ready"])
-            .AddCheck<MigrationsHealthCheck>("migrations", tags: ["ready"]);
+            .AddCheck<MigrationsHealthCheck>("migrations", tags: ["ready"])
+            .AddCheck<HangfireStorageHealthCheck>("hangfire-storage", tags: ["ready"])
+            .AddCheck<BackboneHealthCheck>("backbones", tags: ["ready"]);
 
         builder.AddHangfire(connectionString);
         return builder;
@@ -115,5 +125,25 @@ internal sealed class MigrationsHealthCheck(IDbContextFactory<TransferDbContext>
         await using var db = await dbFactory.CreateDbContextAsync(cancellationToken);
         var pending = (await db.Database.GetPendingMigrationsAsync(cancellationToken)).ToList();
         return pending.Count == 0 ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy($"{pending.Count} migration(s) pending: {string.Join(", ", pending)}");
+    }
+}
+
+/// <summary>Ready only when Hangfire's job storage answers (jobs can be queued and fetched).</summary>
+internal sealed class HangfireStorageHealthCheck(Hangfire.JobStorage storage) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var statistics = storage.GetMonitoringApi().GetStatistics();
+        return Task.FromResult(HealthCheckResult.Healthy($"{statistics.Servers} server(s), {statistics.Enqueued} enqueued, {statistics.Processing} processing"));
+    }
+}
+
+/// <summary>Ready only when every backbone loads: the first check loads them, so the first prediction does not wait for it.</summary>
+internal sealed class BackboneHealthCheck(BackboneRegistry backbones) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var loaded = Training.Backbones.BackboneCatalog.Ids.Select(backbones.Get).ToList();
+        return Task.FromResult(HealthCheckResult.Healthy(string.Join(", ", loaded.Select(b => $"{b.Id} ({b.ParameterCount:N0} parameters)"))));
     }
 }

@@ -33,7 +33,7 @@ public sealed class TrainingJobRunner(
         if (job is null) return;
         if (started == 0)
         {
-            if (job.CancelRequested && job.Status == JobStatus.Running) await FinishAsync(db, jobId, JobStatus.Cancelled, modelId: null, error: null);
+            if (job.CancelRequested && job.Status == JobStatus.Running) await FinishAsync(db, jobId, JobStatus.Cancelled, model: null, error: null);
             logger.LogInformation("Training job {JobId} is {Status}; nothing to do", jobId, job.Status);
             return;
         }
@@ -67,8 +67,7 @@ public sealed class TrainingJobRunner(
 
             var model = ToModel(job, result);
             job.Report = result.Report;
-            db.Models.Add(model);
-            await FinishAsync(db, jobId, result.Interrupted ? JobStatus.Cancelled : JobStatus.Succeeded, model.Id, error: null);
+            await FinishAsync(db, jobId, result.Interrupted ? JobStatus.Cancelled : JobStatus.Succeeded, model, error: null, result.Interrupted ? null : job.ModelName);
             if (result.Interrupted)
             {
                 logger.LogInformation("Training job {JobId} cancelled after {Epochs} epoch(s); model {ModelId} keeps epoch {BestEpoch}",
@@ -81,7 +80,7 @@ public sealed class TrainingJobRunner(
         }
         catch (OperationCanceledException) when (cancelWatch.IsCancellationRequested && !shutdown.IsCancellationRequested)
         {
-            await FinishAsync(db, jobId, JobStatus.Cancelled, modelId: null, error: null);
+            await FinishAsync(db, jobId, JobStatus.Cancelled, model: null, error: null);
             logger.LogInformation("Training job {JobId} cancelled before its first epoch ended; no model", jobId);
         }
         catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
@@ -95,7 +94,7 @@ public sealed class TrainingJobRunner(
             // Bad input or a bug: retrying would fail the same way. Database outages propagate and are retried.
             logger.LogError(e, "Training job {JobId} failed", jobId);
             db.ChangeTracker.Clear();
-            await FinishAsync(db, jobId, JobStatus.Failed, modelId: null, error: e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}");
+            await FinishAsync(db, jobId, JobStatus.Failed, model: null, error: e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}");
         }
     }
 
@@ -140,12 +139,19 @@ public sealed class TrainingJobRunner(
     }
 
     /// <summary>
-    /// Ends the job in one transaction with whatever the context holds (the model and report): a crash before
-    /// the commit leaves it Running with its checkpoint, to be resumed; after, it is done and the checkpoint gone.
+    /// Ends the job in one transaction with its model (named as the next version of <paramref name="modelName"/>)
+    /// and whatever else the context holds (the report): a crash before the commit leaves it Running with its
+    /// checkpoint, to be resumed; after, it is done and the checkpoint gone.
     /// </summary>
-    private static async Task FinishAsync(TransferDbContext db, Guid jobId, JobStatus status, Guid? modelId, string? error)
+    private static async Task FinishAsync(TransferDbContext db, Guid jobId, JobStatus status, TrainedModel? model, string? error, string? modelName = null)
     {
+        var modelId = model?.Id;
         await using var transaction = await db.Database.BeginTransactionAsync(CancellationToken.None);
+        if (model is not null)
+        {
+            db.Models.Add(model);
+            if (modelName is not null) await ModelNames.AssignAsync(db, model, modelName, CancellationToken.None);
+        }
         await db.SaveChangesAsync(CancellationToken.None);
         await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
             .SetProperty(j => j.Status, status).SetProperty(j => j.FinishedAt, DateTime.UtcNow).SetProperty(j => j.ModelId, modelId)

@@ -116,3 +116,27 @@ public sealed class DatasetOptions
     [Range(1024, int.MaxValue)]
     public int IngestBatchBytes { get; set; } = 16 * 1024 * 1024;
 }
+
+/// <summary>Section "Serving": the model cache and dynamic batching of /predict.</summary>
+public sealed class ServingOptions
+{
+    public const string Section = "Serving";
+
+    /// <summary>Bytes of loaded models (heads and fine-tuned stages; the shared backbone is not counted) kept in memory; least recently used go first.</summary>
+    [Range(1024, long.MaxValue)]
+    public long ModelCacheBytes { get; set; } = 512L * 1024 * 1024;
+
+    /// <summary>Most images one forward pass groups from concurrent requests for a model.</summary>
+    [Range(1, 1024)]
+    public int MaxBatchSize { get; set; } = 16;
+
+    /// <summary>
+    /// How long the first request of a batch waits for others. Zero (the default) never delays a lone request:
+    /// requests that arrive while a forward pass runs still form the next batch.
+    /// </summary>
+    public TimeSpan MaxQueueDelay { get; set; } = TimeSpan.Zero;
+
+    /// <summary>Most images in one predict request.</summary>
+    [Range(1, 1024)]
+    public int MaxImagesPerRequest { get; set; } = 32;
+}

@@ -63,6 +63,8 @@ public sealed class TrainingJob
     public ClassificationReport? Report { get; set; }
     /// <summary>Set by POST …/cancel on a running job; the worker notices within one batch.</summary>
     public bool CancelRequested { get; set; }
+    /// <summary>Name the model gets when the job succeeds (as its next version), if the client gave one.</summary>
+    public string? ModelName { get; set; }
     /// <summary>The last epoch saved in <see cref="TrainingCheckpointRow"/> while the job runs: a lost worker's job resumes after it.</summary>
     public int? CheckpointEpoch { get; set; }
     /// <summary>Set when a worker took the job over from a checkpoint: the epoch it continued after.</summary>
@@ -119,6 +121,19 @@ public sealed class TrainedModel
     /// <summary>The epoch whose weights the model holds (early stopping may choose an earlier one than the last).</summary>
     public int BestEpoch { get; set; }
     public bool StoppedEarly { get; set; }
+    /// <summary>Models sharing a name are versions of one model (1, 2, …, in the order they were named).</summary>
+    public string? Name { get; set; }
+    public int? Version { get; set; }
+    public List<ModelAlias> Aliases { get; set; } = [];
+}
+
+/// <summary>A movable label on one version of a named model (<c>name@production</c>).</summary>
+public sealed class ModelAlias
+{
+    public required string Name { get; set; }
+    public required string Alias { get; set; }
+    public Guid ModelId { get; set; }
+    public DateTime UpdatedAt { get; set; }
 }
 
 /// <summary>Mirror of the training core's PreprocessingSpec, stored as JSON with the model.</summary>

@@ -4,6 +4,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.ChangeTracking;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
 using Microsoft.EntityFrameworkCore.Storage.ValueConversion;
+using TransferApi.Features.Models;
 
 namespace TransferApi.Persistence;
 
@@ -42,6 +43,7 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
         builder.Property(j => j.Status).HasConversion<string>().HasMaxLength(16);
         builder.Property(j => j.Backbone).HasMaxLength(100);
         builder.Property(j => j.HangfireJobId).HasMaxLength(100);
+        builder.Property(j => j.ModelName).HasMaxLength(ModelNames.MaxLength);
         builder.Property(j => j.Report).HasColumnType("jsonb").HasConversion(JsonColumn.NullableConverter<TransferApi.Training.Training.ClassificationReport>(), JsonColumn.Comparer<TransferApi.Training.Training.ClassificationReport>());
         builder.Property(j => j.Options).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.TrainingOptions>(), JsonColumn.Comparer<TransferApi.Training.Training.TrainingOptions>());
         builder.HasIndex(j => j.CreatedAt);
@@ -84,6 +86,21 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
         builder.OwnsOne(m => m.Preprocessing, p => p.ToJson("preprocessing"));
         builder.Property(m => m.Head).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.HeadSpec>(), JsonColumn.Comparer<TransferApi.Training.Training.HeadSpec>());
         builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainedModel>(m => m.JobId).OnDelete(DeleteBehavior.Restrict);
+        builder.Property(m => m.Name).HasMaxLength(ModelNames.MaxLength);
+        builder.HasIndex(m => new { m.Name, m.Version }).IsUnique();
+        builder.HasMany(m => m.Aliases).WithOne().HasForeignKey(a => a.ModelId).OnDelete(DeleteBehavior.Cascade);
+    }
+}
+
+internal sealed class ModelAliasConfiguration : IEntityTypeConfiguration<ModelAlias>
+{
+    public void Configure(EntityTypeBuilder<ModelAlias> builder)
+    {
+        builder.ToTable("model_aliases");
+        // An alias names one version of a name at a time; moving it replaces the row.
+        builder.HasKey(a => new { a.Name, a.Alias });
+        builder.Property(a => a.Name).HasMaxLength(ModelNames.MaxLength);
+        builder.Property(a => a.Alias).HasMaxLength(ModelNames.MaxLength);
     }
 }
 

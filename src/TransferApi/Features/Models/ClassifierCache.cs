@@ -1,27 +1,66 @@
 using Microsoft.Extensions.Caching.Memory;
+using Microsoft.Extensions.Options;
 using TransferApi.Infrastructure;
+using TransferApi.Options;
+using TransferApi.Persistence;
 using TransferApi.Training.Training;
 
 namespace TransferApi.Features.Models;
 
 /// <summary>
-/// Trained models ready to predict, loaded once from their checkpoint and kept while used.
-/// A head is kilobytes; the backbone behind it is shared through <see cref="BackboneRegistry"/>.
+/// Trained models ready to predict, each with its <see cref="PredictionBatcher"/>, loaded once from their
+/// checkpoint and kept within <see cref="ServingOptions.ModelCacheBytes"/> (least recently used go first).
+/// A frozen-backbone model is kilobytes; the backbone behind all of them is shared through <see cref="BackboneRegistry"/>.
 /// </summary>
-public sealed class ClassifierCache(BackboneRegistry backbones) : IDisposable
+public sealed class ClassifierCache : IDisposable
 {
-    private readonly MemoryCache cache = new(new MemoryCacheOptions { SizeLimit = 256 });
+    // Module objects and a batcher cost a little beyond the weights.
+    private const long OverheadBytes = 64 * 1024;
 
-    public ImageClassifier GetOrLoad(Guid modelId, ModelCheckpoint checkpoint) =>
-        cache.GetOrCreate(modelId, entry =>
+    private readonly MemoryCache cache;
+    private readonly BackboneRegistry backbones;
+    private readonly ServingOptions options;
+    private readonly SemaphoreSlim forwardGate = new(1, 1);
+
+    public ClassifierCache(BackboneRegistry backbones, IOptions<ServingOptions> options)
+    {
+        (this.backbones, this.options) = (backbones, options.Value);
+        cache = new MemoryCache(new MemoryCacheOptions { SizeLimit = this.options.ModelCacheBytes, CompactionPercentage = 0.25, TrackStatistics = true });
+    }
+
+    /// <summary>Bytes the cached models take now (as counted against the limit).</summary>
+    public long CachedBytes => cache.GetCurrentStatistics()?.CurrentEstimatedSize ?? 0;
+
+    public bool TryGet(Guid modelId, out ServedModel? model) => cache.TryGetValue(modelId, out model);
+
+    public ServedModel GetOrLoad(TrainedModel row) =>
+        cache.GetOrCreate(row.Id, entry =>
         {
-            entry.Size = 1;
-            entry.SlidingExpiration = TimeSpan.FromHours(1);
-            // Evicted heads are left to the finalizer: a request may still be using one.
-            return new ImageClassifier(backbones.Get(checkpoint.BackboneId), checkpoint);
+            var checkpoint = ModelMapping.ToCheckpoint(row);
+            var batcher = new PredictionBatcher(new ImageClassifier(backbones.Get(checkpoint.BackboneId), checkpoint), options, forwardGate);
+            entry.Size = batcher.Classifier.SizeBytes + OverheadBytes;
+            // Evicted (or too big to keep): requests already queued are answered, then the model is released.
+            entry.RegisterPostEvictionCallback((_, value, _, _) => ((ServedModel)value!).Batcher.Dispose());
+            return new ServedModel(row.Id, row.Name, row.Version, batcher);
         })!;
 
-    public bool TryGet(Guid modelId, out ImageClassifier? classifier) => cache.TryGetValue(modelId, out classifier);
+    /// <summary>A model loaded for prediction outside the cache (one bigger than the whole cache), with its own batcher.</summary>
+    public ServedModel LoadUncached(TrainedModel row)
+    {
+        var checkpoint = ModelMapping.ToCheckpoint(row);
+        return new ServedModel(row.Id, row.Name, row.Version,
+            new PredictionBatcher(new ImageClassifier(backbones.Get(checkpoint.BackboneId), checkpoint), options, forwardGate));
+    }
 
-    public void Dispose() => cache.Dispose();
+    /// <summary>Drops a model (deleted, or replaced).</summary>
+    public void Remove(Guid modelId) => cache.Remove(modelId);
+
+    public void Dispose()
+    {
+        cache.Dispose();
+        forwardGate.Dispose();
+    }
 }
+
+/// <summary>A model ready to predict, with the name and version it had when loaded.</summary>
+public sealed record ServedModel(Guid Id, string? Name, int? Version, PredictionBatcher Batcher);

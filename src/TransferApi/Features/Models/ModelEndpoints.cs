@@ -1,6 +1,6 @@
-using System.Diagnostics;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
 using TransferApi.Options;
 using TransferApi.Persistence;
@@ -16,96 +16,195 @@ public sealed record ModelMetricsResponse(double? ValAccuracy, double? ValLoss, 
     double FeatureExtractionSeconds, double HeadTrainingSeconds, int BestEpoch, bool StoppedEarly, int ImagesEmbedded, int FeaturesFromCache);
 
 /// <param name="FineTunedStages">Backbone stages this model fine-tuned (0: frozen backbone).</param>
-public sealed record ModelResponse(Guid Id, Guid JobId, Guid DatasetId, string Backbone, HeadSpec Head, int FineTunedStages, IReadOnlyList<string> Labels, DateTime CreatedAt, ModelMetricsResponse Metrics);
+/// <param name="Name">Models sharing a name are its versions; null until named.</param>
+/// <param name="Version">This model's version under <see cref="Name"/>.</param>
+/// <param name="Aliases">Aliases pointing at this version (predict with name@alias).</param>
+public sealed record ModelResponse(Guid Id, Guid JobId, Guid DatasetId, string Backbone, HeadSpec Head, int FineTunedStages, IReadOnlyList<string> Labels, DateTime CreatedAt, ModelMetricsResponse Metrics,
+    string? Name, int? Version, IReadOnlyList<string> Aliases, long SizeBytes);
 
 public sealed record PredictionResponse(string Label, double Probability);
 
-public sealed record PredictResponse(Guid ModelId, IReadOnlyList<PredictionResponse> Predictions, double InferenceMilliseconds);
+/// <param name="InferenceMilliseconds">Decode, preprocessing, waiting for a batch and the forward pass.</param>
+public sealed record PredictResponse(Guid ModelId, string? ModelName, int? ModelVersion, IReadOnlyList<PredictionResponse> Predictions, double InferenceMilliseconds);
+
+public sealed record FilePredictionsResponse(string FileName, IReadOnlyList<PredictionResponse> Predictions);
+
+/// <param name="Results">One entry per `file` part, in request order.</param>
+public sealed record BatchPredictResponse(Guid ModelId, string? ModelName, int? ModelVersion, IReadOnlyList<FilePredictionsResponse> Results, double InferenceMilliseconds);
+
+/// <param name="Name">The name this model becomes the next version of.</param>
+public sealed record UpdateModelRequest(string? Name);
 
 public static class ModelEndpoints
 {
+    /// <summary>Content types of a raw image body on /predict.</summary>
+    public static readonly string[] RawImageContentTypes = ["image/jpeg", "image/png", "image/bmp", "image/gif", "image/webp"];
+
+    private const string IdDescription = "A model id, name (its latest version), name@version or name@alias.";
+
     public static RouteGroupBuilder MapModelEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/api/models").WithTags("Models");
-        group.MapGet("/", List).WithSummary("List trained models, newest first");
-        group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read a model: labels, backbone, validation metrics");
-        group.MapPost("/{id:guid}/predict", Predict)
+        group.MapGet("/", List).WithSummary("List trained models, newest first (optionally the versions of one name)");
+        group.MapGet("/{id}", Get).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Read a model: labels, backbone, validation metrics, name, version, aliases").WithDescription(IdDescription);
+        group.MapPatch("/{id}", Update).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Name a model: it becomes that name's next version").WithDescription("Aliases it had under another name are dropped.");
+        group.MapDelete("/{id}", Delete).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Delete a model and its aliases").WithDescription(IdDescription);
+        group.MapPut("/{id}/aliases/{alias}", SetAlias).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Point name@alias at this version (moving it from another version)").WithDescription("The model must have a name. Aliases are e.g. production, staging.");
+        group.MapDelete("/{id}/aliases/{alias}", RemoveAlias).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Remove an alias from this version");
+        var predictLimit = app.ServiceProvider.GetRequiredService<IOptions<UploadOptions>>().Value.MaxPredictBytes
+            * app.ServiceProvider.GetRequiredService<IOptions<ServingOptions>>().Value.MaxImagesPerRequest + 1024 * 1024;
+        group.MapPost("/{id}/predict", Predict)
             .DisableAntiforgery()
-            .Accepts<IFormFile>("multipart/form-data")
+            .WithMetadata(new RequestSizeLimitAttribute(predictLimit))
+            // One Accepts: routing answers 415 for any other content type (the OpenAPI document gets the image/* bodies as binary).
+            .Accepts<PredictForm>("multipart/form-data", [.. RawImageContentTypes])
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
-            .WithSummary("Classify one image")
-            .WithDescription("multipart/form-data with one `file`. Answers the `topK` most probable labels, most probable first.");
+            .WithSummary("Classify one image, or several in one request")
+            .WithDescription("multipart/form-data with one `file` part (answers `predictions`) or several (answers `results`, one per file, as BatchPredictResponse); "
+                + "or one image as a raw image/* body. Answers the `topK` most probable labels with probability at least `threshold`, most probable first. "
+                + "Concurrent requests for a model share forward passes (dynamic batching). " + IdDescription);
         return group;
     }
 
-    internal static async Task<Ok<Page<ModelResponse>>> List(TransferDbContext db, int? page, int? pageSize, CancellationToken cancellation)
+    /// <param name="File">One or more images, each as a part named `file`.</param>
+    public sealed record PredictForm(IFormFileCollection File);
+
+    /// <param name="name">Only the versions of this name, newest first.</param>
+    internal static async Task<Ok<Page<ModelResponse>>> List(TransferDbContext db, int? page, int? pageSize, string? name, CancellationToken cancellation)
     {
-        var models = await db.Models.AsNoTracking().OrderByDescending(m => m.CreatedAt).Select(Summary).ToPageAsync(page, pageSize, cancellation);
+        var query = db.Models.AsNoTracking();
+        if (name is not null) query = query.Where(m => m.Name == name);
+        var models = await query.OrderByDescending(m => m.CreatedAt).Select(Summary).ToPageAsync(page, pageSize, cancellation);
         return TypedResults.Ok(models);
     }
 
-    internal static async Task<Results<Ok<ModelResponse>, ProblemHttpResult>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<Ok<ModelResponse>, ProblemHttpResult>> Get(string id, TransferDbContext db, CancellationToken cancellation)
     {
-        var model = await db.Models.AsNoTracking().Where(m => m.Id == id).Select(Summary).FirstOrDefaultAsync(cancellation);
-        return model is null ? NotFound(id) : TypedResults.Ok(model);
+        var (modelId, problem) = await ResolveAsync(id, db, cancellation);
+        if (problem is not null) return problem;
+        return TypedResults.Ok(await db.Models.AsNoTracking().Where(m => m.Id == modelId).Select(Summary).FirstAsync(cancellation));
     }
 
-    /// <param name="id">The model.</param>
-    /// <param name="file">The image to classify.</param>
-    /// <param name="topK">How many labels to answer (default 5).</param>
-    internal static async Task<Results<Ok<PredictResponse>, ProblemHttpResult>> Predict(
-        Guid id, IFormFile file, TransferDbContext db, ClassifierCache classifiers, IOptions<UploadOptions> limits,
-        CancellationToken cancellation, int topK = 5)
+    internal static async Task<Results<Ok<ModelResponse>, ValidationProblem, ProblemHttpResult>> Update(
+        string id, UpdateModelRequest request, TransferDbContext db, ClassifierCache cache, CancellationToken cancellation)
     {
-        if (topK < 1)
-            return TypedResults.Problem("topK: must be at least 1.", statusCode: 400, title: "Invalid topK");
-        if (file.Length > limits.Value.MaxPredictBytes)
-            return TypedResults.Problem($"file: '{file.FileName}' is {file.Length:N0} bytes; the limit is {limits.Value.MaxPredictBytes:N0}.", statusCode: 413, title: "Image too large");
-
-        if (!classifiers.TryGet(id, out var classifier))
+        if (ModelNames.Problem(request.Name, "name") is { } bad) return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["name"] = [$"{bad}."] });
+        var (modelId, problem) = await ResolveAsync(id, db, cancellation);
+        if (problem is not null) return problem;
+        await using (var transaction = await db.Database.BeginTransactionAsync(cancellation))
         {
-            var model = await db.Models.AsNoTracking().FirstOrDefaultAsync(m => m.Id == id, cancellation);
-            if (model is null) return NotFound(id);
-            classifier = classifiers.GetOrLoad(id, ModelMapping.ToCheckpoint(model));
+            var model = await db.Models.FirstAsync(m => m.Id == modelId, cancellation);
+            await ModelNames.AssignAsync(db, model, request.Name!, cancellation);
+            await db.SaveChangesAsync(cancellation);
+            await transaction.CommitAsync(cancellation);
         }
-
-        byte[] bytes;
-        using (var buffer = new MemoryStream((int)file.Length))
-        {
-            await file.CopyToAsync(buffer, cancellation);
-            bytes = buffer.ToArray();
-        }
-        try
-        {
-            ImageReader.ReadHeader(bytes, limits.Value.ImageLimits);
-        }
-        catch (ImageRejectedException e)
-        {
-            return TypedResults.Problem($"file: '{file.FileName}' {e.Message}.", statusCode: e.ExceedsLimits ? 413 : 415,
-                title: e.ExceedsLimits ? "Image too large" : "Not a supported image");
-        }
-
-        var started = Stopwatch.GetTimestamp();
-        IReadOnlyList<LabelProbability> predictions;
-        try
-        {
-            predictions = classifier!.Classify([bytes], topK)[0];
-        }
-        catch (ImageRejectedException e)
-        {
-            return TypedResults.Problem($"file: '{file.FileName}' {e.Message}.", statusCode: 415, title: "Not a supported image");
-        }
-        return TypedResults.Ok(new PredictResponse(id, predictions.Select(p => new PredictionResponse(p.Label, p.Probability)).ToList(),
-            Stopwatch.GetElapsedTime(started).TotalMilliseconds));
+        cache.Remove(modelId);
+        return TypedResults.Ok(await db.Models.AsNoTracking().Where(m => m.Id == modelId).Select(Summary).FirstAsync(cancellation));
     }
 
-    private static ProblemHttpResult NotFound(Guid id) => Problems.NotFound("model", id);
+    internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(string id, TransferDbContext db, ClassifierCache cache, CancellationToken cancellation)
+    {
+        var (modelId, problem) = await ResolveAsync(id, db, cancellation);
+        if (problem is not null) return problem;
+        await using (var transaction = await db.Database.BeginTransactionAsync(cancellation))
+        {
+            await db.TrainingJobs.Where(j => j.ModelId == modelId).ExecuteUpdateAsync(s => s.SetProperty(j => j.ModelId, (Guid?)null), cancellation);
+            await db.Models.Where(m => m.Id == modelId).ExecuteDeleteAsync(cancellation);
+            await transaction.CommitAsync(cancellation);
+        }
+        cache.Remove(modelId);
+        return TypedResults.NoContent();
+    }
+
+    internal static async Task<Results<Ok<ModelResponse>, ProblemHttpResult>> SetAlias(string id, string alias, TransferDbContext db, CancellationToken cancellation)
+    {
+        if (ModelNames.Problem(alias, "alias") is { } bad) return TypedResults.Problem($"alias: {bad}.", statusCode: 400, title: "Invalid alias");
+        var (modelId, problem) = await ResolveAsync(id, db, cancellation);
+        if (problem is not null) return problem;
+        var name = await db.Models.Where(m => m.Id == modelId).Select(m => m.Name).FirstAsync(cancellation);
+        if (name is null)
+            return Problems.Conflict("Model has no name", $"id: model {modelId} has no name; name it first (PATCH /api/models/{modelId} with {{\"name\": …}}).");
+        // One statement, so two clients moving the same alias cannot leave it on two versions.
+        await db.Database.ExecuteSqlInterpolatedAsync($"""
+            INSERT INTO model_aliases ("Name", "Alias", "ModelId", "UpdatedAt") VALUES ({name}, {alias}, {modelId}, {DateTime.UtcNow})
+            ON CONFLICT ("Name", "Alias") DO UPDATE SET "ModelId" = EXCLUDED."ModelId", "UpdatedAt" = EXCLUDED."UpdatedAt"
+            """, cancellation);
+        return TypedResults.Ok(await db.Models.AsNoTracking().Where(m => m.Id == modelId).Select(Summary).FirstAsync(cancellation));
+    }
+
+    internal static async Task<Results<NoContent, ProblemHttpResult>> RemoveAlias(string id, string alias, TransferDbContext db, CancellationToken cancellation)
+    {
+        var (modelId, problem) = await ResolveAsync(id, db, cancellation);
+        if (problem is not null) return problem;
+        var removed = await db.ModelAliases.Where(a => a.ModelId == modelId && a.Alias == alias).ExecuteDeleteAsync(cancellation);
+        return removed == 0
+            ? TypedResults.Problem($"alias: model {modelId} has no alias '{alias}'.", statusCode: 404, title: "Alias not found")
+            : TypedResults.NoContent();
+    }
+
+    /// <param name="id">A model id, name, name@version or name@alias.</param>
+    /// <param name="topK">How many labels to answer per image (default 5).</param>
+    /// <param name="threshold">Leave out labels below this probability, 0-1 (default 0).</param>
+    internal static async Task<Results<Ok<PredictResponse>, Ok<BatchPredictResponse>, ProblemHttpResult>> Predict(
+        string id, HttpRequest request, TransferDbContext db, Predictor predictor, CancellationToken cancellation, int topK = 5, double threshold = 0)
+    {
+        if (topK < 1) return TypedResults.Problem("topK: must be at least 1.", statusCode: 400, title: "Invalid topK");
+        if (threshold is < 0 or > 1 || double.IsNaN(threshold)) return TypedResults.Problem("threshold: must be between 0 and 1.", statusCode: 400, title: "Invalid threshold");
+        try
+        {
+            var images = await predictor.ReadImagesAsync(request, cancellation);
+            var model = Guid.TryParse(id, out var guid) ? await predictor.FindAsync(guid, db, cancellation) : null;
+            if (model is null)
+            {
+                var (modelId, problem) = await ResolveAsync(id, db, cancellation);
+                if (problem is not null) return problem;
+                model = await predictor.FindAsync(modelId, db, cancellation);
+                if (model is null) return NotFound(id);
+            }
+            var prediction = await predictor.PredictAsync(model, images, db, cancellation);
+            var classifier = model.Batcher.Classifier;
+            var ranked = prediction.Probabilities.Select(p => classifier.Ranked(p, topK, threshold).Select(l => new PredictionResponse(l.Label, l.Probability)).ToList()).ToList();
+            return images.Count == 1 && !request.HasFormContentType || images.Count == 1 && request.Form.Files.Count == 1
+                ? TypedResults.Ok(new PredictResponse(model.Id, model.Name, model.Version, ranked[0], prediction.Milliseconds))
+                : TypedResults.Ok(new BatchPredictResponse(model.Id, model.Name, model.Version,
+                    images.Zip(ranked, (image, predictions) => new FilePredictionsResponse(image.FileName, predictions)).ToList(), prediction.Milliseconds));
+        }
+        catch (PredictRejectedException e)
+        {
+            return TypedResults.Problem(e.Message, statusCode: e.Status, title: e.Title);
+        }
+    }
+
+    /// <summary>The model a route's id names, or the problem: 400 for a malformed id, 404 when nothing matches, 409 while its job still trains.</summary>
+    private static async Task<(Guid Id, ProblemHttpResult? Problem)> ResolveAsync(string id, TransferDbContext db, CancellationToken cancellation)
+    {
+        if (!ModelReference.TryParse(id, out var reference, out var malformed))
+            return (Guid.Empty, TypedResults.Problem(malformed + ".", statusCode: 400, title: "Invalid model id"));
+        if (await ModelNames.ResolveAsync(db, reference, cancellation) is { } modelId) return (modelId, null);
+        if (reference.Id is { } jobId && await db.TrainingJobs.Where(j => j.Id == jobId).Select(j => (JobStatus?)j.Status).FirstOrDefaultAsync(cancellation) is { } status)
+        {
+            return (Guid.Empty, status is JobStatus.Queued or JobStatus.Running
+                ? Problems.Conflict("Model still training", $"id: {jobId} is a training job that is {status}; its model will be modelId on GET /api/training-jobs/{jobId}.")
+                : TypedResults.Problem($"id: {jobId} is a training job ({status}), not a model; its model, if any, is modelId on GET /api/training-jobs/{jobId}.", statusCode: 404, title: "Model not found"));
+        }
+        return (Guid.Empty, NotFound(id));
+    }
+
+    private static ProblemHttpResult NotFound(string id) =>
+        TypedResults.Problem($"id: no model is '{id}'.", statusCode: StatusCodes.Status404NotFound, title: "Model not found");
 
     private static readonly System.Linq.Expressions.Expression<Func<TrainedModel, ModelResponse>> Summary = m => new ModelResponse(
         m.Id, m.JobId, m.DatasetId, m.Backbone, m.Head, m.FineTunedStages, m.Labels, m.CreatedAt,
         new ModelMetricsResponse(m.ValAccuracy, m.ValLoss, m.TrainLoss, m.TrainImages, m.ValidationImages, m.FeatureExtractionSeconds, m.HeadTrainingSeconds,
-            m.BestEpoch, m.StoppedEarly, m.ImagesEmbedded, m.FeaturesFromCache));
+            m.BestEpoch, m.StoppedEarly, m.ImagesEmbedded, m.FeaturesFromCache),
+        m.Name, m.Version, m.Aliases.OrderBy(a => a.Alias).Select(a => a.Alias).ToList(), m.HeadWeights.Length + (m.TailWeights == null ? 0 : m.TailWeights.Length));
 }

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using TransferApi.Features.Datasets;
+using TransferApi.Features.Models;
 using TransferApi.Jobs;
 using TransferApi.Options;
 using TransferApi.Persistence;
@@ -38,6 +39,7 @@ namespace TransferApi.Features.TrainingJobs;
 /// <param name="FineTuneEpochs">Epochs of fine-tuning, 1-1000 (default 5).</param>
 /// <param name="FineTuneLrFactor">Unfrozen stages learn at learningRate divided by this, 1-10000 (default 10).</param>
 /// <param name="Augmentation">Augmented views of each training image (default off).</param>
+/// <param name="ModelName">Name the model gets when the job succeeds, as that name's next version (predict with name, name@version or name@alias).</param>
 public sealed record CreateTrainingJobRequest(
     Guid? DatasetId, string? Backbone = null, int? Epochs = null, int? BatchSize = null,
     double? LearningRate = null, double? ValidationFraction = null, long? Seed = null,
@@ -45,7 +47,8 @@ public sealed record CreateTrainingJobRequest(
     OptimizerKind? Optimizer = null, double? WeightDecay = null, double? Momentum = null,
     LrSchedule? LrSchedule = null, int? StepEpochs = null, double? StepGamma = null,
     double? LabelSmoothing = null, bool? ClassWeighted = null, EarlyStoppingRequest? EarlyStopping = null,
-    int? UnfreezeStages = null, int? FineTuneEpochs = null, double? FineTuneLrFactor = null, AugmentationRequest? Augmentation = null)
+    int? UnfreezeStages = null, int? FineTuneEpochs = null, double? FineTuneLrFactor = null, AugmentationRequest? Augmentation = null,
+    string? ModelName = null)
 {
     /// <summary>The request over the training core's defaults: one source of defaults and of validation.</summary>
     public TrainingOptions ToOptions()
@@ -95,10 +98,11 @@ public sealed record MetricResponse(int Epoch, double TrainLoss, double? ValLoss
 
 /// <param name="CheckpointEpoch">While running: the last epoch saved for crash recovery (a lost worker's job resumes after it).</param>
 /// <param name="ResumedFromEpoch">Set when a worker took the job over from a checkpoint: the epoch it continued after.</param>
+/// <param name="ModelName">The name its model gets on success.</param>
 public sealed record TrainingJobResponse(
     Guid Id, Guid DatasetId, JobStatus Status, DateTime CreatedAt, DateTime? StartedAt, DateTime? FinishedAt,
     ProgressResponse Progress, IReadOnlyList<MetricResponse> Metrics, Guid? ModelId, string? Error, string Backbone, TrainingOptions Options,
-    int? CheckpointEpoch, int? ResumedFromEpoch);
+    int? CheckpointEpoch, int? ResumedFromEpoch, string? ModelName);
 
 public static class TrainingJobEndpoints
 {
@@ -140,6 +144,7 @@ public static class TrainingJobEndpoints
             Backbone = request.Backbone ?? BackboneCatalog.ResNet18ImageNet,
             Options = options,
             Progress = TrainingProgress.Queued(options.Epochs),
+            ModelName = request.ModelName,
         };
 
         var errors = new Dictionary<string, string[]>();
@@ -148,6 +153,7 @@ public static class TrainingJobEndpoints
         if (request.DatasetId is not null && dataset is null) errors["datasetId"] = [$"No data set has id {job.DatasetId}."];
         if (!BackboneCatalog.Ids.Contains(job.Backbone)) errors["backbone"] = [$"Unknown backbone '{job.Backbone}'. Known: {string.Join(", ", BackboneCatalog.Ids)}."];
         foreach (var group in job.Options.Problems().GroupBy(p => p.Field)) errors[group.Key] = group.Select(p => p.Message).ToArray();
+        if (request.ModelName is not null && ModelNames.Problem(request.ModelName, "modelName") is { } badName) errors["modelName"] = [$"{badName}."];
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
         if (dataset is { Trainable: false })
             return TypedResults.Problem($"datasetId: data set {job.DatasetId} cannot be trained yet: {string.Join(" ", dataset.Problems)}",
@@ -263,7 +269,7 @@ public static class TrainingJobEndpoints
         job.Id, job.DatasetId, job.Status, job.CreatedAt, job.StartedAt, job.FinishedAt,
         ToProgress(job.Progress),
         job.Metrics.OrderBy(m => m.Epoch).Select(ToMetric).ToList(),
-        job.ModelId, job.Error, job.Backbone, job.Options, job.CheckpointEpoch, job.ResumedFromEpoch);
+        job.ModelId, job.Error, job.Backbone, job.Options, job.CheckpointEpoch, job.ResumedFromEpoch, job.ModelName);
 
     private static ProgressResponse ToProgress(TrainingProgress p) => new(
         p.Stage.ToString(), p.Epoch, p.TotalEpochs, p.Batch, p.TotalBatches, Math.Round(p.Percent, 2),

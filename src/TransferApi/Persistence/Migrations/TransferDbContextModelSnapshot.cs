@@ -133,6 +133,29 @@ namespace TransferApi.Persistence.Migrations
                     b.ToTable("image_features", (string)null);
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.ModelAlias", b =>
+                {
+                    b.Property<string>("Name")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)");
+
+                    b.Property<string>("Alias")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)");
+
+                    b.Property<Guid>("ModelId")
+                        .HasColumnType("uuid");
+
+                    b.Property<DateTime>("UpdatedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.HasKey("Name", "Alias");
+
+                    b.HasIndex("ModelId");
+
+                    b.ToTable("model_aliases", (string)null);
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.TrainedModel", b =>
                 {
                     b.Property<Guid>("Id")
@@ -186,6 +209,10 @@ namespace TransferApi.Persistence.Migrations
                         .IsRequired()
                         .HasColumnType("text[]");
 
+                    b.Property<string>("Name")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)");
+
                     b.Property<bool>("StoppedEarly")
                         .HasColumnType("boolean");
 
@@ -207,11 +234,17 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<int>("ValidationImages")
                         .HasColumnType("integer");
 
+                    b.Property<int?>("Version")
+                        .HasColumnType("integer");
+
                     b.HasKey("Id");
 
                     b.HasIndex("CreatedAt");
 
                     b.HasIndex("JobId")
+                        .IsUnique();
+
+                    b.HasIndex("Name", "Version")
                         .IsUnique();
 
                     b.ToTable("models", (string)null);
@@ -272,6 +305,10 @@ namespace TransferApi.Persistence.Migrations
 
                     b.Property<Guid?>("ModelId")
                         .HasColumnType("uuid");
+
+                    b.Property<string>("ModelName")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)");
 
                     b.Property<string>("Options")
                         .IsRequired()
@@ -371,6 +408,15 @@ namespace TransferApi.Persistence.Migrations
                         .IsRequired();
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.ModelAlias", b =>
+                {
+                    b.HasOne("TransferApi.Persistence.TrainedModel", null)
+                        .WithMany("Aliases")
+                        .HasForeignKey("ModelId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired();
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.TrainedModel", b =>
                 {
                     b.HasOne("TransferApi.Persistence.TrainingJob", null)
@@ -442,6 +488,11 @@ namespace TransferApi.Persistence.Migrations
             modelBuilder.Entity("TransferApi.Persistence.Dataset", b =>
                 {
                     b.Navigation("Images");
+                });
+
+            modelBuilder.Entity("TransferApi.Persistence.TrainedModel", b =>
+                {
+                    b.Navigation("Aliases");
                 });
 
             modelBuilder.Entity("TransferApi.Persistence.TrainingJob", b =>
