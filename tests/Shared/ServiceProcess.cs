@@ -26,9 +26,17 @@ public sealed class ServiceProcess : IAsyncDisposable
     }
 
     /// <summary>Peak resident memory of the service so far (VmHWM), in bytes.</summary>
-    public long PeakResidentBytes =>
-        File.ReadLines($"/proc/{process.Id}/status").Where(l => l.StartsWith("VmHWM:", StringComparison.Ordinal))
+    public long PeakResidentBytes => StatusBytes("VmHWM:");
+
+    /// <summary>Resident memory of the service now (VmRSS), in bytes.</summary>
+    public long ResidentBytes => StatusBytes("VmRSS:");
+
+    private long StatusBytes(string field) =>
+        File.ReadLines($"/proc/{process.Id}/status").Where(l => l.StartsWith(field, StringComparison.Ordinal))
             .Select(l => long.Parse(l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024).Single();
+
+    /// <summary>A connection string to the service's database.</summary>
+    public string ConnectionString => new NpgsqlConnectionStringBuilder(adminConnection) { Database = database }.ConnectionString;
 
     public string Database => database;
 

@@ -1,7 +1,8 @@
 using TransferApi.Benchmarks;
 
-// scripts/benchmark.sh [backbone|training|ingestion] runs these with a PostgreSQL for the ingestion part.
+// scripts/benchmark.sh [backbone|training|ingestion|serving] runs these with a PostgreSQL for the ingestion and serving parts.
 var what = args.FirstOrDefault() ?? "all";
 if (what is "all" or "backbone") BackboneBenchmark.Run(repeats: 3);
 if (what is "all" or "training") TrainingBenchmark.Run();
 if (what is "all" or "ingestion") await IngestionBenchmark.RunAsync(args.Contains("--quick"));
+if (what is "all" or "serving") await ServingBenchmark.RunAsync(TimeSpan.FromMinutes(args.Contains("--quick") ? 0 : 5));

@@ -174,7 +174,7 @@ public class ModelServingTests(TransferApiFactory factory)
         // Room for two of these models, not three.
         var budget = 2 * (rows[ids[0]].HeadWeights.Length + 64 * 1024) + 1024;
         using var cache = new ClassifierCache(factory.Services.GetRequiredService<BackboneRegistry>(),
-            Microsoft.Extensions.Options.Options.Create(new ServingOptions { ModelCacheBytes = budget }));
+            Microsoft.Extensions.Options.Options.Create(new ServingOptions { ModelCacheBytes = budget }), factory.Services.GetRequiredService<InferenceThread>());
 
         cache.GetOrLoad(rows[ids[0]]);
         cache.GetOrLoad(rows[ids[1]]);

@@ -38,7 +38,15 @@ public sealed class ImagePreprocessor : IDisposable
         var size = Spec.InputSize;
         var plane = size * size;
         var pixels = new float[images.Count * 3 * plane];
-        Parallel.For(0, images.Count, i => WritePlanar(images[i], transforms?[i], pixels.AsSpan(i * 3 * plane, 3 * plane)));
+        try
+        {
+            Parallel.For(0, images.Count, i => WritePlanar(images[i], transforms?[i], pixels.AsSpan(i * 3 * plane, 3 * plane)));
+        }
+        catch (AggregateException e) when (e.InnerExceptions.OfType<ImageRejectedException>().FirstOrDefault() is { } rejected)
+        {
+            // The caller's contract is "throws ImageRejectedException for a bad image", parallel or not.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(rejected);
+        }
         using var raw = tensor(pixels, [images.Count, 3, size, size]);
         return raw.sub(meanImage);
     }

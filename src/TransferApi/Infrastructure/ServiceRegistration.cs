@@ -40,6 +40,7 @@ public static class ServiceRegistration
         services.AddDbContextFactory<TransferDbContext>(o => o.UseNpgsql(connectionString));
 
         services.AddSingleton<BackboneRegistry>();
+        services.AddSingleton<InferenceThread>();
         services.AddSingleton<ClassifierCache>();
         services.AddSingleton<Predictor>();
         services.AddScoped<DatasetIngestion>();

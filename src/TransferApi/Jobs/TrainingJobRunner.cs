@@ -1,8 +1,11 @@
 using Hangfire;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
 using TransferApi.Features.Models;
 using TransferApi.Infrastructure;
+using TransferApi.Options;
 using TransferApi.Persistence;
+using TransferApi.Training;
 using TransferApi.Training.Training;
 
 namespace TransferApi.Jobs;
@@ -15,7 +18,7 @@ namespace TransferApi.Jobs;
 /// the best epoch so far as its model when one exists; a server shutdown hands the job back to the queue.
 /// </summary>
 public sealed class TrainingJobRunner(
-    IDbContextFactory<TransferDbContext> dbFactory, BackboneRegistry backbones, ILogger<TrainingJobRunner> logger)
+    IDbContextFactory<TransferDbContext> dbFactory, BackboneRegistry backbones, IOptions<WorkerOptions> worker, ILogger<TrainingJobRunner> logger)
 {
     public const string Queue = "training";
 
@@ -59,8 +62,13 @@ public sealed class TrainingJobRunner(
             await using (var progress = new JobProgressWriter(dbFactory, jobId, job.Backbone))
             {
                 // Training is CPU-bound and synchronous (TorchSharp dispose scopes are per thread): give it its own thread.
+                var threads = worker.Value.EffectiveTorchThreads;
                 result = await Task.Factory.StartNew(
-                    () => trainer.Train(images, job.Options, progress, either.Token, resume),
+                    () =>
+                    {
+                        TorchRuntime.SetThreads(threads);
+                        return trainer.Train(images, job.Options, progress, either.Token, resume);
+                    },
                     either.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
             }
             if (result.Interrupted && !cancelWatch.IsCancellationRequested) throw new OperationCanceledException(shutdown);

@@ -20,11 +20,11 @@ public sealed class ClassifierCache : IDisposable
     private readonly MemoryCache cache;
     private readonly BackboneRegistry backbones;
     private readonly ServingOptions options;
-    private readonly SemaphoreSlim forwardGate = new(1, 1);
+    private readonly InferenceThread inference;
 
-    public ClassifierCache(BackboneRegistry backbones, IOptions<ServingOptions> options)
+    public ClassifierCache(BackboneRegistry backbones, IOptions<ServingOptions> options, InferenceThread inference)
     {
-        (this.backbones, this.options) = (backbones, options.Value);
+        (this.backbones, this.options, this.inference) = (backbones, options.Value, inference);
         cache = new MemoryCache(new MemoryCacheOptions { SizeLimit = this.options.ModelCacheBytes, CompactionPercentage = 0.25, TrackStatistics = true });
     }
 
@@ -37,7 +37,7 @@ public sealed class ClassifierCache : IDisposable
         cache.GetOrCreate(row.Id, entry =>
         {
             var checkpoint = ModelMapping.ToCheckpoint(row);
-            var batcher = new PredictionBatcher(new ImageClassifier(backbones.Get(checkpoint.BackboneId), checkpoint), options, forwardGate);
+            var batcher = new PredictionBatcher(new ImageClassifier(backbones.Get(checkpoint.BackboneId), checkpoint), options, inference);
             entry.Size = batcher.Classifier.SizeBytes + OverheadBytes;
             // Evicted (or too big to keep): requests already queued are answered, then the model is released.
             entry.RegisterPostEvictionCallback((_, value, _, _) => ((ServedModel)value!).Batcher.Dispose());
@@ -49,7 +49,7 @@ public sealed class ClassifierCache : IDisposable
     {
         var checkpoint = ModelMapping.ToCheckpoint(row);
         return new ServedModel(row.Id, row.Name, row.Version,
-            new PredictionBatcher(new ImageClassifier(backbones.Get(checkpoint.BackboneId), checkpoint), options, forwardGate));
+            new PredictionBatcher(new ImageClassifier(backbones.Get(checkpoint.BackboneId), checkpoint), options, inference));
     }
 
     /// <summary>Drops a model (deleted, or replaced).</summary>
@@ -58,7 +58,6 @@ public sealed class ClassifierCache : IDisposable
     public void Dispose()
     {
         cache.Dispose();
-        forwardGate.Dispose();
     }
 }
 

@@ -8,8 +8,8 @@ namespace TransferApi.Features.Models;
 /// <summary>
 /// Dynamic batching for one model, as Triton does it: predictions queued by concurrent requests go through
 /// the network together, up to <see cref="ServingOptions.MaxBatchSize"/> images, waiting at most
-/// <see cref="ServingOptions.MaxQueueDelay"/> for company. One pass runs at a time in the whole process
-/// (a gate shared by all batchers), so libtorch's threads are never oversubscribed by parallel requests.
+/// <see cref="ServingOptions.MaxQueueDelay"/> for company. Passes run on the process's one
+/// <see cref="InferenceThread"/>, so parallel requests never oversubscribe libtorch's threads.
 /// </summary>
 public sealed class PredictionBatcher : IDisposable
 {
@@ -18,14 +18,14 @@ public sealed class PredictionBatcher : IDisposable
     private readonly Channel<Pending> queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly ImageClassifier classifier;
     private readonly ServingOptions options;
-    private readonly SemaphoreSlim forwardGate;
+    private readonly InferenceThread inference;
     private readonly Task loop;
     private long forwardPasses;
     private long imagesPredicted;
 
-    public PredictionBatcher(ImageClassifier classifier, ServingOptions options, SemaphoreSlim forwardGate)
+    public PredictionBatcher(ImageClassifier classifier, ServingOptions options, InferenceThread inference)
     {
-        (this.classifier, this.options, this.forwardGate) = (classifier, options, forwardGate);
+        (this.classifier, this.options, this.inference) = (classifier, options, inference);
         loop = Task.Run(RunAsync);
     }
 
@@ -71,15 +71,8 @@ public sealed class PredictionBatcher : IDisposable
                 }
             }
             if (batch.Count == 0) continue;
-            await forwardGate.WaitAsync();
-            try
-            {
-                Forward(batch);
-            }
-            finally
-            {
-                forwardGate.Release();
-            }
+            // Requests arriving meanwhile queue up for the next batch.
+            await inference.RunAsync(() => Forward(batch));
         }
         // Retired: the last requests are answered above; the model goes with the batcher.
         classifier.Dispose();

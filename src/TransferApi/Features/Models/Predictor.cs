@@ -72,7 +72,6 @@ public sealed class Predictor(ClassifierCache cache, IOptions<UploadOptions> upl
     public async Task<Prediction> PredictAsync(ServedModel model, IReadOnlyList<PredictImage> images, TransferDbContext db, CancellationToken cancellation)
     {
         var started = Stopwatch.GetTimestamp();
-        var limits = uploads.Value.ImageLimits;
         var pixels = new List<Tensor>(images.Count);
         try
         {
@@ -80,7 +79,7 @@ public sealed class Predictor(ClassifierCache cache, IOptions<UploadOptions> upl
             {
                 try
                 {
-                    ImageReader.ReadHeader(image.Bytes, limits);
+                    // Decoding checks the header against the limits first.
                     pixels.Add(model.Batcher.Classifier.Preprocess([image.Bytes]));
                 }
                 catch (ImageRejectedException e)
