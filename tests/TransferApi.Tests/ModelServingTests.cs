@@ -9,6 +9,7 @@ using TransferApi.Features.TrainingJobs;
 using TransferApi.Infrastructure;
 using TransferApi.Options;
 using TransferApi.Persistence;
+using TransferApi.Training.Training;
 
 namespace TransferApi.Tests;
 
@@ -139,6 +140,61 @@ public class ModelServingTests(TransferApiFactory factory)
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, refused.StatusCode);
         var noFile = await client.PostAsync($"/api/models/{model}/predict", new MultipartFormDataContent { { new StringContent("x"), "image" } });
         Assert.Equal(HttpStatusCode.BadRequest, noFile.StatusCode);
+    }
+
+    [Fact]
+    public async Task Exports_download_as_zips_and_the_onnx_one_answers_what_predict_answers()
+    {
+        var job = await TrainAsync($"export-{Guid.NewGuid():N}"[..16]);
+        var image = Photo("bees", 2);
+        var served = await PredictAsync(job.ModelId.ToString()!, Archives.ImageForm(image));
+
+        foreach (var (format, file) in new[] { ("onnx", "model.onnx"), ("pytorch", "model.pt"), ("torchsharp", "model.dat") })
+        {
+            var response = await client.GetAsync($"/api/models/{job.ModelId}/export?format={format}");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal("application/zip", response.Content.Headers.ContentType?.MediaType);
+            Assert.EndsWith($"-v1-{format}.zip", response.Content.Headers.ContentDisposition?.FileName?.Trim('"'));
+            using var zip = new System.IO.Compression.ZipArchive(new MemoryStream(await response.Content.ReadAsByteArrayAsync()));
+            Assert.Equal([file, "model.json"], zip.Entries.Select(e => e.FullName));
+            using var manifest = System.Text.Json.JsonDocument.Parse(zip.GetEntry("model.json")!.Open());
+            Assert.Equal(["ants", "bees"], manifest.RootElement.GetProperty("labels").EnumerateArray().Select(l => l.GetString()));
+            if (format != "onnx") continue;
+
+            using var weights = new MemoryStream();
+            await zip.GetEntry(file)!.Open().CopyToAsync(weights);
+            using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(weights.ToArray());
+            // The client's side of the contract in model.json: the same decode and centre crop as training.
+            using var backbone = Training.Backbones.BackboneCatalog.Load(Training.Backbones.BackboneCatalog.ResNet18ImageNet);
+            var pixels = new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(backbone.Preprocessor.DecodePlanar([image]), [1, 3, 224, 224]);
+            using var results = session.Run([Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor("pixels", pixels)]);
+            var probabilities = results.Single().AsTensor<float>().ToArray();
+            foreach (var prediction in served.Predictions)
+                Assert.Equal(prediction.Probability, probabilities[prediction.Label == "ants" ? 0 : 1], 4);
+        }
+
+        var bad = await client.GetAsync($"/api/models/{job.ModelId}/export?format=tflite");
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Contains("onnx, pytorch, torchsharp", (await bad.ProblemAsync()).GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task Predict_agrees_with_the_evaluation_made_when_training_ended()
+    {
+        var job = await TrainAsync();
+        var report = await (await client.GetAsync($"/api/training-jobs/{job.Id}/report")).ReadAsync<ClassificationReport>();
+        var held = await (await client.GetAsync($"/api/datasets/{job.DatasetId}/images?split=Validation")).ReadAsync<Features.Page<DatasetImageResponse>>();
+        Assert.Equal(report.Images, held.TotalCount);
+
+        // The report's log loss, recomputed from /predict answers on the same stored images.
+        var losses = new List<double>();
+        foreach (var image in held.Items)
+        {
+            var bytes = await client.GetByteArrayAsync($"/api/datasets/{job.DatasetId}/images/{image.Id}");
+            var answer = await PredictAsync(job.ModelId.ToString()!, Archives.ImageForm(bytes));
+            losses.Add(-Math.Log(Math.Max(answer.Predictions.Single(p => p.Label == image.Label).Probability, 1e-15)));
+        }
+        Assert.Equal(report.LogLoss, losses.Average(), 4);
     }
 
     [Fact]

@@ -22,6 +22,9 @@ public sealed class ImagePreprocessor : IDisposable
     public PreprocessingSpec Spec { get; }
     public ImageLimits Limits { get; }
 
+    /// <summary>The per-pixel mean [1,3,S,S] subtracted from the pixels (exports put it inside the network).</summary>
+    public Tensor MeanImage => meanImage;
+
     /// <param name="meanImage">[3,S,S] values subtracted per pixel, in the spec's channel order.</param>
     public ImagePreprocessor(PreprocessingSpec spec, Tensor meanImage, ImageLimits limits)
     {
@@ -33,7 +36,14 @@ public sealed class ImagePreprocessor : IDisposable
 
     /// <summary>Decodes and preprocesses a batch (in parallel) into a [N,3,S,S] float tensor.</summary>
     /// <param name="transforms">Per image, an augmentation applied after decoding, or null for the image as it is.</param>
-    public Tensor ToTensor(IReadOnlyList<byte[]> images, IReadOnlyList<ViewTransform?>? transforms = null)
+    public Tensor ToTensor(IReadOnlyList<byte[]> images, IReadOnlyList<ViewTransform?>? transforms = null) =>
+        FromPlanar(DecodePlanar(images, transforms), images.Count);
+
+    /// <summary>
+    /// The managed half of <see cref="ToTensor"/>: decoded, cropped planar pixels of every image, back to back.
+    /// No libtorch call, so any thread can do it (a thread that calls libtorch gets its own OpenMP threads).
+    /// </summary>
+    public float[] DecodePlanar(IReadOnlyList<byte[]> images, IReadOnlyList<ViewTransform?>? transforms = null)
     {
         var size = Spec.InputSize;
         var plane = size * size;
@@ -47,7 +57,14 @@ public sealed class ImagePreprocessor : IDisposable
             // The caller's contract is "throws ImageRejectedException for a bad image", parallel or not.
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(rejected);
         }
-        using var raw = tensor(pixels, [images.Count, 3, size, size]);
+        return pixels;
+    }
+
+    /// <summary>The network's input [N,3,S,S] from <see cref="DecodePlanar"/>'s pixels of <paramref name="count"/> images.</summary>
+    public Tensor FromPlanar(float[] planar, int count)
+    {
+        var size = Spec.InputSize;
+        using var raw = tensor(planar, [count, 3, size, size]);
         return raw.sub(meanImage);
     }
 

@@ -37,8 +37,29 @@ public sealed class ImageClassifier : IDisposable
         return Enumerable.Range(0, (int)features.shape[0]).Select(i => flat.AsSpan(i * classes, classes).ToArray()).ToArray();
     }
 
-    /// <summary>Decodes and preprocesses encoded images into [N,3,S,S] pixels exactly as training did: the per-image CPU work.</summary>
-    public Tensor Preprocess(IReadOnlyList<byte[]> images) => backbone.Preprocessor.ToTensor(images);
+    /// <summary>Decodes and crops encoded images exactly as training did, without touching libtorch: the per-image CPU work any thread may do.</summary>
+    public float[] Decode(IReadOnlyList<byte[]> images) => backbone.Preprocessor.DecodePlanar(images);
+
+    /// <summary>Several <see cref="Decode"/> results as one batch (block copies: this runs on the critical path of batching).</summary>
+    public static float[] Concat(IReadOnlyList<float[]> decoded)
+    {
+        if (decoded.Count == 1) return decoded[0];
+        var all = new float[decoded.Sum(d => (long)d.Length)];
+        var offset = 0;
+        foreach (var part in decoded)
+        {
+            Array.Copy(part, 0, all, offset, part.Length);
+            offset += part.Length;
+        }
+        return all;
+    }
+
+    /// <summary>Class probabilities of <paramref name="count"/> images decoded by <see cref="Decode"/>, in one forward pass.</summary>
+    public float[][] Probabilities(float[] decoded, int count)
+    {
+        using var pixels = backbone.Preprocessor.FromPlanar(decoded, count);
+        return Probabilities(pixels);
+    }
 
     /// <summary>Class probabilities [N, classes] of preprocessed images, in one forward pass.</summary>
     public float[][] Probabilities(Tensor pixels)
@@ -50,8 +71,7 @@ public sealed class ImageClassifier : IDisposable
     /// <summary>The <paramref name="topK"/> most probable labels of each encoded image, most probable first.</summary>
     public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK)
     {
-        using var pixels = Preprocess(images);
-        return Probabilities(pixels).Select(p => Ranked(p, topK)).ToList();
+        return Probabilities(Decode(images), images.Count).Select(p => Ranked(p, topK)).ToList();
     }
 
     /// <summary>Labels by probability, most probable first (ties by label), at most <paramref name="topK"/>, none below <paramref name="threshold"/>.</summary>

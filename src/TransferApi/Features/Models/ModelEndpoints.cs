@@ -3,7 +3,9 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
 using TransferApi.Options;
+using TransferApi.Infrastructure;
 using TransferApi.Persistence;
+using TransferApi.Training.Export;
 using TransferApi.Training.Imaging;
 using TransferApi.Training.Training;
 
@@ -56,6 +58,12 @@ public static class ModelEndpoints
             .WithSummary("Point name@alias at this version (moving it from another version)").WithDescription("The model must have a name. Aliases are e.g. production, staging.");
         group.MapDelete("/{id}/aliases/{alias}", RemoveAlias).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Remove an alias from this version");
+        group.MapGet("/{id}/export", Export)
+            .Produces<byte[]>(StatusCodes.Status200OK, "application/zip")
+            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Download the model as a file that runs without TransferApi (zip: the network + model.json)")
+            .WithDescription("format=onnx (ONNX Runtime), pytorch (a state dict for torch.load) or torchsharp (Module.load). The network takes "
+                + "centre-cropped BGR pixels 0..255 [N,3,224,224] (the mean image is inside) and answers class probabilities; model.json says how. " + IdDescription);
         var predictLimit = app.ServiceProvider.GetRequiredService<IOptions<UploadOptions>>().Value.MaxPredictBytes
             * app.ServiceProvider.GetRequiredService<IOptions<ServingOptions>>().Value.MaxImagesPerRequest + 1024 * 1024;
         group.MapPost("/{id}/predict", Predict)
@@ -182,6 +190,24 @@ public static class ModelEndpoints
         {
             return TypedResults.Problem(e.Message, statusCode: e.Status, title: e.Title);
         }
+    }
+
+    /// <param name="id">A model id, name, name@version or name@alias.</param>
+    /// <param name="format">onnx, pytorch or torchsharp.</param>
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> Export(
+        string id, string? format, TransferDbContext db, BackboneRegistry backbones, InferenceThread inference, CancellationToken cancellation)
+    {
+        if (!Enum.TryParse<ExportFormat>(format, ignoreCase: true, out var exportFormat) || !Enum.IsDefined(exportFormat) || int.TryParse(format, out _))
+            return TypedResults.Problem($"format: '{format}' is not one of onnx, pytorch, torchsharp.", statusCode: 400, title: "Invalid export format");
+        var (modelId, problem) = await ResolveAsync(id, db, cancellation);
+        if (problem is not null) return problem;
+        var row = await db.Models.AsNoTracking().FirstAsync(m => m.Id == modelId, cancellation);
+        var checkpoint = ModelMapping.ToCheckpoint(row);
+        (string FileName, byte[] Bytes) weights = default;
+        // libtorch work stays on the inference thread.
+        await inference.RunAsync(() => weights = ModelExport.Write(backbones.Get(row.Backbone), checkpoint, exportFormat));
+        var fileBase = row.Name is null ? row.Id.ToString() : $"{row.Name}-v{row.Version}";
+        return TypedResults.File(ModelExportPackage.Zip(row, checkpoint, exportFormat, weights), "application/zip", $"{fileBase}-{exportFormat.ToString().ToLowerInvariant()}.zip");
     }
 
     /// <summary>The model a route's id names, or the problem: 400 for a malformed id, 404 when nothing matches, 409 while its job still trains.</summary>

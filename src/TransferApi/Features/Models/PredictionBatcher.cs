@@ -1,7 +1,6 @@
 using System.Threading.Channels;
 using TransferApi.Options;
 using TransferApi.Training.Training;
-using static TorchSharp.torch;
 
 namespace TransferApi.Features.Models;
 
@@ -13,7 +12,7 @@ namespace TransferApi.Features.Models;
 /// </summary>
 public sealed class PredictionBatcher : IDisposable
 {
-    private sealed record Pending(Tensor Pixels, TaskCompletionSource<float[][]> Done);
+    private sealed record Pending(float[] Decoded, int Count, TaskCompletionSource<float[][]> Done);
 
     private readonly Channel<Pending> queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly ImageClassifier classifier;
@@ -34,10 +33,10 @@ public sealed class PredictionBatcher : IDisposable
     /// <summary>Forward passes run and images answered so far: their ratio is the mean batch size.</summary>
     public (long ForwardPasses, long Images) Statistics => (Interlocked.Read(ref forwardPasses), Interlocked.Read(ref imagesPredicted));
 
-    /// <summary>Queues preprocessed images (the batcher takes ownership of <paramref name="pixels"/>); false once retired.</summary>
-    public bool TryEnqueue(Tensor pixels, out Task<float[][]> probabilities)
+    /// <summary>Queues <paramref name="count"/> images decoded by <see cref="ImageClassifier.Decode"/>; false once retired.</summary>
+    public bool TryEnqueue(float[] decoded, int count, out Task<float[][]> probabilities)
     {
-        var pending = new Pending(pixels, new TaskCompletionSource<float[][]>(TaskCreationOptions.RunContinuationsAsynchronously));
+        var pending = new Pending(decoded, count, new TaskCompletionSource<float[][]>(TaskCreationOptions.RunContinuationsAsynchronously));
         probabilities = pending.Done.Task;
         return queue.Writer.TryWrite(pending);
     }
@@ -55,7 +54,7 @@ public sealed class PredictionBatcher : IDisposable
                 if (queue.Reader.TryRead(out var next))
                 {
                     batch.Add(next);
-                    images += next.Pixels.shape[0];
+                    images += next.Count;
                     continue;
                 }
                 var remaining = waitUntil - DateTime.UtcNow;
@@ -82,33 +81,21 @@ public sealed class PredictionBatcher : IDisposable
     {
         try
         {
-            float[][] probabilities;
-            if (batch.Count == 1)
-            {
-                probabilities = classifier.Probabilities(batch[0].Pixels);
-            }
-            else
-            {
-                using var pixels = cat(batch.Select(p => p.Pixels).ToList(), 0);
-                probabilities = classifier.Probabilities(pixels);
-            }
+            var count = batch.Sum(p => p.Count);
+            var decoded = ImageClassifier.Concat(batch.Select(p => p.Decoded).ToList());
+            var probabilities = classifier.Probabilities(decoded, count);
             Interlocked.Increment(ref forwardPasses);
             Interlocked.Add(ref imagesPredicted, probabilities.Length);
             var offset = 0;
             foreach (var pending in batch)
             {
-                var count = (int)pending.Pixels.shape[0];
-                pending.Done.TrySetResult(probabilities[offset..(offset + count)]);
-                offset += count;
+                pending.Done.TrySetResult(probabilities[offset..(offset + pending.Count)]);
+                offset += pending.Count;
             }
         }
         catch (Exception e)
         {
             foreach (var pending in batch) pending.Done.TrySetException(e);
-        }
-        finally
-        {
-            foreach (var pending in batch) pending.Pixels.Dispose();
         }
     }
 

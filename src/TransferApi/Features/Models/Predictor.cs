@@ -5,7 +5,6 @@ using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Training.Imaging;
 using TransferApi.Training.Training;
-using static TorchSharp.torch;
 
 namespace TransferApi.Features.Models;
 
@@ -72,44 +71,35 @@ public sealed class Predictor(ClassifierCache cache, IOptions<UploadOptions> upl
     public async Task<Prediction> PredictAsync(ServedModel model, IReadOnlyList<PredictImage> images, TransferDbContext db, CancellationToken cancellation)
     {
         var started = Stopwatch.GetTimestamp();
-        var pixels = new List<Tensor>(images.Count);
-        try
+        // Decoded here, on the request's thread, in managed code; libtorch runs only on the inference thread.
+        var decoded = new List<float[]>(images.Count);
+        foreach (var image in images)
         {
-            foreach (var image in images)
+            try
             {
-                try
-                {
-                    // Decoding checks the header against the limits first.
-                    pixels.Add(model.Batcher.Classifier.Preprocess([image.Bytes]));
-                }
-                catch (ImageRejectedException e)
-                {
-                    throw e.ExceedsLimits
-                        ? new PredictRejectedException(413, "Image too large", $"file: '{image.FileName}' {e.Message}.")
-                        : new PredictRejectedException(415, "Not a supported image", $"file: '{image.FileName}' {e.Message}.");
-                }
+                // Decoding checks the header against the limits first.
+                decoded.Add(model.Batcher.Classifier.Decode([image.Bytes]));
             }
-            var batch = pixels.Count == 1 ? pixels[0] : cat(pixels, 0);
-            if (pixels.Count > 1) pixels.ForEach(p => p.Dispose());
-            pixels.Clear();
-            var probabilities = await EnqueueAsync(model, batch, db, cancellation);
-            return new Prediction(model, probabilities, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            catch (ImageRejectedException e)
+            {
+                throw e.ExceedsLimits
+                    ? new PredictRejectedException(413, "Image too large", $"file: '{image.FileName}' {e.Message}.")
+                    : new PredictRejectedException(415, "Not a supported image", $"file: '{image.FileName}' {e.Message}.");
+            }
         }
-        finally
-        {
-            pixels.ForEach(p => p.Dispose());
-        }
+        var probabilities = await EnqueueAsync(model, ImageClassifier.Concat(decoded), images.Count, db, cancellation);
+        return new Prediction(model, probabilities, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
     /// <summary>Through the model's batcher; a batcher retired meanwhile (evicted) is replaced, or bypassed for a model too big to cache.</summary>
-    private async Task<float[][]> EnqueueAsync(ServedModel model, Tensor pixels, TransferDbContext db, CancellationToken cancellation)
+    private async Task<float[][]> EnqueueAsync(ServedModel model, float[] decoded, int count, TransferDbContext db, CancellationToken cancellation)
     {
-        if (model.Batcher.TryEnqueue(pixels, out var result)) return await result.WaitAsync(cancellation);
+        if (model.Batcher.TryEnqueue(decoded, count, out var result)) return await result.WaitAsync(cancellation);
         var row = await db.Models.AsNoTracking().FirstOrDefaultAsync(m => m.Id == model.Id, cancellation)
             ?? throw new PredictRejectedException(404, "Model not found", $"id: model {model.Id} was deleted.");
-        if (cache.GetOrLoad(row).Batcher.TryEnqueue(pixels, out result)) return await result.WaitAsync(cancellation);
+        if (cache.GetOrLoad(row).Batcher.TryEnqueue(decoded, count, out result)) return await result.WaitAsync(cancellation);
         using var uncached = cache.LoadUncached(row).Batcher;
-        if (!uncached.TryEnqueue(pixels, out result)) throw new InvalidOperationException("A new batcher refused work.");
+        if (!uncached.TryEnqueue(decoded, count, out result)) throw new InvalidOperationException("A new batcher refused work.");
         return await result.WaitAsync(cancellation);
     }
 
