@@ -73,6 +73,7 @@ internal static class ServingBenchmark
             var lastMinute = rss.Where(s => s.Minutes >= soak.TotalMinutes - 1).Average(s => s.Bytes) / 1e6;
             Console.WriteLine($"soak, {Clients} clients for {soak.TotalMinutes:F0} min: {run.Requests} requests, {run.Errors} errors, {run.Rate:F1} requests/s; "
                 + $"service RSS first minute {firstMinute:F0} MB, last minute {lastMinute:F0} MB ({lastMinute / firstMinute:F2}x), peak {service.PeakResidentBytes / 1e6:F0} MB");
+            Console.WriteLine("  RSS by minute (MB): " + string.Join(", ", rss.GroupBy(s => (int)s.Minutes).Select(g => $"{g.Key}: {g.Average(s => s.Bytes) / 1e6:F0}")));
         }
     }
 

@@ -101,6 +101,22 @@ public class ModelServingTests(TransferApiFactory factory)
     }
 
     [Fact]
+    public async Task Predicting_with_a_job_that_is_still_training_is_a_409_that_says_so()
+    {
+        // Uncached images and many epochs keep the job running long enough to ask.
+        var zip = Archives.Zip(Enumerable.Range(0, 16).Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(64, 64, 91_000 + i))));
+        var dataset = await (await client.PostAsync("/api/datasets", Archives.DatasetForm("still-training", zip))).ReadAsync<DatasetResponse>();
+        var job = await (await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 1000, batchSize = 1 })).ReadAsync<TrainingJobResponse>();
+        await client.WaitForJobAsync(job.Id, j => j.Status == JobStatus.Running);
+
+        var response = await client.PostAsync($"/api/models/{job.Id}/predict", Archives.ImageForm(Photo("ants", 0)));
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        Assert.Contains("Running", (await response.ProblemAsync()).GetProperty("detail").GetString());
+        await client.PostAsync($"/api/training-jobs/{job.Id}/cancel", null);
+        await client.WaitForJobAsync(job.Id, JobPolling.Ended);
+    }
+
+    [Fact]
     public async Task Predict_takes_a_raw_image_body_or_several_files_with_topK_and_threshold()
     {
         var model = (await TrainAsync()).ModelId!.Value;
