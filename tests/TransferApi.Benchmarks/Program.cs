@@ -5,4 +5,5 @@ var what = args.FirstOrDefault() ?? "all";
 if (what is "all" or "backbone") BackboneBenchmark.Run(repeats: 3);
 if (what is "all" or "training") TrainingBenchmark.Run();
 if (what is "all" or "ingestion") await IngestionBenchmark.RunAsync(args.Contains("--quick"));
-if (what is "all" or "serving") await ServingBenchmark.RunAsync(TimeSpan.FromMinutes(args.Contains("--quick") ? 0 : 5));
+var soakMinutes = args.SkipWhile(a => a != "--soak-minutes").Skip(1).Select(double.Parse).FirstOrDefault(5);
+if (what is "all" or "serving") await ServingBenchmark.RunAsync(TimeSpan.FromMinutes(args.Contains("--quick") ? 0 : soakMinutes));

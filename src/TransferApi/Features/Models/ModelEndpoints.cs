@@ -169,7 +169,7 @@ public static class ModelEndpoints
         if (threshold is < 0 or > 1 || double.IsNaN(threshold)) return TypedResults.Problem("threshold: must be between 0 and 1.", statusCode: 400, title: "Invalid threshold");
         try
         {
-            var images = await predictor.ReadImagesAsync(request, cancellation);
+            // The model first: no reason to read a body for a model that does not exist.
             var model = Guid.TryParse(id, out var guid) ? await predictor.FindAsync(guid, db, cancellation) : null;
             if (model is null)
             {
@@ -178,10 +178,11 @@ public static class ModelEndpoints
                 model = await predictor.FindAsync(modelId, db, cancellation);
                 if (model is null) return NotFound(id);
             }
+            var images = await predictor.ReadImagesAsync(request, cancellation);
             var prediction = await predictor.PredictAsync(model, images, db, cancellation);
             var classifier = model.Batcher.Classifier;
             var ranked = prediction.Probabilities.Select(p => classifier.Ranked(p, topK, threshold).Select(l => new PredictionResponse(l.Label, l.Probability)).ToList()).ToList();
-            return images.Count == 1 && !request.HasFormContentType || images.Count == 1 && request.Form.Files.Count == 1
+            return images.Count == 1
                 ? TypedResults.Ok(new PredictResponse(model.Id, model.Name, model.Version, ranked[0], prediction.Milliseconds))
                 : TypedResults.Ok(new BatchPredictResponse(model.Id, model.Name, model.Version,
                     images.Zip(ranked, (image, predictions) => new FilePredictionsResponse(image.FileName, predictions)).ToList(), prediction.Milliseconds));
