@@ -150,6 +150,10 @@ public class ModelServingTests(TransferApiFactory factory)
         var notImage = await client.PostAsync($"/api/models/{model}/predict", Archives.ImageForm("not an image"u8.ToArray(), "notes.jpg"));
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, notImage.StatusCode);
         Assert.Contains("notes.jpg", (await notImage.ProblemAsync()).GetProperty("detail").GetString());
+        // 2500 x 2500 is over the test host's 6 M pixel limit: refused from the header, before decoding.
+        var huge = await client.PostAsync($"/api/models/{model}/predict", Archives.ImageForm(Archives.Png(2500, 2500, new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, 9)), "huge.png"));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, huge.StatusCode);
+        Assert.Contains("huge.png", (await huge.ProblemAsync()).GetProperty("detail").GetString());
         var tooMany = new MultipartFormDataContent();
         for (var i = 0; i <= new ServingOptions().MaxImagesPerRequest; i++) tooMany.Add(new ByteArrayContent(ant), "file", $"{i}.jpg");
         var refused = await client.PostAsync($"/api/models/{model}/predict", tooMany);
