@@ -9,7 +9,8 @@ namespace TransferApi.Features.Models;
 /// <summary>An export download: the network file and model.json, which says what goes in, what comes out and how to load it.</summary>
 public static class ModelExportPackage
 {
-    private static readonly JsonSerializerOptions Indented = new(JsonSerializerDefaults.Web) { WriteIndented = true };
+    // A file for people and tools, not HTML: apostrophes stay apostrophes.
+    private static readonly JsonSerializerOptions Indented = new(JsonSerializerDefaults.Web) { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     public static byte[] Zip(TrainedModel model, ModelCheckpoint checkpoint, ExportFormat format, (string FileName, byte[] Bytes) weights)
     {
