@@ -29,6 +29,23 @@ public class FineTuningTests(BackboneFixture fixture)
     }
 
     [Fact]
+    public void The_folded_channels_last_network_gives_the_unfolded_features_and_activations()
+    {
+        var images = Images(2).Select(i => i.Bytes).ToList();
+        using var pixels = fixture.Backbone.Preprocessor.ToTensor(images);
+        using var folded = fixture.Backbone.Forward(pixels);
+        using var mode = inference_mode();
+        using var unfolded = fixture.Backbone.Network.call(pixels);
+        Assert.True(folded.sub(unfolded).abs().max().item<float>() < 1e-4, "features differ");
+        foreach (var stage in new[] { 1, 2, 3 })
+        {
+            using var foldedPrefix = fixture.Backbone.Activations(pixels, stage);
+            using var unfoldedPrefix = fixture.Backbone.Network.Prefix(pixels, stage);
+            Assert.True(foldedPrefix.sub(unfoldedPrefix).abs().max().item<float>() < 1e-4, $"activations entering stage {stage} differ");
+        }
+    }
+
+    [Fact]
     public void Fine_tuning_trains_the_last_stage_only_and_keeps_its_norm_statistics()
     {
         var layer4Before = fixture.Backbone.Network.Stages[3].parameters().Select(p => p.clone()).ToList();

@@ -10,6 +10,8 @@ namespace TransferApi.Training.Backbones;
 public sealed class Backbone : IDisposable
 {
     private readonly ResNetFeatureExtractor network;
+    // What inference runs: the same network with batch norm folded, channels-last.
+    private readonly FoldedResNet inference;
 
     public string Id { get; }
     public int FeatureSize { get; }
@@ -26,6 +28,7 @@ public sealed class Backbone : IDisposable
         // Frozen batch norm must use its ImageNet running statistics, never batch statistics.
         network.eval();
         ParameterCount = network.parameters().Sum(p => p.numel());
+        inference = new FoldedResNet(network);
     }
 
     /// <summary>Features [N, FeatureSize] of a preprocessed batch, as an ordinary tensor usable in autograd later.</summary>
@@ -35,7 +38,7 @@ public sealed class Backbone : IDisposable
         Tensor features;
         using (inference_mode())
         {
-            features = network.call(pixels);
+            features = inference.call(pixels);
         }
         // Inference-mode tensors may not be saved for backward; a clone made outside inference mode is a normal tensor.
         return features.clone().MoveToOuterDisposeScope();
@@ -58,7 +61,7 @@ public sealed class Backbone : IDisposable
         Tensor activation;
         using (inference_mode())
         {
-            activation = network.Prefix(pixels, firstTrainableStage).contiguous();
+            activation = inference.Prefix(pixels, firstTrainableStage);
         }
         return activation.clone().MoveToOuterDisposeScope();
     }
@@ -78,6 +81,7 @@ public sealed class Backbone : IDisposable
 
     public void Dispose()
     {
+        inference.Dispose();
         network.Dispose();
         Preprocessor.Dispose();
     }
