@@ -55,12 +55,23 @@ public class ApiContractTests(TransferApiFactory factory)
     }
 
     [Fact]
+    public async Task The_backbone_list_describes_the_built_in_resnet18()
+    {
+        var backbones = await (await client.GetAsync("/api/backbones")).ReadAsync<List<Features.Backbones.BackboneResponse>>();
+        var resnet = Assert.Single(backbones);
+        Assert.Equal(("resnet18-imagenet", true, 224, 512, 4), (resnet.Id, resnet.Default, resnet.InputSize, resnet.FeatureSize, resnet.Stages));
+        Assert.Equal("BGR", resnet.Preprocessing.ChannelOrder);
+        Assert.InRange(resnet.ParameterCount, 15_000_000, 17_000_000); // ResNet18 with a third block in its last stage
+        Assert.Contains("Microsoft.ML.DnnImageFeaturizer.ResNet18", resnet.Source);
+    }
+
+    [Fact]
     public async Task Health_and_swagger_are_served()
     {
         Assert.Equal("Healthy", await client.GetStringAsync("/health/ready"));
         Assert.Equal("Healthy", await client.GetStringAsync("/health/live"));
         var openApi = await client.GetStringAsync("/swagger/v1/swagger.json");
-        foreach (var route in new[] { "/api/datasets", "/api/datasets/{id}/images", "/api/training-jobs/{id}", "/api/training-jobs/{id}/cancel", "/api/training-jobs/{id}/events", "/api/training-jobs/{id}/report", "/api/training-jobs/{id}/charts/learning-curves.png", "/api/models/{id}/predict", "/api/models/{id}/aliases/{alias}" })
+        foreach (var route in new[] { "/api/datasets", "/api/datasets/{id}/images", "/api/training-jobs/{id}", "/api/training-jobs/{id}/cancel", "/api/training-jobs/{id}/events", "/api/training-jobs/{id}/report", "/api/training-jobs/{id}/charts/learning-curves.png", "/api/models/{id}/predict", "/api/models/{id}/aliases/{alias}", "/api/models/{id}/export", "/api/backbones" })
             Assert.Contains(route, openApi);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/swagger/index.html")).StatusCode);
     }

@@ -1,5 +1,6 @@
 using Hangfire;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using TransferApi.Features.Backbones;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
@@ -22,6 +23,7 @@ public static class EndpointRegistration
         app.MapDatasetEndpoints();
         app.MapTrainingJobEndpoints();
         app.MapModelEndpoints();
+        app.MapBackboneEndpoints();
         return app;
     }
 }
