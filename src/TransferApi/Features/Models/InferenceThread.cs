@@ -29,6 +29,7 @@ public sealed class InferenceThread : IDisposable
     public Task RunAsync(Action action)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (work.IsAddingCompleted) return Task.FromException(new ObjectDisposedException(nameof(InferenceThread), "The service is shutting down."));
         work.Add(() =>
         {
             try
