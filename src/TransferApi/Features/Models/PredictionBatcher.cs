@@ -18,14 +18,14 @@ public sealed class PredictionBatcher : IDisposable
     private readonly ImageClassifier classifier;
     private readonly ServingOptions options;
     private readonly InferenceThread inference;
-    private readonly Task loop;
     private long forwardPasses;
     private long imagesPredicted;
 
     public PredictionBatcher(ImageClassifier classifier, ServingOptions options, InferenceThread inference)
     {
         (this.classifier, this.options, this.inference) = (classifier, options, inference);
-        loop = Task.Run(RunAsync);
+        // Runs until retired; it answers every request's task itself, so nothing awaits the loop.
+        _ = Task.Run(RunAsync);
     }
 
     public ImageClassifier Classifier => classifier;
@@ -101,7 +101,4 @@ public sealed class PredictionBatcher : IDisposable
 
     /// <summary>Retires the batcher: queued requests are still answered, then the model is disposed.</summary>
     public void Dispose() => queue.Writer.TryComplete();
-
-    /// <summary>For tests and shutdown: completes when the retired batcher has answered everything and released the model.</summary>
-    public Task Completion => loop;
 }
