@@ -248,7 +248,7 @@ public class ModelServingTests(TransferApiFactory factory)
         for (var i = 0; i < 3; i++) ids.Add((await TrainAsync()).ModelId!.Value);
         var rows = await factory.QueryAsync(db => db.Models.AsNoTracking().Where(m => ids.Contains(m.Id)).ToDictionaryAsync(m => m.Id));
         // Room for two of these models, not three.
-        var budget = 2 * (rows[ids[0]].HeadWeights.Length + 64 * 1024) + 1024;
+        var budget = 2 * (rows[ids[0]].HeadWeights.Length + ClassifierCache.OverheadBytes) + 1024;
         using var cache = new ClassifierCache(factory.Services.GetRequiredService<BackboneRegistry>(),
             Microsoft.Extensions.Options.Options.Create(new ServingOptions { ModelCacheBytes = budget }), factory.Services.GetRequiredService<InferenceThread>());
 

@@ -57,11 +57,7 @@ public class AugmentationTests(BackboneFixture fixture)
     [Fact]
     public void Augmented_views_add_training_rows_embedded_once_per_job()
     {
-        var images = TestData.AntsBeesImages("train", "ants", 4).Select(p => new LabeledImage("ants", DataSplit.Train, File.ReadAllBytes(p)))
-            .Concat(TestData.AntsBeesImages("train", "bees", 4).Select(p => new LabeledImage("bees", DataSplit.Train, File.ReadAllBytes(p))))
-            .Concat(TestData.AntsBeesImages("val", "ants", 2).Select(p => new LabeledImage("ants", DataSplit.Validation, File.ReadAllBytes(p))))
-            .Concat(TestData.AntsBeesImages("val", "bees", 2).Select(p => new LabeledImage("bees", DataSplit.Validation, File.ReadAllBytes(p))))
-            .ToList();
+        var images = LabeledPhotos.AntsAndBees(4, DataSplit.Train).Concat(LabeledPhotos.AntsAndBees(2, DataSplit.Validation, folder: "val")).ToList();
         var options = new TrainingOptions { Epochs = 2, BatchSize = 4, Augmentation = new AugmentationOptions(Views: 2) };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         var result = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);

@@ -10,8 +10,7 @@ public class ConcurrentJobsTests(BackboneFixture fixture)
     [Fact]
     public async Task Two_jobs_training_at_once_on_the_shared_backbone_get_the_results_each_gets_alone()
     {
-        var images = TestData.AntsBeesImages("train", "ants", 5).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p)))
-            .Concat(TestData.AntsBeesImages("train", "bees", 5).Select(p => new LabeledImage("bees", DataSplit.Unassigned, File.ReadAllBytes(p)))).ToList();
+        var images = LabeledPhotos.AntsAndBees(5);
         var frozen = new TrainingOptions { Epochs = 5, BatchSize = 4, LearningRate = 0.01, ValidationFraction = 0.4, Head = new HeadSpec(HeadKind.Mlp, 16, 0.2) };
         var fineTuned = frozen with { UnfreezeStages = 1, FineTuneEpochs = 2, Seed = 7 };
         TrainingResult Run(TrainingOptions options) => new TransferLearningTrainer(fixture.Backbone).Train(images, options, new RecordingObserver(), CancellationToken.None);

@@ -16,8 +16,7 @@ public class ExportTests(BackboneFixture fixture)
 
     private ModelCheckpoint Train(string kind)
     {
-        var images = TestData.AntsBeesImages("train", "ants", 4).Select(p => new LabeledImage("ants", DataSplit.Train, File.ReadAllBytes(p)))
-            .Concat(TestData.AntsBeesImages("train", "bees", 4).Select(p => new LabeledImage("bees", DataSplit.Train, File.ReadAllBytes(p)))).ToList();
+        var images = LabeledPhotos.AntsAndBees(4, DataSplit.Train);
         var options = new TrainingOptions { Epochs = 3, BatchSize = 4, LearningRate = 0.01, ValidationFraction = 0 } with
         {
             Head = kind == "mlp" ? new HeadSpec(HeadKind.Mlp, 16, 0.2) : HeadSpec.Linear,

@@ -7,10 +7,7 @@ namespace TransferApi.Training.Tests;
 [Collection(BackboneCollection.Name)]
 public class FineTuningTests(BackboneFixture fixture)
 {
-    private static List<LabeledImage> Images(int perClass, DataSplit split = DataSplit.Unassigned) =>
-        TestData.AntsBeesImages("train", "ants", perClass).Select(p => new LabeledImage("ants", split, File.ReadAllBytes(p)))
-            .Concat(TestData.AntsBeesImages("train", "bees", perClass).Select(p => new LabeledImage("bees", split, File.ReadAllBytes(p))))
-            .ToList();
+    private static List<LabeledImage> Images(int perClass) => LabeledPhotos.AntsAndBees(perClass);
 
     [Theory]
     [InlineData(1)]

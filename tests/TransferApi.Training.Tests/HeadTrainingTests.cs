@@ -62,9 +62,7 @@ public class HeadTrainingTests(BackboneFixture fixture)
     [Fact]
     public void Trainer_runs_the_backbone_once_per_image_and_reports_progress_to_100_percent()
     {
-        var images = TestData.AntsBeesImages("train", "ants", 6).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p)))
-            .Concat(TestData.AntsBeesImages("train", "bees", 6).Select(p => new LabeledImage("bees", DataSplit.Unassigned, File.ReadAllBytes(p))))
-            .ToList();
+        var images = LabeledPhotos.AntsAndBees(6);
         var observer = new RecordingObserver();
         var options = new TrainingOptions { Epochs = 4, BatchSize = 4, FeatureBatchSize = 5, ValidationFraction = 0.25, LearningRate = 0.01 };
         var result = new TransferLearningTrainer(fixture.Backbone).Train(images, options, observer, CancellationToken.None);
@@ -83,9 +81,7 @@ public class HeadTrainingTests(BackboneFixture fixture)
     [Fact]
     public void Cached_features_skip_the_backbone_and_train_the_same_head()
     {
-        var images = TestData.AntsBeesImages("train", "ants", 4).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p), ContentKey: p))
-            .Concat(TestData.AntsBeesImages("train", "bees", 4).Select(p => new LabeledImage("bees", DataSplit.Unassigned, File.ReadAllBytes(p), ContentKey: p)))
-            .ToList();
+        var images = LabeledPhotos.AntsAndBees(4, withContentKeys: true);
         var options = new TrainingOptions { Epochs = 3, BatchSize = 4, ValidationFraction = 0.25 };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         var first = new RecordingObserver();
@@ -107,9 +103,7 @@ public class HeadTrainingTests(BackboneFixture fixture)
     [Fact]
     public void The_same_images_options_and_seed_give_the_same_metrics()
     {
-        var images = TestData.AntsBeesImages("train", "ants", 6).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p)))
-            .Concat(TestData.AntsBeesImages("train", "bees", 6).Select(p => new LabeledImage("bees", DataSplit.Unassigned, File.ReadAllBytes(p))))
-            .ToList();
+        var images = LabeledPhotos.AntsAndBees(6);
         var options = new TrainingOptions
         {
             Epochs = 6, BatchSize = 4, ValidationFraction = 0.25, Seed = 11, Head = new HeadSpec(HeadKind.Mlp, 32, 0.3),

@@ -67,8 +67,7 @@ public class ResumeTests(BackboneFixture fixture)
     [Fact]
     public void Resuming_during_fine_tuning_or_just_before_it_reproduces_the_uninterrupted_run()
     {
-        var images = TestData.AntsBeesImages("train", "ants", 6).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p)))
-            .Concat(TestData.AntsBeesImages("train", "bees", 6).Select(p => new LabeledImage("bees", DataSplit.Unassigned, File.ReadAllBytes(p)))).ToList();
+        var images = LabeledPhotos.AntsAndBees(6);
         var options = new TrainingOptions { Epochs = 2, BatchSize = 4, LearningRate = 0.01, ValidationFraction = 0.34, UnfreezeStages = 1, FineTuneEpochs = 3, FineTuneLrFactor = 2 };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         var observer = new RecordingObserver();
@@ -94,8 +93,7 @@ public class ResumeTests(BackboneFixture fixture)
     [Fact]
     public void A_checkpoint_of_other_options_is_refused()
     {
-        var images = TestData.AntsBeesImages("train", "ants", 2).Select(p => new LabeledImage("ants", DataSplit.Train, File.ReadAllBytes(p)))
-            .Concat(TestData.AntsBeesImages("train", "bees", 2).Select(p => new LabeledImage("bees", DataSplit.Train, File.ReadAllBytes(p)))).ToList();
+        var images = LabeledPhotos.AntsAndBees(2, DataSplit.Train);
         var options = new TrainingOptions { Epochs = 2, BatchSize = 2 };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         var observer = new RecordingObserver();

@@ -21,13 +21,11 @@ public static class CntkResNet18Onnx
     public static IEnumerable<(string Conv, string Norm)> ConvolutionsInGraphOrder()
     {
         yield return ("conv1", "bn1");
-        for (var stage = 0; stage < BlocksPerStage.Length; stage++)
-        for (var block = 0; block < BlocksPerStage[stage]; block++)
+        foreach (var block in ResNetFeatureExtractor.Blocks(BlocksPerStage))
         {
-            var prefix = $"layer{stage + 1}.{block}";
-            if (stage > 0 && block == 0) yield return ($"{prefix}.downsample.0", $"{prefix}.downsample.1");
-            yield return ($"{prefix}.conv1", $"{prefix}.bn1");
-            yield return ($"{prefix}.conv2", $"{prefix}.bn2");
+            if (block.Downsamples) yield return ($"{block.Prefix}.downsample.0", $"{block.Prefix}.downsample.1");
+            yield return ($"{block.Prefix}.conv1", $"{block.Prefix}.bn1");
+            yield return ($"{block.Prefix}.conv2", $"{block.Prefix}.bn2");
         }
     }
 

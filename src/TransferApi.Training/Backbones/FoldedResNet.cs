@@ -12,8 +12,6 @@ namespace TransferApi.Training.Backbones;
 /// </summary>
 public sealed class FoldedResNet : Module<Tensor, Tensor>
 {
-    private const double BatchNormEpsilon = 1e-5;
-
     private readonly Conv2d stem;
     private readonly MaxPool2d maxpool = MaxPool2d(kernel_size: 3, stride: 2, padding: 1);
     private readonly List<List<FoldedBlock>> stages = [];
@@ -24,21 +22,16 @@ public sealed class FoldedResNet : Module<Tensor, Tensor>
         stem = Folded(weights, "conv1", "bn1", stride: 2, padding: 3);
         register_module("stem", stem);
         register_module("maxpool", maxpool);
-        for (var s = 0; s < network.BlocksPerStage.Count; s++)
+        foreach (var layout in ResNetFeatureExtractor.Blocks(network.BlocksPerStage))
         {
-            var blocks = new List<FoldedBlock>();
-            for (var b = 0; b < network.BlocksPerStage[s]; b++)
-            {
-                var prefix = $"layer{s + 1}.{b}";
-                var stride = s > 0 && b == 0 ? 2 : 1;
-                var block = new FoldedBlock(
-                    Folded(weights, $"{prefix}.conv1", $"{prefix}.bn1", stride, 1),
-                    Folded(weights, $"{prefix}.conv2", $"{prefix}.bn2", 1, 1),
-                    weights.ContainsKey($"{prefix}.downsample.0.weight") ? Folded(weights, $"{prefix}.downsample.0", $"{prefix}.downsample.1", stride, 0) : null);
-                register_module($"layer{s + 1}_{b}", block);
-                blocks.Add(block);
-            }
-            stages.Add(blocks);
+            var p = layout.Prefix;
+            var block = new FoldedBlock(
+                Folded(weights, $"{p}.conv1", $"{p}.bn1", layout.Stride, 1),
+                Folded(weights, $"{p}.conv2", $"{p}.bn2", 1, 1),
+                layout.Downsamples ? Folded(weights, $"{p}.downsample.0", $"{p}.downsample.1", layout.Stride, 0) : null);
+            register_module(p.Replace('.', '_'), block);
+            if (layout.Index == 0) stages.Add([]);
+            stages[^1].Add(block);
         }
         eval();
     }
@@ -70,10 +63,13 @@ public sealed class FoldedResNet : Module<Tensor, Tensor>
         var folded = Conv2d(inChannels, outChannels, kernel_size: kernel, stride: stride, padding: padding, bias: true);
         using (no_grad())
         {
-            using var scale = weights[$"{norm}.weight"].div((weights[$"{norm}.running_var"] + BatchNormEpsilon).sqrt());
-            using var foldedWeight = w.mul(scale.reshape(-1, 1, 1, 1));
-            folded.weight = new Parameter(ChannelsLast(foldedWeight), requires_grad: false);
-            folded.bias = new Parameter(weights[$"{norm}.bias"].sub(weights[$"{norm}.running_mean"].mul(scale)), requires_grad: false);
+            // Intermediates go with the scope; the two tensors handed to the parameters leave it.
+            using var scope = NewDisposeScope();
+            var scale = weights[$"{norm}.weight"].div((weights[$"{norm}.running_var"] + ResNetFeatureExtractor.BatchNormEpsilon).sqrt());
+            var foldedWeight = ChannelsLast(w.mul(scale.reshape(-1, 1, 1, 1))).DetachFromDisposeScope();
+            var foldedBias = weights[$"{norm}.bias"].sub(weights[$"{norm}.running_mean"].mul(scale)).DetachFromDisposeScope();
+            folded.weight = new Parameter(foldedWeight, requires_grad: false);
+            folded.bias = new Parameter(foldedBias, requires_grad: false);
         }
         return folded;
     }

@@ -40,17 +40,28 @@ public sealed class ResNetFeatureExtractor : Module<Tensor, Tensor>
     /// <summary>The residual stages, in order (layer1..layer4).</summary>
     public IReadOnlyList<Sequential> Stages => [layer1, layer2, layer3, layer4];
 
+    /// <summary>Batch norm's epsilon (BatchNorm2d's default, which the imported weights were checked with); folding and exports use it too.</summary>
+    public const double BatchNormEpsilon = 1e-5;
+
     /// <summary>Stage <paramref name="stage"/> (0-based) of basic blocks, the first of which downsamples after stage 0.</summary>
     public static Sequential BuildStage(int stage, int blocks)
     {
         var inChannels = stage == 0 ? 64 : StageWidths[stage - 1];
         var modules = new List<(string, Module<Tensor, Tensor>)>();
-        for (var b = 0; b < blocks; b++)
+        foreach (var block in StageBlocks(stage, blocks))
         {
-            modules.Add((b.ToString(System.Globalization.CultureInfo.InvariantCulture), new BasicBlock(b == 0 ? inChannels : StageWidths[stage], StageWidths[stage], stage > 0 && b == 0 ? 2 : 1)));
+            modules.Add((block.Index.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                new BasicBlock(block.Index == 0 ? inChannels : StageWidths[stage], StageWidths[stage], block.Stride, block.Downsamples)));
         }
         return Sequential(modules);
     }
+
+    /// <summary>Every basic block of a network with <paramref name="blocksPerStage"/>, in order: the one description of the topology.</summary>
+    public static IEnumerable<BlockLayout> Blocks(IReadOnlyList<int> blocksPerStage) =>
+        blocksPerStage.SelectMany((blocks, stage) => StageBlocks(stage, blocks));
+
+    private static IEnumerable<BlockLayout> StageBlocks(int stage, int blocks) =>
+        Enumerable.Range(0, blocks).Select(b => new BlockLayout($"layer{stage + 1}.{b}", stage, b, stage > 0 && b == 0 ? 2 : 1, stage > 0 && b == 0));
 
     public override Tensor forward(Tensor input)
     {
@@ -76,13 +87,13 @@ public sealed class ResNetFeatureExtractor : Module<Tensor, Tensor>
         private readonly BatchNorm2d bn1, bn2;
         private readonly Sequential? downsample;
 
-        public BasicBlock(int inChannels, int channels, int stride) : base(nameof(BasicBlock))
+        public BasicBlock(int inChannels, int channels, int stride, bool downsamples) : base(nameof(BasicBlock))
         {
             conv1 = Conv2d(inChannels, channels, kernel_size: 3, stride: stride, padding: 1, bias: false);
             bn1 = BatchNorm2d(channels);
             conv2 = Conv2d(channels, channels, kernel_size: 3, stride: 1, padding: 1, bias: false);
             bn2 = BatchNorm2d(channels);
-            if (stride != 1 || inChannels != channels)
+            if (downsamples)
                 downsample = Sequential(Conv2d(inChannels, channels, kernel_size: 1, stride: stride, bias: false), BatchNorm2d(channels));
             RegisterComponents();
         }
@@ -97,3 +108,6 @@ public sealed class ResNetFeatureExtractor : Module<Tensor, Tensor>
         }
     }
 }
+
+/// <summary>One basic block's place in a ResNet: its state-dict prefix (layerS.B), stage, index, stride, and whether a 1x1 shortcut downsamples its input.</summary>
+public sealed record BlockLayout(string Prefix, int Stage, int Index, int Stride, bool Downsamples);

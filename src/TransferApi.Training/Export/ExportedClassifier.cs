@@ -19,6 +19,8 @@ public sealed class ExportedClassifier : Module<Tensor, Tensor>
 
     public ModelCheckpoint Checkpoint { get; }
 
+    public IReadOnlyList<int> BlocksPerStage => backbone.BlocksPerStage;
+
     public ExportedClassifier(Backbone pretrained, ModelCheckpoint checkpoint) : base(nameof(ExportedClassifier))
     {
         Checkpoint = checkpoint;

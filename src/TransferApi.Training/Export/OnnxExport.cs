@@ -14,7 +14,6 @@ public static class OnnxExport
 {
     public const string InputName = "pixels";
     public const string OutputName = "probabilities";
-    private const float BatchNormEpsilon = 1e-5f;
 
     public static byte[] Write(ExportedClassifier model)
     {
@@ -28,17 +27,12 @@ public static class OnnxExport
         x = builder.ConvNorm(x, "backbone.conv1", "backbone.bn1", stride: 2, pad: 3);
         x = builder.Node("Relu", [x]);
         x = builder.Node("MaxPool", [x], Ints("kernel_shape", 3, 3), Ints("strides", 2, 2), Ints("pads", 1, 1, 1, 1));
-        var blocks = CntkResNet18Onnx.BlocksPerStage;
-        for (var stage = 0; stage < blocks.Length; stage++)
-        for (var block = 0; block < blocks[stage]; block++)
+        foreach (var block in ResNetFeatureExtractor.Blocks(model.BlocksPerStage))
         {
-            var prefix = $"backbone.layer{stage + 1}.{block}";
-            var stride = stage > 0 && block == 0 ? 2 : 1;
-            var y = builder.Node("Relu", [builder.ConvNorm(x, $"{prefix}.conv1", $"{prefix}.bn1", stride, pad: 1)]);
+            var prefix = $"backbone.{block.Prefix}";
+            var y = builder.Node("Relu", [builder.ConvNorm(x, $"{prefix}.conv1", $"{prefix}.bn1", block.Stride, pad: 1)]);
             y = builder.ConvNorm(y, $"{prefix}.conv2", $"{prefix}.bn2", stride: 1, pad: 1);
-            var identity = weights.ContainsKey($"{prefix}.downsample.0.weight")
-                ? builder.ConvNorm(x, $"{prefix}.downsample.0", $"{prefix}.downsample.1", stride, pad: 0)
-                : x;
+            var identity = block.Downsamples ? builder.ConvNorm(x, $"{prefix}.downsample.0", $"{prefix}.downsample.1", block.Stride, pad: 0) : x;
             x = builder.Node("Relu", [builder.Node("Add", [y, identity])]);
         }
         x = builder.Node("Flatten", [builder.Node("GlobalAveragePool", [x])], Int("axis", 1));
@@ -73,7 +67,7 @@ public static class OnnxExport
 
         public string Initializer(string name)
         {
-            var value = weights[name].contiguous();
+            using var value = weights[name].contiguous();
             var proto = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float };
             proto.Dims.AddRange(value.shape);
             proto.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(value.data<float>().ToArray().AsSpan()));
@@ -100,7 +94,7 @@ public static class OnnxExport
                 Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride), Ints("pads", pad, pad, pad, pad));
             return Node("BatchNormalization",
                 [convolved, Initializer($"{norm}.weight"), Initializer($"{norm}.bias"), Initializer($"{norm}.running_mean"), Initializer($"{norm}.running_var")],
-                new AttributeProto { Name = "epsilon", Type = AttributeProto.Types.AttributeType.Float, F = BatchNormEpsilon });
+                new AttributeProto { Name = "epsilon", Type = AttributeProto.Types.AttributeType.Float, F = (float)ResNetFeatureExtractor.BatchNormEpsilon });
         }
 
         public string Gemm(string input, string linear) =>

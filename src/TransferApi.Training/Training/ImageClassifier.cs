@@ -26,17 +26,6 @@ public sealed class ImageClassifier : IDisposable
         tail = checkpoint.LoadTail(backbone);
     }
 
-    /// <summary>Class probabilities [N, classes] for images already turned into features.</summary>
-    public float[][] ProbabilitiesFromFeatures(Tensor features)
-    {
-        using var scope = NewDisposeScope();
-        using var mode = inference_mode();
-        var probabilities = nn.functional.softmax(head.call(features), 1).contiguous();
-        var flat = probabilities.data<float>().ToArray();
-        var classes = Checkpoint.Labels.Count;
-        return Enumerable.Range(0, (int)features.shape[0]).Select(i => flat.AsSpan(i * classes, classes).ToArray()).ToArray();
-    }
-
     /// <summary>Decodes and crops encoded images exactly as training did, without touching libtorch: the per-image CPU work any thread may do.</summary>
     public float[] Decode(IReadOnlyList<byte[]> images) => backbone.Preprocessor.DecodePlanar(images);
 
@@ -54,25 +43,20 @@ public sealed class ImageClassifier : IDisposable
         return all;
     }
 
-    /// <summary>Class probabilities of <paramref name="count"/> images decoded by <see cref="Decode"/>, in one forward pass.</summary>
+    /// <summary>Class probabilities [N, classes] of <paramref name="count"/> images decoded by <see cref="Decode"/>, in one forward pass.</summary>
     public float[][] Probabilities(float[] decoded, int count)
     {
-        using var pixels = backbone.Preprocessor.FromPlanar(decoded, count);
-        return Probabilities(pixels);
-    }
-
-    /// <summary>Class probabilities [N, classes] of preprocessed images, in one forward pass.</summary>
-    public float[][] Probabilities(Tensor pixels)
-    {
-        using var features = Features(pixels);
-        return ProbabilitiesFromFeatures(features);
+        using var scope = NewDisposeScope();
+        var features = Features(backbone.Preprocessor.FromPlanar(decoded, count));
+        using var mode = inference_mode();
+        var flat = nn.functional.softmax(head.call(features), 1).contiguous().data<float>().ToArray();
+        var classes = Checkpoint.Labels.Count;
+        return Enumerable.Range(0, count).Select(i => flat.AsSpan(i * classes, classes).ToArray()).ToArray();
     }
 
     /// <summary>The <paramref name="topK"/> most probable labels of each encoded image, most probable first.</summary>
-    public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK)
-    {
-        return Probabilities(Decode(images), images.Count).Select(p => Ranked(p, topK)).ToList();
-    }
+    public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK) =>
+        Probabilities(Decode(images), images.Count).Select(p => Ranked(p, topK)).ToList();
 
     /// <summary>Labels by probability, most probable first (ties by label), at most <paramref name="topK"/>, none below <paramref name="threshold"/>.</summary>
     public IReadOnlyList<LabelProbability> Ranked(float[] probabilities, int topK, double threshold = 0) =>

@@ -14,8 +14,8 @@ namespace TransferApi.Features.Models;
 /// </summary>
 public sealed class ClassifierCache : IDisposable
 {
-    // Module objects and a batcher cost a little beyond the weights.
-    private const long OverheadBytes = 64 * 1024;
+    /// <summary>What module objects and a batcher cost beyond the weights, counted per cached model.</summary>
+    public const long OverheadBytes = 64 * 1024;
 
     private readonly MemoryCache cache;
     private readonly BackboneRegistry backbones;
@@ -36,16 +36,15 @@ public sealed class ClassifierCache : IDisposable
     public ServedModel GetOrLoad(TrainedModel row) =>
         cache.GetOrCreate(row.Id, entry =>
         {
-            var checkpoint = ModelMapping.ToCheckpoint(row);
-            var batcher = new PredictionBatcher(new ImageClassifier(backbones.Get(checkpoint.BackboneId), checkpoint), options, inference);
-            entry.Size = batcher.Classifier.SizeBytes + OverheadBytes;
+            var model = Load(row);
+            entry.Size = model.Batcher.Classifier.SizeBytes + OverheadBytes;
             // Evicted (or too big to keep): requests already queued are answered, then the model is released.
             entry.RegisterPostEvictionCallback((_, value, _, _) => ((ServedModel)value!).Batcher.Dispose());
-            return new ServedModel(row.Id, row.Name, row.Version, batcher);
+            return model;
         })!;
 
-    /// <summary>A model loaded for prediction outside the cache (one bigger than the whole cache), with its own batcher.</summary>
-    public ServedModel LoadUncached(TrainedModel row)
+    /// <summary>A model loaded for prediction with its own batcher; outside the cache only for one bigger than the whole cache.</summary>
+    public ServedModel Load(TrainedModel row)
     {
         var checkpoint = ModelMapping.ToCheckpoint(row);
         return new ServedModel(row.Id, row.Name, row.Version,

@@ -98,7 +98,7 @@ public sealed class Predictor(ClassifierCache cache, IOptions<UploadOptions> upl
         var row = await db.Models.AsNoTracking().FirstOrDefaultAsync(m => m.Id == model.Id, cancellation)
             ?? throw new PredictRejectedException(404, "Model not found", $"id: model {model.Id} was deleted.");
         if (cache.GetOrLoad(row).Batcher.TryEnqueue(decoded, count, out result)) return await result.WaitAsync(cancellation);
-        using var uncached = cache.LoadUncached(row).Batcher;
+        using var uncached = cache.Load(row).Batcher;
         if (!uncached.TryEnqueue(decoded, count, out result)) throw new InvalidOperationException("A new batcher refused work.");
         return await result.WaitAsync(cancellation);
     }
