@@ -15,7 +15,7 @@ internal static class BackboneBenchmark
     {
         // Feature-pass speed of the TorchSharp backbone against ONNX Runtime on the same weights, side by side in one
         // run, and the wall time of a 10-epoch job on ants-bees train/ split into feature extraction and head training.
-        using var backbone = BackboneCatalog.Load(BackboneCatalog.ResNet18ImageNet);
+        using var backbone = BackboneCatalog.LoadBuiltIn(BackboneCatalog.ResNet18ImageNet);
         var trainImages = new[] { "ants", "bees" }.SelectMany(label => TestData.AntsBeesImages("train", label)
             .Select(path => new LabeledImage(label, DataSplit.Unassigned, File.ReadAllBytes(path)))).ToList();
         var sample = trainImages.Take(64).Select(i => i.Bytes).ToList();

@@ -41,7 +41,7 @@ internal static class ServingBenchmark
         // The same model in this process, on as many libtorch threads as the service uses. The two are measured in
         // alternating rounds while the other side idles, so both see the same machine (a shared VM drifts).
         TorchRuntime.SetThreads(Environment.ProcessorCount);
-        using var backbone = BackboneCatalog.Load(row.Backbone);
+        using var backbone = BackboneCatalog.LoadBuiltIn(row.Backbone);
         using var classifier = new ImageClassifier(backbone, ModelMapping.ToCheckpoint(row));
         var (http, reported, inProcess) = (new List<double>(), new List<double>(), new List<double>());
         await SequentialAsync(service.Client, route, images, 10, reported);

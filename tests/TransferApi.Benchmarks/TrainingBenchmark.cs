@@ -15,7 +15,7 @@ internal static class TrainingBenchmark
     public static void Run()
     {
         TorchRuntime.SetThreads(Environment.ProcessorCount);
-        using var backbone = BackboneCatalog.Load(BackboneCatalog.ResNet18ImageNet);
+        using var backbone = BackboneCatalog.LoadBuiltIn(BackboneCatalog.ResNet18ImageNet);
         var images = (from split in new[] { "train", "val" }
                       from label in new[] { "ants", "bees" }
                       from path in TestData.AntsBeesImages(split, label)

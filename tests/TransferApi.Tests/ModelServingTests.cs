@@ -185,8 +185,8 @@ public class ModelServingTests(TransferApiFactory factory)
             await zip.GetEntry(file)!.Open().CopyToAsync(weights);
             using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(weights.ToArray());
             // The client's side of the contract in model.json: the same decode and centre crop as training.
-            using var backbone = Training.Backbones.BackboneCatalog.Load(Training.Backbones.BackboneCatalog.ResNet18ImageNet);
-            var pixels = new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(backbone.Preprocessor.DecodePlanar([image]), [1, 3, 224, 224]);
+            using var backbone = Training.Backbones.BackboneCatalog.LoadBuiltIn(Training.Backbones.BackboneCatalog.ResNet18ImageNet);
+            var pixels = new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(backbone.Preprocessor.DecodePlanar([image], normalized: false), [1, 3, 224, 224]);
             using var results = session.Run([Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor("pixels", pixels)]);
             var probabilities = results.Single().AsTensor<float>().ToArray();
             foreach (var prediction in served.Predictions)
@@ -252,17 +252,17 @@ public class ModelServingTests(TransferApiFactory factory)
         using var cache = new ClassifierCache(factory.Services.GetRequiredService<BackboneRegistry>(),
             Microsoft.Extensions.Options.Options.Create(new ServingOptions { ModelCacheBytes = budget }), factory.Services.GetRequiredService<InferenceThread>());
 
-        cache.GetOrLoad(rows[ids[0]]);
-        cache.GetOrLoad(rows[ids[1]]);
+        await cache.GetOrLoadAsync(rows[ids[0]]);
+        await cache.GetOrLoadAsync(rows[ids[1]]);
         Assert.True(cache.TryGet(ids[0], out _)); // ids[0] is now more recently used than ids[1]
-        cache.GetOrLoad(rows[ids[2]]);
+        await cache.GetOrLoadAsync(rows[ids[2]]);
         Assert.True(cache.CachedBytes <= budget, $"{cache.CachedBytes} bytes cached, budget {budget}");
         // Compaction runs in the background (watched through the byte count: a lookup would count as a use).
         var full = cache.CachedBytes;
         var deadline = DateTime.UtcNow.AddSeconds(10);
         while (cache.CachedBytes >= full && DateTime.UtcNow < deadline) await Task.Delay(50);
         Assert.False(cache.TryGet(ids[1], out _), "the least recently used model should have gone");
-        cache.GetOrLoad(rows[ids[2]]);
+        await cache.GetOrLoadAsync(rows[ids[2]]);
         Assert.True(cache.TryGet(ids[0], out _) && cache.TryGet(ids[2], out _));
         Assert.True(cache.CachedBytes <= budget);
     }

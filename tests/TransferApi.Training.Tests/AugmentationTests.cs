@@ -24,7 +24,7 @@ public class AugmentationTests(BackboneFixture fixture)
         using var buffer = new MemoryStream();
         square.SaveAsPng(buffer);
         byte[] png = buffer.ToArray();
-        using var rgb = new ImagePreprocessor(PreprocessingSpec.CntkResNet with { ChannelOrder = "RGB" }, zeros(3, 224, 224), new ImageLimits());
+        var rgb = new ImagePreprocessor(PreprocessingSpec.CntkResNet with { ChannelOrder = "RGB" }, new ImageLimits(), new float[3 * 224 * 224]);
         using var plain = rgb.ToTensor([png]);
         using var mirrored = rgb.ToTensor([png], [flip]);
         using var flippedBack = mirrored.flip(3);

@@ -5,7 +5,7 @@ namespace TransferApi.Training.Tests;
 /// <summary>Loads the real pretrained backbone once for all tests that need it.</summary>
 public sealed class BackboneFixture : IDisposable
 {
-    public Backbone Backbone { get; } = BackboneCatalog.Load(BackboneCatalog.ResNet18ImageNet);
+    public Backbone Backbone { get; } = BackboneCatalog.LoadBuiltIn(BackboneCatalog.ResNet18ImageNet);
 
     public void Dispose() => Backbone.Dispose();
 }

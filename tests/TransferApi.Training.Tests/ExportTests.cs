@@ -43,7 +43,7 @@ public class ExportTests(BackboneFixture fixture)
         var (fileName, onnx) = ModelExport.Write(fixture.Backbone, checkpoint, ExportFormat.Onnx);
         Assert.Equal("model.onnx", fileName);
         using var session = new InferenceSession(onnx);
-        var pixels = new DenseTensor<float>(classifier.Decode(images), [images.Count, 3, 224, 224]);
+        var pixels = new DenseTensor<float>(fixture.Backbone.Preprocessor.DecodePlanar(images, normalized: false), [images.Count, 3, 224, 224]);
         using var results = session.Run([NamedOnnxValue.CreateFromTensor(OnnxExport.InputName, pixels)]);
         var actual = results.Single(r => r.Name == OnnxExport.OutputName).AsTensor<float>().ToArray();
 
@@ -75,7 +75,7 @@ public class ExportTests(BackboneFixture fixture)
             if (format == ExportFormat.PyTorch) fresh.load_py(stream);
             else fresh.load(stream);
         }
-        using var pixels = tensor(classifier.Decode(images), [images.Count, 3, 224, 224]);
+        using var pixels = tensor(fixture.Backbone.Preprocessor.DecodePlanar(images, normalized: false), [images.Count, 3, 224, 224]);
         using var mode = inference_mode();
         using var probabilities = fresh.call(pixels);
         var actual = probabilities.data<float>().ToArray();

@@ -45,8 +45,8 @@ public class FineTuningTests(BackboneFixture fixture)
     [Fact]
     public void Fine_tuning_trains_the_last_stage_only_and_keeps_its_norm_statistics()
     {
-        var layer4Before = fixture.Backbone.Network.Stages[3].parameters().Select(p => p.clone()).ToList();
-        var layer3Before = fixture.Backbone.Network.Stages[2].parameters().Select(p => p.clone()).ToList();
+        var layer4Before = fixture.Backbone.Network.StageParameters(3).Select(p => p.clone()).ToList();
+        var layer3Before = fixture.Backbone.Network.StageParameters(2).Select(p => p.clone()).ToList();
         var options = new TrainingOptions { Epochs = 2, BatchSize = 4, ValidationFraction = 0, UnfreezeStages = 1, FineTuneEpochs = 2, LearningRate = 0.01 };
         var observer = new RecordingObserver();
         var result = new TransferLearningTrainer(fixture.Backbone).Train(Images(4), options, observer, CancellationToken.None);
@@ -63,8 +63,8 @@ public class FineTuningTests(BackboneFixture fixture)
         var tunedBuffers = tail.named_buffers().ToDictionary(b => b.name, b => b.buffer);
         var pretrainedBuffers = fixture.Backbone.Network.named_buffers().ToDictionary(b => b.name, b => b.buffer);
         Assert.All(tunedBuffers.Where(b => b.Key.EndsWith("running_mean", StringComparison.Ordinal)), b => Assert.True(b.Value.allclose(pretrainedBuffers[b.Key], rtol: 0, atol: 0)));
-        Assert.All(fixture.Backbone.Network.Stages[3].parameters().Zip(layer4Before), p => Assert.True(p.First.allclose(p.Second, rtol: 0, atol: 0)));
-        Assert.All(fixture.Backbone.Network.Stages[2].parameters().Zip(layer3Before), p => Assert.True(p.First.allclose(p.Second, rtol: 0, atol: 0)));
+        Assert.All(fixture.Backbone.Network.StageParameters(3).Zip(layer4Before), p => Assert.True(p.First.allclose(p.Second, rtol: 0, atol: 0)));
+        Assert.All(fixture.Backbone.Network.StageParameters(2).Zip(layer3Before), p => Assert.True(p.First.allclose(p.Second, rtol: 0, atol: 0)));
         Assert.All(fixture.Backbone.Network.parameters(), p => Assert.False(p.requires_grad));
 
         using var classifier = new ImageClassifier(fixture.Backbone, result.Checkpoint);

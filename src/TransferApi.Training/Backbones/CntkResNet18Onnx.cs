@@ -6,14 +6,13 @@ namespace TransferApi.Training.Backbones;
 
 /// <summary>
 /// Reads the ImageNet ResNet18 that ships in the NuGet package Microsoft.ML.DnnImageFeaturizer.ResNet18
-/// (a CNTK 2.6 export, opset 8) into a <see cref="ResNetFeatureExtractor"/> with blocks [2,2,2,3].
+/// (a CNTK 2.6 export, opset 8) into a TorchVision-named <see cref="Architectures.ResNet"/> with basic blocks [2,2,2,3].
 /// The graph has no meaningful tensor names, so convolutions are matched to modules by graph order
 /// (a block's 1x1 shortcut comes before its first 3x3 conv) and each batch norm by the conv it consumes;
 /// every shape is checked against the module, so a different file fails loudly instead of loading garbage.
 /// </summary>
 public static class CntkResNet18Onnx
 {
-    public static readonly int[] BlocksPerStage = [2, 2, 2, 3];
     public const string ModelFile = "ResNet18Onnx/ResNet18.onnx";
     public const string PreprocessFile = "ResNetPrepOnnx/ResNetPreprocess.onnx";
 
@@ -21,7 +20,7 @@ public static class CntkResNet18Onnx
     public static IEnumerable<(string Conv, string Norm)> ConvolutionsInGraphOrder()
     {
         yield return ("conv1", "bn1");
-        foreach (var block in ResNetFeatureExtractor.Blocks(BlocksPerStage))
+        foreach (var block in Architectures.ResNet.Blocks(bottleneck: false, [2, 2, 2, 3]))
         {
             if (block.Downsamples) yield return ($"{block.Prefix}.downsample.0", $"{block.Prefix}.downsample.1");
             yield return ($"{block.Prefix}.conv1", $"{block.Prefix}.bn1");
@@ -29,7 +28,7 @@ public static class CntkResNet18Onnx
         }
     }
 
-    public static ResNetFeatureExtractor LoadFeatureExtractor(string modelDirectory)
+    public static FeatureNetwork LoadFeatureExtractor(string modelDirectory)
     {
         var graph = ParseGraph(Path.Combine(modelDirectory, ModelFile));
         var initializers = graph.Initializer.ToDictionary(t => t.Name);
@@ -38,7 +37,7 @@ public static class CntkResNet18Onnx
         if (convs.Count != expected.Count)
             throw new InvalidDataException($"Expected {expected.Count} convolutions in the ResNet18 graph, found {convs.Count}.");
 
-        var model = new ResNetFeatureExtractor(BlocksPerStage);
+        var model = BackboneArchitecture.CntkResNet18.Create();
         var state = model.state_dict();
         var loaded = new HashSet<string>();
         using (no_grad())
@@ -61,11 +60,13 @@ public static class CntkResNet18Onnx
     }
 
     /// <summary>The per-pixel mean image [3,224,224] in BGR order that ML.NET's ResNet preprocessing subtracts.</summary>
-    public static Tensor LoadMeanImage(string modelDirectory)
+    public static float[] LoadMeanImage(string modelDirectory)
     {
         var graph = ParseGraph(Path.Combine(modelDirectory, PreprocessFile));
         var mean = graph.Initializer.Single(t => t.Name == "MeanImage");
-        return ToTensor(mean).reshape(3, 224, 224);
+        var values = mean.FloatData.Count > 0 ? mean.FloatData.ToArray() : RawFloats(mean.RawData);
+        if (values.Length != 3 * 224 * 224) throw new InvalidDataException($"The mean image has {values.Length} values, not 3x224x224.");
+        return values;
     }
 
     private static void Copy(TensorProto source, Dictionary<string, Tensor> state, string key, HashSet<string> loaded)

@@ -6,35 +6,35 @@ using static TorchSharp.torch.nn;
 namespace TransferApi.Training.Export;
 
 /// <summary>
-/// A trained model as one self-contained network, for exports: centre-cropped BGR pixels 0..255 [N,3,S,S] in
-/// (the mean image is inside), class probabilities [N, classes] out. The backbone's weights are the pretrained
-/// ones with the model's fine-tuned stages in place. State-dict keys: mean_image, backbone.* (torchvision
-/// names, blocks [2,2,2,3]) and head.*.
+/// A trained model as one self-contained network, for exports: centre-cropped pixels 0..255 [N,3,S,S] in the
+/// model's channel order in (normalization is inside: (pixels - input_offset) * input_multiplier), class
+/// probabilities [N, classes] out. The backbone's weights are the pretrained ones with the model's fine-tuned
+/// stages in place. State-dict keys: input_offset, input_multiplier, backbone.* (TorchVision names) and head.*.
 /// </summary>
 public sealed class ExportedClassifier : Module<Tensor, Tensor>
 {
-    private readonly Tensor mean_image;
-    private readonly ResNetFeatureExtractor backbone;
+    private readonly Tensor input_offset;
+    private readonly Tensor input_multiplier;
+    private readonly FeatureNetwork backbone;
     private readonly Module<Tensor, Tensor> head;
 
     public ModelCheckpoint Checkpoint { get; }
 
-    public IReadOnlyList<int> BlocksPerStage => backbone.BlocksPerStage;
+    public FeatureNetwork Backbone => backbone;
 
     public ExportedClassifier(Backbone pretrained, ModelCheckpoint checkpoint) : base(nameof(ExportedClassifier))
     {
         Checkpoint = checkpoint;
-        mean_image = pretrained.Preprocessor.MeanImage.clone();
-        backbone = new ResNetFeatureExtractor(pretrained.Network.BlocksPerStage);
+        input_offset = pretrained.Preprocessor.InputOffset();
+        input_multiplier = pretrained.Preprocessor.InputMultiplier();
+        backbone = pretrained.Architecture.Create();
         head = checkpoint.LoadHead();
         RegisterComponents();
-        var weights = backbone.state_dict();
         using (no_grad())
         {
-            foreach (var (name, value) in pretrained.Network.state_dict()) weights[name].copy_(value);
+            backbone.load_state_dict(pretrained.Network.state_dict());
             using var tail = checkpoint.LoadTail(pretrained);
-            if (tail is not null)
-                foreach (var (name, value) in tail.state_dict()) weights[name].copy_(value);
+            tail?.CopyInto(backbone);
         }
         foreach (var parameter in parameters()) parameter.requires_grad = false;
         eval();
@@ -43,7 +43,7 @@ public sealed class ExportedClassifier : Module<Tensor, Tensor>
     public override Tensor forward(Tensor pixels)
     {
         using var scope = NewDisposeScope();
-        var logits = head.call(backbone.call(pixels.sub(mean_image)));
+        var logits = head.call(backbone.call(pixels.sub(input_offset).mul_(input_multiplier)));
         return functional.softmax(logits, 1).MoveToOuterDisposeScope();
     }
 
@@ -51,7 +51,8 @@ public sealed class ExportedClassifier : Module<Tensor, Tensor>
     {
         if (disposing)
         {
-            mean_image.Dispose();
+            input_offset.Dispose();
+            input_multiplier.Dispose();
             backbone.Dispose();
             head.Dispose();
         }

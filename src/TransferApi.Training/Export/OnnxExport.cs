@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Onnx;
 using TransferApi.Training.Backbones;
+using TransferApi.Training.Backbones.Architectures;
 using TransferApi.Training.Training;
 using static TorchSharp.torch;
 
@@ -15,23 +16,39 @@ public static class OnnxExport
     public const string InputName = "pixels";
     public const string OutputName = "probabilities";
 
+    /// <summary>Whether this writer knows the architecture's graph (the ResNet family so far).</summary>
+    public static bool Supports(BackboneArchitecture architecture) =>
+        architecture == BackboneArchitecture.ResNet18 || architecture == BackboneArchitecture.ResNet34 || architecture == BackboneArchitecture.ResNet50
+        || architecture == BackboneArchitecture.CntkResNet18;
+
     public static byte[] Write(ExportedClassifier model)
     {
+        if (model.Backbone is not ResNet resnet) throw new NotSupportedException($"ONNX export does not support {model.Backbone.Architecture.Name} yet.");
         var weights = model.state_dict();
         var checkpoint = model.Checkpoint;
         var size = checkpoint.Preprocessing.InputSize;
         var graph = new GraphProto { Name = "transferapi-classifier" };
         var builder = new GraphBuilder(graph, weights);
 
-        var x = builder.Node("Sub", [InputName, builder.Initializer("mean_image")]);
+        var x = builder.Node("Mul", [builder.Node("Sub", [InputName, builder.Initializer("input_offset")]), builder.Initializer("input_multiplier")]);
         x = builder.ConvNorm(x, "backbone.conv1", "backbone.bn1", stride: 2, pad: 3);
         x = builder.Node("Relu", [x]);
         x = builder.Node("MaxPool", [x], Ints("kernel_shape", 3, 3), Ints("strides", 2, 2), Ints("pads", 1, 1, 1, 1));
-        foreach (var block in ResNetFeatureExtractor.Blocks(model.BlocksPerStage))
+        foreach (var block in ResNet.Blocks(resnet.Bottleneck, resnet.BlocksPerStage))
         {
             var prefix = $"backbone.{block.Prefix}";
-            var y = builder.Node("Relu", [builder.ConvNorm(x, $"{prefix}.conv1", $"{prefix}.bn1", block.Stride, pad: 1)]);
-            y = builder.ConvNorm(y, $"{prefix}.conv2", $"{prefix}.bn2", stride: 1, pad: 1);
+            string y;
+            if (block.Bottleneck)
+            {
+                y = builder.Node("Relu", [builder.ConvNorm(x, $"{prefix}.conv1", $"{prefix}.bn1", stride: 1, pad: 0)]);
+                y = builder.Node("Relu", [builder.ConvNorm(y, $"{prefix}.conv2", $"{prefix}.bn2", block.Stride, pad: 1)]);
+                y = builder.ConvNorm(y, $"{prefix}.conv3", $"{prefix}.bn3", stride: 1, pad: 0);
+            }
+            else
+            {
+                y = builder.Node("Relu", [builder.ConvNorm(x, $"{prefix}.conv1", $"{prefix}.bn1", block.Stride, pad: 1)]);
+                y = builder.ConvNorm(y, $"{prefix}.conv2", $"{prefix}.bn2", stride: 1, pad: 1);
+            }
             var identity = block.Downsamples ? builder.ConvNorm(x, $"{prefix}.downsample.0", $"{prefix}.downsample.1", block.Stride, pad: 0) : x;
             x = builder.Node("Relu", [builder.Node("Add", [y, identity])]);
         }
@@ -55,7 +72,7 @@ public static class OnnxExport
             IrVersion = 7,
             ProducerName = "TransferApi",
             Graph = graph,
-            DocString = $"Classes (output order): {string.Join(", ", checkpoint.Labels)}. Input: BGR 0..255 [N,3,{size},{size}] after an aspect-preserving centre crop.",
+            DocString = $"Classes (output order): {string.Join(", ", checkpoint.Labels)}. Input: {checkpoint.Preprocessing.ChannelOrder} 0..255 [N,3,{size},{size}] after {checkpoint.Preprocessing.Resize} (normalization is inside).",
         };
         onnx.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 13 });
         return onnx.ToByteArray();
@@ -94,7 +111,8 @@ public static class OnnxExport
                 Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride), Ints("pads", pad, pad, pad, pad));
             return Node("BatchNormalization",
                 [convolved, Initializer($"{norm}.weight"), Initializer($"{norm}.bias"), Initializer($"{norm}.running_mean"), Initializer($"{norm}.running_var")],
-                new AttributeProto { Name = "epsilon", Type = AttributeProto.Types.AttributeType.Float, F = (float)ResNetFeatureExtractor.BatchNormEpsilon });
+                // ResNet's batch norms use BatchNorm2d's default epsilon.
+                new AttributeProto { Name = "epsilon", Type = AttributeProto.Types.AttributeType.Float, F = 1e-5f });
         }
 
         public string Gemm(string input, string linear) =>

@@ -16,7 +16,7 @@ public sealed record FineTuneResult(IReadOnlyList<EpochMetrics> Metrics, bool Im
 public static class FineTuner
 {
     public static FineTuneResult Train(
-        ResNetTail tail, nn.Module<Tensor, Tensor> head, Tensor trainActivations, Tensor trainLabels, Tensor? valActivations, Tensor? valLabels,
+        FeatureTail tail, nn.Module<Tensor, Tensor> head, Tensor trainActivations, Tensor trainLabels, Tensor? valActivations, Tensor? valLabels,
         TrainingOptions options, int firstEpoch, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation,
         TrainingCheckpoint? resume = null, Action<TrainingCheckpoint>? onCheckpoint = null)
     {
@@ -94,7 +94,7 @@ public static class FineTuner
         return new FineTuneResult(metrics, bestEpoch >= firstEpoch, bestEpoch, interrupted);
     }
 
-    public static (double Loss, double Accuracy) Evaluate(ResNetTail tail, nn.Module<Tensor, Tensor> head, Tensor activations, Tensor labels)
+    public static (double Loss, double Accuracy) Evaluate(FeatureTail tail, nn.Module<Tensor, Tensor> head, Tensor activations, Tensor labels)
     {
         tail.eval();
         using var scope = NewDisposeScope();

@@ -10,7 +10,7 @@ public sealed class ImageClassifier : IDisposable
 {
     private readonly Backbone backbone;
     private readonly nn.Module<Tensor, Tensor> head;
-    private readonly Backbones.ResNetTail? tail;
+    private readonly Backbones.FeatureTail? tail;
 
     public ModelCheckpoint Checkpoint { get; }
 

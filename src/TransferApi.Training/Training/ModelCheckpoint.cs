@@ -16,7 +16,7 @@ public sealed record ModelCheckpoint(
         new(backboneId, preprocessing, labels, featureSize, spec, Save(head));
 
     /// <summary>The fine-tuned stages on top of <paramref name="backbone"/>, in evaluation mode; null for a frozen-backbone model.</summary>
-    public Backbones.ResNetTail? LoadTail(Backbones.Backbone backbone)
+    public Backbones.FeatureTail? LoadTail(Backbones.Backbone backbone)
     {
         if (FineTunedStages == 0 || TailWeights is null) return null;
         var tail = backbone.CreateTail(FineTunedStages);

@@ -50,7 +50,7 @@ public sealed record TrainingOptions
     /// <summary>Weight each class's loss by total / (classes x its count), so rare classes count as much as common ones.</summary>
     public bool ClassWeighted { get; init; }
     public EarlyStopping? EarlyStopping { get; init; }
-    /// <summary>Residual stages of the backbone trained after the head has converged: 0 keeps it frozen, 1-4 the last N.</summary>
+    /// <summary>Stages of the backbone trained after the head has converged: 0 keeps it frozen, N the last N (at most the backbone's stages, 3 or 4).</summary>
     public int UnfreezeStages { get; init; }
     /// <summary>Epochs of fine-tuning (only with <see cref="UnfreezeStages"/> above 0).</summary>
     public int FineTuneEpochs { get; init; } = 5;

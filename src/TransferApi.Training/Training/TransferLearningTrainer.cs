@@ -21,6 +21,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation, TrainingCheckpoint? resume = null)
     {
         Validate(images, options);
+        if (options.UnfreezeStages > backbone.Stages)
+            throw new TrainingInputException($"unfreezeStages must be between 0 and {backbone.Stages}: backbone '{backbone.Id}' ({backbone.Architecture.Name}) has {backbone.Stages} stages.");
         var fingerprint = Fingerprint(images, options);
         if (resume is not null && resume.Fingerprint != fingerprint)
             throw new ArgumentException("The checkpoint was made for other images, options or backbone.", nameof(resume));
@@ -37,7 +39,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var stages = options.UnfreezeStages;
         Tensor features;
         Tensor? activations = null;
-        ResNetTail? tail = null;
+        FeatureTail? tail = null;
         int embeddedCount;
         if (stages == 0)
         {
@@ -47,7 +49,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         {
             // Fine-tuning needs, for every image, the activation entering the first unfrozen stage; the frozen
             // prefix runs once, and the pooled features for the head phase follow from the pretrained tail.
-            activations = ExtractBatched(used.Select(i => images[i].Bytes).ToList(), null, (batch, _) => backbone.Activations(batch, 4 - stages), options, observer, cancellation);
+            activations = ExtractBatched(used.Select(i => images[i].Bytes).ToList(), null, (batch, _) => backbone.Activations(batch, backbone.Stages - stages), options, observer, cancellation);
             tail = backbone.CreateTail(stages);
             tail.eval();
             using (inference_mode())
@@ -80,7 +82,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             }
             else
             {
-                var viewActivations = ExtractBatched(viewBytes, transforms, (batch, t) => backbone.Activations(batch, 4 - stages, t), options, observer, cancellation);
+                var viewActivations = ExtractBatched(viewBytes, transforms, (batch, t) => backbone.Activations(batch, backbone.Stages - stages, t), options, observer, cancellation);
                 using (inference_mode())
                 {
                     using var pooled = tail.call(viewActivations);

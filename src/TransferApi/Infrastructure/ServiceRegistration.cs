@@ -139,12 +139,13 @@ internal sealed class HangfireStorageHealthCheck(Hangfire.JobStorage storage) : 
     }
 }
 
-/// <summary>Ready only when every backbone loads: the first check loads them, so the first prediction does not wait for it.</summary>
+/// <summary>Ready only when the built-in backbones load: the first check loads them, so the first prediction does not wait for it (registered ones load on first use).</summary>
 internal sealed class BackboneHealthCheck(BackboneRegistry backbones) : IHealthCheck
 {
-    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
-        var loaded = Training.Backbones.BackboneCatalog.Ids.Select(backbones.Get).ToList();
-        return Task.FromResult(HealthCheckResult.Healthy(string.Join(", ", loaded.Select(b => $"{b.Id} ({b.ParameterCount:N0} parameters)"))));
+        var loaded = new List<Training.Backbones.Backbone>();
+        foreach (var id in Training.Backbones.BackboneCatalog.BuiltIn) loaded.Add(await backbones.GetAsync(id));
+        return HealthCheckResult.Healthy(string.Join(", ", loaded.Select(b => $"{b.Id} ({b.ParameterCount:N0} parameters)")));
     }
 }

@@ -47,7 +47,7 @@ public sealed class TrainingJobRunner(
         try
         {
             var images = await LoadImagesAsync(db, job, either.Token);
-            var backbone = backbones.Get(job.Backbone);
+            var backbone = await backbones.GetAsync(job.Backbone);
             var trainer = new TransferLearningTrainer(backbone);
             var resume = await ResumePointAsync(db, job, trainer.Fingerprint(images, job.Options), either.Token);
             // Metrics after the resume point (or all, starting afresh) belong to the lost run.
@@ -178,7 +178,7 @@ public sealed class TrainingJobRunner(
             DatasetId = job.DatasetId,
             Backbone = result.Checkpoint.BackboneId,
             Labels = result.Checkpoint.Labels.ToList(),
-            Preprocessing = ModelMapping.ToEntity(result.Checkpoint.Preprocessing),
+            Preprocessing = result.Checkpoint.Preprocessing,
             FeatureSize = result.Checkpoint.FeatureSize,
             Head = result.Checkpoint.Head,
             HeadWeights = result.Checkpoint.HeadWeights,

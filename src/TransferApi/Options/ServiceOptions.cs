@@ -54,6 +54,10 @@ public sealed class UploadOptions
     [Range(1024, long.MaxValue)]
     public long MaxRequestBytes { get; set; } = 4L * 1024 * 1024 * 1024;
 
+    /// <summary>Largest backbone weights file accepted by POST /api/backbones (a full VGG16 checkpoint is 528 MB).</summary>
+    [Range(1024, 2L * 1024 * 1024 * 1024)]
+    public long MaxBackboneWeightsBytes { get; set; } = 1024L * 1024 * 1024;
+
     /// <summary>Most entries (files and folders) an archive may hold.</summary>
     [Range(1, int.MaxValue)]
     public int MaxEntries { get; set; } = 20_000;

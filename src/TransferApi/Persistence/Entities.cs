@@ -99,7 +99,7 @@ public sealed class TrainedModel
     public Guid DatasetId { get; set; }
     public required string Backbone { get; set; }
     public required List<string> Labels { get; set; }
-    public required ModelPreprocessing Preprocessing { get; set; }
+    public required TransferApi.Training.Imaging.PreprocessingSpec Preprocessing { get; set; }
     public int FeatureSize { get; set; }
     public required HeadSpec Head { get; set; }
     /// <summary>The trained head only (kilobytes); the frozen backbone is referenced by <see cref="Backbone"/>.</summary>
@@ -136,14 +136,28 @@ public sealed class ModelAlias
     public DateTime UpdatedAt { get; set; }
 }
 
-/// <summary>Mirror of the training core's PreprocessingSpec, stored as JSON with the model.</summary>
-public sealed class ModelPreprocessing
+/// <summary>A backbone an operator registered from a weights file: an architecture, its weights (shared by content hash) and preprocessing.</summary>
+public sealed class RegisteredBackbone
 {
-    public int InputSize { get; set; }
-    public required string Resize { get; set; }
-    public required string ChannelOrder { get; set; }
-    public required string Mean { get; set; }
-    public float Scale { get; set; }
+    public required string Id { get; set; }
+    public required string Architecture { get; set; }
+    public required TransferApi.Training.Imaging.PreprocessingSpec Preprocessing { get; set; }
+    public required byte[] WeightsSha256 { get; set; }
+    public long ParameterCount { get; set; }
+    /// <summary>Where the weights came from: the uploaded file's name, format and size.</summary>
+    public required string Source { get; set; }
+    public DateTime CreatedAt { get; set; }
+}
+
+/// <summary>
+/// Imported weights in their canonical form (float32, the architecture's names, TorchSharp's format), stored once
+/// per content hash in PostgreSQL so every worker can load them on demand.
+/// </summary>
+public sealed class BackboneWeights
+{
+    public required byte[] Sha256 { get; set; }
+    public required byte[] Data { get; set; }
+    public DateTime CreatedAt { get; set; }
 }
 
 /// <summary>

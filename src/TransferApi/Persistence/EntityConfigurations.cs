@@ -83,7 +83,9 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
         builder.Property(m => m.Backbone).HasMaxLength(100);
         builder.HasIndex(m => m.JobId).IsUnique();
         builder.HasIndex(m => m.CreatedAt);
-        builder.OwnsOne(m => m.Preprocessing, p => p.ToJson("preprocessing"));
+        // The training core's record as jsonb; rows written before per-channel normalization read with its fields null.
+        builder.Property(m => m.Preprocessing).HasColumnName("preprocessing").HasColumnType("jsonb")
+            .HasConversion(JsonColumn.Converter<TransferApi.Training.Imaging.PreprocessingSpec>(), JsonColumn.Comparer<TransferApi.Training.Imaging.PreprocessingSpec>());
         builder.Property(m => m.Head).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.HeadSpec>(), JsonColumn.Comparer<TransferApi.Training.Training.HeadSpec>());
         builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainedModel>(m => m.JobId).OnDelete(DeleteBehavior.Restrict);
         builder.Property(m => m.Name).HasMaxLength(ModelNames.MaxLength);
@@ -101,6 +103,31 @@ internal sealed class ModelAliasConfiguration : IEntityTypeConfiguration<ModelAl
         builder.HasKey(a => new { a.Name, a.Alias });
         builder.Property(a => a.Name).HasMaxLength(ModelNames.MaxLength);
         builder.Property(a => a.Alias).HasMaxLength(ModelNames.MaxLength);
+    }
+}
+
+internal sealed class RegisteredBackboneConfiguration : IEntityTypeConfiguration<RegisteredBackbone>
+{
+    public void Configure(EntityTypeBuilder<RegisteredBackbone> builder)
+    {
+        builder.ToTable("backbones");
+        builder.HasKey(b => b.Id);
+        builder.Property(b => b.Id).HasMaxLength(100);
+        builder.Property(b => b.Architecture).HasMaxLength(50);
+        builder.Property(b => b.Source).HasMaxLength(500);
+        builder.Property(b => b.Preprocessing).HasColumnType("jsonb")
+            .HasConversion(JsonColumn.Converter<TransferApi.Training.Imaging.PreprocessingSpec>(), JsonColumn.Comparer<TransferApi.Training.Imaging.PreprocessingSpec>());
+        builder.HasOne<BackboneWeights>().WithMany().HasForeignKey(b => b.WeightsSha256).OnDelete(DeleteBehavior.Restrict);
+        builder.HasIndex(b => b.WeightsSha256);
+    }
+}
+
+internal sealed class BackboneWeightsConfiguration : IEntityTypeConfiguration<BackboneWeights>
+{
+    public void Configure(EntityTypeBuilder<BackboneWeights> builder)
+    {
+        builder.ToTable("backbone_weights");
+        builder.HasKey(w => w.Sha256);
     }
 }
 

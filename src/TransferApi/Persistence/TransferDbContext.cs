@@ -12,6 +12,8 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<TrainedModel> Models => Set<TrainedModel>();
     public DbSet<ModelAlias> ModelAliases => Set<ModelAlias>();
     public DbSet<ImageFeatures> ImageFeatures => Set<ImageFeatures>();
+    public DbSet<RegisteredBackbone> Backbones => Set<RegisteredBackbone>();
+    public DbSet<BackboneWeights> BackboneWeights => Set<BackboneWeights>();
 
     protected override void OnModelCreating(ModelBuilder modelBuilder) =>
         modelBuilder.ApplyConfigurationsFromAssembly(typeof(TransferDbContext).Assembly);

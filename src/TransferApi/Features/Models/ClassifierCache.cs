@@ -33,23 +33,23 @@ public sealed class ClassifierCache : IDisposable
 
     public bool TryGet(Guid modelId, out ServedModel? model) => cache.TryGetValue(modelId, out model);
 
-    public ServedModel GetOrLoad(TrainedModel row) =>
-        cache.GetOrCreate(row.Id, entry =>
+    public async Task<ServedModel> GetOrLoadAsync(TrainedModel row)
+    {
+        if (cache.TryGetValue(row.Id, out ServedModel? cached)) return cached!;
+        var backbone = await backbones.GetAsync(row.Backbone);
+        return cache.GetOrCreate(row.Id, entry =>
         {
-            var model = Load(row);
+            var model = Load(row, backbone);
             entry.Size = model.Batcher.Classifier.SizeBytes + OverheadBytes;
             // Evicted (or too big to keep): requests already queued are answered, then the model is released.
             entry.RegisterPostEvictionCallback((_, value, _, _) => ((ServedModel)value!).Batcher.Dispose());
             return model;
         })!;
+    }
 
     /// <summary>A model loaded for prediction with its own batcher; outside the cache only for one bigger than the whole cache.</summary>
-    public ServedModel Load(TrainedModel row)
-    {
-        var checkpoint = ModelMapping.ToCheckpoint(row);
-        return new ServedModel(row.Id, row.Name, row.Version,
-            new PredictionBatcher(new ImageClassifier(backbones.Get(checkpoint.BackboneId), checkpoint), options, inference));
-    }
+    public ServedModel Load(TrainedModel row, Training.Backbones.Backbone backbone) =>
+        new(row.Id, row.Name, row.Version, new PredictionBatcher(new ImageClassifier(backbone, ModelMapping.ToCheckpoint(row)), options, inference));
 
     /// <summary>Drops a model (deleted, or replaced).</summary>
     public void Remove(Guid modelId) => cache.Remove(modelId);

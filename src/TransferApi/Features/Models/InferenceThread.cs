@@ -26,6 +26,14 @@ public sealed class InferenceThread : IDisposable
         thread.Start();
     }
 
+    public async Task<T> RunAsync<T>(Func<T> function)
+    {
+        T result = default!;
+        // A statement lambda: an expression lambda would be a Func<T> and call this overload again.
+        await RunAsync(() => { result = function(); });
+        return result;
+    }
+
     public Task RunAsync(Action action)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -204,11 +204,14 @@ public static class ModelEndpoints
         if (problem is not null) return problem;
         var row = await db.Models.AsNoTracking().FirstAsync(m => m.Id == modelId, cancellation);
         var checkpoint = ModelMapping.ToCheckpoint(row);
-        (string FileName, byte[] Bytes) weights = default;
+        var backbone = await backbones.GetAsync(row.Backbone);
+        if (exportFormat == ExportFormat.Onnx && !OnnxExport.Supports(backbone.Architecture))
+            return TypedResults.Problem($"format: ONNX export covers ResNet backbones; this model's backbone is {backbone.Architecture.Name}. Export it as pytorch or torchsharp.",
+                statusCode: StatusCodes.Status422UnprocessableEntity, title: "Export format not available");
         // libtorch work stays on the inference thread.
-        await inference.RunAsync(() => weights = ModelExport.Write(backbones.Get(row.Backbone), checkpoint, exportFormat));
+        var weights = await inference.RunAsync(() => ModelExport.Write(backbone, checkpoint, exportFormat));
         var fileBase = row.Name is null ? row.Id.ToString() : $"{row.Name}-v{row.Version}";
-        return TypedResults.File(ModelExportPackage.Zip(row, checkpoint, exportFormat, weights), "application/zip", $"{fileBase}-{exportFormat.ToString().ToLowerInvariant()}.zip");
+        return TypedResults.File(ModelExportPackage.Zip(row, checkpoint, backbone.Architecture, exportFormat, weights), "application/zip", $"{fileBase}-{exportFormat.ToString().ToLowerInvariant()}.zip");
     }
 
     /// <summary>The model a route's id names, or the problem: 400 for a malformed id, 404 when nothing matches, 409 while its job still trains.</summary>

@@ -1,7 +1,9 @@
 using System.IO.Compression;
 using System.Text.Json;
 using TransferApi.Persistence;
+using TransferApi.Training.Backbones;
 using TransferApi.Training.Export;
+using TransferApi.Training.Imaging;
 using TransferApi.Training.Training;
 
 namespace TransferApi.Features.Models;
@@ -12,9 +14,16 @@ public static class ModelExportPackage
     // A file for people and tools, not HTML: apostrophes stay apostrophes.
     private static readonly JsonSerializerOptions Indented = new(JsonSerializerDefaults.Web) { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    public static byte[] Zip(TrainedModel model, ModelCheckpoint checkpoint, ExportFormat format, (string FileName, byte[] Bytes) weights)
+    public static byte[] Zip(TrainedModel model, ModelCheckpoint checkpoint, BackboneArchitecture architecture, ExportFormat format, (string FileName, byte[] Bytes) weights)
     {
-        var size = checkpoint.Preprocessing.InputSize;
+        var spec = checkpoint.Preprocessing;
+        var size = spec.InputSize;
+        var resize = spec.Resize == PreprocessingSpec.ResizeThenCrop
+            ? $"scale the shorter side to {spec.ResizeTo} (bilinear, antialiased), then cut the centre {size}x{size}"
+            : $"scale the shorter side to {size} (bicubic), then cut the centre {size}x{size}";
+        var normalization = spec.Mean == PreprocessingSpec.PerPixelMean
+            ? "the per-pixel mean image is subtracted inside the network"
+            : $"inside the network: (pixel x {spec.Scale:G6} - mean) / std per channel, mean [{string.Join(", ", spec.ChannelMean!)}], std [{string.Join(", ", spec.ChannelStd!)}] (R, G, B)";
         var manifest = new
         {
             modelId = model.Id,
@@ -27,17 +36,18 @@ public static class ModelExportPackage
             {
                 name = OnnxExport.InputName,
                 shape = new object[] { "N", 3, size, size },
-                pixels = $"{checkpoint.Preprocessing.ChannelOrder} planes, values 0..255 as float32 (the per-pixel mean image is subtracted inside the network)",
-                resize = $"{checkpoint.Preprocessing.Resize}: scale the shorter side to {size} (bicubic), then cut the centre {size}x{size}",
+                pixels = $"{spec.ChannelOrder} planes, values 0..255 as float32 ({normalization})",
+                resize = $"{spec.Resize}: {resize}",
+                preprocessing = spec,
             },
             output = new { name = OnnxExport.OutputName, shape = new object[] { "N", checkpoint.Labels.Count }, meaning = "class probabilities in the order of labels" },
-            network = $"backbone {checkpoint.BackboneId}: ResNet with basic blocks [2,2,2,3] (torchvision layer names; not torchvision's [2,2,2,2]), "
+            network = $"backbone {checkpoint.BackboneId}: {architecture.Description}; "
                 + $"{checkpoint.FineTunedStages} fine-tuned stage(s); head {checkpoint.Head.Kind}{(checkpoint.Head.Kind == HeadKind.Mlp ? $" ({checkpoint.Head.HiddenUnits} hidden units, ReLU)" : "")}; softmax",
             load = format switch
             {
                 ExportFormat.Onnx => "onnxruntime.InferenceSession('model.onnx').run(['probabilities'], {'pixels': batch})",
-                ExportFormat.PyTorch => "state = torch.load('model.pt'): a state dict with mean_image, backbone.* and head.*, for a module of the same structure",
-                _ => "TorchSharp: Module.load('model.dat') on a module with the state-dict keys mean_image, backbone.*, head.* (TransferApi's ExportedClassifier)",
+                ExportFormat.PyTorch => "state = torch.load('model.pt'): a state dict with input_offset, input_multiplier, backbone.* and head.*, for a module of the same structure",
+                _ => "TorchSharp: Module.load('model.dat') on a module with the state-dict keys input_offset, input_multiplier, backbone.*, head.* (TransferApi's ExportedClassifier)",
             },
         };
         using var buffer = new MemoryStream();

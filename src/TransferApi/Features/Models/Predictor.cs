@@ -25,7 +25,7 @@ public sealed record Prediction(ServedModel Model, IReadOnlyList<float[]> Probab
 /// within the limits, finds the model (cache first), preprocesses each image on the request's thread and hands
 /// the pixels to the model's <see cref="PredictionBatcher"/>.
 /// </summary>
-public sealed class Predictor(ClassifierCache cache, IOptions<UploadOptions> uploads, IOptions<ServingOptions> serving)
+public sealed class Predictor(ClassifierCache cache, Infrastructure.BackboneRegistry backbones, IOptions<UploadOptions> uploads, IOptions<ServingOptions> serving)
 {
     public async Task<IReadOnlyList<PredictImage>> ReadImagesAsync(HttpRequest request, CancellationToken cancellation)
     {
@@ -65,7 +65,7 @@ public sealed class Predictor(ClassifierCache cache, IOptions<UploadOptions> upl
     {
         if (cache.TryGet(id, out var cached)) return cached;
         var row = await db.Models.AsNoTracking().FirstOrDefaultAsync(m => m.Id == id, cancellation);
-        return row is null ? null : cache.GetOrLoad(row);
+        return row is null ? null : await cache.GetOrLoadAsync(row);
     }
 
     public async Task<Prediction> PredictAsync(ServedModel model, IReadOnlyList<PredictImage> images, TransferDbContext db, CancellationToken cancellation)
@@ -97,8 +97,8 @@ public sealed class Predictor(ClassifierCache cache, IOptions<UploadOptions> upl
         if (model.Batcher.TryEnqueue(decoded, count, out var result)) return await result.WaitAsync(cancellation);
         var row = await db.Models.AsNoTracking().FirstOrDefaultAsync(m => m.Id == model.Id, cancellation)
             ?? throw new PredictRejectedException(404, "Model not found", $"id: model {model.Id} was deleted.");
-        if (cache.GetOrLoad(row).Batcher.TryEnqueue(decoded, count, out result)) return await result.WaitAsync(cancellation);
-        using var uncached = cache.Load(row).Batcher;
+        if ((await cache.GetOrLoadAsync(row)).Batcher.TryEnqueue(decoded, count, out result)) return await result.WaitAsync(cancellation);
+        using var uncached = cache.Load(row, await backbones.GetAsync(row.Backbone)).Batcher;
         if (!uncached.TryEnqueue(decoded, count, out result)) throw new InvalidOperationException("A new batcher refused work.");
         return await result.WaitAsync(cancellation);
     }

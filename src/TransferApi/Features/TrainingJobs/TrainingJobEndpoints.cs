@@ -151,8 +151,13 @@ public static class TrainingJobEndpoints
         if (request.DatasetId is null) errors["datasetId"] = ["datasetId is required."];
         var dataset = request.DatasetId is null ? null : await DatasetSummaries.GetAsync(db, job.DatasetId, datasets.Value.MinImagesPerClass, cancellation);
         if (request.DatasetId is not null && dataset is null) errors["datasetId"] = [$"No data set has id {job.DatasetId}."];
-        if (!BackboneCatalog.Ids.Contains(job.Backbone)) errors["backbone"] = [$"Unknown backbone '{job.Backbone}'. Known: {string.Join(", ", BackboneCatalog.Ids)}."];
+        var stages = BackboneCatalog.BuiltIn.Contains(job.Backbone) ? BackboneArchitecture.CntkResNet18.Stages
+            : await db.Backbones.Where(b => b.Id == job.Backbone).Select(b => b.Architecture).FirstOrDefaultAsync(cancellation) is { } architecture
+                ? BackboneArchitecture.Find(architecture)?.Stages : null;
+        if (stages is null) errors["backbone"] = [$"No backbone is '{job.Backbone}'; GET /api/backbones lists them (default {BackboneCatalog.ResNet18ImageNet})."];
         foreach (var group in job.Options.Problems().GroupBy(p => p.Field)) errors[group.Key] = group.Select(p => p.Message).ToArray();
+        if (stages is not null && options.UnfreezeStages > stages && !errors.ContainsKey("unfreezeStages"))
+            errors["unfreezeStages"] = [$"unfreezeStages must be between 0 and {stages}: backbone '{job.Backbone}' has {stages} stages."];
         if (request.ModelName is not null && ModelNames.Problem(request.ModelName, "modelName") is { } badName) errors["modelName"] = [$"{badName}."];
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
         if (dataset is { Trainable: false })

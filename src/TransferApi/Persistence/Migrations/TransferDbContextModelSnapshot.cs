@@ -23,6 +23,23 @@ namespace TransferApi.Persistence.Migrations
 
             NpgsqlModelBuilderExtensions.UseIdentityByDefaultColumns(modelBuilder);
 
+            modelBuilder.Entity("TransferApi.Persistence.BackboneWeights", b =>
+                {
+                    b.Property<byte[]>("Sha256")
+                        .HasColumnType("bytea");
+
+                    b.Property<DateTime>("CreatedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.Property<byte[]>("Data")
+                        .IsRequired()
+                        .HasColumnType("bytea");
+
+                    b.HasKey("Sha256");
+
+                    b.ToTable("backbone_weights", (string)null);
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.Dataset", b =>
                 {
                     b.Property<Guid>("Id")
@@ -156,6 +173,43 @@ namespace TransferApi.Persistence.Migrations
                     b.ToTable("model_aliases", (string)null);
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.RegisteredBackbone", b =>
+                {
+                    b.Property<string>("Id")
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
+                    b.Property<string>("Architecture")
+                        .IsRequired()
+                        .HasMaxLength(50)
+                        .HasColumnType("character varying(50)");
+
+                    b.Property<DateTime>("CreatedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.Property<long>("ParameterCount")
+                        .HasColumnType("bigint");
+
+                    b.Property<string>("Preprocessing")
+                        .IsRequired()
+                        .HasColumnType("jsonb");
+
+                    b.Property<string>("Source")
+                        .IsRequired()
+                        .HasMaxLength(500)
+                        .HasColumnType("character varying(500)");
+
+                    b.Property<byte[]>("WeightsSha256")
+                        .IsRequired()
+                        .HasColumnType("bytea");
+
+                    b.HasKey("Id");
+
+                    b.HasIndex("WeightsSha256");
+
+                    b.ToTable("backbones", (string)null);
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.TrainedModel", b =>
                 {
                     b.Property<Guid>("Id")
@@ -212,6 +266,11 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<string>("Name")
                         .HasMaxLength(64)
                         .HasColumnType("character varying(64)");
+
+                    b.Property<string>("Preprocessing")
+                        .IsRequired()
+                        .HasColumnType("jsonb")
+                        .HasColumnName("preprocessing");
 
                     b.Property<bool>("StoppedEarly")
                         .HasColumnType("boolean");
@@ -417,44 +476,21 @@ namespace TransferApi.Persistence.Migrations
                         .IsRequired();
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.RegisteredBackbone", b =>
+                {
+                    b.HasOne("TransferApi.Persistence.BackboneWeights", null)
+                        .WithMany()
+                        .HasForeignKey("WeightsSha256")
+                        .OnDelete(DeleteBehavior.Restrict)
+                        .IsRequired();
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.TrainedModel", b =>
                 {
                     b.HasOne("TransferApi.Persistence.TrainingJob", null)
                         .WithOne()
                         .HasForeignKey("TransferApi.Persistence.TrainedModel", "JobId")
                         .OnDelete(DeleteBehavior.Restrict)
-                        .IsRequired();
-
-                    b.OwnsOne("TransferApi.Persistence.ModelPreprocessing", "Preprocessing", b1 =>
-                        {
-                            b1.Property<Guid>("TrainedModelId");
-
-                            b1.Property<string>("ChannelOrder")
-                                .IsRequired();
-
-                            b1.Property<int>("InputSize");
-
-                            b1.Property<string>("Mean")
-                                .IsRequired();
-
-                            b1.Property<string>("Resize")
-                                .IsRequired();
-
-                            b1.Property<float>("Scale");
-
-                            b1.HasKey("TrainedModelId");
-
-                            b1.ToTable("models");
-
-                            b1
-                                .ToJson("preprocessing")
-                                .HasColumnType("jsonb");
-
-                            b1.WithOwner()
-                                .HasForeignKey("TrainedModelId");
-                        });
-
-                    b.Navigation("Preprocessing")
                         .IsRequired();
                 });
 
