@@ -4,6 +4,8 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using TransferApi.TestSupport;
 using TransferApi.Training;
 using TransferApi.Training.Backbones;
+using TransferApi.Training.Export;
+using TransferApi.Training.Imaging;
 using TransferApi.Training.Training;
 using static TorchSharp.torch;
 
@@ -13,16 +15,15 @@ internal static class BackboneBenchmark
 {
     public static void Run(int repeats)
     {
-        // Feature-pass speed of the TorchSharp backbone against ONNX Runtime on the same weights, side by side in one
-        // run, and the wall time of a 10-epoch job on ants-bees train/ split into feature extraction and head training.
+        // Forward-pass speed of the frozen TorchSharp backbone against ONNX Runtime on the same ResNet18 weights, side
+        // by side in one run; the same for every registrable architecture (TorchSharp only, random weights); then the
+        // wall time of a 10-epoch job on ants-bees train/ split into feature extraction and head training.
         using var backbone = BackboneCatalog.LoadBuiltIn(BackboneCatalog.ResNet18ImageNet);
         var trainImages = new[] { "ants", "bees" }.SelectMany(label => TestData.AntsBeesImages("train", label)
             .Select(path => new LabeledImage(label, DataSplit.Unassigned, File.ReadAllBytes(path)))).ToList();
         var sample = trainImages.Take(64).Select(i => i.Bytes).ToList();
 
-        double Median(Func<double> measure) => Enumerable.Range(0, repeats).Select(_ => measure()).Order().ElementAt(repeats / 2);
-
-        var preprocessRate = Median(() =>
+        var preprocessRate = Median(repeats, () =>
         {
             var clock = Stopwatch.StartNew();
             using var pixels = backbone.Preprocessor.ToTensor(sample);
@@ -30,60 +31,108 @@ internal static class BackboneBenchmark
         });
         Console.WriteLine($"decode + preprocess (parallel over {Environment.ProcessorCount} cores): {preprocessRate,7:F1} images/s");
 
-        using var batch = backbone.Preprocessor.ToTensor(sample.Take(32).ToList());
-        var modelPath = Path.Combine(BackboneCatalog.DefaultModelDirectory, CntkResNet18Onnx.ModelFile);
-        var single = Enumerable.Range(0, 32).Select(i => batch[i].unsqueeze(0).contiguous().data<float>().ToArray()).ToList();
-        // The packaged ONNX file fixes its input at batch 1, so ONNX Runtime runs batch 1 only.
-        Console.WriteLine("threads | TorchSharp batch 1 | TorchSharp batch 32 | ONNX Runtime batch 1 | ratio batch 1 | ratio batch 32 : ORT 1");
+        // ONNX Runtime runs the same weights twice over: the file of the NuGet package (its input is fixed at batch 1)
+        // and TransferApi's own ONNX export of the network (any batch; it adds the input normalization and a 2-class head).
+        var images = sample.Take(32).ToList();
+        using var batch = backbone.Preprocessor.ToTensor(images);
+        var raw = backbone.Preprocessor.DecodePlanar(images, normalized: false);
+        var packaged = Path.Combine(BackboneCatalog.DefaultModelDirectory, CntkResNet18Onnx.ModelFile);
+        var exported = ExportedOnnx(backbone);
+        Console.WriteLine();
+        Console.WriteLine("ResNet18 (ImageNet weights of the package), images/s; ratio = TorchSharp / ONNX Runtime, measured side by side");
+        Console.WriteLine("threads | batch | TorchSharp | ORT (export) | ratio | ORT (package file) | ratio");
         foreach (var threads in new[] { 1, 2 })
         {
             TorchRuntime.SetThreads(threads);
-            using (var warm = backbone.Forward(batch)) { }
-            var torchRate = Median(() =>
+            foreach (var size in new[] { 1, 32 })
             {
-                var clock = Stopwatch.StartNew();
-                using var features = backbone.Forward(batch);
-                return 32 / clock.Elapsed.TotalSeconds;
-            });
-            var singles = Enumerable.Range(0, 32).Select(i => batch[i].unsqueeze(0).contiguous()).ToList();
-            var torchSingleRate = Median(() =>
+                var torchRate = TorchSharpRate(backbone, batch, size, repeats);
+                var exportRate = OnnxRate(exported, raw, size, threads, repeats);
+                var packagedRate = size == 1 ? OnnxRate(packaged, batch.contiguous().data<float>().ToArray(), 1, threads, repeats) : double.NaN;
+                Console.WriteLine($"{threads,7} | {size,5} | {torchRate,10:F1} | {exportRate,12:F1} | {torchRate / exportRate,4:F2}x | "
+                    + (size == 1 ? $"{packagedRate,18:F1} | {torchRate / packagedRate,4:F2}x" : $"{"(batch 1 only)",18} |"));
+            }
+        }
+
+        Console.WriteLine();
+        Console.WriteLine("Every registrable architecture (random weights, TorchSharp, folded and channels-last), images/s");
+        Console.WriteLine("architecture | input | parameters | threads 1 batch 1 | threads 1 batch 32 | threads 2 batch 1 | threads 2 batch 32");
+        foreach (var architecture in BackboneArchitecture.Registrable)
+        {
+            using var network = WeightsImport.Load(architecture, RandomWeights.StateDict(architecture));
+            using var registered = new Backbone(architecture.Name, network, new ImagePreprocessor(architecture.DefaultPreprocessing, new ImageLimits()));
+            using var pixels = registered.Preprocessor.ToTensor(images);
+            var rates = new List<double>();
+            foreach (var threads in new[] { 1, 2 })
             {
-                var clock = Stopwatch.StartNew();
-                foreach (var image in singles)
-                {
-                    using var features = backbone.Forward(image);
-                }
-                return singles.Count / clock.Elapsed.TotalSeconds;
-            });
-            singles.ForEach(t => t.Dispose());
-            using var options = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1 };
-            using var session = new InferenceSession(modelPath, options);
-            var input = session.InputMetadata.Keys.Single();
-            var run = () =>
-            {
-                foreach (var image in single)
-                {
-                    using var result = session.Run([NamedOnnxValue.CreateFromTensor(input, new DenseTensor<float>(image, [1, 3, 224, 224]))]);
-                }
-            };
-            run();
-            var ortRate = Median(() =>
-            {
-                var clock = Stopwatch.StartNew();
-                run();
-                return single.Count / clock.Elapsed.TotalSeconds;
-            });
-            Console.WriteLine($"{threads,7} | {torchSingleRate,12:F1} img/s | {torchRate,13:F1} img/s | {ortRate,14:F1} img/s | {torchSingleRate / ortRate,13:F2}x | {torchRate / ortRate,8:F2}x");
+                TorchRuntime.SetThreads(threads);
+                foreach (var size in new[] { 1, 32 }) rates.Add(TorchSharpRate(registered, pixels, size, repeats));
+            }
+            Console.WriteLine($"{architecture.Name,12} | {architecture.DefaultPreprocessing.InputSize,5} | {registered.ParameterCount / 1e6,8:F1} M | "
+                + string.Join(" | ", rates.Select(r => $"{r,17:F1}")));
         }
 
         TorchRuntime.SetThreads(Environment.ProcessorCount);
         var observer = new NullObserver();
         var result = new TransferLearningTrainer(backbone).Train(trainImages, new TrainingOptions { Epochs = 10 }, observer, CancellationToken.None);
+        Console.WriteLine();
         Console.WriteLine($"10-epoch job on ants-bees train/ ({trainImages.Count} images): feature extraction {result.Timings.FeatureExtraction.TotalSeconds:F2} s "
             + $"({result.Timings.ImagesPerSecond:F1} images/s incl. decode), head training {result.Timings.HeadTraining.TotalSeconds:F3} s, "
             + $"val accuracy {result.Metrics[^1].ValAccuracy:P1}");
         Console.WriteLine($"peak working set {Process.GetCurrentProcess().PeakWorkingSet64 / 1024.0 / 1024:F0} MiB");
+    }
 
+    private static double Median(int repeats, Func<double> measure) => Enumerable.Range(0, repeats).Select(_ => measure()).Order().ElementAt(repeats / 2);
+
+    /// <summary>Images/s of Backbone.Forward over the 32 images of <paramref name="pixels"/>, <paramref name="size"/> at a time.</summary>
+    private static double TorchSharpRate(Backbone backbone, TorchSharp.torch.Tensor pixels, int size, int repeats)
+    {
+        var batches = Enumerable.Range(0, 32 / size).Select(i => pixels.narrow(0, i * size, size).contiguous()).ToList();
+        using (backbone.Forward(batches[0])) { }
+        var rate = Median(repeats, () =>
+        {
+            var clock = Stopwatch.StartNew();
+            foreach (var b in batches)
+            {
+                using var features = backbone.Forward(b);
+            }
+            return 32 / clock.Elapsed.TotalSeconds;
+        });
+        batches.ForEach(b => b.Dispose());
+        return rate;
+    }
+
+    /// <summary>Images/s of an ONNX Runtime session over 32 images of <paramref name="planar"/>, <paramref name="size"/> at a time.</summary>
+    private static double OnnxRate(object model, float[] planar, int size, int threads, int repeats)
+    {
+        using var options = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        using var session = model is string path ? new InferenceSession(path, options) : new InferenceSession((byte[])model, options);
+        var input = session.InputMetadata.Keys.Single();
+        var perImage = planar.Length / 32;
+        var batches = Enumerable.Range(0, 32 / size)
+            .Select(i => new DenseTensor<float>(planar.AsMemory(i * size * perImage, size * perImage), [size, 3, 224, 224])).ToList();
+        void RunAll()
+        {
+            foreach (var b in batches)
+            {
+                using var result = session.Run([NamedOnnxValue.CreateFromTensor(input, b)]);
+            }
+        }
+        RunAll();
+        return Median(repeats, () =>
+        {
+            var clock = Stopwatch.StartNew();
+            RunAll();
+            return 32 / clock.Elapsed.TotalSeconds;
+        });
+    }
+
+    /// <summary>The backbone as TransferApi exports it to ONNX (with a throw-away 2-class head): any batch size.</summary>
+    private static byte[] ExportedOnnx(Backbone backbone)
+    {
+        using var head = ClassifierHead.Create(HeadSpec.Linear, backbone.FeatureSize, 2, seed: 1);
+        var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, ["a", "b"], backbone.FeatureSize, HeadSpec.Linear, head);
+        return ModelExport.Write(backbone, checkpoint, ExportFormat.Onnx).Bytes;
     }
 }
 

@@ -1,4 +1,8 @@
+using Microsoft.ML.OnnxRuntime;
+using DenseTensor = Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>;
 using TransferApi.Training.Backbones;
+using TransferApi.Training.Export;
+using TransferApi.Training.Training;
 using TransferApi.Training.Imaging;
 using TransferApi.TestSupport;
 using Xunit.Abstractions;
@@ -55,6 +59,40 @@ public class ArchitectureTests(ITestOutputHelper output)
         using var split = tail.call(activations);
         Assert.True(split.sub(folded).abs().max().item<float>() < 1e-4, "prefix + tail differs from the whole network");
         Assert.Equal(backbone.Network.StageParameters(backbone.Stages - 1).Sum(p => p.numel()), tail.parameters().Sum(p => p.numel()));
+    }
+
+    [Theory]
+    [MemberData(nameof(Architectures))]
+    public void The_onnx_export_of_each_architecture_answers_as_TorchSharp_does_in_onnx_runtime(string name, long _)
+    {
+        var architecture = BackboneArchitecture.Find(name)!;
+        using var backbone = Import(architecture, RandomWeights.PyTorchFile(RandomWeights.StateDict(architecture)));
+        var images = Photos(2);
+        using var classifier = new ImageClassifier(backbone, RandomHead(backbone, images));
+        var expected = classifier.Probabilities(classifier.Decode(images), images.Count);
+
+        using var session = new InferenceSession(ModelExport.Write(backbone, classifier.Checkpoint, ExportFormat.Onnx).Bytes);
+        var size = architecture.DefaultPreprocessing.InputSize;
+        var pixels = new DenseTensor(backbone.Preprocessor.DecodePlanar(images, normalized: false), [images.Count, 3, size, size]);
+        using var results = session.Run([NamedOnnxValue.CreateFromTensor(OnnxExport.InputName, pixels)]);
+        var actual = results.Single().AsTensor<float>().ToArray();
+        var worst = expected.SelectMany((row, i) => row.Select((p, c) => Math.Abs(p - actual[i * row.Length + c]))).Max();
+        output.WriteLine($"{name}: ONNX Runtime vs TorchSharp, largest probability difference {worst:E2}; probabilities {string.Join(" ", expected[0].Select(p => p.ToString("F3")))}");
+        Assert.True(expected[0].Max() < 0.99, "probabilities are saturated; the comparison would show nothing");
+        Assert.True(worst < 1e-4, $"largest probability difference {worst}");
+    }
+
+    /// <summary>A 5-class linear head scaled so its probabilities stay informative on these features.</summary>
+    private static ModelCheckpoint RandomHead(Backbone backbone, List<byte[]> images)
+    {
+        using var features = backbone.ExtractFeatures(images);
+        var scale = features.abs().max().item<float>() * backbone.FeatureSize;
+        using var head = nn.Linear(backbone.FeatureSize, 5);
+        using (no_grad())
+        {
+            head.weight!.copy_(randn(5, backbone.FeatureSize).mul_(3 / scale));
+        }
+        return ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, ["a", "b", "c", "d", "e"], backbone.FeatureSize, HeadSpec.Linear, head);
     }
 
     [Fact]

@@ -105,8 +105,17 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
     /// <summary>NCHW shape with NHWC strides: what libtorch's channels-last convolutions want (TorchSharp 0.107 has no memory-format argument).</summary>
     private static Tensor ChannelsLast(Tensor x) => x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
 
-    /// <summary>One part of the network: the state-dict prefixes of the modules it owns and its forward pass.</summary>
-    protected sealed record Section(IReadOnlyList<string> Modules, Func<Tensor, Tensor> Run);
+    /// <summary>The network up to its last activation (before pooling) as ONNX nodes; <paramref name="pixels"/> is the normalized input.</summary>
+    public string EmitOnnx(IOnnxGraph graph, string pixels) => Sections.Aggregate(pixels, (x, section) => section.Emit(graph, x));
+
+    /// <summary>One part of the network: the state-dict prefixes of the modules it owns, its forward pass, and the same as ONNX nodes.</summary>
+    protected sealed record Section(IReadOnlyList<string> Modules, Func<Tensor, Tensor> Run, Func<IOnnxGraph, string, string> Emit)
+    {
+        /// <summary>A section that runs (and emits) its blocks one after the other.</summary>
+        public static Section Of(IReadOnlyList<string> modules, IReadOnlyList<Module<Tensor, Tensor>> blocks) => new(modules,
+            x => blocks.Aggregate(x, (y, block) => block.call(y)),
+            (graph, x) => blocks.Aggregate(x, (y, block) => ((IOnnxBlock)block).Emit(graph, y)));
+    }
 
     /// <summary>Looks up sub-modules by their state-dict path, e.g. "layer3" or "features.7".</summary>
     public IReadOnlyDictionary<string, Module> ModulesByPath() => named_modules().ToDictionary(m => m.name, m => (Module)m.module);

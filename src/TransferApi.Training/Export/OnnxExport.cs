@@ -1,95 +1,71 @@
 using Google.Protobuf;
 using Onnx;
 using TransferApi.Training.Backbones;
-using TransferApi.Training.Backbones.Architectures;
+using TorchSharp.Modules;
 using TransferApi.Training.Training;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Export;
 
 /// <summary>
-/// Writes an <see cref="ExportedClassifier"/> as an ONNX model (opset 13) built node by node from its
-/// architecture and weights: input "pixels" [N,3,S,S] (BGR 0..255, centre-cropped), output "probabilities".
+/// Writes an <see cref="ExportedClassifier"/> as an ONNX model (opset 13) built node by node from its architecture's
+/// own description (<see cref="FeatureNetwork.EmitOnnx"/>) and weights: input "pixels" [N,3,S,S] (0..255 in the
+/// model's channel order, centre-cropped; normalization is inside), output "probabilities".
 /// </summary>
 public static class OnnxExport
 {
     public const string InputName = "pixels";
     public const string OutputName = "probabilities";
 
-    /// <summary>Whether this writer knows the architecture's graph (the ResNet family so far).</summary>
-    public static bool Supports(BackboneArchitecture architecture) =>
-        architecture == BackboneArchitecture.ResNet18 || architecture == BackboneArchitecture.ResNet34 || architecture == BackboneArchitecture.ResNet50
-        || architecture == BackboneArchitecture.CntkResNet18;
-
     public static byte[] Write(ExportedClassifier model)
     {
-        if (model.Backbone is not ResNet resnet) throw new NotSupportedException($"ONNX export does not support {model.Backbone.Architecture.Name} yet.");
-        var weights = model.state_dict();
         var checkpoint = model.Checkpoint;
-        var size = checkpoint.Preprocessing.InputSize;
+        var spec = checkpoint.Preprocessing;
+        var weights = model.state_dict();
         var graph = new GraphProto { Name = "transferapi-classifier" };
-        var builder = new GraphBuilder(graph, weights);
+        var builder = new GraphBuilder(graph);
 
-        var x = builder.Node("Mul", [builder.Node("Sub", [InputName, builder.Initializer("input_offset")]), builder.Initializer("input_multiplier")]);
-        x = builder.ConvNorm(x, "backbone.conv1", "backbone.bn1", stride: 2, pad: 3);
-        x = builder.Node("Relu", [x]);
-        x = builder.Node("MaxPool", [x], Ints("kernel_shape", 3, 3), Ints("strides", 2, 2), Ints("pads", 1, 1, 1, 1));
-        foreach (var block in ResNet.Blocks(resnet.Bottleneck, resnet.BlocksPerStage))
-        {
-            var prefix = $"backbone.{block.Prefix}";
-            string y;
-            if (block.Bottleneck)
-            {
-                y = builder.Node("Relu", [builder.ConvNorm(x, $"{prefix}.conv1", $"{prefix}.bn1", stride: 1, pad: 0)]);
-                y = builder.Node("Relu", [builder.ConvNorm(y, $"{prefix}.conv2", $"{prefix}.bn2", block.Stride, pad: 1)]);
-                y = builder.ConvNorm(y, $"{prefix}.conv3", $"{prefix}.bn3", stride: 1, pad: 0);
-            }
-            else
-            {
-                y = builder.Node("Relu", [builder.ConvNorm(x, $"{prefix}.conv1", $"{prefix}.bn1", block.Stride, pad: 1)]);
-                y = builder.ConvNorm(y, $"{prefix}.conv2", $"{prefix}.bn2", stride: 1, pad: 1);
-            }
-            var identity = block.Downsamples ? builder.ConvNorm(x, $"{prefix}.downsample.0", $"{prefix}.downsample.1", block.Stride, pad: 0) : x;
-            x = builder.Node("Relu", [builder.Node("Add", [y, identity])]);
-        }
+        var x = builder.Node("Mul", [builder.Node("Sub", [InputName, builder.Initializer(weights["input_offset"])]), builder.Initializer(weights["input_multiplier"])]);
+        x = model.Backbone.EmitOnnx(builder, x);
         x = builder.Node("Flatten", [builder.Node("GlobalAveragePool", [x])], Int("axis", 1));
         if (checkpoint.Head.Kind == HeadKind.Linear)
         {
-            x = builder.Gemm(x, "head");
+            x = builder.Gemm(x, weights["head.weight"], weights["head.bias"]);
         }
         else
         {
             // The MLP head's modules are 0 (Linear), 1 (ReLU), 2 (dropout: identity at inference), 3 (Linear).
-            x = builder.Node("Relu", [builder.Gemm(x, "head.0")]);
-            x = builder.Gemm(x, "head.3");
+            x = builder.Relu(builder.Gemm(x, weights["head.0.weight"], weights["head.0.bias"]));
+            x = builder.Gemm(x, weights["head.3.weight"], weights["head.3.bias"]);
         }
         builder.Node("Softmax", [x], [OutputName], Int("axis", 1));
 
-        graph.Input.Add(ValueInfo(InputName, [-1, 3, size, size]));
+        graph.Input.Add(ValueInfo(InputName, [-1, 3, spec.InputSize, spec.InputSize]));
         graph.Output.Add(ValueInfo(OutputName, [-1, checkpoint.Labels.Count]));
         var onnx = new ModelProto
         {
             IrVersion = 7,
             ProducerName = "TransferApi",
             Graph = graph,
-            DocString = $"Classes (output order): {string.Join(", ", checkpoint.Labels)}. Input: {checkpoint.Preprocessing.ChannelOrder} 0..255 [N,3,{size},{size}] after {checkpoint.Preprocessing.Resize} (normalization is inside).",
+            DocString = $"Classes (output order): {string.Join(", ", checkpoint.Labels)}. Backbone: {model.Backbone.Architecture.Description}. "
+                + $"Input: {spec.ChannelOrder} 0..255 [N,3,{spec.InputSize},{spec.InputSize}] after {spec.Resize} (normalization is inside).",
         };
         onnx.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 13 });
         return onnx.ToByteArray();
     }
 
-    private sealed class GraphBuilder(GraphProto graph, Dictionary<string, Tensor> weights)
+    private sealed class GraphBuilder(GraphProto graph) : IOnnxGraph
     {
         private int next;
 
-        public string Initializer(string name)
+        public string Initializer(Tensor tensor)
         {
-            using var value = weights[name].contiguous();
-            var proto = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float };
+            using var value = tensor.detach().contiguous();
+            var proto = new TensorProto { Name = $"w{next++}", DataType = (int)TensorProto.Types.DataType.Float };
             proto.Dims.AddRange(value.shape);
             proto.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(value.data<float>().ToArray().AsSpan()));
             graph.Initializer.Add(proto);
-            return name;
+            return proto.Name;
         }
 
         public string Node(string op, string[] inputs, params AttributeProto[] attributes) => Node(op, inputs, [$"{op.ToLowerInvariant()}_{next++}"], attributes);
@@ -104,19 +80,39 @@ public static class OnnxExport
             return outputs[0];
         }
 
-        public string ConvNorm(string input, string conv, string norm, int stride, int pad)
+        public string Conv(string input, Conv2d conv, BatchNorm2d? norm = null)
         {
-            var kernel = (int)weights[$"{conv}.weight"].shape[2];
-            var convolved = Node("Conv", [input, Initializer($"{conv}.weight")],
-                Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride), Ints("pads", pad, pad, pad, pad));
+            var (padding, stride, kernel) = (conv.padding!, conv.stride, conv.kernel_size);
+            string[] inputs = conv.bias is { } bias ? [input, Initializer(conv.weight!), Initializer(bias)] : [input, Initializer(conv.weight!)];
+            var x = Node("Conv", inputs, Ints("kernel_shape", kernel), Ints("strides", stride), Ints("pads", padding[0], padding[1], padding[0], padding[1]),
+                Ints("dilations", conv.dilation), Int("group", conv.groups));
+            if (norm is null) return x;
             return Node("BatchNormalization",
-                [convolved, Initializer($"{norm}.weight"), Initializer($"{norm}.bias"), Initializer($"{norm}.running_mean"), Initializer($"{norm}.running_var")],
-                // ResNet's batch norms use BatchNorm2d's default epsilon.
-                new AttributeProto { Name = "epsilon", Type = AttributeProto.Types.AttributeType.Float, F = 1e-5f });
+                [x, Initializer(norm.weight!), Initializer(norm.bias!), Initializer(norm.running_mean!), Initializer(norm.running_var!)],
+                new AttributeProto { Name = "epsilon", Type = AttributeProto.Types.AttributeType.Float, F = (float)norm.eps });
         }
 
-        public string Gemm(string input, string linear) =>
-            Node("Gemm", [input, Initializer($"{linear}.weight"), Initializer($"{linear}.bias")], Int("transB", 1));
+        public string Relu(string input) => Node("Relu", [input]);
+
+        public string Relu6(string input)
+        {
+            using var low = tensor(0f);
+            using var high = tensor(6f);
+            return Node("Clip", [input, Initializer(low), Initializer(high)]);
+        }
+
+        public string MaxPool(string input, long kernel, long stride, long padding = 0) =>
+            Node("MaxPool", [input], Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride), Ints("pads", padding, padding, padding, padding));
+
+        public string AveragePool(string input, long kernel, long stride, long padding) =>
+            Node("AveragePool", [input], Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride), Ints("pads", padding, padding, padding, padding),
+                Int("count_include_pad", 1));
+
+        public string Add(string a, string b) => Node("Add", [a, b]);
+
+        public string Concat(params string[] inputs) => Node("Concat", inputs, Int("axis", 1));
+
+        public string Gemm(string input, Tensor weight, Tensor bias) => Node("Gemm", [input, Initializer(weight), Initializer(bias)], Int("transB", 1));
     }
 
     private static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };

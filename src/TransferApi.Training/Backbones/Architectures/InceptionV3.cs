@@ -47,18 +47,20 @@ public sealed class InceptionV3 : FeatureNetwork
                 x = functional.max_pool2d(x, 3, 2);
                 x = stem[4].call(stem[3].call(x));
                 return functional.max_pool2d(x, 3, 2);
+            }, (graph, x) =>
+            {
+                x = Emit(graph, x, stem[0], stem[1], stem[2]);
+                x = graph.MaxPool(x, 3, 2);
+                return graph.MaxPool(Emit(graph, x, stem[3], stem[4]), 3, 2);
             }),
-            Stage(["Mixed_5b", "Mixed_5c", "Mixed_5d"], mixed5),
-            Stage(["Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"], mixed6),
-            Stage(["Mixed_7a", "Mixed_7b", "Mixed_7c"], mixed7),
+            Section.Of(["Mixed_5b", "Mixed_5c", "Mixed_5d"], mixed5),
+            Section.Of(["Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"], mixed6),
+            Section.Of(["Mixed_7a", "Mixed_7b", "Mixed_7c"], mixed7),
         ];
     }
 
-    private static Section Stage(string[] names, Module<Tensor, Tensor>[] blocks) => new(names, x =>
-    {
-        foreach (var block in blocks) x = block.call(x);
-        return x;
-    });
+    private static string Emit(IOnnxGraph graph, string input, params Module<Tensor, Tensor>[] convs) =>
+        convs.Aggregate(input, (x, conv) => ((IOnnxBlock)conv).Emit(graph, x));
 
     protected override IReadOnlyList<Section> Sections => sections;
 
@@ -68,7 +70,7 @@ public sealed class InceptionV3 : FeatureNetwork
 
     private static Tensor AveragePool3x3(Tensor x) => functional.avg_pool2d(x, 3, 1, 1);
 
-    private sealed class BasicConv2d : Module<Tensor, Tensor>
+    private sealed class BasicConv2d : Module<Tensor, Tensor>, IOnnxBlock
     {
         private readonly Folding folding;
         private readonly Conv2d conv;
@@ -86,9 +88,11 @@ public sealed class InceptionV3 : FeatureNetwork
         }
 
         public override Tensor forward(Tensor input) => functional.relu(folding.Norm(bn, conv.call(input)), inplace: true);
+
+        public string Emit(IOnnxGraph graph, string input) => graph.Relu(graph.Conv(input, conv, bn));
     }
 
-    private sealed class InceptionA : Module<Tensor, Tensor>
+    private sealed class InceptionA : Module<Tensor, Tensor>, IOnnxBlock
     {
         private readonly BasicConv2d branch1x1, branch5x5_1, branch5x5_2, branch3x3dbl_1, branch3x3dbl_2, branch3x3dbl_3, branch_pool;
 
@@ -114,9 +118,15 @@ public sealed class InceptionV3 : FeatureNetwork
                 branch_pool.call(AveragePool3x3(x)),
             ], 1).MoveToOuterDisposeScope();
         }
+
+        public string Emit(IOnnxGraph g, string x) => g.Concat(
+            branch1x1.Emit(g, x),
+            branch5x5_2.Emit(g, branch5x5_1.Emit(g, x)),
+            branch3x3dbl_3.Emit(g, branch3x3dbl_2.Emit(g, branch3x3dbl_1.Emit(g, x))),
+            branch_pool.Emit(g, g.AveragePool(x, 3, 1, 1)));
     }
 
-    private sealed class InceptionB : Module<Tensor, Tensor>
+    private sealed class InceptionB : Module<Tensor, Tensor>, IOnnxBlock
     {
         private readonly BasicConv2d branch3x3, branch3x3dbl_1, branch3x3dbl_2, branch3x3dbl_3;
 
@@ -138,9 +148,14 @@ public sealed class InceptionV3 : FeatureNetwork
                 functional.max_pool2d(x, 3, 2),
             ], 1).MoveToOuterDisposeScope();
         }
+
+        public string Emit(IOnnxGraph g, string x) => g.Concat(
+            branch3x3.Emit(g, x),
+            branch3x3dbl_3.Emit(g, branch3x3dbl_2.Emit(g, branch3x3dbl_1.Emit(g, x))),
+            g.MaxPool(x, 3, 2));
     }
 
-    private sealed class InceptionC : Module<Tensor, Tensor>
+    private sealed class InceptionC : Module<Tensor, Tensor>, IOnnxBlock
     {
         private readonly BasicConv2d branch1x1, branch7x7_1, branch7x7_2, branch7x7_3,
             branch7x7dbl_1, branch7x7dbl_2, branch7x7dbl_3, branch7x7dbl_4, branch7x7dbl_5, branch_pool;
@@ -171,9 +186,19 @@ public sealed class InceptionV3 : FeatureNetwork
                 branch_pool.call(AveragePool3x3(x)),
             ], 1).MoveToOuterDisposeScope();
         }
+
+        public string Emit(IOnnxGraph g, string x)
+        {
+            var dbl = branch7x7dbl_3.Emit(g, branch7x7dbl_2.Emit(g, branch7x7dbl_1.Emit(g, x)));
+            return g.Concat(
+                branch1x1.Emit(g, x),
+                branch7x7_3.Emit(g, branch7x7_2.Emit(g, branch7x7_1.Emit(g, x))),
+                branch7x7dbl_5.Emit(g, branch7x7dbl_4.Emit(g, dbl)),
+                branch_pool.Emit(g, g.AveragePool(x, 3, 1, 1)));
+        }
     }
 
-    private sealed class InceptionD : Module<Tensor, Tensor>
+    private sealed class InceptionD : Module<Tensor, Tensor>, IOnnxBlock
     {
         private readonly BasicConv2d branch3x3_1, branch3x3_2, branch7x7x3_1, branch7x7x3_2, branch7x7x3_3, branch7x7x3_4;
 
@@ -197,9 +222,14 @@ public sealed class InceptionV3 : FeatureNetwork
                 functional.max_pool2d(x, 3, 2),
             ], 1).MoveToOuterDisposeScope();
         }
+
+        public string Emit(IOnnxGraph g, string x) => g.Concat(
+            branch3x3_2.Emit(g, branch3x3_1.Emit(g, x)),
+            branch7x7x3_4.Emit(g, branch7x7x3_3.Emit(g, branch7x7x3_2.Emit(g, branch7x7x3_1.Emit(g, x)))),
+            g.MaxPool(x, 3, 2));
     }
 
-    private sealed class InceptionE : Module<Tensor, Tensor>
+    private sealed class InceptionE : Module<Tensor, Tensor>, IOnnxBlock
     {
         private readonly BasicConv2d branch1x1, branch3x3_1, branch3x3_2a, branch3x3_2b, branch3x3dbl_1, branch3x3dbl_2, branch3x3dbl_3a, branch3x3dbl_3b, branch_pool;
 
@@ -228,6 +258,17 @@ public sealed class InceptionV3 : FeatureNetwork
                 branch3x3dbl_3a.call(dbl), branch3x3dbl_3b.call(dbl),
                 branch_pool.call(AveragePool3x3(x)),
             ], 1).MoveToOuterDisposeScope();
+        }
+
+        public string Emit(IOnnxGraph g, string x)
+        {
+            var b3 = branch3x3_1.Emit(g, x);
+            var dbl = branch3x3dbl_2.Emit(g, branch3x3dbl_1.Emit(g, x));
+            return g.Concat(
+                branch1x1.Emit(g, x),
+                branch3x3_2a.Emit(g, b3), branch3x3_2b.Emit(g, b3),
+                branch3x3dbl_3a.Emit(g, dbl), branch3x3dbl_3b.Emit(g, dbl),
+                branch_pool.Emit(g, g.AveragePool(x, 3, 1, 1)));
         }
     }
 }

@@ -36,12 +36,8 @@ public sealed class MobileNetV2 : FeatureNetwork
         RegisterComponents();
         sections =
         [
-            new(["features.0"], features[0].call),
-            .. StageBlocks.Select(stage => new Section(stage.Select(i => $"features.{i}").ToList(), x =>
-            {
-                foreach (var i in stage) x = features[i].call(x);
-                return x;
-            })),
+            Section.Of(["features.0"], [blocks[0]]),
+            .. StageBlocks.Select(stage => Section.Of(stage.Select(i => $"features.{i}").ToList(), stage.Select(i => blocks[i]).ToList())),
         ];
     }
 
@@ -50,7 +46,7 @@ public sealed class MobileNetV2 : FeatureNetwork
     protected override IEnumerable<(Conv2d, BatchNorm2d)> ConvNormPairs() => convNorms;
 
     /// <summary>TorchVision's Conv2dNormActivation: conv (index 0), batch norm (1), then ReLU6.</summary>
-    private sealed class ConvNormActivation : Module<Tensor, Tensor>
+    private sealed class ConvNormActivation : Module<Tensor, Tensor>, IOnnxBlock
     {
         private readonly Folding folding;
 
@@ -69,10 +65,12 @@ public sealed class MobileNetV2 : FeatureNetwork
         }
 
         public override Tensor forward(Tensor input) => functional.relu6(folding.Norm(norm, conv.call(input)), inplace: true);
+
+        public string Emit(IOnnxGraph graph, string input) => graph.Relu6(graph.Conv(input, conv, norm));
     }
 
     /// <summary>Expand 1x1 (unless t = 1), depthwise 3x3, project 1x1 without activation; a residual when shape allows.</summary>
-    private sealed class InvertedResidual : Module<Tensor, Tensor>
+    private sealed class InvertedResidual : Module<Tensor, Tensor>, IOnnxBlock
     {
         private readonly Folding folding;
         private readonly Sequential conv;
@@ -105,6 +103,12 @@ public sealed class MobileNetV2 : FeatureNetwork
             foreach (var layer in activated) x = layer.call(x);
             x = folding.Norm(projectNorm, project.call(x));
             return (residual ? x.add_(input) : x).MoveToOuterDisposeScope();
+        }
+
+        public string Emit(IOnnxGraph graph, string input)
+        {
+            var x = graph.Conv(activated.Aggregate(input, (y, layer) => layer.Emit(graph, y)), project, projectNorm);
+            return residual ? graph.Add(x, input) : x;
         }
     }
 }

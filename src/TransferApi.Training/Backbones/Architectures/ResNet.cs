@@ -30,8 +30,10 @@ public sealed class ResNet : FeatureNetwork
         RegisterComponents();
         sections =
         [
-            new(["conv1", "bn1"], x => functional.max_pool2d(functional.relu(Folding.Norm(bn1, conv1.call(x)), inplace: true), 3, 2, 1)),
-            .. stages.Select((s, i) => new Section([$"layer{i + 1}"], s.call)),
+            // Max pooling commutes with ReLU (both monotonic): pooling first leaves the ReLU a quarter of the pixels.
+            new(["conv1", "bn1"], x => functional.relu(functional.max_pool2d(Folding.Norm(bn1, conv1.call(x)), 3, 2, 1), inplace: true),
+                (graph, x) => graph.Relu(graph.MaxPool(graph.Conv(x, conv1, bn1), 3, 2, 1))),
+            .. stages.Select((s, i) => Section.Of([$"layer{i + 1}"], s.children().Cast<Module<Tensor, Tensor>>().ToList())),
         ];
     }
 
@@ -63,7 +65,7 @@ public sealed class ResNet : FeatureNetwork
     }
 
     /// <summary>A basic block (two 3x3 convs) or a bottleneck (1x1, 3x3, 1x1), with its 1x1 shortcut when it downsamples.</summary>
-    private sealed class Block : Module<Tensor, Tensor>
+    private sealed class Block : Module<Tensor, Tensor>, IOnnxBlock
     {
         private readonly Folding folding;
         private readonly Conv2d conv1, conv2;
@@ -110,6 +112,14 @@ public sealed class ResNet : FeatureNetwork
             if (conv3 is not null) x = folding.Norm(bn3!, conv3.call(functional.relu(x, inplace: true)));
             var identity = downsample is null ? input : folding.Norm((BatchNorm2d)downsample[1], ((Conv2d)downsample[0]).call(input));
             return functional.relu(x.add_(identity), inplace: true).MoveToOuterDisposeScope();
+        }
+
+        public string Emit(IOnnxGraph graph, string input)
+        {
+            var x = graph.Conv(graph.Relu(graph.Conv(input, conv1, bn1)), conv2, bn2);
+            if (conv3 is not null) x = graph.Conv(graph.Relu(x), conv3, bn3);
+            var identity = downsample is null ? input : graph.Conv(input, (Conv2d)downsample[0], (BatchNorm2d)downsample[1]);
+            return graph.Relu(graph.Add(x, identity));
         }
     }
 }

@@ -36,7 +36,7 @@ public sealed class Vgg16 : FeatureNetwork
             {
                 foreach (var conv in convs) x = functional.relu(conv.call(x), inplace: true);
                 return functional.max_pool2d(x, 2, 2);
-            }));
+            }, (graph, x) => graph.MaxPool(convs.Aggregate(x, (y, conv) => graph.Relu(graph.Conv(y, conv))), 2, 2)));
             // MaxPool
             index += 1;
         }

@@ -205,9 +205,6 @@ public static class ModelEndpoints
         var row = await db.Models.AsNoTracking().FirstAsync(m => m.Id == modelId, cancellation);
         var checkpoint = ModelMapping.ToCheckpoint(row);
         var backbone = await backbones.GetAsync(row.Backbone);
-        if (exportFormat == ExportFormat.Onnx && !OnnxExport.Supports(backbone.Architecture))
-            return TypedResults.Problem($"format: ONNX export covers ResNet backbones; this model's backbone is {backbone.Architecture.Name}. Export it as pytorch or torchsharp.",
-                statusCode: StatusCodes.Status422UnprocessableEntity, title: "Export format not available");
         // libtorch work stays on the inference thread.
         var weights = await inference.RunAsync(() => ModelExport.Write(backbone, checkpoint, exportFormat));
         var fileBase = row.Name is null ? row.Id.ToString() : $"{row.Name}-v{row.Version}";
