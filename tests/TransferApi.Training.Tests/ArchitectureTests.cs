@@ -78,7 +78,7 @@ public class ArchitectureTests(ITestOutputHelper output)
         var actual = results.Single().AsTensor<float>().ToArray();
         var worst = expected.SelectMany((row, i) => row.Select((p, c) => Math.Abs(p - actual[i * row.Length + c]))).Max();
         output.WriteLine($"{name}: ONNX Runtime vs TorchSharp, largest probability difference {worst:E2}; probabilities {string.Join(" ", expected[0].Select(p => p.ToString("F3")))}");
-        Assert.True(expected[0].Max() < 0.99, "probabilities are saturated; the comparison would show nothing");
+        Assert.True(expected.Max(row => row.Max()) > 0.4f && expected.All(row => row.Max() < 0.99f), "probabilities are uniform or saturated; the comparison would show little");
         Assert.True(worst < 1e-4, $"largest probability difference {worst}");
     }
 
@@ -86,11 +86,12 @@ public class ArchitectureTests(ITestOutputHelper output)
     private static ModelCheckpoint RandomHead(Backbone backbone, List<byte[]> images)
     {
         using var features = backbone.ExtractFeatures(images);
-        var scale = features.abs().max().item<float>() * backbone.FeatureSize;
+        // Logits of a few units: probabilities neither uniform nor saturated, so feature errors would show.
+        var scale = features.abs().max().item<float>() * MathF.Sqrt(backbone.FeatureSize);
         using var head = nn.Linear(backbone.FeatureSize, 5);
         using (no_grad())
         {
-            head.weight!.copy_(randn(5, backbone.FeatureSize).mul_(3 / scale));
+            head.weight!.copy_(randn(5, backbone.FeatureSize, generator: new Generator(5)).mul_(8 / scale));
         }
         return ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, ["a", "b", "c", "d", "e"], backbone.FeatureSize, HeadSpec.Linear, head);
     }
