@@ -137,6 +137,10 @@ public class ArchitectureTests(ITestOutputHelper output)
         state["layer1.0.bn1.weight"] = full(64, float.NaN);
         Assert.Equal("layer1.0.bn1.weight", Refused(resnet18, state).Key);
 
+        var pyTorch = RandomWeights.PyTorchFile(RandomWeights.StateDict(resnet18));
+        var bomb = Assert.Throws<WeightsRejectedException>(() => StateDictFile.Read(new MemoryStream(pyTorch), WeightsFormat.PyTorch, maxUnpackedBytes: pyTorch.Length / 2));
+        Assert.Contains("unpacks to", bomb.Message);
+
         var garbage = Assert.Throws<WeightsRejectedException>(() => StateDictFile.Read(new MemoryStream("PK\u0003\u0004 not a zip"u8.ToArray()), WeightsFormat.PyTorch));
         Assert.Contains("could not be read as a PyTorch state dict", garbage.Message);
     }

@@ -33,10 +33,12 @@ public static class StateDictFile
     }
 
     /// <summary>The tensors in the file; throws <see cref="WeightsRejectedException"/> when it is not a readable state dict.</summary>
-    public static Dictionary<string, Tensor> Read(Stream stream, WeightsFormat format)
+    /// <param name="maxUnpackedBytes">What a PyTorch zip may unpack to: its tensors are read whole, so a zip bomb must be refused before.</param>
+    public static Dictionary<string, Tensor> Read(Stream stream, WeightsFormat format, long maxUnpackedBytes = 4L << 30)
     {
         try
         {
+            if (format == WeightsFormat.PyTorch) CheckUnpackedSize(stream, maxUnpackedBytes);
             return format switch
             {
                 WeightsFormat.PyTorch => FromPickle(PyTorchUnpickler.UnpickleStateDict(stream, leaveOpen: true, skipTensorRead: false)),
@@ -48,6 +50,18 @@ public static class StateDictFile
         {
             throw new WeightsRejectedException($"The file could not be read as a {format} state dict: {e.Message}", inner: e);
         }
+    }
+
+    private static void CheckUnpackedSize(Stream stream, long maxUnpackedBytes)
+    {
+        var start = stream.Position;
+        using (var zip = new System.IO.Compression.ZipArchive(stream, System.IO.Compression.ZipArchiveMode.Read, leaveOpen: true))
+        {
+            var unpacked = zip.Entries.Sum(e => e.Length);
+            if (unpacked > maxUnpackedBytes)
+                throw new WeightsRejectedException($"The PyTorch file unpacks to {unpacked:N0} bytes; the limit is {maxUnpackedBytes:N0}.");
+        }
+        stream.Position = start;
     }
 
     private static Dictionary<string, Tensor> FromPickle(Hashtable table)

@@ -110,7 +110,7 @@ public static partial class BackboneEndpoints
         {
             await using var stream = file.OpenReadStream();
             // Reading and checking tensors is libtorch work: it stays on the inference thread.
-            (weights, parameters, format) = await inference.RunAsync(() => Import(network!, stream));
+            (weights, parameters, format) = await inference.RunAsync(() => Import(network!, stream, 2 * uploads.Value.MaxBackboneWeightsBytes));
         }
         catch (WeightsRejectedException e)
         {
@@ -172,10 +172,10 @@ public static partial class BackboneEndpoints
     }
 
     /// <summary>Reads, checks and converts an uploaded file: the canonical weights, the parameter count and the format it was in.</summary>
-    private static (byte[] Weights, long Parameters, WeightsFormat Format) Import(BackboneArchitecture architecture, Stream stream)
+    private static (byte[] Weights, long Parameters, WeightsFormat Format) Import(BackboneArchitecture architecture, Stream stream, long maxUnpackedBytes)
     {
         var format = StateDictFile.Detect(stream);
-        var stateDict = StateDictFile.Read(stream, format);
+        var stateDict = StateDictFile.Read(stream, format, maxUnpackedBytes);
         try
         {
             using var network = WeightsImport.Load(architecture, stateDict);
