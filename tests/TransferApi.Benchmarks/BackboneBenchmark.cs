@@ -40,17 +40,25 @@ internal static class BackboneBenchmark
         var exported = ExportedOnnx(backbone);
         Console.WriteLine();
         Console.WriteLine("ResNet18 (ImageNet weights of the package), images/s; ratio = TorchSharp / ONNX Runtime, measured side by side");
-        Console.WriteLine("threads | batch | TorchSharp | ORT (export) | ratio | ORT (package file) | ratio");
+        Console.WriteLine("threads | batch | TorchSharp | ORT (export) | ratio | ORT (package file) | ratio   (medians of rounds that alternate the runtimes)");
         foreach (var threads in new[] { 1, 2 })
         {
             TorchRuntime.SetThreads(threads);
             foreach (var size in new[] { 1, 32 })
             {
-                var torchRate = TorchSharpRate(backbone, batch, size, repeats);
-                var exportRate = OnnxRate(exported, raw, size, threads, repeats);
-                var packagedRate = size == 1 ? OnnxRate(packaged, batch.contiguous().data<float>().ToArray(), 1, threads, repeats) : double.NaN;
-                Console.WriteLine($"{threads,7} | {size,5} | {torchRate,10:F1} | {exportRate,12:F1} | {torchRate / exportRate,4:F2}x | "
-                    + (size == 1 ? $"{packagedRate,18:F1} | {torchRate / packagedRate,4:F2}x" : $"{"(batch 1 only)",18} |"));
+                using var exportSession = Session(exported, threads);
+                using var packagedSession = size == 1 ? Session(packaged, threads) : null;
+                var packagedInput = batch.contiguous().data<float>().ToArray();
+                // The machine's speed drifts: each round measures every runtime back to back, and ratios are taken per round.
+                var rounds = Enumerable.Range(0, repeats).Select(_ =>
+                (
+                    Torch: TorchSharpRate(backbone, batch, size, 1),
+                    Export: OnnxRate(exportSession, raw, size, 1),
+                    Packaged: packagedSession is null ? double.NaN : OnnxRate(packagedSession, packagedInput, 1, 1)
+                )).ToList();
+                double Mid(Func<(double Torch, double Export, double Packaged), double> pick) => rounds.Select(pick).Order().ElementAt(rounds.Count / 2);
+                Console.WriteLine($"{threads,7} | {size,5} | {Mid(r => r.Torch),10:F1} | {Mid(r => r.Export),12:F1} | {Mid(r => r.Torch / r.Export),4:F2}x | "
+                    + (size == 1 ? $"{Mid(r => r.Packaged),18:F1} | {Mid(r => r.Torch / r.Packaged),4:F2}x" : $"{"(batch 1 only)",18} |"));
             }
         }
 
@@ -102,11 +110,15 @@ internal static class BackboneBenchmark
         return rate;
     }
 
-    /// <summary>Images/s of an ONNX Runtime session over 32 images of <paramref name="planar"/>, <paramref name="size"/> at a time.</summary>
-    private static double OnnxRate(object model, float[] planar, int size, int threads, int repeats)
+    private static InferenceSession Session(object model, int threads)
     {
         using var options = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
-        using var session = model is string path ? new InferenceSession(path, options) : new InferenceSession((byte[])model, options);
+        return model is string path ? new InferenceSession(path, options) : new InferenceSession((byte[])model, options);
+    }
+
+    /// <summary>Images/s of an ONNX Runtime session over 32 images of <paramref name="planar"/>, <paramref name="size"/> at a time.</summary>
+    private static double OnnxRate(InferenceSession session, float[] planar, int size, int repeats)
+    {
         var input = session.InputMetadata.Keys.Single();
         var perImage = planar.Length / 32;
         var batches = Enumerable.Range(0, 32 / size)

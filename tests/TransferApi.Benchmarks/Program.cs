@@ -2,7 +2,7 @@ using TransferApi.Benchmarks;
 
 // scripts/benchmark.sh [backbone|training|ingestion|serving] runs these with a PostgreSQL for the ingestion and serving parts.
 var what = args.FirstOrDefault() ?? "all";
-if (what is "all" or "backbone") BackboneBenchmark.Run(repeats: 3);
+if (what is "all" or "backbone") BackboneBenchmark.Run(repeats: 5);
 if (what is "all" or "training") TrainingBenchmark.Run();
 if (what is "all" or "ingestion") await IngestionBenchmark.RunAsync(args.Contains("--quick"));
 var soakMinutes = args.SkipWhile(a => a != "--soak-minutes").Skip(1).Select(double.Parse).FirstOrDefault(5);
