@@ -26,6 +26,32 @@ public class ArchitectureTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Architectures))]
+    public void Every_tensor_has_the_name_and_shape_TorchVision_gives_it(string name, long _)
+    {
+        // TorchSharp's port of TorchVision's model definitions (the TorchVision package) is the reference; its
+        // ImageNet classifier is what an imported checkpoint carries and the import drops.
+        using nn.Module reference = name switch
+        {
+            "resnet18" => TorchSharp.torchvision.models.resnet18(),
+            "resnet34" => TorchSharp.torchvision.models.resnet34(),
+            "resnet50" => TorchSharp.torchvision.models.resnet50(),
+            "mobilenet_v2" => TorchSharp.torchvision.models.mobilenet_v2(),
+            "vgg16" => TorchSharp.torchvision.models.vgg16(),
+            _ => TorchSharp.torchvision.models.inception_v3(),
+        };
+        var architecture = BackboneArchitecture.Find(name)!;
+        using var ours = architecture.Create();
+        Dictionary<string, string> Shapes(nn.Module module) => module.state_dict()
+            .Where(p => !p.Key.EndsWith("num_batches_tracked", StringComparison.Ordinal) && !architecture.ClassifierPrefixes.Any(c => p.Key.StartsWith(c, StringComparison.Ordinal)))
+            .ToDictionary(p => p.Key, p => string.Join("x", p.Value.shape));
+        var (theirs, mine) = (Shapes(reference), Shapes(ours));
+        Assert.Empty(theirs.Keys.Except(mine.Keys));
+        Assert.Empty(mine.Keys.Except(theirs.Keys));
+        Assert.All(theirs, p => Assert.Equal(p.Value, mine[p.Key]));
+    }
+
+    [Theory]
+    [MemberData(nameof(Architectures))]
     public void Imported_weights_give_torchvision_shapes_and_the_folded_network_the_same_features(string name, long torchVisionParameters)
     {
         var architecture = BackboneArchitecture.Find(name)!;

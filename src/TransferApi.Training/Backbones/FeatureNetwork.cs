@@ -161,12 +161,12 @@ public sealed class FeatureTail : Module<Tensor, Tensor>
     /// <summary>Puts these stages' weights into a whole network of the same architecture (exports).</summary>
     public void CopyInto(FeatureNetwork network)
     {
-        var target = network.ModulesByPath();
+        var (target, source) = (network.ModulesByPath(), copy.ModulesByPath());
         using (no_grad())
         {
             for (var s = FirstStage; s < copy.StageCount; s++)
                 foreach (var path in copy.StageModules(s))
-                    target[path].load_state_dict(copy.ModulesByPath()[path].state_dict());
+                    target[path].load_state_dict(source[path].state_dict());
         }
     }
 
