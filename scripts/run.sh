@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts TransferApi with its PostgreSQL: installs PostgreSQL if missing, keeps a private cluster in
 # .data/postgres (or $TRANSFERAPI_PG_DATA; port $TRANSFERAPI_PG_PORT, default 55432), applies migrations, and serves the API and a
-# training worker on $TRANSFERAPI_URLS (default http://127.0.0.1:5080). Swagger UI: <url>/swagger.
+# training worker on $TRANSFERAPI_URLS (default http://127.0.0.1:5080). Swagger UI: <url>/swagger. Prints the
+# bootstrap admin key (made once, kept in .data/admin-key) that X-Api-Key needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/postgres.sh
@@ -18,5 +19,11 @@ echo "PostgreSQL on 127.0.0.1:$port (data in $data)"
 
 export ConnectionStrings__Postgres="${ConnectionStrings__Postgres:-Host=127.0.0.1;Port=$port;Username=postgres;Database=transferapi}"
 export ASPNETCORE_ENVIRONMENT="${ASPNETCORE_ENVIRONMENT:-Development}"
-echo "TransferApi on $urls (Swagger UI: $urls/swagger)"
+# A bootstrap admin key for this machine, made once and kept beside the database (never in the repository).
+key_file="$(dirname "$data")/admin-key"
+if [[ -z "${Auth__BootstrapAdminKey:-}" ]]; then
+  [[ -s "$key_file" ]] || (umask 077; echo "tak_dev_$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')" > "$key_file")
+  export Auth__BootstrapAdminKey="$(cat "$key_file")"
+fi
+echo "TransferApi on $urls (Swagger UI: $urls/swagger; admin key for X-Api-Key / Authorize: $Auth__BootstrapAdminKey, kept in $key_file)"
 exec dotnet run --project src/TransferApi -c Release -- --urls "$urls"

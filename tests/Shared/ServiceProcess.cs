@@ -17,12 +17,16 @@ public sealed class ServiceProcess : IAsyncDisposable
 
     public HttpClient Client { get; }
 
+    /// <summary>The service's bootstrap admin key (its <see cref="Client"/> sends it).</summary>
+    public static string AdminKey { get; } = $"service-admin-{Guid.NewGuid():N}";
+
     private ServiceProcess(Process process, string adminConnection, string database, Uri address)
     {
         this.process = process;
         this.adminConnection = adminConnection;
         this.database = database;
         Client = new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromMinutes(10) };
+        Client.DefaultRequestHeaders.Add("X-Api-Key", AdminKey);
     }
 
     /// <summary>Peak resident memory of the service so far (VmHWM), in bytes.</summary>
@@ -62,6 +66,7 @@ public sealed class ServiceProcess : IAsyncDisposable
         start.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
         start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
         start.Environment["Service__MigrateOnStartup"] = "true";
+        start.Environment["Auth__BootstrapAdminKey"] = AdminKey;
         foreach (var (key, value) in environment) start.Environment[key] = value;
         var process = Process.Start(start)!;
         process.OutputDataReceived += (_, _) => { };

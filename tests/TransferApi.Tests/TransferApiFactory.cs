@@ -38,9 +38,28 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
         await create.ExecuteNonQueryAsync();
     }
 
+    /// <summary>The bootstrap admin key of this test service; <see cref="CreateClient"/> clients send it.</summary>
+    public string AdminKey { get; } = $"test-admin-{Guid.NewGuid():N}";
+
+    /// <summary>A client that sends no key, or <paramref name="key"/>.</summary>
+    public HttpClient CreateClient(string? key)
+    {
+        var client = CreateClient();
+        client.DefaultRequestHeaders.Remove("X-Api-Key");
+        if (key is not null) client.DefaultRequestHeaders.Add("X-Api-Key", key);
+        return client;
+    }
+
+    protected override void ConfigureClient(HttpClient client)
+    {
+        base.ConfigureClient(client);
+        client.DefaultRequestHeaders.Add("X-Api-Key", AdminKey);
+    }
+
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseEnvironment("Testing");
+        builder.UseSetting("Auth:BootstrapAdminKey", AdminKey);
         builder.UseSetting("ConnectionStrings:Postgres", ConnectionString);
         builder.UseSetting("Service:MigrateOnStartup", "true");
         builder.UseSetting("Worker:QueuePollInterval", "00:00:00.5");

@@ -1,7 +1,9 @@
 using Hangfire;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using TransferApi.Features.Backbones;
+using Microsoft.Extensions.Options;
 using TransferApi.Features.Datasets;
+using TransferApi.Features.Keys;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
 
@@ -11,15 +13,26 @@ public static class EndpointRegistration
 {
     public static WebApplication MapTransferApi(this WebApplication app)
     {
+        var auth = app.Services.GetRequiredService<IOptions<AuthOptions>>().Value;
+        if (string.IsNullOrEmpty(auth.BootstrapAdminKey))
+        {
+            if (!app.Environment.IsDevelopment())
+                throw new InvalidOperationException("Auth:BootstrapAdminKey (environment Auth__BootstrapAdminKey) is not set: outside Development the service needs a bootstrap admin key to start.");
+            app.Logger.LogWarning("Auth:BootstrapAdminKey is not set: in Development every request without a key acts as an admin of tenant '{Tenant}'", Caller.DefaultTenant);
+        }
+
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseSwagger();
         app.UseSwaggerUI(o => o.DocumentTitle = "TransferApi");
         app.UseHangfireDashboard("/hangfire");
+        app.UseAuthentication();
+        app.UseAuthorization();
 
-        app.MapGet("/", () => Results.Redirect("/swagger")).ExcludeFromDescription();
-        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
-        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+        app.MapGet("/", () => Results.Redirect("/swagger")).ExcludeFromDescription().AllowAnonymous();
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).AllowAnonymous();
+        app.MapKeyEndpoints();
         app.MapDatasetEndpoints();
         app.MapTrainingJobEndpoints();
         app.MapModelEndpoints();

@@ -1,11 +1,14 @@
 using System.Text.Json.Serialization;
 using Hangfire;
 using Hangfire.PostgreSql;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
+using Microsoft.OpenApi;
 using TransferApi.Features.Models;
 using TransferApi.Jobs;
 using TransferApi.Options;
@@ -39,6 +42,16 @@ public static class ServiceRegistration
         var connectionString = configuration.PostgresConnectionString();
         services.AddDbContextFactory<TransferDbContext>(o => o.UseNpgsql(connectionString));
 
+        services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section));
+        services.AddMemoryCache();
+        services.AddAuthentication(Caller.Scheme).AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(Caller.Scheme, null);
+        services.AddAuthorizationBuilder()
+            // Every endpoint needs a key unless it says otherwise (health checks); scopes nest: admin > train > predict.
+            .SetFallbackPolicy(new AuthorizationPolicyBuilder(Caller.Scheme).RequireAuthenticatedUser().Build())
+            .AddPolicy(Caller.Predict, p => p.RequireRole(Caller.Predict))
+            .AddPolicy(Caller.Train, p => p.RequireRole(Caller.Train))
+            .AddPolicy(Caller.Admin, p => p.RequireRole(Caller.Admin));
+
         services.AddSingleton<BackboneRegistry>();
         services.AddSingleton<InferenceThread>();
         services.AddSingleton<ClassifierCache>();
@@ -63,6 +76,13 @@ public static class ServiceRegistration
             o.IncludeXmlComments(Path.Combine(AppContext.BaseDirectory, "TransferApi.xml"));
             o.SupportNonNullableReferenceTypes();
             o.OperationFilter<PredictBodyOperationFilter>();
+            // The Authorize button: one X-Api-Key for every call made from Swagger UI.
+            o.AddSecurityDefinition(Caller.Scheme, new OpenApiSecurityScheme
+            {
+                Type = SecuritySchemeType.ApiKey, In = ParameterLocation.Header, Name = Caller.Header,
+                Description = "An API key (POST /api/keys with an admin key creates one). Scopes: predict < train < admin.",
+            });
+            o.AddSecurityRequirement(document => new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference(Caller.Scheme, document)] = [] });
         });
 
         services.AddHealthChecks()

@@ -171,3 +171,24 @@ public sealed class ImageFeatures
     public required float[] Values { get; set; }
     public DateTime CreatedAt { get; set; }
 }
+
+/// <summary>What a key may do: predict only, train (data sets, jobs, models, predict), or everything including keys and backbones.</summary>
+public enum KeyScope { Predict, Train, Admin }
+
+/// <summary>
+/// An API key. Only its SHA-256 is stored (keys are 256 random bits, so a fast hash is enough); the secret is
+/// shown once, when it is created. A revoked key stays listed with its revocation time.
+/// </summary>
+public sealed class ApiKey
+{
+    public Guid Id { get; set; }
+    public required string Name { get; set; }
+    /// <summary>The tenant whose data sets, jobs and models the key works with.</summary>
+    public required string Tenant { get; set; }
+    public KeyScope Scope { get; set; }
+    public required byte[] Sha256 { get; set; }
+    /// <summary>The secret's first characters, to tell keys apart in listings and logs.</summary>
+    public required string Prefix { get; set; }
+    public DateTime CreatedAt { get; set; }
+    public DateTime? RevokedAt { get; set; }
+}

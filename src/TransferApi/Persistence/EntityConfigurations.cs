@@ -131,6 +131,19 @@ internal sealed class BackboneWeightsConfiguration : IEntityTypeConfiguration<Ba
     }
 }
 
+internal sealed class ApiKeyConfiguration : IEntityTypeConfiguration<ApiKey>
+{
+    public void Configure(EntityTypeBuilder<ApiKey> builder)
+    {
+        builder.ToTable("api_keys");
+        builder.HasIndex(k => k.Sha256).IsUnique();
+        builder.Property(k => k.Name).HasMaxLength(200);
+        builder.Property(k => k.Tenant).HasMaxLength(100);
+        builder.Property(k => k.Prefix).HasMaxLength(20);
+        builder.Property(k => k.Scope).HasConversion<string>().HasMaxLength(20);
+    }
+}
+
 internal sealed class ImageFeaturesConfiguration : IEntityTypeConfiguration<ImageFeatures>
 {
     public void Configure(EntityTypeBuilder<ImageFeatures> builder)

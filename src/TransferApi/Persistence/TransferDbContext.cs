@@ -14,6 +14,7 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<ImageFeatures> ImageFeatures => Set<ImageFeatures>();
     public DbSet<RegisteredBackbone> Backbones => Set<RegisteredBackbone>();
     public DbSet<BackboneWeights> BackboneWeights => Set<BackboneWeights>();
+    public DbSet<ApiKey> ApiKeys => Set<ApiKey>();
 
     protected override void OnModelCreating(ModelBuilder modelBuilder) =>
         modelBuilder.ApplyConfigurationsFromAssembly(typeof(TransferDbContext).Assembly);

@@ -37,9 +37,10 @@ public static partial class BackboneEndpoints
         var group = app.MapGroup("/api/backbones").WithTags("Backbones");
         // Weights files outgrow data-set uploads' limits: this route has its own.
         var maxWeights = app.ServiceProvider.GetRequiredService<IOptions<UploadOptions>>().Value.MaxBackboneWeightsBytes;
-        group.MapGet("/", List).WithSummary("The pretrained backbones jobs can train on");
-        group.MapGet("/{id}", Get).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read one backbone");
+        group.MapGet("/", List).RequireAuthorization(Caller.Predict).WithSummary("The pretrained backbones jobs can train on");
+        group.MapGet("/{id}", Get).RequireAuthorization(Caller.Predict).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read one backbone");
         group.MapPost("/", Register)
+            .RequireAuthorization(Caller.Admin)
             .DisableAntiforgery()
             .WithMetadata(new RequestSizeLimitAttribute(maxWeights + 1024 * 1024))
             .WithFormOptions(multipartBodyLengthLimit: maxWeights + 1024 * 1024)
@@ -55,7 +56,7 @@ public static partial class BackboneEndpoints
                 + "defaults are TorchVision's for the architecture). Names and shapes must match TorchVision's definition exactly; the ImageNet "
                 + "classifier (fc, classifier, AuxLogits) and num_batches_tracked are dropped. The first bad key is named in a 422. Weights are stored "
                 + "once per content hash; registering the same weights again under the same id answers 200 with the existing backbone.");
-        group.MapDelete("/{id}", Delete).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+        group.MapDelete("/{id}", Delete).RequireAuthorization(Caller.Admin).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Delete a registered backbone that no model or unfinished job uses");
         return group;
     }

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
+using TransferApi.Infrastructure;
 using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Storage;
@@ -16,7 +17,7 @@ public static class DatasetEndpoints
 {
     public static RouteGroupBuilder MapDatasetEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/api/datasets").WithTags("Datasets");
+        var group = app.MapGroup("/api/datasets").WithTags("Datasets").RequireAuthorization(Caller.Train);
         group.MapPost("/", Upload)
             .DisableAntiforgery()
             .Accepts<IFormFile>("multipart/form-data")

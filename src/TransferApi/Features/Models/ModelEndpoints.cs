@@ -46,7 +46,9 @@ public static class ModelEndpoints
 
     public static RouteGroupBuilder MapModelEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/api/models").WithTags("Models");
+        var models = app.MapGroup("/api/models").WithTags("Models");
+        // Everything but predict needs the train scope; predict needs only predict.
+        var group = models.MapGroup("").RequireAuthorization(Caller.Train);
         group.MapGet("/", List).WithSummary("List trained models, newest first (optionally the versions of one name)");
         group.MapGet("/{id}", Get).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Read a model: labels, backbone, validation metrics, name, version, aliases").WithDescription(IdDescription);
@@ -63,10 +65,11 @@ public static class ModelEndpoints
             .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Download the model as a file that runs without TransferApi (zip: the network + model.json)")
             .WithDescription("format=onnx (ONNX Runtime), pytorch (a state dict for torch.load) or torchsharp (Module.load). The network takes "
-                + "centre-cropped BGR pixels 0..255 [N,3,224,224] (the mean image is inside) and answers class probabilities; model.json says how. " + IdDescription);
+                + "resized, centre-cropped pixels 0..255 [N,3,S,S] in the model's channel order (normalization is inside) and answers class probabilities; "
+                + "model.json gives the size, channel order, resize and normalization. " + IdDescription);
         var predictLimit = app.ServiceProvider.GetRequiredService<IOptions<UploadOptions>>().Value.MaxPredictBytes
             * app.ServiceProvider.GetRequiredService<IOptions<ServingOptions>>().Value.MaxImagesPerRequest + 1024 * 1024;
-        group.MapPost("/{id}/predict", Predict)
+        models.MapPost("/{id}/predict", Predict).RequireAuthorization(Caller.Predict)
             .DisableAntiforgery()
             .WithMetadata(new RequestSizeLimitAttribute(predictLimit))
             // One Accepts: routing answers 415 for any other content type (the OpenAPI document gets the image/* bodies as binary).

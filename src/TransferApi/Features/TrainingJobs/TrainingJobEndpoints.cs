@@ -8,6 +8,7 @@ using TransferApi.Features.Datasets;
 using TransferApi.Features.Models;
 using TransferApi.Jobs;
 using TransferApi.Options;
+using TransferApi.Infrastructure;
 using TransferApi.Persistence;
 using TransferApi.Training.Backbones;
 using TransferApi.Training.Imaging;
@@ -108,7 +109,7 @@ public static class TrainingJobEndpoints
 {
     public static RouteGroupBuilder MapTrainingJobEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/api/training-jobs").WithTags("Training jobs");
+        var group = app.MapGroup("/api/training-jobs").WithTags("Training jobs").RequireAuthorization(Caller.Train);
         group.MapPost("/", Create).ProducesProblem(StatusCodes.Status422UnprocessableEntity).WithSummary("Start training a model on a data set")
             .WithDescription("Queues a job that runs the frozen backbone once over every image and trains a linear softmax head on the features. Poll GET /api/training-jobs/{id} for progress and per-epoch metrics.");
         group.MapGet("/", List).WithSummary("List training jobs, newest first");
