@@ -69,6 +69,11 @@ public class AuthenticationTests(TransferApiFactory factory)
         Assert.Equal(HttpStatusCode.Forbidden, (await train.GetAsync("/api/keys")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await train.PostAsJsonAsync("/api/keys", new { name = "x", scope = "Admin" })).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await train.DeleteAsync("/api/backbones/resnet18-imagenet")).StatusCode);
+
+        // The Hangfire dashboard is for admin keys only.
+        Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient(key: null).GetAsync("/hangfire")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await train.GetAsync("/hangfire")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await admin.GetAsync("/hangfire")).StatusCode);
     }
 
     [Fact]

@@ -1,4 +1,6 @@
 using Hangfire;
+using Hangfire.Dashboard;
+using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using TransferApi.Features.Backbones;
 using Microsoft.Extensions.Options;
@@ -25,7 +27,8 @@ public static class EndpointRegistration
         app.UseStatusCodePages();
         app.UseSwagger();
         app.UseSwaggerUI(o => o.DocumentTitle = "TransferApi");
-        app.UseHangfireDashboard("/hangfire");
+        // The dashboard shows and deletes every tenant's jobs: admin keys only (X-Api-Key, as everywhere).
+        app.UseHangfireDashboard("/hangfire", new DashboardOptions { Authorization = [], AsyncAuthorization = [new AdminKeyDashboardFilter()] });
         app.UseAuthentication();
         app.UseAuthorization();
 
@@ -38,5 +41,15 @@ public static class EndpointRegistration
         app.MapModelEndpoints();
         app.MapBackboneEndpoints();
         return app;
+    }
+}
+
+/// <summary>Lets only requests with an admin X-Api-Key into the Hangfire dashboard.</summary>
+internal sealed class AdminKeyDashboardFilter : IDashboardAsyncAuthorizationFilter
+{
+    public async Task<bool> AuthorizeAsync(DashboardContext context)
+    {
+        var result = await context.GetHttpContext().AuthenticateAsync(Caller.Scheme);
+        return result.Succeeded && result.Principal.IsInRole(Caller.Admin);
     }
 }
