@@ -46,6 +46,23 @@ public static class Caller
     private static string Base64Url(byte[] bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
 }
 
+/// <summary>
+/// The tenant of the request being served (its API key's), or null outside requests (training workers,
+/// maintenance), where code sees every tenant.
+/// </summary>
+public sealed class TenantContext(IHttpContextAccessor accessor)
+{
+    public string? Tenant => accessor.HttpContext?.User is { Identity.IsAuthenticated: true } user ? user.Tenant() : null;
+
+    /// <summary>A context from <paramref name="factory"/> that sees only this tenant's rows (all rows outside requests).</summary>
+    public async Task<TransferDbContext> CreateDbContextAsync(IDbContextFactory<TransferDbContext> factory, CancellationToken cancellation)
+    {
+        var db = await factory.CreateDbContextAsync(cancellation);
+        db.Tenant = Tenant;
+        return db;
+    }
+}
+
 /// <summary>Reads X-Api-Key: the bootstrap admin key from configuration, or a stored key by its hash (cached briefly).</summary>
 public sealed class ApiKeyAuthenticationHandler(
     IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder,

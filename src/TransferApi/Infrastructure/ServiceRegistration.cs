@@ -41,6 +41,15 @@ public static class ServiceRegistration
 
         var connectionString = configuration.PostgresConnectionString();
         services.AddDbContextFactory<TransferDbContext>(o => o.UseNpgsql(connectionString));
+        // The context endpoints receive sees only the caller's tenant; contexts made with the factory (workers) see all.
+        services.AddHttpContextAccessor();
+        services.AddScoped<TenantContext>();
+        services.AddScoped(sp =>
+        {
+            var db = sp.GetRequiredService<IDbContextFactory<TransferDbContext>>().CreateDbContext();
+            db.Tenant = sp.GetRequiredService<TenantContext>().Tenant;
+            return db;
+        });
 
         services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section));
         services.AddMemoryCache();

@@ -173,6 +173,7 @@ public sealed class TrainingJobRunner(
         var best = result.BestMetrics;
         return new TrainedModel
         {
+            Tenant = job.Tenant,
             Id = Guid.CreateVersion7(),
             JobId = job.Id,
             DatasetId = job.DatasetId,

@@ -2,9 +2,16 @@ using TransferApi.Training.Training;
 
 namespace TransferApi.Persistence;
 
-public sealed class Dataset
+/// <summary>Rows that belong to one tenant: only keys of that tenant see them (a query filter on the context).</summary>
+public interface ITenantOwned
+{
+    string Tenant { get; set; }
+}
+
+public sealed class Dataset : ITenantOwned
 {
     public Guid Id { get; set; }
+    public string Tenant { get; set; } = "";
     public required string Name { get; set; }
     public DateTime CreatedAt { get; set; }
     /// <summary>How images without a split from the archive's folders are split: shares and seed.</summary>
@@ -43,9 +50,10 @@ public sealed class DatasetImage
 
 public enum JobStatus { Queued, Running, Succeeded, Failed, Cancelled }
 
-public sealed class TrainingJob
+public sealed class TrainingJob : ITenantOwned
 {
     public Guid Id { get; set; }
+    public string Tenant { get; set; } = "";
     public Guid DatasetId { get; set; }
     public JobStatus Status { get; set; }
     public DateTime CreatedAt { get; set; }
@@ -92,9 +100,10 @@ public sealed class TrainingMetric
     public DateTime RecordedAt { get; set; }
 }
 
-public sealed class TrainedModel
+public sealed class TrainedModel : ITenantOwned
 {
     public Guid Id { get; set; }
+    public string Tenant { get; set; } = "";
     public Guid JobId { get; set; }
     public Guid DatasetId { get; set; }
     public required string Backbone { get; set; }
@@ -128,8 +137,9 @@ public sealed class TrainedModel
 }
 
 /// <summary>A movable label on one version of a named model (<c>name@production</c>).</summary>
-public sealed class ModelAlias
+public sealed class ModelAlias : ITenantOwned
 {
+    public string Tenant { get; set; } = "";
     public required string Name { get; set; }
     public required string Alias { get; set; }
     public Guid ModelId { get; set; }

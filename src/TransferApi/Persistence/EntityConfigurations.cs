@@ -13,6 +13,8 @@ internal sealed class DatasetConfiguration : IEntityTypeConfiguration<Dataset>
     public void Configure(EntityTypeBuilder<Dataset> builder)
     {
         builder.ToTable("datasets");
+        builder.Property(e => e.Tenant).HasMaxLength(100);
+        builder.HasIndex(e => e.Tenant);
         builder.Property(d => d.Name).HasMaxLength(200);
         builder.HasIndex(d => d.CreatedAt);
         builder.OwnsMany(d => d.Rejected, r => r.ToJson("rejected"));
@@ -40,6 +42,8 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
     public void Configure(EntityTypeBuilder<TrainingJob> builder)
     {
         builder.ToTable("training_jobs");
+        builder.Property(e => e.Tenant).HasMaxLength(100);
+        builder.HasIndex(e => e.Tenant);
         builder.Property(j => j.Status).HasConversion<string>().HasMaxLength(16);
         builder.Property(j => j.Backbone).HasMaxLength(100);
         builder.Property(j => j.HangfireJobId).HasMaxLength(100);
@@ -80,6 +84,7 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
     public void Configure(EntityTypeBuilder<TrainedModel> builder)
     {
         builder.ToTable("models");
+        builder.Property(m => m.Tenant).HasMaxLength(100);
         builder.Property(m => m.Backbone).HasMaxLength(100);
         builder.HasIndex(m => m.JobId).IsUnique();
         builder.HasIndex(m => m.CreatedAt);
@@ -89,7 +94,8 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
         builder.Property(m => m.Head).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.HeadSpec>(), JsonColumn.Comparer<TransferApi.Training.Training.HeadSpec>());
         builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainedModel>(m => m.JobId).OnDelete(DeleteBehavior.Restrict);
         builder.Property(m => m.Name).HasMaxLength(ModelNames.MaxLength);
-        builder.HasIndex(m => new { m.Name, m.Version }).IsUnique();
+        // Names and versions are per tenant.
+        builder.HasIndex(m => new { m.Tenant, m.Name, m.Version }).IsUnique();
         builder.HasMany(m => m.Aliases).WithOne().HasForeignKey(a => a.ModelId).OnDelete(DeleteBehavior.Cascade);
     }
 }
@@ -100,7 +106,8 @@ internal sealed class ModelAliasConfiguration : IEntityTypeConfiguration<ModelAl
     {
         builder.ToTable("model_aliases");
         // An alias names one version of a name at a time; moving it replaces the row.
-        builder.HasKey(a => new { a.Name, a.Alias });
+        builder.HasKey(a => new { a.Tenant, a.Name, a.Alias });
+        builder.Property(a => a.Tenant).HasMaxLength(100);
         builder.Property(a => a.Name).HasMaxLength(ModelNames.MaxLength);
         builder.Property(a => a.Alias).HasMaxLength(ModelNames.MaxLength);
     }

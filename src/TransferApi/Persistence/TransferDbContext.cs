@@ -16,6 +16,29 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<BackboneWeights> BackboneWeights => Set<BackboneWeights>();
     public DbSet<ApiKey> ApiKeys => Set<ApiKey>();
 
-    protected override void OnModelCreating(ModelBuilder modelBuilder) =>
+    /// <summary>
+    /// The tenant whose rows this context sees and creates (set per request from the API key), or null for the
+    /// workers and maintenance code, which see every tenant.
+    /// </summary>
+    public string? Tenant { get; set; }
+
+    protected override void OnModelCreating(ModelBuilder modelBuilder)
+    {
         modelBuilder.ApplyConfigurationsFromAssembly(typeof(TransferDbContext).Assembly);
+        // Another tenant's rows do not exist for a request: its ids answer 404 everywhere, lists leave them out.
+        modelBuilder.Entity<Dataset>().HasQueryFilter(d => Tenant == null || d.Tenant == Tenant);
+        modelBuilder.Entity<TrainingJob>().HasQueryFilter(j => Tenant == null || j.Tenant == Tenant);
+        modelBuilder.Entity<TrainedModel>().HasQueryFilter(m => Tenant == null || m.Tenant == Tenant);
+        modelBuilder.Entity<ModelAlias>().HasQueryFilter(a => Tenant == null || a.Tenant == Tenant);
+        modelBuilder.Entity<DatasetImage>().HasQueryFilter(i => Tenant == null || Set<Dataset>().Any(d => d.Id == i.DatasetId && d.Tenant == Tenant));
+        modelBuilder.Entity<TrainingMetric>().HasQueryFilter(m => Tenant == null || Set<TrainingJob>().Any(j => j.Id == m.JobId && j.Tenant == Tenant));
+    }
+
+    /// <summary>New tenant-owned rows get this context's tenant unless they name one (the workers copy the job's).</summary>
+    public override Task<int> SaveChangesAsync(bool acceptAllChangesOnSuccess, CancellationToken cancellationToken = default)
+    {
+        foreach (var entry in ChangeTracker.Entries<ITenantOwned>().Where(e => e.State == EntityState.Added && string.IsNullOrEmpty(e.Entity.Tenant)))
+            entry.Entity.Tenant = Tenant ?? throw new InvalidOperationException($"A new {entry.Entity.GetType().Name} needs a tenant.");
+        return base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
+    }
 }

@@ -3,6 +3,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using TransferApi.Options;
+using TransferApi.Infrastructure;
 using TransferApi.Persistence;
 using TransferApi.Training.Imaging;
 using TransferApi.Training.Training;
@@ -23,12 +24,12 @@ public sealed record IngestionReport(Guid DatasetId, IReadOnlyList<Guid> Added, 
 /// full decode, SHA-256); exact duplicates are stored once and the same bytes under another label are
 /// reported as a conflict. Images the client did not place in a split are split per class, seeded.
 /// </summary>
-public sealed class DatasetIngestion(IDbContextFactory<TransferDbContext> dbFactory, IOptions<UploadOptions> uploads, IOptions<DatasetOptions> datasets)
+public sealed class DatasetIngestion(IDbContextFactory<TransferDbContext> dbFactory, TenantContext tenant, IOptions<UploadOptions> uploads, IOptions<DatasetOptions> datasets)
 {
     /// <summary>Creates a data set from an archive; refuses it whole when fewer than 2 classes end up with images.</summary>
     public async Task<IngestionReport> CreateAsync(string name, DatasetArchive archive, SplitFractions fractions, long seed, CancellationToken cancellation)
     {
-        await using var db = await dbFactory.CreateDbContextAsync(cancellation);
+        await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
         var dataset = new Dataset
         {
@@ -63,7 +64,7 @@ public sealed class DatasetIngestion(IDbContextFactory<TransferDbContext> dbFact
     /// <summary>Adds images to an existing data set; concurrent additions to one data set take turns.</summary>
     public async Task<IngestionReport?> AddAsync(Guid datasetId, IEnumerable<IncomingImage> images, CancellationToken cancellation)
     {
-        await using var db = await dbFactory.CreateDbContextAsync(cancellation);
+        await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
         // Row lock on the data set: duplicate detection and split assignment see every earlier addition.
         var dataset = await db.Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {datasetId} FOR UPDATE").FirstOrDefaultAsync(cancellation);
@@ -78,7 +79,7 @@ public sealed class DatasetIngestion(IDbContextFactory<TransferDbContext> dbFact
     /// <summary>Re-splits every image whose split the client did not fix, with new shares and seed.</summary>
     public async Task<bool> ResplitAsync(Guid datasetId, SplitFractions fractions, long seed, CancellationToken cancellation)
     {
-        await using var db = await dbFactory.CreateDbContextAsync(cancellation);
+        await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
         var dataset = await db.Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {datasetId} FOR UPDATE").FirstOrDefaultAsync(cancellation);
         if (dataset is null) return false;

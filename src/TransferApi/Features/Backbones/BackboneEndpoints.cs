@@ -157,8 +157,9 @@ public static partial class BackboneEndpoints
         if (BackboneCatalog.BuiltIn.Contains(id)) return Problems.Conflict("Built-in backbone", $"id: '{id}' is built in and cannot be deleted.");
         var row = await db.Backbones.FirstOrDefaultAsync(b => b.Id == id, cancellation);
         if (row is null) return NotFound(id);
-        var models = await db.Models.CountAsync(m => m.Backbone == id, cancellation);
-        var jobs = await db.TrainingJobs.CountAsync(j => j.Backbone == id && (j.Status == JobStatus.Queued || j.Status == JobStatus.Running), cancellation);
+        // Backbones serve every tenant: count every tenant's models and jobs.
+        var models = await db.Models.IgnoreQueryFilters().CountAsync(m => m.Backbone == id, cancellation);
+        var jobs = await db.TrainingJobs.IgnoreQueryFilters().CountAsync(j => j.Backbone == id && (j.Status == JobStatus.Queued || j.Status == JobStatus.Running), cancellation);
         if (models + jobs > 0)
             return Problems.Conflict("Backbone in use", $"id: '{id}' is used by {models} model(s) and {jobs} unfinished job(s); delete those models and let the jobs end first.");
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);

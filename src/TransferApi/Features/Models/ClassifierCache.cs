@@ -49,7 +49,7 @@ public sealed class ClassifierCache : IDisposable
 
     /// <summary>A model loaded for prediction with its own batcher; outside the cache only for one bigger than the whole cache.</summary>
     public ServedModel Load(TrainedModel row, Training.Backbones.Backbone backbone) =>
-        new(row.Id, row.Name, row.Version, new PredictionBatcher(new ImageClassifier(backbone, ModelMapping.ToCheckpoint(row)), options, inference));
+        new(row.Id, row.Tenant, row.Name, row.Version, new PredictionBatcher(new ImageClassifier(backbone, ModelMapping.ToCheckpoint(row)), options, inference));
 
     /// <summary>Drops a model (deleted, or replaced).</summary>
     public void Remove(Guid modelId) => cache.Remove(modelId);
@@ -61,4 +61,4 @@ public sealed class ClassifierCache : IDisposable
 }
 
 /// <summary>A model ready to predict, with the name and version it had when loaded.</summary>
-public sealed record ServedModel(Guid Id, string? Name, int? Version, PredictionBatcher Batcher);
+public sealed record ServedModel(Guid Id, string Tenant, string? Name, int? Version, PredictionBatcher Batcher);

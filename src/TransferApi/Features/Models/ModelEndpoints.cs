@@ -141,13 +141,14 @@ public static class ModelEndpoints
         if (ModelNames.Problem(alias, "alias") is { } bad) return TypedResults.Problem($"alias: {bad}.", statusCode: 400, title: "Invalid alias");
         var (modelId, problem) = await ResolveAsync(id, db, cancellation);
         if (problem is not null) return problem;
-        var name = await db.Models.Where(m => m.Id == modelId).Select(m => m.Name).FirstAsync(cancellation);
+        var owner = await db.Models.Where(m => m.Id == modelId).Select(m => new { m.Name, m.Tenant }).FirstAsync(cancellation);
+        var (name, tenant) = (owner.Name, owner.Tenant);
         if (name is null)
             return Problems.Conflict("Model has no name", $"id: model {modelId} has no name; name it first (PATCH /api/models/{modelId} with {{\"name\": …}}).");
         // One statement, so two clients moving the same alias cannot leave it on two versions.
         await db.Database.ExecuteSqlInterpolatedAsync($"""
-            INSERT INTO model_aliases ("Name", "Alias", "ModelId", "UpdatedAt") VALUES ({name}, {alias}, {modelId}, {DateTime.UtcNow})
-            ON CONFLICT ("Name", "Alias") DO UPDATE SET "ModelId" = EXCLUDED."ModelId", "UpdatedAt" = EXCLUDED."UpdatedAt"
+            INSERT INTO model_aliases ("Tenant", "Name", "Alias", "ModelId", "UpdatedAt") VALUES ({tenant}, {name}, {alias}, {modelId}, {DateTime.UtcNow})
+            ON CONFLICT ("Tenant", "Name", "Alias") DO UPDATE SET "ModelId" = EXCLUDED."ModelId", "UpdatedAt" = EXCLUDED."UpdatedAt"
             """, cancellation);
         return TypedResults.Ok(await db.Models.AsNoTracking().Where(m => m.Id == modelId).Select(Summary).FirstAsync(cancellation));
     }

@@ -85,9 +85,10 @@ public static partial class ModelNames
     public static async Task AssignAsync(TransferDbContext db, TrainedModel model, string name, CancellationToken cancellation)
     {
         if (model.Name == name) return;
-        await db.Database.ExecuteSqlInterpolatedAsync($"SELECT pg_advisory_xact_lock(hashtext({"model-name:" + name}))", cancellation);
+        // Names are per tenant; the worker's context sees every tenant, so the tenant is named explicitly.
+        await db.Database.ExecuteSqlInterpolatedAsync($"SELECT pg_advisory_xact_lock(hashtext({"model-name:" + model.Tenant + "/" + name}))", cancellation);
         await db.ModelAliases.Where(a => a.ModelId == model.Id).ExecuteDeleteAsync(cancellation);
-        var latest = await db.Models.Where(m => m.Name == name).MaxAsync(m => m.Version, cancellation);
+        var latest = await db.Models.Where(m => m.Tenant == model.Tenant && m.Name == name).MaxAsync(m => m.Version, cancellation);
         (model.Name, model.Version) = (name, (latest ?? 0) + 1);
     }
 }

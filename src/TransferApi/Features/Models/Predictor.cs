@@ -63,7 +63,8 @@ public sealed class Predictor(ClassifierCache cache, Infrastructure.BackboneRegi
     /// <summary>The model to serve <paramref name="id"/> with, from the cache or loaded from its row; null when no model has that id.</summary>
     public async Task<ServedModel?> FindAsync(Guid id, TransferDbContext db, CancellationToken cancellation)
     {
-        if (cache.TryGet(id, out var cached)) return cached;
+        // The cache is shared by all tenants: a cached model answers only its own tenant.
+        if (cache.TryGet(id, out var cached) && (db.Tenant is null || cached!.Tenant == db.Tenant)) return cached;
         var row = await db.Models.AsNoTracking().FirstOrDefaultAsync(m => m.Id == id, cancellation);
         return row is null ? null : await cache.GetOrLoadAsync(row);
     }

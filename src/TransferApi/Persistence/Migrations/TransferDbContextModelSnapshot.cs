@@ -101,6 +101,11 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<long>("SplitSeed")
                         .HasColumnType("bigint");
 
+                    b.Property<string>("Tenant")
+                        .IsRequired()
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
                     b.Property<double>("TestFraction")
                         .HasColumnType("double precision");
 
@@ -110,6 +115,8 @@ namespace TransferApi.Persistence.Migrations
                     b.HasKey("Id");
 
                     b.HasIndex("CreatedAt");
+
+                    b.HasIndex("Tenant");
 
                     b.ToTable("datasets", (string)null);
                 });
@@ -196,6 +203,10 @@ namespace TransferApi.Persistence.Migrations
 
             modelBuilder.Entity("TransferApi.Persistence.ModelAlias", b =>
                 {
+                    b.Property<string>("Tenant")
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
                     b.Property<string>("Name")
                         .HasMaxLength(64)
                         .HasColumnType("character varying(64)");
@@ -210,7 +221,7 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<DateTime>("UpdatedAt")
                         .HasColumnType("timestamp with time zone");
 
-                    b.HasKey("Name", "Alias");
+                    b.HasKey("Tenant", "Name", "Alias");
 
                     b.HasIndex("ModelId");
 
@@ -322,6 +333,11 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<byte[]>("TailWeights")
                         .HasColumnType("bytea");
 
+                    b.Property<string>("Tenant")
+                        .IsRequired()
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
                     b.Property<int>("TrainImages")
                         .HasColumnType("integer");
 
@@ -347,7 +363,7 @@ namespace TransferApi.Persistence.Migrations
                     b.HasIndex("JobId")
                         .IsUnique();
 
-                    b.HasIndex("Name", "Version")
+                    b.HasIndex("Tenant", "Name", "Version")
                         .IsUnique();
 
                     b.ToTable("models", (string)null);
@@ -435,11 +451,18 @@ namespace TransferApi.Persistence.Migrations
                         .HasMaxLength(16)
                         .HasColumnType("character varying(16)");
 
+                    b.Property<string>("Tenant")
+                        .IsRequired()
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
                     b.HasKey("Id");
 
                     b.HasIndex("CreatedAt");
 
                     b.HasIndex("DatasetId");
+
+                    b.HasIndex("Tenant");
 
                     b.ToTable("training_jobs", (string)null);
                 });
