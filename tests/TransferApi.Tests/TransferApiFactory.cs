@@ -60,6 +60,9 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
     {
         builder.UseEnvironment("Testing");
         builder.UseSetting("Auth:BootstrapAdminKey", AdminKey);
+        // Tests share one key; RateLimitTests checks the allowances with small ones of its own.
+        builder.UseSetting("RateLimits:PredictPerMinute", "10000000");
+        builder.UseSetting("RateLimits:UploadsPerMinute", "100000");
         builder.UseSetting("ConnectionStrings:Postgres", ConnectionString);
         builder.UseSetting("Service:MigrateOnStartup", "true");
         builder.UseSetting("Worker:QueuePollInterval", "00:00:00.5");

@@ -61,6 +61,8 @@ public static class ServiceRegistration
             .AddPolicy(Caller.Train, p => p.RequireRole(Caller.Train))
             .AddPolicy(Caller.Admin, p => p.RequireRole(Caller.Admin));
 
+        services.AddKeyRateLimits(configuration);
+
         services.AddSingleton<BackboneRegistry>();
         services.AddSingleton<InferenceThread>();
         services.AddSingleton<ClassifierCache>();

@@ -41,6 +41,7 @@ public static partial class BackboneEndpoints
         group.MapGet("/{id}", Get).RequireAuthorization(Caller.Predict).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Read one backbone");
         group.MapPost("/", Register)
             .RequireAuthorization(Caller.Admin)
+            .RequireRateLimiting(RateLimits.Upload)
             .DisableAntiforgery()
             .WithMetadata(new RequestSizeLimitAttribute(maxWeights + 1024 * 1024))
             .WithFormOptions(multipartBodyLengthLimit: maxWeights + 1024 * 1024)

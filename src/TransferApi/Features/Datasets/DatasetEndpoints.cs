@@ -19,6 +19,7 @@ public static class DatasetEndpoints
     {
         var group = app.MapGroup("/api/datasets").WithTags("Datasets").RequireAuthorization(Caller.Train);
         group.MapPost("/", Upload)
+            .RequireRateLimiting(RateLimits.Upload)
             .DisableAntiforgery()
             .Accepts<IFormFile>("multipart/form-data")
             .ProducesProblem(StatusCodes.Status409Conflict)

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Processing;
 using TransferApi.Options;
+using TransferApi.Infrastructure;
 using TransferApi.Persistence;
 using TransferApi.Storage;
 using TransferApi.Training.Imaging;
@@ -29,7 +30,7 @@ public static class DatasetImageEndpoints
     {
         datasets.MapGet("/{id:guid}/images", List).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("List a data set's images, optionally by label and split");
-        datasets.MapPost("/{id:guid}/images", Add)
+        datasets.MapPost("/{id:guid}/images", Add).RequireRateLimiting(RateLimits.Upload)
             .DisableAntiforgery()
             .Accepts<IFormFileCollection>("multipart/form-data")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge)

@@ -69,7 +69,7 @@ public static class ModelEndpoints
                 + "model.json gives the size, channel order, resize and normalization. " + IdDescription);
         var predictLimit = app.ServiceProvider.GetRequiredService<IOptions<UploadOptions>>().Value.MaxPredictBytes
             * app.ServiceProvider.GetRequiredService<IOptions<ServingOptions>>().Value.MaxImagesPerRequest + 1024 * 1024;
-        models.MapPost("/{id}/predict", Predict).RequireAuthorization(Caller.Predict)
+        models.MapPost("/{id}/predict", Predict).RequireAuthorization(Caller.Predict).RequireRateLimiting(RateLimits.Predict)
             .DisableAntiforgery()
             .WithMetadata(new RequestSizeLimitAttribute(predictLimit))
             // One Accepts: routing answers 415 for any other content type (the OpenAPI document gets the image/* bodies as binary).

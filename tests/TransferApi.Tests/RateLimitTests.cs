@@ -1,0 +1,56 @@
+using System.Net;
+using System.Net.Http.Json;
+using Microsoft.AspNetCore.Hosting;
+using TransferApi.Features.Keys;
+using TransferApi.TestSupport;
+
+namespace TransferApi.Tests;
+
+/// <summary>Predict and upload allowances per key: beyond them a 429 with Retry-After; other keys keep theirs.</summary>
+[Collection(ServiceCollection.Name)]
+public class RateLimitTests(TransferApiFactory factory)
+{
+    [Fact]
+    public async Task Beyond_its_allowance_a_key_gets_429_with_retry_after_and_other_keys_are_unaffected()
+    {
+        // The same database and keys, with small allowances: 2 predictions and 1 upload per minute and key.
+        using var limited = factory.WithWebHostBuilder(b => b
+            .UseSetting("RateLimits:PredictPerMinute", "2")
+            .UseSetting("RateLimits:UploadsPerMinute", "1")
+            .UseSetting("Service:Roles", "Api"));
+        HttpClient Client(string key)
+        {
+            var client = limited.CreateClient();
+            // The derived factory's clients start with the bootstrap key, like the parent's.
+            client.DefaultRequestHeaders.Remove("X-Api-Key");
+            client.DefaultRequestHeaders.Add("X-Api-Key", key);
+            return client;
+        }
+        var admin = Client(factory.AdminKey);
+        var created = await admin.PostAsJsonAsync("/api/keys", new { name = "rate", scope = "Train" });
+        var first = Client((await created.ReadAsync<KeyResponse>()).Key!);
+        var created2 = await admin.PostAsJsonAsync("/api/keys", new { name = "rate 2", scope = "Predict" });
+        var second = Client((await created2.ReadAsync<KeyResponse>()).Key!);
+
+        var route = $"/api/models/{Guid.NewGuid()}/predict";
+        for (var i = 0; i < 2; i++)
+        {
+            var allowed = await first.PostAsync(route, Archives.ImageForm([1, 2, 3]));
+            Assert.True(allowed.StatusCode == HttpStatusCode.NotFound, $"request {i + 1}: {allowed.StatusCode} {await allowed.Content.ReadAsStringAsync()}");
+        }
+        var refused = await first.PostAsync(route, Archives.ImageForm([1, 2, 3]));
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.True(refused.Headers.RetryAfter?.Delta is { TotalSeconds: >= 1 and <= 60 }, $"Retry-After {refused.Headers.RetryAfter}");
+        Assert.Contains("retry after", (await refused.ProblemAsync()).GetProperty("detail").GetString());
+        var other = await second.PostAsync(route, Archives.ImageForm([1, 2, 3]));
+        Assert.True(other.StatusCode == HttpStatusCode.NotFound, $"another key: {other.StatusCode} {await other.Content.ReadAsStringAsync()}");
+
+        // Uploads have their own allowance: the second upload within the minute is refused before it is read.
+        Assert.NotEqual(HttpStatusCode.TooManyRequests, (await first.PostAsync("/api/datasets", Archives.DatasetForm("a", [1, 2, 3]))).StatusCode);
+        var upload = await first.PostAsync("/api/datasets", Archives.DatasetForm("b", [1, 2, 3]));
+        Assert.Equal(HttpStatusCode.TooManyRequests, upload.StatusCode);
+        Assert.NotNull(upload.Headers.RetryAfter);
+        // Reading lists is not limited.
+        Assert.Equal(HttpStatusCode.OK, (await first.GetAsync("/api/datasets")).StatusCode);
+    }
+}
