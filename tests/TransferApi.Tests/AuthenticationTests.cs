@@ -1,7 +1,5 @@
 using System.Net;
 using System.Net.Http.Json;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Mvc.Testing;
 using TransferApi.Features.Keys;
 using TransferApi.Persistence;
 using TransferApi.TestSupport;
@@ -105,15 +103,26 @@ public class AuthenticationTests(TransferApiFactory factory)
     }
 
     [Fact]
-    public void Outside_Development_the_service_refuses_to_start_without_a_bootstrap_key()
+    public async Task Outside_Development_the_service_refuses_to_start_without_a_bootstrap_key()
     {
-        using var unconfigured = new WebApplicationFactory<Program>().WithWebHostBuilder(builder =>
+        // Its own process: a failed in-process host would leave Hangfire's static configuration half made.
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "TransferApi.dll")])
         {
-            builder.UseEnvironment("Production");
-            builder.UseSetting("ConnectionStrings:Postgres", factory.ConnectionString);
-            builder.UseSetting("Service:Roles", "Api");
-        });
-        var failure = Assert.ThrowsAny<Exception>(() => unconfigured.CreateClient());
-        Assert.Contains("Auth:BootstrapAdminKey", failure.ToString());
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = AppContext.BaseDirectory,
+        };
+        start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
+        start.Environment["ConnectionStrings__Postgres"] = factory.ConnectionString;
+        start.Environment["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
+        start.Environment["Service__Roles"] = "Api";
+        start.Environment.Remove("Auth__BootstrapAdminKey");
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+        Assert.NotEqual(0, process.ExitCode);
+        Assert.Contains("Auth:BootstrapAdminKey", await output + await errors);
     }
 }

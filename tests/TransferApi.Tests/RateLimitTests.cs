@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Http.Json;
-using Microsoft.AspNetCore.Hosting;
 using TransferApi.Features.Keys;
 using TransferApi.TestSupport;
 
@@ -8,25 +7,26 @@ namespace TransferApi.Tests;
 
 /// <summary>Predict and upload allowances per key: beyond them a 429 with Retry-After; other keys keep theirs.</summary>
 [Collection(ServiceCollection.Name)]
-public class RateLimitTests(TransferApiFactory factory)
+public class RateLimitTests
 {
     [Fact]
     public async Task Beyond_its_allowance_a_key_gets_429_with_retry_after_and_other_keys_are_unaffected()
     {
-        // The same database and keys, with small allowances: 2 predictions and 1 upload per minute and key.
-        using var limited = factory.WithWebHostBuilder(b => b
-            .UseSetting("RateLimits:PredictPerMinute", "2")
-            .UseSetting("RateLimits:UploadsPerMinute", "1")
-            .UseSetting("Service:Roles", "Api"));
+        // A service process of its own with small allowances (a second in-process host would share Hangfire's
+        // static configuration with the tests' host): 2 predictions and 1 upload per minute and key.
+        await using var service = await ServiceProcess.StartAsync(TransferApiFactory.AdminConnection, new Dictionary<string, string>
+        {
+            ["RateLimits__PredictPerMinute"] = "2",
+            ["RateLimits__UploadsPerMinute"] = "1",
+            ["Service__Roles"] = "Api",
+        });
         HttpClient Client(string key)
         {
-            var client = limited.CreateClient();
-            // The derived factory's clients start with the bootstrap key, like the parent's.
-            client.DefaultRequestHeaders.Remove("X-Api-Key");
+            var client = new HttpClient { BaseAddress = service.Client.BaseAddress };
             client.DefaultRequestHeaders.Add("X-Api-Key", key);
             return client;
         }
-        var admin = Client(factory.AdminKey);
+        var admin = service.Client;
         var created = await admin.PostAsJsonAsync("/api/keys", new { name = "rate", scope = "Train" });
         var first = Client((await created.ReadAsync<KeyResponse>()).Key!);
         var created2 = await admin.PostAsJsonAsync("/api/keys", new { name = "rate 2", scope = "Predict" });
