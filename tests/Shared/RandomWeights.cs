@@ -17,12 +17,13 @@ public static class RandomWeights
         using var network = architecture.Create();
         var generator = new Generator((ulong)seed);
         var state = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var modules = network.ModulesByPath();
         foreach (var (name, value) in network.state_dict())
         {
             var copy = value.detach().clone();
             if (name.EndsWith("running_var", StringComparison.Ordinal) || (name.EndsWith(".weight", StringComparison.Ordinal) && value.dim() == 1))
                 copy = rand(value.shape, generator: generator).mul_(0.5).add_(0.75);
-            else if (name.EndsWith("running_mean", StringComparison.Ordinal) || (name.EndsWith(".bias", StringComparison.Ordinal) && value.dim() == 1 && IsNorm(network, name)))
+            else if (name.EndsWith("running_mean", StringComparison.Ordinal) || (name.EndsWith(".bias", StringComparison.Ordinal) && value.dim() == 1 && IsNorm(modules, name)))
                 copy = rand(value.shape, generator: generator).sub_(0.5).mul_(0.2);
             state[name] = copy;
         }
@@ -45,8 +46,8 @@ public static class RandomWeights
         return stream.ToArray();
     }
 
-    private static bool IsNorm(FeatureNetwork network, string parameter) =>
-        network.ModulesByPath().TryGetValue(parameter[..parameter.LastIndexOf('.')], out var module) && module is TorchSharp.Modules.BatchNorm2d;
+    private static bool IsNorm(IReadOnlyDictionary<string, TorchSharp.torch.nn.Module> modules, string parameter) =>
+        modules.TryGetValue(parameter[..parameter.LastIndexOf('.')], out var module) && module is TorchSharp.Modules.BatchNorm2d;
 
     /// <summary>The ImageNet classifier's keys as TorchVision names them (VGG's wide fc6/fc7 left out to keep test files small).</summary>
     private static IEnumerable<(string, long[])> ClassifierKeys(BackboneArchitecture architecture) => architecture.Name switch

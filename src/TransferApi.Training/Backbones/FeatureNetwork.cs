@@ -83,15 +83,28 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
                 var bias = norm.bias!.sub(norm.running_mean!.mul(scale));
                 if (conv.bias is { } existing) bias = bias.add(existing.mul(scale));
                 var weight = conv.weight!.mul(scale.reshape(-1, 1, 1, 1));
-                conv.weight = new Parameter(weight.DetachFromDisposeScope(), requires_grad: false);
-                conv.bias = new Parameter(bias.DetachFromDisposeScope(), requires_grad: false);
+                Replace(conv, weight.DetachFromDisposeScope(), bias.DetachFromDisposeScope());
             }
             foreach (var conv in modules().OfType<Conv2d>())
-                conv.weight = new Parameter(ChannelsLast(conv.weight!).DetachFromDisposeScope(), requires_grad: false);
+            {
+                using var scope = NewDisposeScope();
+                Replace(conv, ChannelsLast(conv.weight!).DetachFromDisposeScope(), null);
+            }
         }
         Folding.Folded = true;
         channelsLast = true;
         eval();
+    }
+
+    /// <summary>Swaps a convolution's weight (and bias, when given), releasing the replaced tensors now rather than at finalization.</summary>
+    private static void Replace(Conv2d conv, Tensor weight, Tensor? bias)
+    {
+        var (oldWeight, oldBias) = (conv.weight, conv.bias);
+        conv.weight = new Parameter(weight, requires_grad: false);
+        oldWeight?.Dispose();
+        if (bias is null) return;
+        conv.bias = new Parameter(bias, requires_grad: false);
+        oldBias?.Dispose();
     }
 
     private Tensor Input(Tensor pixels) => channelsLast ? ChannelsLast(pixels) : pixels.alias();

@@ -94,11 +94,17 @@ public static class OnnxExport
 
         public string Relu(string input) => Node("Relu", [input]);
 
+        private (string Low, string High)? clipBounds;
+
         public string Relu6(string input)
         {
-            using var low = tensor(0f);
-            using var high = tensor(6f);
-            return Node("Clip", [input, Initializer(low), Initializer(high)]);
+            if (clipBounds is null)
+            {
+                using var low = tensor(0f);
+                using var high = tensor(6f);
+                clipBounds = (Initializer(low), Initializer(high));
+            }
+            return Node("Clip", [input, clipBounds.Value.Low, clipBounds.Value.High]);
         }
 
         public string MaxPool(string input, long kernel, long stride, long padding = 0) =>

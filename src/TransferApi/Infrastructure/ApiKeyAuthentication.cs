@@ -83,12 +83,14 @@ public sealed class ApiKeyAuthenticationHandler(
         var hash = Caller.Hash(presented);
         if (!string.IsNullOrEmpty(bootstrap) && CryptographicOperations.FixedTimeEquals(hash, Caller.Hash(bootstrap)))
             return Success("bootstrap", Caller.DefaultTenant, KeyScope.Admin);
-        var key = await cache.GetOrCreateAsync(Convert.ToHexString(hash), async entry =>
+        // Only keys that exist are cached: made-up keys must not fill the cache (nor keep a new key unknown).
+        var cacheKey = "api-key:" + Convert.ToHexString(hash);
+        if (!cache.TryGetValue(cacheKey, out ApiKey? key))
         {
-            entry.AbsoluteExpirationRelativeToNow = auth.Value.KeyCacheDuration;
             await using var db = await dbFactory.CreateDbContextAsync(Context.RequestAborted);
-            return await db.ApiKeys.AsNoTracking().FirstOrDefaultAsync(k => k.Sha256 == hash, Context.RequestAborted);
-        });
+            key = await db.ApiKeys.AsNoTracking().FirstOrDefaultAsync(k => k.Sha256 == hash, Context.RequestAborted);
+            if (key is not null) cache.Set(cacheKey, key, auth.Value.KeyCacheDuration);
+        }
         if (key is null) return AuthenticateResult.Fail("X-Api-Key: the key is not known.");
         if (key.RevokedAt is not null) return AuthenticateResult.Fail($"X-Api-Key: the key {key.Prefix}… was revoked at {key.RevokedAt:u}.");
         return Success(key.Id.ToString(), key.Tenant, key.Scope);

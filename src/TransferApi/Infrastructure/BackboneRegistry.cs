@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
-using TransferApi.Features.Models;
 using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Training.Backbones;

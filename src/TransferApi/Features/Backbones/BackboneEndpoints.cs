@@ -5,7 +5,6 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
-using TransferApi.Features.Models;
 using TransferApi.Infrastructure;
 using TransferApi.Options;
 using TransferApi.Persistence;

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using TransferApi.Infrastructure;
 using TransferApi.Options;
 using TransferApi.Training.Training;
 

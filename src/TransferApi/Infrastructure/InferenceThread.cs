@@ -3,7 +3,7 @@ using Microsoft.Extensions.Options;
 using TransferApi.Options;
 using TransferApi.Training;
 
-namespace TransferApi.Features.Models;
+namespace TransferApi.Infrastructure;
 
 /// <summary>
 /// The one OS thread that runs every prediction's forward pass, one at a time. libtorch's intra-op threads
