@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -16,6 +17,11 @@ public sealed class ServiceProcess : IAsyncDisposable
     private readonly string database;
 
     public HttpClient Client { get; }
+
+    /// <summary>Everything the service wrote to stdout and stderr so far, line by line.</summary>
+    public ConcurrentQueue<string> Output { get; } = new();
+
+    public bool HasLogged(string text) => Output.Any(line => line.Contains(text, StringComparison.Ordinal));
 
     /// <summary>The service's bootstrap admin key (its <see cref="Client"/> sends it).</summary>
     public static string AdminKey { get; } = $"service-admin-{Guid.NewGuid():N}";
@@ -72,11 +78,11 @@ public sealed class ServiceProcess : IAsyncDisposable
         start.Environment["RateLimits__UploadsPerMinute"] = "100000";
         foreach (var (key, value) in environment) start.Environment[key] = value;
         var process = Process.Start(start)!;
-        process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, _) => { };
+        var service = new ServiceProcess(process, adminConnection, database, new Uri($"http://127.0.0.1:{port}"));
+        process.OutputDataReceived += (_, line) => { if (line.Data is not null) service.Output.Enqueue(line.Data); };
+        process.ErrorDataReceived += (_, line) => { if (line.Data is not null) service.Output.Enqueue(line.Data); };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var service = new ServiceProcess(process, adminConnection, database, new Uri($"http://127.0.0.1:{port}"));
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (DateTime.UtcNow < deadline && !process.HasExited)
         {
@@ -99,6 +105,19 @@ public sealed class ServiceProcess : IAsyncDisposable
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    /// <summary>
+    /// Sends SIGTERM, as Kubernetes and Docker do to stop a container, and waits for the process to exit.
+    /// </summary>
+    /// <returns>The exit code and how long the process took to stop.</returns>
+    public async Task<(int ExitCode, TimeSpan Took)> TerminateAsync(TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        using (var kill = Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync();
+        using var deadline = new CancellationTokenSource(timeout);
+        await process.WaitForExitAsync(deadline.Token);
+        return (process.ExitCode, clock.Elapsed);
     }
 
     /// <summary>Ends the process at once, as a crash would (no graceful shutdown); the database stays.</summary>

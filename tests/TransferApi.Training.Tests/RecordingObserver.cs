@@ -3,14 +3,19 @@ using TransferApi.Training.Training;
 namespace TransferApi.Training.Tests;
 
 /// <summary>Keeps everything the trainer reports, for assertions.</summary>
-internal sealed class RecordingObserver : ITrainingObserver
+/// <param name="onProgress">Runs on the training thread with each report (e.g. to cancel at a chosen batch).</param>
+internal sealed class RecordingObserver(Action<TrainingProgress>? onProgress = null) : ITrainingObserver
 {
     public List<TrainingProgress> Progress { get; } = [];
     public List<EpochMetrics> Epochs { get; } = [];
     public List<ComputedFeatures> Computed { get; } = [];
     public List<TrainingCheckpoint> Checkpoints { get; } = [];
 
-    public void OnProgress(TrainingProgress progress) => Progress.Add(progress);
+    public void OnProgress(TrainingProgress progress)
+    {
+        Progress.Add(progress);
+        onProgress?.Invoke(progress);
+    }
     public void OnEpochCompleted(EpochMetrics metrics) => Epochs.Add(metrics);
     public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) => Computed.AddRange(features);
     public void OnCheckpoint(TrainingCheckpoint checkpoint) => Checkpoints.Add(checkpoint);

@@ -90,6 +90,86 @@ public class ResumeTests(BackboneFixture fixture)
         }
     }
 
+    [Theory]
+    [MemberData(nameof(HeadRecipes))]
+    public void A_head_phase_stopped_between_batches_checkpoints_there_and_resumes_to_the_uninterrupted_result(string recipe)
+    {
+        var options = Recipe(recipe);
+        var (x, y, vx, vy) = Data();
+        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None);
+
+        // 60 rows in batches of 8: 8 batches an epoch. Stop in the first epoch (no model yet) and in a later one.
+        foreach (var (epoch, batch) in new[] { (1, 3), (2, 5) })
+        {
+            using var stop = new CancellationTokenSource();
+            var checkpoints = new List<TrainingCheckpoint>();
+            try
+            {
+                var stopped = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (e, b, _) => { if ((e, b) == (epoch, batch)) stop.Cancel(); }, stop.Token, onCheckpoint: checkpoints.Add);
+                Assert.True(stopped.Interrupted);
+                stopped.Head.Dispose();
+            }
+            catch (OperationCanceledException) when (epoch == 1)
+            {
+                // cancelled before any epoch completed: no model, but the checkpoint was reported
+            }
+            var last = checkpoints[^1];
+            Assert.Equal((epoch - 1, batch), (last.Epoch, last.InProgress?.BatchesDone));
+
+            var resumed = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(last));
+            AssertSameMetrics(full.Metrics, resumed.Metrics);
+            Assert.Equal((full.BestEpoch, full.StoppedEarly), (resumed.BestEpoch, resumed.StoppedEarly));
+            AssertSameWeights(full.Head, resumed.Head);
+            resumed.Head.Dispose();
+        }
+        full.Head.Dispose();
+    }
+
+    [Fact]
+    public void Fine_tuning_stopped_between_batches_checkpoints_there_and_resumes_to_the_uninterrupted_result()
+    {
+        var images = LabeledPhotos.AntsAndBees(6);
+        var options = new TrainingOptions { Epochs = 2, BatchSize = 2, LearningRate = 0.01, ValidationFraction = 0.34, UnfreezeStages = 1, FineTuneEpochs = 3, FineTuneLrFactor = 2 };
+        var trainer = new TransferLearningTrainer(fixture.Backbone);
+        var full = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);
+
+        using var stop = new CancellationTokenSource();
+        var stopping = new RecordingObserver(p => { if (p is { Stage: TrainingStage.FineTuning, Epoch: 4, Batch: 2 }) stop.Cancel(); });
+        var stopped = trainer.Train(images, options, stopping, stop.Token);
+        Assert.True(stopped.Interrupted);
+        var last = stopping.Checkpoints[^1];
+        Assert.Equal((TrainingPhase.FineTuning, 3, 2), (last.Phase, last.Epoch, last.InProgress?.BatchesDone));
+        Assert.Equal([1, 2, 3], last.Metrics.Select(m => m.Epoch));
+
+        var resumedObserver = new RecordingObserver();
+        var resumed = trainer.Train(images, options, resumedObserver, CancellationToken.None, ThroughStorage(last));
+        AssertSameMetrics(full.Metrics, resumed.Metrics);
+        Assert.Equal([4, 5], resumedObserver.Epochs.Select(m => m.Epoch));
+        Assert.Equal((full.BestEpoch, full.FineTuned), (resumed.BestEpoch, resumed.FineTuned));
+        Assert.Equal(full.Checkpoint.HeadWeights, resumed.Checkpoint.HeadWeights);
+        Assert.Equal(full.Checkpoint.TailWeights, resumed.Checkpoint.TailWeights);
+    }
+
+    [Fact]
+    public void Features_are_reported_batch_by_batch_so_a_job_stopped_during_extraction_keeps_them()
+    {
+        var images = LabeledPhotos.AntsAndBees(6, withContentKeys: true);
+        var options = new TrainingOptions { Epochs = 1, FeatureBatchSize = 4 };
+        var trainer = new TransferLearningTrainer(fixture.Backbone);
+        using var stop = new CancellationTokenSource();
+        var observer = new RecordingObserver(p => { if (p is { Stage: TrainingStage.ExtractingFeatures, Batch: 2 }) stop.Cancel(); });
+        Assert.ThrowsAny<OperationCanceledException>(() => trainer.Train(images, options, observer, stop.Token));
+        Assert.Equal(8, observer.Computed.Count);
+
+        // A second run given those features embeds only the rest.
+        var cached = observer.Computed.ToDictionary(c => c.ContentKey, c => c.Features);
+        var withCache = images.Select(i => i with { Features = cached.GetValueOrDefault(i.ContentKey!) }).ToList();
+        var rest = new RecordingObserver();
+        var result = trainer.Train(withCache, options, rest, CancellationToken.None);
+        Assert.Equal((images.Count - 8, 8), (result.Timings.ImagesEmbedded, result.Timings.FeaturesFromCache));
+        Assert.Equal(images.Count - 8, rest.Computed.Count);
+    }
+
     [Fact]
     public void A_checkpoint_of_other_options_is_refused()
     {

@@ -40,10 +40,11 @@ public static class ClassifierHead
         return Sequential(("0", hidden), ("1", ReLU()), ("2", new SeededDropout(spec.Dropout, seed)), ("3", output));
     }
 
-    /// <summary>Seeds the head's dropout masks for one epoch, so any epoch can be replayed on its own.</summary>
-    public static void SeedEpoch(Module<Tensor, Tensor> head, long seed, int epoch)
+    /// <summary>Seeds the head's dropout masks for one batch, so a job can resume between any two batches.</summary>
+    public static void SeedBatch(Module<Tensor, Tensor> head, long seed, int epoch, int batch)
     {
-        foreach (var dropout in head.modules().OfType<SeededDropout>()) dropout.Reseed(HeadTrainer.EpochSeed(seed, epoch, stream: 0x5EED));
+        foreach (var dropout in head.modules().OfType<SeededDropout>())
+            dropout.Reseed(HeadTrainer.EpochSeed(seed, epoch, stream: 0x5EED) ^ ((ulong)batch * 0xBF58476D1CE4E5B9UL));
     }
 
     /// <summary>
@@ -54,10 +55,10 @@ public static class ClassifierHead
     {
         private Generator generator = new((ulong)seed ^ 0x5EED);
 
-        public void Reseed(ulong epochSeed)
+        public void Reseed(ulong batchSeed)
         {
             generator.Dispose();
-            generator = new Generator(epochSeed);
+            generator = new Generator(batchSeed);
         }
 
         public override Tensor forward(Tensor input)

@@ -28,12 +28,13 @@ public static class FineTuner
              new Adam.ParamGroup(tail.parameters(), lr: tailRate, weight_decay: options.WeightDecay)],
             options.LearningRate);
         var count = trainActivations.shape[0];
-        var batches = (int)((count + options.BatchSize - 1) / options.BatchSize);
+        var batches = HeadTrainer.Batches(count, options.BatchSize);
 
         var metrics = new List<EpochMetrics>();
         // The best state so far as saved weights; epoch 0 is the frozen model the phase started from.
         (byte[] Head, byte[] Tail) best;
         var (bestLoss, bestEpoch) = (double.NaN, 0);
+        var partial = resume?.InProgress;
         if (resume is null)
         {
             bestLoss = hasValidation ? Evaluate(tail, head, valActivations!, valLabels!).Loss : double.NaN;
@@ -53,30 +54,24 @@ public static class FineTuner
         {
             tail.TrainKeepingNormStatistics();
             head.train();
-            ClassifierHead.SeedEpoch(head, options.Seed, epoch);
-            double lossSum = 0;
-            using (var generator = new Generator(HeadTrainer.EpochSeed(options.Seed, epoch, stream: 1)))
-            using (var order = randperm(count, generator: generator))
+            var (done, lossSum) = HeadTrainer.RunEpoch(head, count, options, epoch, stream: 1, partial, index =>
             {
-                for (var b = 0; b < batches; b++)
-                {
-                    if (cancellation.IsCancellationRequested)
-                    {
-                        interrupted = true;
-                        break;
-                    }
-                    using var scope = NewDisposeScope();
-                    var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
-                    optimizer.zero_grad();
-                    var logits = head.call(tail.call(trainActivations.index_select(0, index)));
-                    var loss = nn.functional.cross_entropy(logits, trainLabels.index_select(0, index), label_smoothing: options.LabelSmoothing);
-                    loss.backward();
-                    optimizer.step();
-                    lossSum += loss.item<float>() * index.shape[0];
-                    onBatch(epoch, b + 1, batches);
-                }
+                optimizer.zero_grad();
+                var logits = head.call(tail.call(trainActivations.index_select(0, index)));
+                var loss = nn.functional.cross_entropy(logits, trainLabels.index_select(0, index), label_smoothing: options.LabelSmoothing);
+                loss.backward();
+                optimizer.step();
+                return loss;
+            }, onBatch, cancellation);
+            partial = null;
+            if (done < batches)
+            {
+                if (done > 0)
+                    onCheckpoint?.Invoke(new TrainingCheckpoint("", TrainingPhase.FineTuning, epoch - 1, metrics.ToList(), ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail),
+                        TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestLoss, 0, best.Head, best.Tail), null, new EpochInProgress(done, lossSum, tailRate)));
+                interrupted = true;
+                break;
             }
-            if (interrupted) break;
             var (valLoss, valAccuracy) = hasValidation ? Evaluate(tail, head, valActivations!, valLabels!) : ((double?)null, (double?)null);
             var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, tailRate);
             metrics.Add(epochMetrics);

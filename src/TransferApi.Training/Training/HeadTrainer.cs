@@ -10,8 +10,9 @@ public sealed record HeadTrainingResult(nn.Module<Tensor, Tensor> Head, IReadOnl
 /// <summary>
 /// Trains a head on cached backbone features (the backbone is never touched here): the chosen optimizer,
 /// learning-rate schedule, label smoothing, class weights and early stopping that restores the best epoch.
-/// Cancellation is checked every batch; once an epoch has completed, it ends training with that epoch's
-/// best weights instead of throwing, so a cancelled job can still keep a usable model.
+/// Cancellation is checked every batch: a checkpoint of the epoch in progress is reported, then, once an epoch
+/// has completed, training ends with the best weights so far instead of throwing, so a cancelled job can still
+/// keep a usable model.
 /// </summary>
 public static class HeadTrainer
 {
@@ -27,7 +28,7 @@ public static class HeadTrainer
         var parameters = head.parameters().Where(p => p.requires_grad).ToList();
         using var optimizer = CreateOptimizer(parameters, options);
         var count = trainFeatures.shape[0];
-        var batches = (int)((count + options.BatchSize - 1) / options.BatchSize);
+        var batches = Batches(count, options.BatchSize);
         var scheduler = CreateScheduler(optimizer, options, batches);
         var stepPerBatch = options.Schedule == LrSchedule.OneCycle;
 
@@ -35,47 +36,44 @@ public static class HeadTrainer
         // The best epoch's weights, saved when it becomes the best (cancellation and early stopping return to them).
         byte[]? best = null;
         var (bestEpoch, bestScore, sinceBest) = (0, double.NaN, 0);
+        var partial = resume?.InProgress;
         if (resume is not null)
         {
             ModelCheckpoint.Load(head, resume.HeadWeights);
             // Schedules are pure functions of their step count: replay them, then restore the optimizer.
-            for (var s = 0; s < resume.Epoch * (stepPerBatch ? batches : 1); s++) scheduler?.step();
+            var steps = stepPerBatch ? resume.Epoch * batches + (partial?.BatchesDone ?? 0) : resume.Epoch;
+            for (var s = 0; s < steps; s++) scheduler?.step();
             TrainingCheckpoint.LoadOptimizer(optimizer, resume.OptimizerState);
             metrics.AddRange(resume.Metrics);
-            (best, bestEpoch, bestScore, sinceBest) = (resume.Best.HeadWeights ?? resume.HeadWeights, resume.Best.Epoch, resume.Best.Score, resume.Best.SinceBest);
+            best = resume.Best.Epoch == 0 ? null : resume.Best.HeadWeights ?? resume.HeadWeights;
+            (bestEpoch, bestScore, sinceBest) = (resume.Best.Epoch, resume.Best.Score, resume.Best.SinceBest);
         }
         var stopping = options.EarlyStopping is { } early && hasValidation ? early : null;
         var interrupted = false;
         for (var epoch = metrics.Count + 1; epoch <= options.Epochs && !(stopping is not null && sinceBest >= stopping.Patience); epoch++)
         {
             head.train();
-            ClassifierHead.SeedEpoch(head, options.Seed, epoch);
-            var learningRate = optimizer.ParamGroups.First().LearningRate;
-            double lossSum = 0;
-            using (var generator = new Generator(EpochSeed(options.Seed, epoch)))
-            using (var order = randperm(count, generator: generator))
+            var learningRate = partial?.LearningRate ?? optimizer.ParamGroups.First().LearningRate;
+            var (done, lossSum) = RunEpoch(head, count, options, epoch, stream: 0, partial, index =>
             {
-                for (var b = 0; b < batches; b++)
-                {
-                    if (cancellation.IsCancellationRequested)
-                    {
-                        if (metrics.Count == 0) cancellation.ThrowIfCancellationRequested();
-                        interrupted = true;
-                        break;
-                    }
-                    using var scope = NewDisposeScope();
-                    var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
-                    optimizer.zero_grad();
-                    var loss = nn.functional.cross_entropy(head.call(trainFeatures.index_select(0, index)), trainLabels.index_select(0, index),
-                        weight: classWeights, label_smoothing: options.LabelSmoothing);
-                    loss.backward();
-                    optimizer.step();
-                    if (stepPerBatch) scheduler?.step();
-                    lossSum += loss.item<float>() * index.shape[0];
-                    onBatch(epoch, b + 1, batches);
-                }
+                optimizer.zero_grad();
+                var loss = nn.functional.cross_entropy(head.call(trainFeatures.index_select(0, index)), trainLabels.index_select(0, index),
+                    weight: classWeights, label_smoothing: options.LabelSmoothing);
+                loss.backward();
+                optimizer.step();
+                if (stepPerBatch) scheduler?.step();
+                return loss;
+            }, onBatch, cancellation);
+            partial = null;
+            if (done < batches)
+            {
+                if (done > 0)
+                    onCheckpoint?.Invoke(new TrainingCheckpoint("", TrainingPhase.Head, epoch - 1, metrics.ToList(), ModelCheckpoint.Save(head), null,
+                        TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestScore, sinceBest, best, null), null, new EpochInProgress(done, lossSum, learningRate)));
+                if (metrics.Count == 0) cancellation.ThrowIfCancellationRequested();
+                interrupted = true;
+                break;
             }
-            if (interrupted) break;
             if (!stepPerBatch) scheduler?.step();
             var (valLoss, valAccuracy) = hasValidation ? Evaluate(head, valFeatures!, valLabels!) : ((double?)null, (double?)null);
             var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, learningRate);
@@ -94,6 +92,33 @@ public static class HeadTrainer
         if (best is not null) ModelCheckpoint.Load(head, best);
         head.eval();
         return new HeadTrainingResult(head, metrics, bestEpoch, !interrupted && metrics.Count < options.Epochs, interrupted);
+    }
+
+    internal static int Batches(long count, int batchSize) => (int)((count + batchSize - 1) / batchSize);
+
+    /// <summary>
+    /// One epoch's batches in the epoch's seeded order, from where <paramref name="from"/> stopped (or the first),
+    /// each with the head's dropout seeded for that batch. Stops between batches once cancellation is requested.
+    /// </summary>
+    /// <param name="step">Applies one batch (the row indices) and returns its mean loss.</param>
+    /// <returns>Batches of the epoch done (all unless cancelled) and their summed, size-weighted loss.</returns>
+    internal static (int Done, double LossSum) RunEpoch(
+        nn.Module<Tensor, Tensor> head, long count, TrainingOptions options, int epoch, int stream, EpochInProgress? from,
+        Func<Tensor, Tensor> step, Action<int, int, int> onBatch, CancellationToken cancellation)
+    {
+        var batches = Batches(count, options.BatchSize);
+        var (b, lossSum) = (from?.BatchesDone ?? 0, from?.LossSum ?? 0);
+        using var generator = new Generator(EpochSeed(options.Seed, epoch, stream));
+        using var order = randperm(count, generator: generator);
+        for (; b < batches && !cancellation.IsCancellationRequested; b++)
+        {
+            using var scope = NewDisposeScope();
+            ClassifierHead.SeedBatch(head, options.Seed, epoch, b);
+            var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
+            lossSum += step(index).item<float>() * index.shape[0];
+            onBatch(epoch, b + 1, batches);
+        }
+        return (b, lossSum);
     }
 
     /// <summary>Mean cross-entropy and accuracy of the head on labelled features.</summary>
@@ -116,7 +141,7 @@ public static class HeadTrainer
         return (labels.shape[0] / (classes * counts.clamp_min(1))).to_type(ScalarType.Float32);
     }
 
-    /// <summary>The seed of one epoch's shuffling (and dropout masks): resuming at any epoch needs no generator state.</summary>
+    /// <summary>The seed of one epoch's shuffling (and, mixed with the batch, of dropout masks): resuming needs no generator state.</summary>
     internal static ulong EpochSeed(long seed, int epoch, int stream = 0) => unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)epoch * 1_000_003UL + (ulong)stream);
 
     private static OptimizerHelper CreateOptimizer(IEnumerable<Parameter> parameters, TrainingOptions options) => options.Optimizer switch

@@ -14,17 +14,26 @@ public sealed record BestSoFar(int Epoch, double Score, int SinceBest, byte[]? H
 /// <summary>How the head phase ended, carried through fine-tuning checkpoints.</summary>
 public sealed record HeadPhaseOutcome(int Epochs, int BestEpoch, bool StoppedEarly);
 
+/// <summary>An epoch stopped between batches (a worker shutting down): what its remaining batches continue from.</summary>
+/// <param name="BatchesDone">Batches of the epoch already applied to the checkpoint's weights and optimizer.</param>
+/// <param name="LossSum">Their summed training loss (weighted by batch size), for the epoch's mean.</param>
+/// <param name="LearningRate">The learning rate the epoch started with, as its metrics report it.</param>
+public sealed record EpochInProgress(int BatchesDone, double LossSum, double LearningRate);
+
 /// <summary>
-/// A point a job can continue from after its last completed epoch, as if it had never stopped: the current
-/// weights, the optimizer's state, the best epoch so far and every epoch's metrics. Each epoch's randomness
-/// derives from (seed, epoch) and learning-rate schedules are replayed, so no generator or scheduler state is
-/// needed. <see cref="Fingerprint"/> ties it to one job's images, options and backbone.
+/// A point a job can continue from as if it had never stopped: after its last completed epoch
+/// (<see cref="Epoch"/>), or part way through the next one (<see cref="InProgress"/>); the current weights, the
+/// optimizer's state, the best epoch so far and every completed epoch's metrics. The shuffling of each epoch
+/// derives from (seed, epoch), dropout masks from (seed, epoch, batch), and learning-rate schedules are
+/// replayed, so no generator or scheduler state is needed. <see cref="Fingerprint"/> ties it to one job's
+/// images, options and backbone.
 /// </summary>
 public sealed record TrainingCheckpoint(
     string Fingerprint, TrainingPhase Phase, int Epoch, IReadOnlyList<EpochMetrics> Metrics,
-    byte[] HeadWeights, byte[]? TailWeights, byte[] OptimizerState, BestSoFar Best, HeadPhaseOutcome? HeadPhase)
+    byte[] HeadWeights, byte[]? TailWeights, byte[] OptimizerState, BestSoFar Best, HeadPhaseOutcome? HeadPhase, EpochInProgress? InProgress = null)
 {
-    private const int FormatVersion = 1;
+    // Version 1 had no epoch in progress; it still reads.
+    private const int FormatVersion = 2;
 
     /// <summary>Identifies the job's inputs: backbone, options and every image's label, split and content, in order.</summary>
     public static string FingerprintOf(string backboneId, IReadOnlyList<LabeledImage> images, TrainingOptions options)
@@ -73,6 +82,13 @@ public sealed record TrainingCheckpoint(
                 writer.Write(HeadPhase.BestEpoch);
                 writer.Write(HeadPhase.StoppedEarly);
             }
+            writer.Write(InProgress is not null);
+            if (InProgress is not null)
+            {
+                writer.Write(InProgress.BatchesDone);
+                writer.Write(InProgress.LossSum);
+                writer.Write(InProgress.LearningRate);
+            }
         }
         return stream.ToArray();
     }
@@ -83,7 +99,8 @@ public sealed record TrainingCheckpoint(
         try
         {
             using var reader = new BinaryReader(new MemoryStream(bytes, writable: false), Encoding.UTF8);
-            if (reader.ReadInt32() != FormatVersion) throw new InvalidDataException("Unknown training checkpoint format.");
+            var version = reader.ReadInt32();
+            if (version is < 1 or > FormatVersion) throw new InvalidDataException("Unknown training checkpoint format.");
             var fingerprint = reader.ReadString();
             var phase = (TrainingPhase)reader.ReadInt32();
             var epoch = reader.ReadInt32();
@@ -92,7 +109,8 @@ public sealed record TrainingCheckpoint(
             var (head, tail, optimizer) = (ReadBytes(reader)!, ReadBytes(reader), ReadBytes(reader)!);
             var best = new BestSoFar(reader.ReadInt32(), reader.ReadDouble(), reader.ReadInt32(), ReadBytes(reader), ReadBytes(reader));
             var headPhase = reader.ReadBoolean() ? new HeadPhaseOutcome(reader.ReadInt32(), reader.ReadInt32(), reader.ReadBoolean()) : null;
-            return new TrainingCheckpoint(fingerprint, phase, epoch, metrics, head, tail, optimizer, best, headPhase);
+            var inProgress = version >= 2 && reader.ReadBoolean() ? new EpochInProgress(reader.ReadInt32(), reader.ReadDouble(), reader.ReadDouble()) : null;
+            return new TrainingCheckpoint(fingerprint, phase, epoch, metrics, head, tail, optimizer, best, headPhase, inProgress);
         }
         catch (EndOfStreamException e)
         {

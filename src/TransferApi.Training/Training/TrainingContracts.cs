@@ -116,12 +116,12 @@ public interface ITrainingObserver
     void OnProgress(TrainingProgress progress);
     void OnEpochCompleted(EpochMetrics metrics);
 
-    /// <summary>Features the backbone computed in this run (for images with a content key), once extraction ends.</summary>
+    /// <summary>Features the backbone computed in this run (for images with a content key), a batch at a time.</summary>
     void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features);
 
     /// <summary>
-    /// After every completed epoch: where the job can resume if the process dies. Each one supersedes the
-    /// previous, so an observer that falls behind may keep only the latest.
+    /// After every completed epoch, and between batches when cancelled: where the job can resume if the process
+    /// stops. Each one supersedes the previous, so an observer that falls behind may keep only the latest.
     /// </summary>
     void OnCheckpoint(TrainingCheckpoint checkpoint);
 }

@@ -167,19 +167,28 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         return (images, images.Select(_ => (ViewTransform?)ViewTransform.Draw(random, options.Augmentation)).ToArray());
     }
 
-    /// <summary>Pooled features of the used images: cached ones as given, the rest through the frozen backbone once.</summary>
+    /// <summary>
+    /// Pooled features of the used images: cached ones as given, the rest through the frozen backbone once.
+    /// Each batch's features are reported as soon as they exist, so a job stopped part way keeps them.
+    /// </summary>
     private (Tensor Features, int Embedded) FrozenFeatures(IReadOnlyList<LabeledImage> images, int[] used, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
     {
         var toEmbed = used.Where(i => images[i].Features is null).ToArray();
         float[] computed = [];
         if (toEmbed.Length > 0)
         {
-            using var embedded = ExtractFeatures(toEmbed.Select(i => images[i].Bytes).ToList(), options, observer, cancellation);
+            using var embedded = ExtractBatched(toEmbed.Select(i => images[i].Bytes).ToList(), null, backbone.ExtractFeatures, options, observer, cancellation,
+                (first, rows) =>
+                {
+                    var batchValues = rows.data<float>().ToArray();
+                    observer.OnFeaturesComputed(Enumerable.Range(0, (int)rows.shape[0])
+                        .Where(k => images[toEmbed[first + k]].ContentKey is not null)
+                        .Select(k => new ComputedFeatures(images[toEmbed[first + k]].ContentKey!, batchValues.AsSpan(k * backbone.FeatureSize, backbone.FeatureSize).ToArray()))
+                        .ToList());
+                });
             computed = embedded.data<float>().ToArray();
         }
         var row = toEmbed.Select((image, k) => (image, k)).ToDictionary(p => p.image, p => computed.AsSpan(p.k * backbone.FeatureSize, backbone.FeatureSize).ToArray());
-        observer.OnFeaturesComputed(toEmbed.Where(i => images[i].ContentKey is not null)
-            .Select(i => new ComputedFeatures(images[i].ContentKey!, row[i])).ToList());
         var values = used.SelectMany(i => images[i].Features ?? row[i]).ToArray();
         if (values.Length != used.Length * backbone.FeatureSize)
             throw new TrainingInputException($"Cached features do not match backbone '{backbone.Id}' ({backbone.FeatureSize} values per image).");
@@ -212,9 +221,10 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         ExtractBatched(images.ToList(), null, backbone.ExtractFeatures, options, observer, cancellation);
 
     /// <summary>Runs <paramref name="run"/> over the images (and their transforms) in batches, reporting progress, and stacks the results.</summary>
+    /// <param name="onRows">Called with each batch's first image index and its rows.</param>
     private Tensor ExtractBatched(
         List<byte[]> images, IReadOnlyList<ViewTransform?>? transforms, Func<IReadOnlyList<byte[]>, IReadOnlyList<ViewTransform?>?, Tensor> run,
-        TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
+        TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation, Action<int, Tensor>? onRows = null)
     {
         var batches = (images.Count + options.FeatureBatchSize - 1) / options.FeatureBatchSize;
         var rows = new List<Tensor>(batches);
@@ -225,6 +235,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             cancellation.ThrowIfCancellationRequested();
             var batch = images.Skip(b * options.FeatureBatchSize).Take(options.FeatureBatchSize).ToList();
             rows.Add(run(batch, transforms?.Skip(b * options.FeatureBatchSize).Take(options.FeatureBatchSize).ToList()));
+            onRows?.Invoke(b * options.FeatureBatchSize, rows[^1]);
             var done = Math.Min(images.Count, (b + 1) * options.FeatureBatchSize);
             var rate = done / clock.Elapsed.TotalSeconds;
             observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, b + 1, batches,

@@ -123,12 +123,15 @@ public static class ServiceRegistration
                 UseSlidingInvisibilityTimeout = true,
                 InvisibilityTimeout = worker.InvisibilityTimeout,
             }));
+        // SIGTERM: Kestrel drains in-flight requests and Hangfire's jobs checkpoint and requeue, both within this.
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = worker.ShutdownTimeout);
         if (roles.HasFlag(ServiceRoles.Worker))
         {
             builder.Services.AddHangfireServer(o =>
             {
                 o.Queues = [TrainingJobRunner.Queue];
                 o.WorkerCount = worker.ConcurrentJobs;
+                o.ShutdownTimeout = worker.ShutdownTimeout;
             });
         }
     }

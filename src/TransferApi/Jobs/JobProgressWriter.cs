@@ -24,8 +24,11 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
 
     private readonly string backboneId;
 
-    public JobProgressWriter(IDbContextFactory<TransferDbContext> dbFactory, Guid jobId, string backboneId)
+    private readonly ILogger logger;
+
+    public JobProgressWriter(IDbContextFactory<TransferDbContext> dbFactory, Guid jobId, string backboneId, ILogger logger)
     {
+        this.logger = logger;
         this.dbFactory = dbFactory;
         this.jobId = jobId;
         this.backboneId = backboneId;
@@ -80,17 +83,21 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                     continue;
                 case TrainingCheckpoint checkpoint:
                     if (checkpoint.Epoch < Volatile.Read(ref latestCheckpointEpoch)) continue;
+                    var clock = System.Diagnostics.Stopwatch.StartNew();
+                    var data = checkpoint.ToBytes();
                     // Metrics of this epoch were queued before it, so they are already stored.
                     await using (var transaction = await db.Database.BeginTransactionAsync())
                     {
                         var now = DateTime.UtcNow;
                         await db.Database.ExecuteSqlInterpolatedAsync($"""
-                            INSERT INTO training_checkpoints ("JobId", "Epoch", "Data", "SavedAt") VALUES ({jobId}, {checkpoint.Epoch}, {checkpoint.ToBytes()}, {now})
+                            INSERT INTO training_checkpoints ("JobId", "Epoch", "Data", "SavedAt") VALUES ({jobId}, {checkpoint.Epoch}, {data}, {now})
                             ON CONFLICT ("JobId") DO UPDATE SET "Epoch" = EXCLUDED."Epoch", "Data" = EXCLUDED."Data", "SavedAt" = EXCLUDED."SavedAt"
                             """);
                         await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(u => u.SetProperty(j => j.CheckpointEpoch, checkpoint.Epoch));
                         await transaction.CommitAsync();
                     }
+                    logger.LogInformation("Training job {JobId}: checkpoint after epoch {Epoch}{Batches} saved ({Megabytes:N1} MB in {Milliseconds} ms)",
+                        jobId, checkpoint.Epoch, checkpoint.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es)" : "", data.Length / 1e6, clock.ElapsedMilliseconds);
                     continue;
                 case TrainingProgress p:
                     // Skip stale reports when newer ones are already queued.

@@ -15,7 +15,8 @@ namespace TransferApi.Jobs;
 /// thread, stores the model. Delivery is at least once, so a job that already ended is left alone and a
 /// re-run (a lost worker, a shutdown) resumes after the job's last checkpointed epoch, dropping any later
 /// metrics (they are keyed by job and epoch). A client's cancel ends the job Cancelled, with
-/// the best epoch so far as its model when one exists; a server shutdown hands the job back to the queue.
+/// the best epoch so far as its model when one exists; a server shutdown checkpoints the job at the batch it
+/// stopped at and hands it back to the queue (Queued again).
 /// </summary>
 public sealed class TrainingJobRunner(
     IDbContextFactory<TransferDbContext> dbFactory, BackboneRegistry backbones, IOptions<WorkerOptions> worker, ILogger<TrainingJobRunner> logger)
@@ -54,12 +55,14 @@ public sealed class TrainingJobRunner(
             await db.TrainingMetrics.Where(m => m.JobId == jobId && m.Epoch > (resume == null ? 0 : resume.Epoch)).ExecuteDeleteAsync(either.Token);
             job.Progress = TrainingProgress.Queued(job.Options.Epochs);
             job.ResumedFromEpoch = resume?.Epoch;
+            job.ResumedFromBatch = resume?.InProgress?.BatchesDone;
             await db.SaveChangesAsync(either.Token);
             logger.LogInformation("Training job {JobId} started on {Images} images ({Cached} with cached features) with {Backbone}{Resume}",
-                jobId, images.Count, images.Count(i => i.Features is not null), job.Backbone, resume is null ? "" : $", resuming after epoch {resume.Epoch}");
+                jobId, images.Count, images.Count(i => i.Features is not null), job.Backbone,
+                resume is null ? "" : $", resuming after epoch {resume.Epoch}{(resume.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es) of the next" : "")}");
 
             TrainingResult result;
-            await using (var progress = new JobProgressWriter(dbFactory, jobId, job.Backbone))
+            await using (var progress = new JobProgressWriter(dbFactory, jobId, job.Backbone, logger))
             {
                 // Training is CPU-bound and synchronous (TorchSharp dispose scopes are per thread): give it its own thread.
                 var threads = worker.Value.EffectiveTorchThreads;
@@ -93,8 +96,11 @@ public sealed class TrainingJobRunner(
         }
         catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
         {
-            // The server is shutting down: Hangfire hands the job to the next worker, which resumes it from its checkpoint.
-            logger.LogWarning("Training job {JobId} interrupted by shutdown; it will resume on the next worker", jobId);
+            // The server is shutting down: the trainer checkpointed at the batch it stopped at, and rethrowing lets
+            // Hangfire hand the job back to the queue, where the next worker resumes it from that checkpoint.
+            await db.TrainingJobs.Where(j => j.Id == jobId && j.Status == JobStatus.Running)
+                .ExecuteUpdateAsync(s => s.SetProperty(j => j.Status, JobStatus.Queued), CancellationToken.None);
+            logger.LogWarning("Training job {JobId} handed back to the queue by shutdown; the next worker resumes it from its checkpoint", jobId);
             throw;
         }
         catch (Exception e) when (e is not DbUpdateException and not Npgsql.NpgsqlException and not OperationCanceledException)

@@ -39,6 +39,13 @@ public sealed class WorkerOptions
     /// </summary>
     public TimeSpan InvisibilityTimeout { get; set; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// How long a stopping process waits for running jobs to checkpoint at their next batch and go back to the
+    /// queue (and for in-flight requests to finish). Keep it below the orchestrator's grace period.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Folder holding the pretrained backbone files; default: beside the executable.</summary>
     public string? BackboneDirectory { get; set; }
 

@@ -77,6 +77,8 @@ public sealed class TrainingJob : ITenantOwned
     public int? CheckpointEpoch { get; set; }
     /// <summary>Set when a worker took the job over from a checkpoint: the epoch it continued after.</summary>
     public int? ResumedFromEpoch { get; set; }
+    /// <summary>Set when that checkpoint was taken between batches (a worker shutting down): the batches of the next epoch already done.</summary>
+    public int? ResumedFromBatch { get; set; }
     public List<TrainingMetric> Metrics { get; set; } = [];
 }
 

@@ -99,11 +99,12 @@ public sealed record MetricResponse(int Epoch, double TrainLoss, double? ValLoss
 
 /// <param name="CheckpointEpoch">While running: the last epoch saved for crash recovery (a lost worker's job resumes after it).</param>
 /// <param name="ResumedFromEpoch">Set when a worker took the job over from a checkpoint: the epoch it continued after.</param>
+/// <param name="ResumedFromBatch">Set when that checkpoint was taken part way through the next epoch (a worker shutting down): the batches of it already done.</param>
 /// <param name="ModelName">The name its model gets on success.</param>
 public sealed record TrainingJobResponse(
     Guid Id, Guid DatasetId, JobStatus Status, DateTime CreatedAt, DateTime? StartedAt, DateTime? FinishedAt,
     ProgressResponse Progress, IReadOnlyList<MetricResponse> Metrics, Guid? ModelId, string? Error, string Backbone, TrainingOptions Options,
-    int? CheckpointEpoch, int? ResumedFromEpoch, string? ModelName);
+    int? CheckpointEpoch, int? ResumedFromEpoch, string? ModelName, int? ResumedFromBatch);
 
 public static class TrainingJobEndpoints
 {
@@ -275,7 +276,7 @@ public static class TrainingJobEndpoints
         job.Id, job.DatasetId, job.Status, job.CreatedAt, job.StartedAt, job.FinishedAt,
         ToProgress(job.Progress),
         job.Metrics.OrderBy(m => m.Epoch).Select(ToMetric).ToList(),
-        job.ModelId, job.Error, job.Backbone, job.Options, job.CheckpointEpoch, job.ResumedFromEpoch, job.ModelName);
+        job.ModelId, job.Error, job.Backbone, job.Options, job.CheckpointEpoch, job.ResumedFromEpoch, job.ModelName, job.ResumedFromBatch);
 
     private static ProgressResponse ToProgress(TrainingProgress p) => new(
         p.Stage.ToString(), p.Epoch, p.TotalEpochs, p.Batch, p.TotalBatches, Math.Round(p.Percent, 2),

@@ -440,6 +440,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<string>("Report")
                         .HasColumnType("jsonb");
 
+                    b.Property<int?>("ResumedFromBatch")
+                        .HasColumnType("integer");
+
                     b.Property<int?>("ResumedFromEpoch")
                         .HasColumnType("integer");
 
