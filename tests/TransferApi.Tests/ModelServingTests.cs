@@ -250,7 +250,7 @@ public class ModelServingTests(TransferApiFactory factory)
         // Room for two of these models, not three.
         var budget = 2 * (rows[ids[0]].HeadWeights.Length + ClassifierCache.OverheadBytes) + 1024;
         using var cache = new ClassifierCache(factory.Services.GetRequiredService<BackboneRegistry>(),
-            Microsoft.Extensions.Options.Options.Create(new ServingOptions { ModelCacheBytes = budget }), factory.Services.GetRequiredService<InferenceThread>());
+            Microsoft.Extensions.Options.Options.Create(new ServingOptions { ModelCacheBytes = budget }), factory.Services.GetRequiredService<InferenceThread>(), factory.Services.GetRequiredService<Telemetry>());
 
         await cache.GetOrLoadAsync(rows[ids[0]]);
         await cache.GetOrLoadAsync(rows[ids[1]]);

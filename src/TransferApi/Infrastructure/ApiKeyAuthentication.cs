@@ -63,7 +63,7 @@ public sealed class TenantContext(IHttpContextAccessor accessor)
     }
 }
 
-/// <summary>Reads X-Api-Key: the bootstrap admin key from configuration, or a stored key by its hash (cached briefly).</summary>
+/// <summary>Reads X-Api-Key (or a bearer token): the bootstrap admin key from configuration, or a stored key by its hash (cached briefly).</summary>
 public sealed class ApiKeyAuthenticationHandler(
     IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder,
     IDbContextFactory<TransferDbContext> dbFactory, IMemoryCache cache, IOptions<AuthOptions> auth, IHostEnvironment environment)
@@ -72,14 +72,14 @@ public sealed class ApiKeyAuthenticationHandler(
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {
         var bootstrap = auth.Value.BootstrapAdminKey;
-        if (!Request.Headers.TryGetValue(Caller.Header, out var values) || values.Count == 0 || string.IsNullOrEmpty(values[0]))
+        var presented = PresentedKey();
+        if (presented is null)
         {
             // Development without a bootstrap key: an open service, as the start-up warning says.
             return string.IsNullOrEmpty(bootstrap) && environment.IsDevelopment()
                 ? Success("development", Caller.DefaultTenant, KeyScope.Admin)
                 : AuthenticateResult.NoResult();
         }
-        var presented = values[0]!;
         var hash = Caller.Hash(presented);
         if (!string.IsNullOrEmpty(bootstrap) && CryptographicOperations.FixedTimeEquals(hash, Caller.Hash(bootstrap)))
             return Success("bootstrap", Caller.DefaultTenant, KeyScope.Admin);
@@ -94,6 +94,14 @@ public sealed class ApiKeyAuthenticationHandler(
         if (key is null) return AuthenticateResult.Fail("X-Api-Key: the key is not known.");
         if (key.RevokedAt is not null) return AuthenticateResult.Fail($"X-Api-Key: the key {key.Prefix}… was revoked at {key.RevokedAt:u}.");
         return Success(key.Id.ToString(), key.Tenant, key.Scope);
+    }
+
+    /// <summary>X-Api-Key, or a bearer token (what scrapers such as Prometheus send).</summary>
+    private string? PresentedKey()
+    {
+        if (Request.Headers.TryGetValue(Caller.Header, out var values) && !string.IsNullOrEmpty(values[0])) return values[0];
+        var authorization = Request.Headers.Authorization.ToString();
+        return authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) && authorization.Length > 7 ? authorization[7..].Trim() : null;
     }
 
     private static AuthenticateResult Success(string keyId, string tenant, KeyScope scope)

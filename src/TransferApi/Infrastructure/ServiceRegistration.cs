@@ -62,6 +62,7 @@ public static class ServiceRegistration
             .AddPolicy(Caller.Admin, p => p.RequireRole(Caller.Admin));
 
         services.AddKeyRateLimits(configuration);
+        Telemetry.AddTo(builder);
 
         services.AddSingleton<BackboneRegistry>();
         services.AddSingleton<InferenceThread>();

@@ -19,7 +19,7 @@ namespace TransferApi.Jobs;
 /// stopped at and hands it back to the queue (Queued again).
 /// </summary>
 public sealed class TrainingJobRunner(
-    IDbContextFactory<TransferDbContext> dbFactory, BackboneRegistry backbones, IOptions<WorkerOptions> worker, ILogger<TrainingJobRunner> logger)
+    IDbContextFactory<TransferDbContext> dbFactory, BackboneRegistry backbones, IOptions<WorkerOptions> worker, Telemetry telemetry, ILogger<TrainingJobRunner> logger)
 {
     public const string Queue = "training";
 
@@ -42,21 +42,45 @@ public sealed class TrainingJobRunner(
             return;
         }
         using var datasetScope = logger.BeginScope("Dataset {DatasetId}", job.DatasetId);
+        using var span = Telemetry.StartSpan("training job", ("transferapi.job.id", jobId), ("transferapi.dataset.id", job.DatasetId), ("transferapi.backbone", job.Backbone));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        // What the run came to; an exception that escapes (a database outage) is retried by Hangfire.
+        var outcome = "retried";
 
         await using var cancelWatch = new CancellationWatcher(dbFactory, jobId);
         using var either = CancellationTokenSource.CreateLinkedTokenSource(shutdown, cancelWatch.Token);
         try
         {
-            var images = await LoadImagesAsync(db, job, either.Token);
+            outcome = await TrainAsync(db, job, cancelWatch, shutdown, either.Token);
+        }
+        catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
+        {
+            outcome = "requeued";
+            throw;
+        }
+        finally
+        {
+            span?.SetTag("transferapi.outcome", outcome);
+            telemetry.JobDuration.Record(clock.Elapsed.TotalSeconds, new("outcome", outcome), new("transferapi.backbone", job.Backbone));
+        }
+    }
+
+    /// <summary>Trains a started job to its end and stores the outcome; returns it for metrics.</summary>
+    private async Task<string> TrainAsync(TransferDbContext db, TrainingJob job, CancellationWatcher cancelWatch, CancellationToken shutdown, CancellationToken either)
+    {
+        var jobId = job.Id;
+        try
+        {
+            var images = await LoadImagesAsync(db, job, either);
             var backbone = await backbones.GetAsync(job.Backbone);
             var trainer = new TransferLearningTrainer(backbone);
-            var resume = await ResumePointAsync(db, job, trainer.Fingerprint(images, job.Options), either.Token);
+            var resume = await ResumePointAsync(db, job, trainer.Fingerprint(images, job.Options), either);
             // Metrics after the resume point (or all, starting afresh) belong to the lost run.
-            await db.TrainingMetrics.Where(m => m.JobId == jobId && m.Epoch > (resume == null ? 0 : resume.Epoch)).ExecuteDeleteAsync(either.Token);
+            await db.TrainingMetrics.Where(m => m.JobId == jobId && m.Epoch > (resume == null ? 0 : resume.Epoch)).ExecuteDeleteAsync(either);
             job.Progress = TrainingProgress.Queued(job.Options.Epochs);
             job.ResumedFromEpoch = resume?.Epoch;
             job.ResumedFromBatch = resume?.InProgress?.BatchesDone;
-            await db.SaveChangesAsync(either.Token);
+            await db.SaveChangesAsync(either);
             logger.LogInformation("Training job {JobId} started on {Images} images ({Cached} with cached features) with {Backbone}{Resume}",
                 jobId, images.Count, images.Count(i => i.Features is not null), job.Backbone,
                 resume is null ? "" : $", resuming after epoch {resume.Epoch}{(resume.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es) of the next" : "")}");
@@ -70,9 +94,9 @@ public sealed class TrainingJobRunner(
                     () =>
                     {
                         TorchRuntime.SetThreads(threads);
-                        return trainer.Train(images, job.Options, progress, either.Token, resume);
+                        return trainer.Train(images, job.Options, progress, either, resume);
                     },
-                    either.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                    either, TaskCreationOptions.LongRunning, TaskScheduler.Default);
             }
             if (result.Interrupted && !cancelWatch.IsCancellationRequested) throw new OperationCanceledException(shutdown);
 
@@ -83,16 +107,18 @@ public sealed class TrainingJobRunner(
             {
                 logger.LogInformation("Training job {JobId} cancelled after {Epochs} epoch(s); model {ModelId} keeps epoch {BestEpoch}",
                     jobId, result.Metrics.Count, model.Id, result.BestEpoch);
-                return;
+                return "cancelled";
             }
             logger.LogInformation(
                 "Training job {JobId} succeeded: val accuracy {ValAccuracy:P1} at epoch {BestEpoch}; features {FeatureSeconds:N1} s ({ImagesPerSecond:N1} img/s), head {HeadSeconds:N2} s",
                 jobId, model.ValAccuracy, result.BestEpoch, result.Timings.FeatureExtraction.TotalSeconds, result.Timings.ImagesPerSecond, result.Timings.HeadTraining.TotalSeconds);
+            return "succeeded";
         }
         catch (OperationCanceledException) when (cancelWatch.IsCancellationRequested && !shutdown.IsCancellationRequested)
         {
             await FinishAsync(db, jobId, JobStatus.Cancelled, model: null, error: null);
             logger.LogInformation("Training job {JobId} cancelled before its first epoch ended; no model", jobId);
+            return "cancelled";
         }
         catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
         {
@@ -109,6 +135,8 @@ public sealed class TrainingJobRunner(
             logger.LogError(e, "Training job {JobId} failed", jobId);
             db.ChangeTracker.Clear();
             await FinishAsync(db, jobId, JobStatus.Failed, model: null, error: e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}");
+            System.Diagnostics.Activity.Current?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, e.Message);
+            return "failed";
         }
     }
 

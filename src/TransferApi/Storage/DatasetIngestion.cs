@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
@@ -24,7 +25,9 @@ public sealed record IngestionReport(Guid DatasetId, IReadOnlyList<Guid> Added, 
 /// full decode, SHA-256); exact duplicates are stored once and the same bytes under another label are
 /// reported as a conflict. Images the client did not place in a split are split per class, seeded.
 /// </summary>
-public sealed class DatasetIngestion(IDbContextFactory<TransferDbContext> dbFactory, TenantContext tenant, IOptions<UploadOptions> uploads, IOptions<DatasetOptions> datasets)
+public sealed class DatasetIngestion(
+    IDbContextFactory<TransferDbContext> dbFactory, TenantContext tenant, IOptions<UploadOptions> uploads, IOptions<DatasetOptions> datasets,
+    Telemetry telemetry, ILogger<DatasetIngestion> logger)
 {
     /// <summary>Creates a data set from an archive; refuses it whole when fewer than 2 classes end up with images.</summary>
     public async Task<IngestionReport> CreateAsync(string name, DatasetArchive archive, SplitFractions fractions, long seed, CancellationToken cancellation)
@@ -36,6 +39,7 @@ public sealed class DatasetIngestion(IDbContextFactory<TransferDbContext> dbFact
             Id = Guid.CreateVersion7(), Name = name, CreatedAt = DateTime.UtcNow,
             ValidationFraction = fractions.Validation, TestFraction = fractions.Test, SplitSeed = seed,
         };
+        using var span = Telemetry.StartSpan("dataset create", ("transferapi.dataset.id", dataset.Id));
         db.Datasets.Add(dataset);
         await db.SaveChangesAsync(cancellation);
 
@@ -58,7 +62,7 @@ public sealed class DatasetIngestion(IDbContextFactory<TransferDbContext> dbFact
         stored.Rejected = rejected.Select(r => new RejectedEntry { Entry = r.Entry, Reason = r.Reason }).ToList();
         await db.SaveChangesAsync(cancellation);
         await transaction.CommitAsync(cancellation);
-        return new IngestionReport(dataset.Id, added, rejected);
+        return Stored(new IngestionReport(dataset.Id, added, rejected));
     }
 
     /// <summary>Adds images to an existing data set; concurrent additions to one data set take turns.</summary>
@@ -69,11 +73,22 @@ public sealed class DatasetIngestion(IDbContextFactory<TransferDbContext> dbFact
         // Row lock on the data set: duplicate detection and split assignment see every earlier addition.
         var dataset = await db.Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {datasetId} FOR UPDATE").FirstOrDefaultAsync(cancellation);
         if (dataset is null) return null;
+        using var span = Telemetry.StartSpan("dataset add images", ("transferapi.dataset.id", datasetId));
         var rejected = new List<Rejection>();
         var added = await WriteAsync(db, datasetId, images, rejected, cancellation);
         await AssignSplitsAsync(db, dataset, onlyUnassigned: true, cancellation);
         await transaction.CommitAsync(cancellation);
-        return new IngestionReport(datasetId, added, rejected);
+        return Stored(new IngestionReport(datasetId, added, rejected));
+    }
+
+    /// <summary>Counts and logs a committed upload.</summary>
+    private IngestionReport Stored(IngestionReport report)
+    {
+        telemetry.ImagesIngested.Add(report.Added.Count, new KeyValuePair<string, object?>("outcome", "stored"));
+        telemetry.ImagesIngested.Add(report.Rejected.Count, new KeyValuePair<string, object?>("outcome", "rejected"));
+        Activity.Current?.SetTag("transferapi.images.stored", report.Added.Count).SetTag("transferapi.images.rejected", report.Rejected.Count);
+        logger.LogInformation("Dataset {DatasetId}: {Stored} image(s) stored, {Rejected} rejected", report.DatasetId, report.Added.Count, report.Rejected.Count);
+        return report;
     }
 
     /// <summary>Re-splits every image whose split the client did not fix, with new shares and seed.</summary>

@@ -21,10 +21,11 @@ public sealed class ClassifierCache : IDisposable
     private readonly BackboneRegistry backbones;
     private readonly ServingOptions options;
     private readonly InferenceThread inference;
+    private readonly Telemetry telemetry;
 
-    public ClassifierCache(BackboneRegistry backbones, IOptions<ServingOptions> options, InferenceThread inference)
+    public ClassifierCache(BackboneRegistry backbones, IOptions<ServingOptions> options, InferenceThread inference, Telemetry telemetry)
     {
-        (this.backbones, this.options, this.inference) = (backbones, options.Value, inference);
+        (this.backbones, this.options, this.inference, this.telemetry) = (backbones, options.Value, inference, telemetry);
         cache = new MemoryCache(new MemoryCacheOptions { SizeLimit = this.options.ModelCacheBytes, CompactionPercentage = 0.25, TrackStatistics = true });
     }
 
@@ -49,7 +50,7 @@ public sealed class ClassifierCache : IDisposable
 
     /// <summary>A model loaded for prediction with its own batcher; outside the cache only for one bigger than the whole cache.</summary>
     public ServedModel Load(TrainedModel row, Training.Backbones.Backbone backbone) =>
-        new(row.Id, row.Tenant, row.Name, row.Version, new PredictionBatcher(new ImageClassifier(backbone, ModelMapping.ToCheckpoint(row)), options, inference));
+        new(row.Id, row.Tenant, row.Name, row.Version, new PredictionBatcher(new ImageClassifier(backbone, ModelMapping.ToCheckpoint(row)), options, inference, telemetry));
 
     /// <summary>Drops a model (deleted, or replaced).</summary>
     public void Remove(Guid modelId) => cache.Remove(modelId);

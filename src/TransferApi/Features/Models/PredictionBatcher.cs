@@ -19,12 +19,13 @@ public sealed class PredictionBatcher : IDisposable
     private readonly ImageClassifier classifier;
     private readonly ServingOptions options;
     private readonly InferenceThread inference;
+    private readonly Telemetry telemetry;
     private long forwardPasses;
     private long imagesPredicted;
 
-    public PredictionBatcher(ImageClassifier classifier, ServingOptions options, InferenceThread inference)
+    public PredictionBatcher(ImageClassifier classifier, ServingOptions options, InferenceThread inference, Telemetry telemetry)
     {
-        (this.classifier, this.options, this.inference) = (classifier, options, inference);
+        (this.classifier, this.options, this.inference, this.telemetry) = (classifier, options, inference, telemetry);
         // Runs until retired; it answers every request's task itself, so nothing awaits the loop.
         _ = Task.Run(RunAsync);
     }
@@ -39,7 +40,9 @@ public sealed class PredictionBatcher : IDisposable
     {
         var pending = new Pending(decoded, count, new TaskCompletionSource<float[][]>(TaskCreationOptions.RunContinuationsAsynchronously));
         probabilities = pending.Done.Task;
-        return queue.Writer.TryWrite(pending);
+        if (!queue.Writer.TryWrite(pending)) return false;
+        telemetry.PredictQueued.Add(count);
+        return true;
     }
 
     private async Task RunAsync()
@@ -83,6 +86,8 @@ public sealed class PredictionBatcher : IDisposable
         try
         {
             var count = batch.Sum(p => p.Count);
+            telemetry.PredictQueued.Add(-count);
+            telemetry.PredictBatchSize.Record(count);
             var decoded = ImageClassifier.Concat(batch.Select(p => p.Decoded).ToList());
             var probabilities = classifier.Probabilities(decoded, count);
             Interlocked.Increment(ref forwardPasses);

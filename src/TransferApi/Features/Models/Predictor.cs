@@ -25,7 +25,8 @@ public sealed record Prediction(ServedModel Model, IReadOnlyList<float[]> Probab
 /// within the limits, finds the model (cache first), preprocesses each image on the request's thread and hands
 /// the pixels to the model's <see cref="PredictionBatcher"/>.
 /// </summary>
-public sealed class Predictor(ClassifierCache cache, Infrastructure.BackboneRegistry backbones, IOptions<UploadOptions> uploads, IOptions<ServingOptions> serving)
+public sealed class Predictor(
+    ClassifierCache cache, Infrastructure.BackboneRegistry backbones, IOptions<UploadOptions> uploads, IOptions<ServingOptions> serving, Infrastructure.Telemetry telemetry)
 {
     public async Task<IReadOnlyList<PredictImage>> ReadImagesAsync(HttpRequest request, CancellationToken cancellation)
     {
@@ -72,6 +73,7 @@ public sealed class Predictor(ClassifierCache cache, Infrastructure.BackboneRegi
     public async Task<Prediction> PredictAsync(ServedModel model, IReadOnlyList<PredictImage> images, TransferDbContext db, CancellationToken cancellation)
     {
         var started = Stopwatch.GetTimestamp();
+        using var span = Infrastructure.Telemetry.StartSpan("predict", ("transferapi.model.id", model.Id), ("transferapi.images", images.Count));
         // Decoded here, on the request's thread, in managed code; libtorch runs only on the inference thread.
         var decoded = new List<float[]>(images.Count);
         foreach (var image in images)
@@ -89,7 +91,9 @@ public sealed class Predictor(ClassifierCache cache, Infrastructure.BackboneRegi
             }
         }
         var probabilities = await EnqueueAsync(model, ImageClassifier.Concat(decoded), images.Count, db, cancellation);
-        return new Prediction(model, probabilities, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        var elapsed = Stopwatch.GetElapsedTime(started);
+        telemetry.PredictDuration.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("transferapi.backbone", model.Batcher.Classifier.Checkpoint.BackboneId));
+        return new Prediction(model, probabilities, elapsed.TotalMilliseconds);
     }
 
     /// <summary>Through the model's batcher; a batcher retired meanwhile (evicted) is replaced, or bypassed for a model too big to cache.</summary>
