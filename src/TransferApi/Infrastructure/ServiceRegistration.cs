@@ -29,7 +29,7 @@ public static class ServiceRegistration
     {
         var services = builder.Services;
         var configuration = builder.Configuration;
-        services.AddOptions<ServiceOptions>().Bind(configuration.GetSection(ServiceOptions.Section));
+        services.AddOptions<ServiceOptions>().Bind(configuration.GetSection(ServiceOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<WorkerOptions>().Bind(configuration.GetSection(WorkerOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<UploadOptions>().Bind(configuration.GetSection(UploadOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<DatasetOptions>().Bind(configuration.GetSection(DatasetOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
@@ -110,7 +110,8 @@ public static class ServiceRegistration
     private static void AddHangfire(this WebApplicationBuilder builder, string connectionString)
     {
         var worker = builder.Configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
-        var roles = builder.Configuration.GetSection(ServiceOptions.Section).Get<ServiceOptions>()?.Roles ?? ServiceRoles.All;
+        var service = builder.Configuration.GetSection(ServiceOptions.Section).Get<ServiceOptions>() ?? new ServiceOptions();
+        var roles = service.Roles;
         builder.Services.AddHangfire(config => config
             .SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
             .UseSimpleAssemblyNameTypeSerializer()
@@ -125,14 +126,14 @@ public static class ServiceRegistration
                 InvisibilityTimeout = worker.InvisibilityTimeout,
             }));
         // SIGTERM: Kestrel drains in-flight requests and Hangfire's jobs checkpoint and requeue, both within this.
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = worker.ShutdownTimeout);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = service.ShutdownTimeout);
         if (roles.HasFlag(ServiceRoles.Worker))
         {
             builder.Services.AddHangfireServer(o =>
             {
                 o.Queues = [TrainingJobRunner.Queue];
                 o.WorkerCount = worker.ConcurrentJobs;
-                o.ShutdownTimeout = worker.ShutdownTimeout;
+                o.ShutdownTimeout = service.ShutdownTimeout;
             });
         }
     }

@@ -15,6 +15,13 @@ public sealed class ServiceOptions
 
     /// <summary>Apply EF Core migrations at start-up (on in Development; production runs `TransferApi migrate` once).</summary>
     public bool MigrateOnStartup { get; set; }
+
+    /// <summary>
+    /// How long a stopping process waits for running jobs to checkpoint at their next batch and go back to the
+    /// queue, and for in-flight requests to finish. Keep it below the orchestrator's grace period.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(30);
 }
 
 /// <summary>Section "Worker": how much of the machine training takes.</summary>
@@ -38,13 +45,6 @@ public sealed class WorkerOptions
     /// worker keeps extending its claim (sliding), so long jobs are never taken from it.
     /// </summary>
     public TimeSpan InvisibilityTimeout { get; set; } = TimeSpan.FromMinutes(5);
-
-    /// <summary>
-    /// How long a stopping process waits for running jobs to checkpoint at their next batch and go back to the
-    /// queue (and for in-flight requests to finish). Keep it below the orchestrator's grace period.
-    /// </summary>
-    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
-    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Folder holding the pretrained backbone files; default: beside the executable.</summary>
     public string? BackboneDirectory { get; set; }
