@@ -54,15 +54,7 @@ public class GracefulShutdownTests(ITestOutputHelper output)
         Assert.Equal(Enumerable.Range(1, 5), finished.Metrics.Select(m => m.Epoch));
         foreach (var line in first.Output.Concat(second.Output).Where(l => l.Contains(job.Id.ToString(), StringComparison.Ordinal))) output.WriteLine(line);
 
-        // The same job never interrupted gives the same metrics.
-        var control = await (await other.Client.PostAsJsonAsync("/api/training-jobs", options)).ReadAsync<TrainingJobResponse>();
-        var uninterrupted = await other.Client.WaitForJobAsync(control.Id, JobPolling.Ended, seconds: 240);
-        Assert.Equal(JobStatus.Succeeded, uninterrupted.Status);
-        foreach (var (expected, actual) in uninterrupted.Metrics.Zip(finished.Metrics))
-        {
-            Assert.Equal(expected.TrainLoss, actual.TrainLoss, 1e-6);
-            Assert.Equal(expected.ValLoss!.Value, actual.ValLoss!.Value, 1e-6);
-        }
+        await other.Client.AssertSameAsUninterruptedAsync(options, finished);
     }
 
     [Fact]

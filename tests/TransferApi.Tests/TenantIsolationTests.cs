@@ -1,5 +1,9 @@
 using System.Net;
 using System.Net.Http.Json;
+using System.Text.RegularExpressions;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
 using TransferApi.Features;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Keys;
@@ -10,7 +14,10 @@ using TransferApi.TestSupport;
 
 namespace TransferApi.Tests;
 
-/// <summary>A tenant's data sets, jobs and models do not exist for another tenant's keys: every route answers 404, lists leave them out.</summary>
+/// <summary>
+/// A tenant's data sets, jobs and models do not exist for another tenant's keys: every route answers 404 to each
+/// scope wide enough for it and 403 to narrower ones, lists leave them out.
+/// </summary>
 [Collection(ServiceCollection.Name)]
 public class TenantIsolationTests(TransferApiFactory factory)
 {
@@ -38,44 +45,57 @@ public class TenantIsolationTests(TransferApiFactory factory)
         // Served once, so the model is in the (shared) model cache too.
         Assert.Equal(HttpStatusCode.OK, (await owner.PostAsync($"/api/models/{model}/predict", Archives.ImageForm(Archives.Photo("val", "ants", 0).Item2))).StatusCode);
 
-        var intruder = await KeyAsync(KeyScope.Admin, "intruder");
-        var intruderPredict = await KeyAsync(KeyScope.Predict, "intruder");
+        var intruders = new Dictionary<KeyScope, HttpClient>();
+        foreach (var scope in Enum.GetValues<KeyScope>()) intruders[scope] = await KeyAsync(scope, "intruder");
+        var intruder = intruders[KeyScope.Admin];
         var photo = Archives.Photo("val", "bees", 0).Item2;
-        var attempts = new (string Route, Func<HttpClient, Task<HttpResponseMessage>> Call)[]
+        // Each route that takes a tenant's id, with the least scope it needs (patterns as routing has them, without constraints).
+        var attempts = new (string Method, string Pattern, KeyScope Needs, Func<HttpClient, Task<HttpResponseMessage>> Call)[]
         {
-            ("GET dataset", c => c.GetAsync($"/api/datasets/{dataset.Id}")),
-            ("POST split", c => c.PostAsJsonAsync($"/api/datasets/{dataset.Id}/split", new { seed = 1 })),
-            ("GET images", c => c.GetAsync($"/api/datasets/{dataset.Id}/images")),
-            ("POST images", c => c.PostAsync($"/api/datasets/{dataset.Id}/images", Archives.ImagesForm("ants", [("x.jpg", photo)]))),
-            ("GET image", c => c.GetAsync($"/api/datasets/{dataset.Id}/images/{image}")),
-            ("PATCH image", c => c.PatchAsJsonAsync($"/api/datasets/{dataset.Id}/images/{image}", new { label = "bees" })),
-            ("DELETE image", c => c.DeleteAsync($"/api/datasets/{dataset.Id}/images/{image}")),
-            ("DELETE dataset", c => c.DeleteAsync($"/api/datasets/{dataset.Id}")),
-            ("GET job", c => c.GetAsync($"/api/training-jobs/{job.Id}")),
-            ("POST cancel", c => c.PostAsync($"/api/training-jobs/{job.Id}/cancel", null)),
-            ("GET events", c => c.GetAsync($"/api/training-jobs/{job.Id}/events")),
-            ("GET report", c => c.GetAsync($"/api/training-jobs/{job.Id}/report")),
-            ("GET learning curves", c => c.GetAsync($"/api/training-jobs/{job.Id}/charts/learning-curves.png")),
-            ("GET confusion matrix", c => c.GetAsync($"/api/training-jobs/{job.Id}/charts/confusion-matrix.png")),
-            ("GET model", c => c.GetAsync($"/api/models/{model}")),
-            ("GET model by name", c => c.GetAsync($"/api/models/{name}")),
-            ("GET model by alias", c => c.GetAsync($"/api/models/{name}@production")),
-            ("PATCH model", c => c.PatchAsJsonAsync($"/api/models/{model}", new { name = "stolen" })),
-            ("PUT alias", c => c.PutAsync($"/api/models/{model}/aliases/mine", null)),
-            ("DELETE alias", c => c.DeleteAsync($"/api/models/{model}/aliases/production")),
-            ("GET export", c => c.GetAsync($"/api/models/{model}/export?format=torchsharp")),
-            ("POST predict", c => c.PostAsync($"/api/models/{model}/predict", Archives.ImageForm(photo))),
-            ("POST predict by name", c => c.PostAsync($"/api/models/{name}@production/predict", Archives.ImageForm(photo))),
-            ("DELETE model", c => c.DeleteAsync($"/api/models/{model}")),
+            ("GET", "/api/datasets/{id}", KeyScope.Train, c => c.GetAsync($"/api/datasets/{dataset.Id}")),
+            ("POST", "/api/datasets/{id}/split", KeyScope.Train, c => c.PostAsJsonAsync($"/api/datasets/{dataset.Id}/split", new { seed = 1 })),
+            ("GET", "/api/datasets/{id}/images", KeyScope.Train, c => c.GetAsync($"/api/datasets/{dataset.Id}/images")),
+            ("POST", "/api/datasets/{id}/images", KeyScope.Train, c => c.PostAsync($"/api/datasets/{dataset.Id}/images", Archives.ImagesForm("ants", [("x.jpg", photo)]))),
+            ("GET", "/api/datasets/{id}/images/{imageId}", KeyScope.Train, c => c.GetAsync($"/api/datasets/{dataset.Id}/images/{image}")),
+            ("PATCH", "/api/datasets/{id}/images/{imageId}", KeyScope.Train, c => c.PatchAsJsonAsync($"/api/datasets/{dataset.Id}/images/{image}", new { label = "bees" })),
+            ("DELETE", "/api/datasets/{id}/images/{imageId}", KeyScope.Train, c => c.DeleteAsync($"/api/datasets/{dataset.Id}/images/{image}")),
+            ("DELETE", "/api/datasets/{id}", KeyScope.Train, c => c.DeleteAsync($"/api/datasets/{dataset.Id}")),
+            ("GET", "/api/training-jobs/{id}", KeyScope.Train, c => c.GetAsync($"/api/training-jobs/{job.Id}")),
+            ("POST", "/api/training-jobs/{id}/cancel", KeyScope.Train, c => c.PostAsync($"/api/training-jobs/{job.Id}/cancel", null)),
+            ("GET", "/api/training-jobs/{id}/events", KeyScope.Train, c => c.GetAsync($"/api/training-jobs/{job.Id}/events")),
+            ("GET", "/api/training-jobs/{id}/report", KeyScope.Train, c => c.GetAsync($"/api/training-jobs/{job.Id}/report")),
+            ("GET", "/api/training-jobs/{id}/charts/learning-curves.png", KeyScope.Train, c => c.GetAsync($"/api/training-jobs/{job.Id}/charts/learning-curves.png")),
+            ("GET", "/api/training-jobs/{id}/charts/confusion-matrix.png", KeyScope.Train, c => c.GetAsync($"/api/training-jobs/{job.Id}/charts/confusion-matrix.png")),
+            ("GET", "/api/models/{id}", KeyScope.Train, c => c.GetAsync($"/api/models/{model}")),
+            ("GET", "/api/models/{id}", KeyScope.Train, c => c.GetAsync($"/api/models/{name}")),
+            ("GET", "/api/models/{id}", KeyScope.Train, c => c.GetAsync($"/api/models/{name}@production")),
+            ("PATCH", "/api/models/{id}", KeyScope.Train, c => c.PatchAsJsonAsync($"/api/models/{model}", new { name = "stolen" })),
+            ("PUT", "/api/models/{id}/aliases/{alias}", KeyScope.Train, c => c.PutAsync($"/api/models/{model}/aliases/mine", null)),
+            ("DELETE", "/api/models/{id}/aliases/{alias}", KeyScope.Train, c => c.DeleteAsync($"/api/models/{model}/aliases/production")),
+            ("GET", "/api/models/{id}/export", KeyScope.Train, c => c.GetAsync($"/api/models/{model}/export?format=torchsharp")),
+            ("POST", "/api/models/{id}/predict", KeyScope.Predict, c => c.PostAsync($"/api/models/{model}/predict", Archives.ImageForm(photo))),
+            ("POST", "/api/models/{id}/predict", KeyScope.Predict, c => c.PostAsync($"/api/models/{name}@production/predict", Archives.ImageForm(photo))),
+            ("DELETE", "/api/models/{id}", KeyScope.Train, c => c.DeleteAsync($"/api/models/{model}")),
         };
-        foreach (var (route, call) in attempts)
+        // The table covers exactly the routes of tenant-owned things that take an id.
+        var routes = factory.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>()
+            .Where(e => e.RoutePattern.Parameters.Count > 0 && new[] { "/api/datasets", "/api/training-jobs", "/api/models" }.Any(e.RoutePattern.RawText!.StartsWith))
+            .SelectMany(e => e.Metadata.GetMetadata<HttpMethodMetadata>()!.HttpMethods.Select(m => $"{m} {Regex.Replace(e.RoutePattern.RawText!, ":[a-z]+}", "}")}"));
+        Assert.Equal(routes.Distinct().Order(), attempts.Select(a => $"{a.Method} {a.Pattern}").Distinct().Order());
+
+        var anonymous = factory.CreateClient(key: null);
+        foreach (var (method, pattern, needs, call) in attempts)
         {
-            var response = await call(intruder);
-            Assert.True(response.StatusCode == HttpStatusCode.NotFound, $"{route}: {response.StatusCode} for another tenant's id");
-            await response.ProblemAsync();
+            Assert.Equal(HttpStatusCode.Unauthorized, (await call(anonymous)).StatusCode);
+            // Too narrow a scope is refused before the id is looked at; otherwise the id does not exist for this tenant.
+            foreach (var (scope, client) in intruders)
+            {
+                var response = await call(client);
+                var expected = scope >= needs ? HttpStatusCode.NotFound : HttpStatusCode.Forbidden;
+                Assert.True(response.StatusCode == expected, $"{method} {pattern} with another tenant's {scope} key: {response.StatusCode}, expected {expected}");
+                await response.ProblemAsync();
+            }
         }
-        foreach (var (route, call) in attempts.Where(a => a.Route.StartsWith("POST predict", StringComparison.Ordinal)))
-            Assert.Equal(HttpStatusCode.NotFound, (await call(intruderPredict)).StatusCode);
 
         var steal = await intruder.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id });
         Assert.Equal(HttpStatusCode.BadRequest, steal.StatusCode);

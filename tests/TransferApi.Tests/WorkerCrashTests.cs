@@ -40,16 +40,7 @@ public class WorkerCrashTests(ITestOutputHelper output)
             Assert.Null(resumed.CheckpointEpoch);
             Assert.Equal(Enumerable.Range(1, 6), resumed.Metrics.Select(m => m.Epoch));
 
-            // The same job never interrupted, on the same machine, gives the same metrics.
-            var control = await (await second.Client.PostAsJsonAsync("/api/training-jobs", options)).ReadAsync<TrainingJobResponse>();
-            var uninterrupted = await second.Client.WaitForJobAsync(control.Id, JobPolling.Ended, seconds: 240);
-            Assert.Equal(JobStatus.Succeeded, uninterrupted.Status);
-            Assert.Null(uninterrupted.ResumedFromEpoch);
-            foreach (var (expected, actual) in uninterrupted.Metrics.Zip(resumed.Metrics))
-            {
-                Assert.Equal(expected.TrainLoss, actual.TrainLoss, 1e-6);
-                Assert.Equal(expected.ValLoss!.Value, actual.ValLoss!.Value, 1e-6);
-            }
+            await second.Client.AssertSameAsUninterruptedAsync(options, resumed);
         }
         finally
         {

@@ -54,12 +54,7 @@ public class ResumeTests(BackboneFixture fixture)
 
         foreach (var checkpoint in checkpoints.Take(checkpoints.Count - 1))
         {
-            var resumed = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(checkpoint));
-            AssertSameMetrics(full.Metrics, resumed.Metrics);
-            Assert.Equal(full.BestEpoch, resumed.BestEpoch);
-            Assert.Equal(full.StoppedEarly, resumed.StoppedEarly);
-            AssertSameWeights(full.Head, resumed.Head);
-            resumed.Head.Dispose();
+            AssertSameResult(full, HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(checkpoint)));
         }
         full.Head.Dispose();
     }
@@ -82,11 +77,8 @@ public class ResumeTests(BackboneFixture fixture)
         {
             var resumedObserver = new RecordingObserver();
             var resumed = trainer.Train(images, options, resumedObserver, CancellationToken.None, ThroughStorage(observer.Checkpoints[after - 1]));
-            AssertSameMetrics(full.Metrics, resumed.Metrics);
+            AssertSameResult(full, resumed);
             Assert.Equal(Enumerable.Range(after + 1, 5 - after), resumedObserver.Epochs.Select(m => m.Epoch));
-            Assert.Equal((full.BestEpoch, full.FineTuned), (resumed.BestEpoch, resumed.FineTuned));
-            Assert.Equal(full.Checkpoint.HeadWeights, resumed.Checkpoint.HeadWeights);
-            Assert.Equal(full.Checkpoint.TailWeights, resumed.Checkpoint.TailWeights);
         }
     }
 
@@ -116,11 +108,7 @@ public class ResumeTests(BackboneFixture fixture)
             var last = checkpoints[^1];
             Assert.Equal((epoch - 1, batch), (last.Epoch, last.InProgress?.BatchesDone));
 
-            var resumed = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(last));
-            AssertSameMetrics(full.Metrics, resumed.Metrics);
-            Assert.Equal((full.BestEpoch, full.StoppedEarly), (resumed.BestEpoch, resumed.StoppedEarly));
-            AssertSameWeights(full.Head, resumed.Head);
-            resumed.Head.Dispose();
+            AssertSameResult(full, HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(last)));
         }
         full.Head.Dispose();
     }
@@ -143,11 +131,8 @@ public class ResumeTests(BackboneFixture fixture)
 
         var resumedObserver = new RecordingObserver();
         var resumed = trainer.Train(images, options, resumedObserver, CancellationToken.None, ThroughStorage(last));
-        AssertSameMetrics(full.Metrics, resumed.Metrics);
+        AssertSameResult(full, resumed);
         Assert.Equal([4, 5], resumedObserver.Epochs.Select(m => m.Epoch));
-        Assert.Equal((full.BestEpoch, full.FineTuned), (resumed.BestEpoch, resumed.FineTuned));
-        Assert.Equal(full.Checkpoint.HeadWeights, resumed.Checkpoint.HeadWeights);
-        Assert.Equal(full.Checkpoint.TailWeights, resumed.Checkpoint.TailWeights);
     }
 
     [Fact]
@@ -181,6 +166,24 @@ public class ResumeTests(BackboneFixture fixture)
 
         Assert.Throws<ArgumentException>(() => trainer.Train(images, options with { LearningRate = 0.01 }, new RecordingObserver(), CancellationToken.None, observer.Checkpoints[0]));
         Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.FromBytes(observer.Checkpoints[0].ToBytes()[..40]));
+    }
+
+    /// <summary>A resumed head phase ended as the uninterrupted one did (the resumed head is disposed).</summary>
+    private static void AssertSameResult(HeadTrainingResult full, HeadTrainingResult resumed)
+    {
+        AssertSameMetrics(full.Metrics, resumed.Metrics);
+        Assert.Equal((full.BestEpoch, full.StoppedEarly), (resumed.BestEpoch, resumed.StoppedEarly));
+        AssertSameWeights(full.Head, resumed.Head);
+        resumed.Head.Dispose();
+    }
+
+    /// <summary>A resumed job ended as the uninterrupted one did: metrics, kept epoch and stages, weights.</summary>
+    private static void AssertSameResult(TrainingResult full, TrainingResult resumed)
+    {
+        AssertSameMetrics(full.Metrics, resumed.Metrics);
+        Assert.Equal((full.BestEpoch, full.FineTuned), (resumed.BestEpoch, resumed.FineTuned));
+        Assert.Equal(full.Checkpoint.HeadWeights, resumed.Checkpoint.HeadWeights);
+        Assert.Equal(full.Checkpoint.TailWeights, resumed.Checkpoint.TailWeights);
     }
 
     private static void AssertSameMetrics(IReadOnlyList<EpochMetrics> expected, IReadOnlyList<EpochMetrics> actual)
