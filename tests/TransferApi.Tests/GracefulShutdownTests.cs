@@ -42,6 +42,12 @@ public class GracefulShutdownTests(ITestOutputHelper output)
         Assert.Equal(0, exitCode);
         Assert.True(running.HasLogged($"Training job {job.Id} handed back to the queue"), "the stopped worker did not log the handback");
 
+        // Back in the queue (unless the other worker already took it): it says how far it got.
+        var handedBack = await other.Client.WaitForJobAsync(job.Id, _ => true);
+        if (handedBack.Status == JobStatus.Queued)
+            Assert.True(handedBack.Progress is { Stage: "Queued", Percent: > 0, EtaSeconds: null }, $"handed back with progress {handedBack.Progress}");
+        else
+            Assert.Equal(JobStatus.Running, handedBack.Status);
         var resumed = await other.Client.WaitForJobAsync(job.Id, j => j.ResumedFromEpoch is not null, seconds: 60);
         output.WriteLine($"the other process took it over {(DateTime.UtcNow - stoppedAt).TotalSeconds:F1} s after the stop, after epoch {resumed.ResumedFromEpoch} and {resumed.ResumedFromBatch} batch(es) of the next");
         // It continues from the batch the stopped worker reached, which is no earlier than what the client last saw.

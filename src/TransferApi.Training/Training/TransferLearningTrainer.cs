@@ -132,8 +132,11 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         }
         headClock.Stop();
 
-        // The final word on the model: the test split when the data set has one, else validation.
-        observer.OnProgress(new TrainingProgress(TrainingStage.Evaluating, metrics.Count, options.Epochs, 0, 0, 100 * (ExtractionShare + (1 - ExtractionShare) * HeadShare), null, null));
+        // The final word on the model: the test split when the data set has one, else validation. An interrupted
+        // run's progress stays where it stopped.
+        var totalEpochs = options.Epochs + (tail is null ? 0 : options.FineTuneEpochs);
+        if (!interrupted)
+            observer.OnProgress(new TrainingProgress(TrainingStage.Evaluating, metrics.Count, totalEpochs, 0, 0, 100 * (ExtractionShare + (1 - ExtractionShare) * HeadShare), null, null));
         var (evalSplit, evalX, evalIdx) = testIdx.Length > 0 ? ("test", testX, testIdx) : ("validation", valX, valIdx);
         ClassificationReport? report = null;
         if (evalIdx.Length > 0)
@@ -151,7 +154,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         };
         trained.Head.Dispose();
         tail?.Dispose();
-        observer.OnProgress(new TrainingProgress(TrainingStage.Done, metrics.Count, options.Epochs, 0, 0, 100, null, 0));
+        if (!interrupted) observer.OnProgress(new TrainingProgress(TrainingStage.Done, metrics.Count, totalEpochs, 0, 0, 100, null, 0));
         return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, embeddedCount, fromCache),
             trainIdx.Length, valIdx.Length, bestEpoch, trained.StoppedEarly, interrupted, report, fineTuned);
     }

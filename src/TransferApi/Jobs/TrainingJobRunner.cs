@@ -124,8 +124,15 @@ public sealed class TrainingJobRunner(
         {
             // The server is shutting down: the trainer checkpointed at the batch it stopped at, and rethrowing lets
             // Hangfire hand the job back to the queue, where the next worker resumes it from that checkpoint.
-            await db.TrainingJobs.Where(j => j.Id == jobId && j.Status == JobStatus.Running)
-                .ExecuteUpdateAsync(s => s.SetProperty(j => j.Status, JobStatus.Queued), CancellationToken.None);
+            db.ChangeTracker.Clear();
+            var stopped = await db.TrainingJobs.FirstAsync(j => j.Id == jobId, CancellationToken.None);
+            if (stopped.Status == JobStatus.Running)
+            {
+                // Waiting for a worker again; the progress says how far it got, without a rate or an ETA.
+                stopped.Status = JobStatus.Queued;
+                stopped.Progress = stopped.Progress with { Stage = TrainingStage.Queued, ImagesPerSecond = null, EtaSeconds = null };
+                await db.SaveChangesAsync(CancellationToken.None);
+            }
             logger.LogWarning("Training job {JobId} handed back to the queue by shutdown; the next worker resumes it from its checkpoint", jobId);
             throw;
         }
