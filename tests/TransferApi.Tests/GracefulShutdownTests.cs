@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
+using System.Text.Json;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.TrainingJobs;
 using TransferApi.Persistence;
@@ -16,8 +17,14 @@ public class GracefulShutdownTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(60);
 
-    // Polls the queue often; the claim timeout stays at its default (minutes), so a quick takeover can only be the handback.
-    private static readonly Dictionary<string, string> Worker = new() { ["Worker__QueuePollInterval"] = "00:00:00.5", ["Logging__Console__TimestampFormat"] = "HH:mm:ss.fff " };
+    // Polls the queue often; the claim timeout stays at its default (minutes), so a quick takeover can only be the
+    // handback. Logs as in production: one JSON object per line.
+    private static readonly Dictionary<string, string> Worker = new()
+    {
+        ["Worker__QueuePollInterval"] = "00:00:00.5",
+        ["Logging__Console__FormatterName"] = "json",
+        ["Logging__Console__FormatterOptions__TimestampFormat"] = "HH:mm:ss.fff",
+    };
 
     [Fact]
     public async Task A_worker_stopped_mid_epoch_hands_its_job_back_and_another_worker_process_resumes_it_from_that_batch()
@@ -40,7 +47,12 @@ public class GracefulShutdownTests(ITestOutputHelper output)
         var stoppedAt = DateTime.UtcNow;
         output.WriteLine($"SIGTERM at fine-tuning epoch {observed.Progress.Epoch} batch {observed.Progress.Batch}/{observed.Progress.TotalBatches}: exited {exitCode} after {took.TotalSeconds:F1} s");
         Assert.Equal(0, exitCode);
-        Assert.True(running.HasLogged($"Training job {job.Id} handed back to the queue"), "the stopped worker did not log the handback");
+        // The handback's log line carries the job's and data set's ids as fields of its scopes.
+        var handback = JsonDocument.Parse(running.Output.Single(l => l.Contains($"Training job {job.Id} handed back to the queue", StringComparison.Ordinal))).RootElement;
+        var scopes = handback.GetProperty("Scopes").EnumerateArray().ToList();
+        Assert.Contains(scopes, s => s.TryGetProperty("JobId", out var id) && id.GetString() == job.Id.ToString());
+        Assert.Contains(scopes, s => s.TryGetProperty("DatasetId", out var id) && id.GetString() == dataset.Id.ToString());
+        Assert.Contains(scopes, s => s.TryGetProperty("TraceId", out _));
 
         // Back in the queue (unless the other worker already took it): it says how far it got.
         var handedBack = await other.Client.WaitForJobAsync(job.Id, _ => true);
