@@ -51,7 +51,8 @@ public sealed class ServiceProcess : IAsyncDisposable
     public string Database => database;
 
     /// <param name="database">An existing database to share with an earlier process, or null for a new one.</param>
-    public static async Task<ServiceProcess> StartAsync(string adminConnection, IDictionary<string, string> environment, string? database = null)
+    /// <param name="waitUntilReady">Return once /health/ready answers 200 (else as soon as the process runs).</param>
+    public static async Task<ServiceProcess> StartAsync(string adminConnection, IDictionary<string, string> environment, string? database = null, bool waitUntilReady = true)
     {
         if (database is null)
         {
@@ -83,12 +84,20 @@ public sealed class ServiceProcess : IAsyncDisposable
         process.ErrorDataReceived += (_, line) => { if (line.Data is not null) service.Output.Enqueue(line.Data); };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var deadline = DateTime.UtcNow.AddSeconds(60);
+        if (!waitUntilReady || await service.WaitUntilReadyAsync(TimeSpan.FromSeconds(60))) return service;
+        await service.DisposeAsync();
+        throw new InvalidOperationException("The service process did not become ready within 60 s.");
+    }
+
+    /// <summary>Polls /health/ready until it answers 200; false after <paramref name="timeout"/> or if the process ended.</summary>
+    public async Task<bool> WaitUntilReadyAsync(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
         while (DateTime.UtcNow < deadline && !process.HasExited)
         {
             try
             {
-                if ((await service.Client.GetAsync("/health/ready")).StatusCode == HttpStatusCode.OK) return service;
+                if ((await Client.GetAsync("/health/ready")).StatusCode == HttpStatusCode.OK) return true;
             }
             catch (HttpRequestException)
             {
@@ -96,8 +105,27 @@ public sealed class ServiceProcess : IAsyncDisposable
             }
             await Task.Delay(250);
         }
-        await service.DisposeAsync();
-        throw new InvalidOperationException("The service process did not become ready within 60 s.");
+        return false;
+    }
+
+    /// <summary>Runs `TransferApi migrate` on this service's database, as a deployment's migration step does; returns its exit code.</summary>
+    public async Task<int> MigrateAsync()
+    {
+        var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "TransferApi.dll"), "migrate"])
+        {
+            WorkingDirectory = AppContext.BaseDirectory,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        start.Environment["ConnectionStrings__Postgres"] = ConnectionString;
+        start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
+        start.Environment["Auth__BootstrapAdminKey"] = AdminKey;
+        using var migrate = Process.Start(start)!;
+        var output = migrate.StandardOutput.ReadToEndAsync();
+        var errors = migrate.StandardError.ReadToEndAsync();
+        await migrate.WaitForExitAsync();
+        foreach (var line in ((await output) + (await errors)).Split('\n')) Output.Enqueue("[migrate] " + line);
+        return migrate.ExitCode;
     }
 
     private static int FreePort()

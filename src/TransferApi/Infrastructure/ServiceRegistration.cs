@@ -129,6 +129,7 @@ public static class ServiceRegistration
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = service.ShutdownTimeout);
         if (roles.HasFlag(ServiceRoles.Worker))
         {
+            builder.Services.AddHostedService<MigrationGate>();
             builder.Services.AddHangfireServer(o =>
             {
                 o.Queues = [TrainingJobRunner.Queue];
