@@ -4,6 +4,8 @@ using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.RegularExpressions;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Keys;
 using TransferApi.Features.TrainingJobs;
@@ -55,6 +57,17 @@ public class ObservabilityTests(TransferApiFactory factory)
         Assert.True(after.Has("transferapi_training_queue_length"), "the training queue length is exposed");
         Assert.True(after.Has("transferapi_training_jobs_running"));
         Assert.Equal(0, after.Sum("transferapi_predict_queue_length"));
+
+        // The dashboard and alerting rules in deploy/monitoring use only series the service exposes.
+        var monitoring = Path.Combine(TestData.RepositoryRoot, "deploy", "monitoring");
+        var dashboard = JsonDocument.Parse(File.ReadAllText(Path.Combine(monitoring, "grafana-dashboard.json"))).RootElement;
+        var queries = dashboard.GetProperty("panels").EnumerateArray()
+            .SelectMany(p => p.GetProperty("targets").EnumerateArray().Select(t => t.GetProperty("expr").GetString()!))
+            .Concat(File.ReadLines(Path.Combine(monitoring, "prometheus-rules.yaml")).Select(l => Regex.Match(l, @"^\s*expr:\s*(.+)$")).Where(m => m.Success).Select(m => m.Groups[1].Value))
+            .ToList();
+        Assert.True(queries.Count >= 15, $"{queries.Count} queries found");
+        var used = queries.SelectMany(q => Regex.Matches(q, @"\b(?:transferapi|http_server|dotnet|db_client|kestrel)_[a-z_]+\b").Select(m => m.Value)).ToHashSet();
+        Assert.All(used, series => Assert.True(after.Has(series), $"{series} is used by deploy/monitoring but not exposed"));
     }
 
     [Fact]
