@@ -12,15 +12,7 @@ public class AuthenticationTests(TransferApiFactory factory)
 {
     private readonly HttpClient admin = factory.CreateClient();
 
-    private async Task<string> KeyAsync(KeyScope scope, string tenant = "default")
-    {
-        var created = await admin.PostAsJsonAsync("/api/keys", new { name = $"{scope} key", tenant, scope = scope.ToString() });
-        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
-        var key = await created.ReadAsync<KeyResponse>();
-        Assert.StartsWith("tak_", key.Key);
-        Assert.Equal((scope, tenant), (key.Scope, key.Tenant));
-        return key.Key!;
-    }
+    private Task<string> KeyAsync(KeyScope scope, string tenant = "default") => admin.CreateKeyAsync(scope, tenant);
 
     [Fact]
     public async Task Without_a_valid_key_api_routes_answer_401_and_health_and_swagger_stay_open()

@@ -28,8 +28,7 @@ public class ObservabilityTests(TransferApiFactory factory)
     public async Task Metrics_need_an_admin_key_and_count_requests_predictions_batches_jobs_and_ingested_images()
     {
         Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient(key: null).GetAsync("/metrics")).StatusCode);
-        var created = await client.PostAsJsonAsync("/api/keys", new { name = "predict only", scope = "Predict" });
-        var predictKey = (await created.ReadAsync<KeyResponse>()).Key!;
+        var predictKey = await client.CreateKeyAsync(KeyScope.Predict);
         var forbidden = await factory.CreateClient(predictKey).GetAsync("/metrics");
         Assert.Equal(HttpStatusCode.Forbidden, forbidden.StatusCode);
         // Prometheus sends credentials as a bearer token.

@@ -1,6 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
-using TransferApi.Features.Keys;
+using TransferApi.Persistence;
 using TransferApi.TestSupport;
 
 namespace TransferApi.Tests;
@@ -27,10 +27,8 @@ public class RateLimitTests
             return client;
         }
         var admin = service.Client;
-        var created = await admin.PostAsJsonAsync("/api/keys", new { name = "rate", scope = "Train" });
-        var first = Client((await created.ReadAsync<KeyResponse>()).Key!);
-        var created2 = await admin.PostAsJsonAsync("/api/keys", new { name = "rate 2", scope = "Predict" });
-        var second = Client((await created2.ReadAsync<KeyResponse>()).Key!);
+        var first = Client(await admin.CreateKeyAsync(KeyScope.Train));
+        var second = Client(await admin.CreateKeyAsync(KeyScope.Predict));
 
         var route = $"/api/models/{Guid.NewGuid()}/predict";
         for (var i = 0; i < 2; i++)

@@ -168,6 +168,22 @@ public class ResumeTests(BackboneFixture fixture)
         Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.FromBytes(observer.Checkpoints[0].ToBytes()[..40]));
     }
 
+    [Fact]
+    public void A_checkpoint_stored_before_epochs_could_stop_part_way_still_reads()
+    {
+        var images = LabeledPhotos.AntsAndBees(2, DataSplit.Train);
+        var observer = new RecordingObserver();
+        new TransferLearningTrainer(fixture.Backbone).Train(images, new TrainingOptions { Epochs = 1, BatchSize = 2 }, observer, CancellationToken.None);
+        var current = observer.Checkpoints[0].ToBytes();
+        // Format 1 is format 2 without the trailing "no epoch in progress" flag.
+        var formatOne = current[..^1];
+        BitConverter.GetBytes(1).CopyTo(formatOne, 0);
+
+        var read = TrainingCheckpoint.FromBytes(formatOne);
+        Assert.Null(read.InProgress);
+        Assert.Equal(current, read.ToBytes());
+    }
+
     /// <summary>A resumed head phase ended as the uninterrupted one did (the resumed head is disposed).</summary>
     private static void AssertSameResult(HeadTrainingResult full, HeadTrainingResult resumed)
     {

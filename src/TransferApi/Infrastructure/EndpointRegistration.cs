@@ -36,8 +36,9 @@ public static class EndpointRegistration
         app.MapGet("/", () => Results.Redirect("/swagger")).ExcludeFromDescription().AllowAnonymous();
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).AllowAnonymous();
-        // Every tenant's numbers: admin keys only, sent as X-Api-Key or as Prometheus's `authorization` bearer credentials.
+        // Created now, so the queue gauges are scraped before any request has used the instruments.
         app.Services.GetRequiredService<Telemetry>();
+        // Every tenant's numbers: admin keys only, sent as X-Api-Key or as Prometheus's `authorization` bearer credentials.
         app.MapPrometheusScrapingEndpoint("/metrics").RequireAuthorization(Caller.Admin);
         app.MapKeyEndpoints();
         app.MapDatasetEndpoints();

@@ -23,15 +23,14 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
     private int latestCheckpointEpoch;
 
     private readonly string backboneId;
-
     private readonly ILogger logger;
 
     public JobProgressWriter(IDbContextFactory<TransferDbContext> dbFactory, Guid jobId, string backboneId, ILogger logger)
     {
-        this.logger = logger;
         this.dbFactory = dbFactory;
         this.jobId = jobId;
         this.backboneId = backboneId;
+        this.logger = logger;
         consumer = Task.Run(ConsumeAsync);
     }
 
