@@ -6,15 +6,17 @@ namespace TransferApi.TestSupport;
 
 /// <summary>
 /// ImageNet-style checkpoints made by the tests themselves (no weights are downloaded or committed): an
-/// architecture's TorchSharp random initialisation, with every batch norm given random statistics and affine
-/// parameters (so folding has real work to check), plus the classifier keys a TorchVision checkpoint carries.
+/// architecture's tensors redrawn from a seeded generator at the scale of its own initialisation (every batch
+/// norm given random statistics and affine parameters, so folding has real work to check), plus the classifier keys a
+/// TorchVision checkpoint carries.
 /// </summary>
 public static class RandomWeights
 {
     public static Dictionary<string, Tensor> StateDict(BackboneArchitecture architecture, long seed = 7)
     {
-        manual_seed(seed);
         using var network = architecture.Create();
+        // Every value comes from this generator, never libtorch's global one, which tests running in parallel also
+        // draw from: the same seed gives the same weights in every run.
         var generator = new Generator((ulong)seed);
         var state = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var modules = network.ModulesByPath();
@@ -25,6 +27,9 @@ public static class RandomWeights
                 copy = rand(value.shape, generator: generator).mul_(0.5).add_(0.75);
             else if (name.EndsWith("running_mean", StringComparison.Ordinal) || (name.EndsWith(".bias", StringComparison.Ordinal) && value.dim() == 1 && IsNorm(modules, name)))
                 copy = rand(value.shape, generator: generator).sub_(0.5).mul_(0.2);
+            else if (value.is_floating_point() && value.numel() > 1)
+                // Redrawn at the scale the architecture's own initialisation gave this tensor.
+                copy = randn(value.shape, generator: generator).mul_(value.std().item<float>());
             state[name] = copy;
         }
         foreach (var (name, shape) in ClassifierKeys(architecture)) state[name] = randn(shape, generator: generator).mul_(0.01);

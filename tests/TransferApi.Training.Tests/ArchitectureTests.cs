@@ -112,12 +112,15 @@ public class ArchitectureTests(ITestOutputHelper output)
     private static ModelCheckpoint RandomHead(Backbone backbone, List<byte[]> images)
     {
         using var features = backbone.ExtractFeatures(images);
-        // Logits of a few units: probabilities neither uniform nor saturated, so feature errors would show.
-        var scale = features.abs().max().item<float>() * MathF.Sqrt(backbone.FeatureSize);
+        // Weights scaled so these images' logits spread by 2 across classes: probabilities neither uniform nor
+        // saturated, so feature errors would show.
+        using var weights = randn(5, backbone.FeatureSize, generator: new Generator(11));
+        using (var logits = features.matmul(weights.t()))
+            weights.mul_(2f / logits.std(1).mean().item<float>());
         using var head = nn.Linear(backbone.FeatureSize, 5);
         using (no_grad())
         {
-            head.weight!.copy_(randn(5, backbone.FeatureSize, generator: new Generator(5)).mul_(8 / scale));
+            head.weight!.copy_(weights);
         }
         return ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, ["a", "b", "c", "d", "e"], backbone.FeatureSize, HeadSpec.Linear, head);
     }
