@@ -7,3 +7,9 @@ if (what is "all" or "training") TrainingBenchmark.Run();
 if (what is "all" or "ingestion") await IngestionBenchmark.RunAsync(args.Contains("--quick"));
 var soakMinutes = args.SkipWhile(a => a != "--soak-minutes").Skip(1).Select(double.Parse).FirstOrDefault(5);
 if (what is "all" or "serving") await ServingBenchmark.RunAsync(TimeSpan.FromMinutes(args.Contains("--quick") ? 0 : soakMinutes));
+// Not part of "all": minutes of mixed load against the real service (workload [--minutes N] [--clients N]).
+if (what is "workload")
+{
+    double Option(string name, double fallback) => args.SkipWhile(a => a != name).Skip(1).Select(double.Parse).FirstOrDefault(fallback);
+    await WorkloadBenchmark.RunAsync(TimeSpan.FromMinutes(Option("--minutes", 5)), (int)Option("--clients", 8));
+}

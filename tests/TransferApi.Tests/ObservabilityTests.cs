@@ -107,25 +107,11 @@ public class ObservabilityTests(TransferApiFactory factory)
         return find() ?? throw new Xunit.Sdk.XunitException("no such span");
     }
 
-    private static async Task<Exposition> ScrapeAsync(HttpClient scraper)
+    private static async Task<PrometheusText> ScrapeAsync(HttpClient scraper)
     {
         var response = await scraper.GetAsync("/metrics");
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.StartsWith("text/plain", response.Content.Headers.ContentType?.MediaType);
-        return new Exposition(await response.Content.ReadAsStringAsync());
-    }
-
-    /// <summary>Prometheus's text format: one sample per line, "name{label="value",…} value".</summary>
-    private sealed class Exposition(string text)
-    {
-        private readonly string[] samples = text.Split('\n').Where(l => l.Length > 0 && l[0] != '#').ToArray();
-
-        private IEnumerable<string> Lines(string series, string[] labels) => samples.Where(l =>
-            (l.StartsWith(series + "{", StringComparison.Ordinal) || l.StartsWith(series + " ", StringComparison.Ordinal)) && labels.All(l.Contains));
-
-        public bool Has(string series) => Lines(series, []).Any();
-
-        public double Sum(string series, params string[] labels) =>
-            Lines(series, labels).Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
+        return new PrometheusText(await response.Content.ReadAsStringAsync());
     }
 }

@@ -12,6 +12,8 @@ public class WorkerCrashTests(ITestOutputHelper output)
     {
         ["Worker__InvisibilityTimeout"] = "00:00:05",
         ["Worker__QueuePollInterval"] = "00:00:00.5",
+        // A checkpoint after every epoch, so the crash below lands after one.
+        ["Worker__CheckpointInterval"] = "00:00:00",
     };
 
     [Fact]

@@ -47,7 +47,7 @@ public class ResumeTests(BackboneFixture fixture)
         var options = Recipe(recipe);
         var (x, y, vx, vy) = Data();
         var checkpoints = new List<TrainingCheckpoint>();
-        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, onCheckpoint: checkpoints.Add);
+        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, checkpoints: new CheckpointSink(() => true, checkpoints.Add));
         Assert.Equal(checkpoints.Count, full.Metrics.Count);
         Assert.Equal(checkpoints.Select(c => c.Epoch), full.Metrics.Select(m => m.Epoch));
         if (recipe == "sgd-step-earlystop") Assert.True(full.StoppedEarly && full.BestEpoch < full.Metrics.Count, "this recipe must exercise early stopping's restore");
@@ -97,7 +97,7 @@ public class ResumeTests(BackboneFixture fixture)
             var checkpoints = new List<TrainingCheckpoint>();
             try
             {
-                var stopped = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (e, b, _) => { if ((e, b) == (epoch, batch)) stop.Cancel(); }, stop.Token, onCheckpoint: checkpoints.Add);
+                var stopped = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (e, b, _) => { if ((e, b) == (epoch, batch)) stop.Cancel(); }, stop.Token, checkpoints: new CheckpointSink(() => true, checkpoints.Add));
                 Assert.True(stopped.Interrupted);
                 stopped.Head.Dispose();
             }
@@ -111,6 +111,56 @@ public class ResumeTests(BackboneFixture fixture)
             AssertSameResult(full, HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(last)));
         }
         full.Head.Dispose();
+    }
+
+    [Fact]
+    public void A_checkpoint_due_mid_epoch_pauses_the_epoch_there_and_changes_nothing()
+    {
+        var options = Recipe("linear-adam-cosine");
+        var (x, y, vx, vy) = Data();
+        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None);
+
+        // The worker wants one at most every Worker:CheckpointInterval: here once, after batch 4 of epoch 2 (of 8).
+        var due = false;
+        var checkpoints = new List<TrainingCheckpoint>();
+        var run = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (e, b, _) => due = (e, b) == (2, 4), CancellationToken.None,
+            checkpoints: new CheckpointSink(() => due, c => { checkpoints.Add(c); due = false; }, () => due));
+        var taken = Assert.Single(checkpoints);
+        Assert.Equal((1, 4), (taken.Epoch, taken.InProgress?.BatchesDone));
+        AssertSameResult(full, run);
+        AssertSameResult(full, HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken)));
+        full.Head.Dispose();
+    }
+
+    [Fact]
+    public void A_stop_always_checkpoints_even_when_none_is_due_and_even_at_an_epoch_boundary()
+    {
+        var options = Recipe("linear-adam-cosine");
+        var (x, y, vx, vy) = Data();
+        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None);
+
+        // Cancelled on the last batch of epoch 3: the epoch completes, epoch 4 stops before its first batch.
+        using var stop = new CancellationTokenSource();
+        var checkpoints = new List<TrainingCheckpoint>();
+        var stopped = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (e, b, _) => { if ((e, b) == (3, 8)) stop.Cancel(); }, stop.Token,
+            checkpoints: new CheckpointSink(() => false, checkpoints.Add));
+        Assert.True(stopped.Interrupted);
+        stopped.Head.Dispose();
+        var taken = Assert.Single(checkpoints);
+        Assert.Equal((3, 0), (taken.Epoch, taken.InProgress?.BatchesDone));
+        AssertSameResult(full, HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken)));
+        full.Head.Dispose();
+    }
+
+    [Fact]
+    public void A_job_whose_checkpoints_are_never_due_writes_none()
+    {
+        var images = LabeledPhotos.AntsAndBees(6);
+        var options = new TrainingOptions { Epochs = 2, BatchSize = 4, LearningRate = 0.01, ValidationFraction = 0.34, UnfreezeStages = 1, FineTuneEpochs = 2, FineTuneLrFactor = 2 };
+        var observer = new RecordingObserver(checkpointDue: () => false);
+        new TransferLearningTrainer(fixture.Backbone).Train(images, options, observer, CancellationToken.None);
+        Assert.Equal(4, observer.Epochs.Count);
+        Assert.Empty(observer.Checkpoints);
     }
 
     [Fact]

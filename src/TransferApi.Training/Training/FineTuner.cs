@@ -18,7 +18,7 @@ public static class FineTuner
     public static FineTuneResult Train(
         FeatureTail tail, nn.Module<Tensor, Tensor> head, Tensor trainActivations, Tensor trainLabels, Tensor? valActivations, Tensor? valLabels,
         TrainingOptions options, int firstEpoch, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation,
-        TrainingCheckpoint? resume = null, Action<TrainingCheckpoint>? onCheckpoint = null)
+        TrainingCheckpoint? resume = null, CheckpointSink? checkpoints = null)
     {
         if (resume is not null && resume.Phase != TrainingPhase.FineTuning) throw new ArgumentException("Not a fine-tuning checkpoint.", nameof(resume));
         var hasValidation = valActivations is not null && valLabels is not null && valActivations.shape[0] > 0;
@@ -54,33 +54,41 @@ public static class FineTuner
         {
             tail.TrainKeepingNormStatistics();
             head.train();
-            var (done, lossSum) = HeadTrainer.RunEpoch(head, count, options, epoch, stream: 1, partial, index =>
+            var progress = partial ?? new EpochInProgress(0, 0, tailRate);
+            while (true)
             {
-                optimizer.zero_grad();
-                var logits = head.call(tail.call(trainActivations.index_select(0, index)));
-                var loss = nn.functional.cross_entropy(logits, trainLabels.index_select(0, index), label_smoothing: options.LabelSmoothing);
-                loss.backward();
-                optimizer.step();
-                return loss;
-            }, onBatch, cancellation);
+                var (done, lossSum) = HeadTrainer.RunEpoch(head, count, options, epoch, stream: 1, progress, index =>
+                {
+                    optimizer.zero_grad();
+                    var logits = head.call(tail.call(trainActivations.index_select(0, index)));
+                    var loss = nn.functional.cross_entropy(logits, trainLabels.index_select(0, index), label_smoothing: options.LabelSmoothing);
+                    loss.backward();
+                    optimizer.step();
+                    return loss;
+                }, onBatch, cancellation, checkpoints?.IsDueMidEpoch);
+                progress = new EpochInProgress(done, lossSum, tailRate);
+                if (done == batches) break;
+                // Stopped between batches: cancelled (always checkpointed: the head phase is done) or a checkpoint is due.
+                checkpoints?.Save(new TrainingCheckpoint("", TrainingPhase.FineTuning, epoch - 1, metrics.ToList(), ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail),
+                    TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestLoss, 0, best.Head, best.Tail), null, progress));
+                if (cancellation.IsCancellationRequested) break;
+            }
             partial = null;
-            if (done < batches)
+            if (progress.BatchesDone < batches)
             {
-                if (done > 0)
-                    onCheckpoint?.Invoke(new TrainingCheckpoint("", TrainingPhase.FineTuning, epoch - 1, metrics.ToList(), ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail),
-                        TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestLoss, 0, best.Head, best.Tail), null, new EpochInProgress(done, lossSum, tailRate)));
                 interrupted = true;
                 break;
             }
             var (valLoss, valAccuracy) = hasValidation ? Evaluate(tail, head, valActivations!, valLabels!) : ((double?)null, (double?)null);
-            var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, tailRate);
+            var epochMetrics = new EpochMetrics(epoch, progress.LossSum / count, valLoss, valAccuracy, tailRate);
             metrics.Add(epochMetrics);
             onEpoch(epochMetrics);
             var isBest = !hasValidation || valLoss < bestLoss;
             if (isBest) (best, bestLoss, bestEpoch) = ((ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail)), valLoss ?? double.NaN, epoch);
-            onCheckpoint?.Invoke(new TrainingCheckpoint("", TrainingPhase.FineTuning, epoch, metrics.ToList(),
-                isBest ? best.Head : ModelCheckpoint.Save(head), isBest ? best.Tail : ModelCheckpoint.Save(tail), TrainingCheckpoint.SaveOptimizer(optimizer),
-                new BestSoFar(bestEpoch, bestLoss, 0, isBest ? null : best.Head, isBest ? null : best.Tail), null));
+            if (checkpoints?.IsDue() == true)
+                checkpoints.Save(new TrainingCheckpoint("", TrainingPhase.FineTuning, epoch, metrics.ToList(),
+                    isBest ? best.Head : ModelCheckpoint.Save(head), isBest ? best.Tail : ModelCheckpoint.Save(tail), TrainingCheckpoint.SaveOptimizer(optimizer),
+                    new BestSoFar(bestEpoch, bestLoss, 0, isBest ? null : best.Head, isBest ? null : best.Tail), null));
         }
         ModelCheckpoint.Load(head, best.Head);
         ModelCheckpoint.Load(tail, best.Tail);

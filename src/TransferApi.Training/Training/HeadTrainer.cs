@@ -19,7 +19,7 @@ public static class HeadTrainer
     public static HeadTrainingResult Train(
         Tensor trainFeatures, Tensor trainLabels, Tensor? valFeatures, Tensor? valLabels, int classes,
         TrainingOptions options, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation,
-        TrainingCheckpoint? resume = null, Action<TrainingCheckpoint>? onCheckpoint = null)
+        TrainingCheckpoint? resume = null, CheckpointSink? checkpoints = null)
     {
         if (resume is not null && resume.Phase != TrainingPhase.Head) throw new ArgumentException("Not a head-phase checkpoint.", nameof(resume));
         var hasValidation = valFeatures is not null && valLabels is not null && valFeatures.shape[0] > 0;
@@ -54,29 +54,37 @@ public static class HeadTrainer
         {
             head.train();
             var learningRate = partial?.LearningRate ?? optimizer.ParamGroups.First().LearningRate;
-            var (done, lossSum) = RunEpoch(head, count, options, epoch, stream: 0, partial, index =>
+            var progress = partial ?? new EpochInProgress(0, 0, learningRate);
+            while (true)
             {
-                optimizer.zero_grad();
-                var loss = nn.functional.cross_entropy(head.call(trainFeatures.index_select(0, index)), trainLabels.index_select(0, index),
-                    weight: classWeights, label_smoothing: options.LabelSmoothing);
-                loss.backward();
-                optimizer.step();
-                if (stepPerBatch) scheduler?.step();
-                return loss;
-            }, onBatch, cancellation);
+                var (done, lossSum) = RunEpoch(head, count, options, epoch, stream: 0, progress, index =>
+                {
+                    optimizer.zero_grad();
+                    var loss = nn.functional.cross_entropy(head.call(trainFeatures.index_select(0, index)), trainLabels.index_select(0, index),
+                        weight: classWeights, label_smoothing: options.LabelSmoothing);
+                    loss.backward();
+                    optimizer.step();
+                    if (stepPerBatch) scheduler?.step();
+                    return loss;
+                }, onBatch, cancellation, checkpoints?.IsDueMidEpoch);
+                progress = new EpochInProgress(done, lossSum, learningRate);
+                if (done == batches) break;
+                // Stopped between batches: cancelled (always checkpointed) or a checkpoint is due (the epoch goes on).
+                if (done > 0 || metrics.Count > 0)
+                    checkpoints?.Save(new TrainingCheckpoint("", TrainingPhase.Head, epoch - 1, metrics.ToList(), ModelCheckpoint.Save(head), null,
+                        TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestScore, sinceBest, best, null), null, progress));
+                if (cancellation.IsCancellationRequested) break;
+            }
             partial = null;
-            if (done < batches)
+            if (progress.BatchesDone < batches)
             {
-                if (done > 0)
-                    onCheckpoint?.Invoke(new TrainingCheckpoint("", TrainingPhase.Head, epoch - 1, metrics.ToList(), ModelCheckpoint.Save(head), null,
-                        TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestScore, sinceBest, best, null), null, new EpochInProgress(done, lossSum, learningRate)));
                 if (metrics.Count == 0) cancellation.ThrowIfCancellationRequested();
                 interrupted = true;
                 break;
             }
             if (!stepPerBatch) scheduler?.step();
             var (valLoss, valAccuracy) = hasValidation ? Evaluate(head, valFeatures!, valLabels!) : ((double?)null, (double?)null);
-            var epochMetrics = new EpochMetrics(epoch, lossSum / count, valLoss, valAccuracy, learningRate);
+            var epochMetrics = new EpochMetrics(epoch, progress.LossSum / count, valLoss, valAccuracy, learningRate);
             metrics.Add(epochMetrics);
             onEpoch(epochMetrics);
 
@@ -86,8 +94,9 @@ public static class HeadTrainer
             else
                 sinceBest++;
             var isBest = bestEpoch == epoch;
-            onCheckpoint?.Invoke(new TrainingCheckpoint("", TrainingPhase.Head, epoch, metrics.ToList(), isBest ? best! : ModelCheckpoint.Save(head), null,
-                TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestScore, sinceBest, isBest ? null : best, null), null));
+            if (checkpoints?.IsDue() == true)
+                checkpoints.Save(new TrainingCheckpoint("", TrainingPhase.Head, epoch, metrics.ToList(), isBest ? best! : ModelCheckpoint.Save(head), null,
+                    TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestScore, sinceBest, isBest ? null : best, null), null));
         }
         if (best is not null) ModelCheckpoint.Load(head, best);
         head.eval();
@@ -98,19 +107,21 @@ public static class HeadTrainer
 
     /// <summary>
     /// One epoch's batches in the epoch's seeded order, from where <paramref name="from"/> stopped (or the first),
-    /// each with the head's dropout seeded for that batch. Stops between batches once cancellation is requested.
+    /// each with the head's dropout seeded for that batch. Stops between batches once cancellation is requested,
+    /// or, after at least one batch, when <paramref name="pause"/> says so (a checkpoint is due).
     /// </summary>
     /// <param name="step">Applies one batch (the row indices) and returns its mean loss.</param>
     /// <returns>Batches of the epoch done (all unless cancelled) and their summed, size-weighted loss.</returns>
     internal static (int Done, double LossSum) RunEpoch(
         nn.Module<Tensor, Tensor> head, long count, TrainingOptions options, int epoch, int stream, EpochInProgress? from,
-        Func<Tensor, Tensor> step, Action<int, int, int> onBatch, CancellationToken cancellation)
+        Func<Tensor, Tensor> step, Action<int, int, int> onBatch, CancellationToken cancellation, Func<bool>? pause = null)
     {
         var batches = Batches(count, options.BatchSize);
         var (b, lossSum) = (from?.BatchesDone ?? 0, from?.LossSum ?? 0);
+        var first = b;
         using var generator = new Generator(EpochSeed(options.Seed, epoch, stream));
         using var order = randperm(count, generator: generator);
-        for (; b < batches && !cancellation.IsCancellationRequested; b++)
+        for (; b < batches && !cancellation.IsCancellationRequested && !(b > first && pause?.Invoke() == true); b++)
         {
             using var scope = NewDisposeScope();
             ClassifierHead.SeedBatch(head, options.Seed, epoch, b);

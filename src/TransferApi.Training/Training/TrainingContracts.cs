@@ -120,10 +120,31 @@ public interface ITrainingObserver
     void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features);
 
     /// <summary>
-    /// After every completed epoch, and between batches when cancelled: where the job can resume if the process
-    /// stops. Each one supersedes the previous, so an observer that falls behind may keep only the latest.
+    /// Where the job can resume if the process stops: after an epoch or between batches whenever
+    /// <see cref="CheckpointDue"/> says so, and always between batches when cancelled. Each one supersedes the
+    /// previous, so an observer that falls behind may keep only the latest.
     /// </summary>
     void OnCheckpoint(TrainingCheckpoint checkpoint);
+
+    /// <summary>
+    /// Whether a crash-recovery checkpoint is wanted at the end of this epoch. A checkpoint costs the weights and
+    /// optimizer state serialised (hundreds of megabytes while fine-tuning), so an observer that stores them says
+    /// yes only every so often. By default: after every epoch.
+    /// </summary>
+    bool CheckpointDue => true;
+
+    /// <summary>Whether one is wanted between two batches, so a long epoch does not go unsaved. By default: never.</summary>
+    bool CheckpointDueMidEpoch => false;
+}
+
+/// <summary>Where a training loop reports its resume points, and when it should.</summary>
+/// <param name="IsDue">Asked after each epoch: whether to report one now.</param>
+/// <param name="Save">Receives each checkpoint.</param>
+/// <param name="IsDueMidEpoch">Asked between batches: whether to pause the epoch for one (it then goes on).</param>
+public sealed record CheckpointSink(Func<bool> IsDue, Action<TrainingCheckpoint> Save, Func<bool>? IsDueMidEpoch = null)
+{
+    public static CheckpointSink For(ITrainingObserver observer, Func<TrainingCheckpoint, TrainingCheckpoint> complete) =>
+        new(() => observer.CheckpointDue, checkpoint => observer.OnCheckpoint(complete(checkpoint)), () => observer.CheckpointDueMidEpoch);
 }
 
 /// <param name="ImagesEmbedded">Images run through the backbone in this job.</param>

@@ -104,7 +104,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
                 resume.Metrics.Where(m => m.Epoch <= headDone.Epochs).ToList(), headDone.BestEpoch, headDone.StoppedEarly)
             : HeadTrainer.Train(trainX, trainY, hasValidation ? valX : null, hasValidation ? valY : null, labels.Count, options,
                 observer.OnEpochCompleted, Progress(TrainingStage.TrainingHead, 0, options.Epochs, ExtractionShare, headShare, headClock, observer), cancellation,
-                resume, checkpoint => observer.OnCheckpoint(checkpoint with { Fingerprint = fingerprint }));
+                resume, CheckpointSink.For(observer, checkpoint => checkpoint with { Fingerprint = fingerprint }));
         var metrics = trained.Metrics.ToList();
         var (bestEpoch, interrupted, fineTuned) = (trained.BestEpoch, trained.Interrupted, 0);
         if (tail is not null && !interrupted)
@@ -115,7 +115,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
                 observer.OnEpochCompleted,
                 Progress(TrainingStage.FineTuning, metrics.Count, options.FineTuneEpochs, ExtractionShare + (1 - ExtractionShare) * headShare, HeadShare - headShare, headClock, observer),
                 cancellation, resume?.HeadPhase is null ? null : resume,
-                checkpoint => observer.OnCheckpoint(checkpoint with { Fingerprint = fingerprint, HeadPhase = headPhase, Metrics = [.. trained.Metrics, .. checkpoint.Metrics] }));
+                CheckpointSink.For(observer,
+                    checkpoint => checkpoint with { Fingerprint = fingerprint, HeadPhase = headPhase, Metrics = [.. trained.Metrics, .. checkpoint.Metrics] }));
             metrics.AddRange(fine.Metrics);
             interrupted = fine.Interrupted;
             if (fine.Improved)

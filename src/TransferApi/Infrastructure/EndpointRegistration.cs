@@ -7,6 +7,7 @@ using Microsoft.Extensions.Options;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Keys;
 using TransferApi.Features.Models;
+using TransferApi.Features.Storage;
 using TransferApi.Features.TrainingJobs;
 
 namespace TransferApi.Infrastructure;
@@ -38,6 +39,7 @@ public static class EndpointRegistration
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).AllowAnonymous();
         // Created now, so the queue gauges are scraped before any request has used the instruments.
         app.Services.GetRequiredService<Telemetry>();
+        app.Services.GetRequiredService<StorageUsage>();
         // Every tenant's numbers: admin keys only, sent as X-Api-Key or as Prometheus's `authorization` bearer credentials.
         app.MapPrometheusScrapingEndpoint("/metrics").RequireAuthorization(Caller.Admin);
         app.MapKeyEndpoints();
@@ -45,6 +47,7 @@ public static class EndpointRegistration
         app.MapTrainingJobEndpoints();
         app.MapModelEndpoints();
         app.MapBackboneEndpoints();
+        app.MapStorageEndpoints();
         return app;
     }
 }

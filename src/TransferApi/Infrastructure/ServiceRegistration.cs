@@ -34,6 +34,7 @@ public static class ServiceRegistration
         services.AddOptions<UploadOptions>().Bind(configuration.GetSection(UploadOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<DatasetOptions>().Bind(configuration.GetSection(DatasetOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<ServingOptions>().Bind(configuration.GetSection(ServingOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<QuotaOptions>().Bind(configuration.GetSection(QuotaOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
 
         var uploads = configuration.GetSection(UploadOptions.Section).Get<UploadOptions>() ?? new UploadOptions();
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = uploads.MaxRequestBytes);
@@ -70,6 +71,10 @@ public static class ServiceRegistration
         services.AddSingleton<Predictor>();
         services.AddScoped<DatasetIngestion>();
         services.AddTransient<TrainingJobRunner>();
+        services.AddSingleton<CheckpointStore>();
+        services.AddSingleton<JobDispatcher>();
+        services.AddSingleton<TenantQuotas>();
+        services.AddSingleton<StorageUsage>();
 
         // Routing refuses other content types with a bare 415; say which one and where the accepted ones are listed.
         services.AddProblemDetails(o => o.CustomizeProblemDetails = context =>
@@ -130,6 +135,7 @@ public static class ServiceRegistration
         if (roles.HasFlag(ServiceRoles.Worker))
         {
             builder.Services.AddHostedService<MigrationGate>();
+            builder.Services.AddHostedService<JobDispatchService>();
             builder.Services.AddHangfireServer(o =>
             {
                 o.Queues = [TrainingJobRunner.Queue];

@@ -5,7 +5,8 @@ using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
-using TransferApi.Jobs;
+using Microsoft.EntityFrameworkCore;
+using TransferApi.Persistence;
 
 namespace TransferApi.Infrastructure;
 
@@ -37,7 +38,12 @@ public sealed class Telemetry
     /// <summary>One training run of a job, from start to its end: succeeded, failed, cancelled, or requeued by a shutdown.</summary>
     public Histogram<double> JobDuration { get; }
 
-    public Telemetry(IMeterFactory meters, JobStorage storage, ILogger<Telemetry> logger)
+    private long checkpointBytesWritten;
+
+    /// <summary>Counts a crash-recovery checkpoint written to PostgreSQL (what the checkpoint interval bounds).</summary>
+    public void CheckpointWritten(long bytes) => Interlocked.Add(ref checkpointBytesWritten, bytes);
+
+    public Telemetry(IMeterFactory meters, JobStorage storage, IDbContextFactory<TransferDbContext> dbFactory, ILogger<Telemetry> logger)
     {
         var meter = meters.Create(Name);
         PredictDuration = meter.CreateHistogram("transferapi.predict.duration", "s", "Time to answer a prediction request, from its images read to their probabilities.",
@@ -49,18 +55,27 @@ public sealed class Telemetry
         JobDuration = meter.CreateHistogram("transferapi.training.job.duration", "s", "Training runs by outcome (succeeded, failed, cancelled, requeued).",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200] });
 
-        // Read from Hangfire's storage when scraped: what autoscaling of workers would look at.
-        meter.CreateObservableGauge("transferapi.training.queue.length", () => Observe(storage, logger, m => m.EnqueuedCount(TrainingJobRunner.Queue)),
+        // Observed rather than added to, so it is exposed (at 0) before the first checkpoint and rates over it work.
+        meter.CreateObservableCounter("transferapi.training.checkpoint.written", () => Interlocked.Read(ref checkpointBytesWritten), "By",
+            "Bytes of crash-recovery checkpoints written to PostgreSQL by this process.");
+
+        // Read from PostgreSQL when scraped: what autoscaling of workers looks at. Queued jobs wait there, not in
+        // Hangfire's queue, until a worker is free and it is their tenant's turn (JobDispatcher).
+        meter.CreateObservableGauge("transferapi.training.queue.length", () => Observe(logger, () =>
+            {
+                using var db = dbFactory.CreateDbContext();
+                return db.TrainingJobs.LongCount(j => j.Status == JobStatus.Queued);
+            }),
             "{job}", "Training jobs waiting for a worker (shared by every replica).");
-        meter.CreateObservableGauge("transferapi.training.jobs.running", () => Observe(storage, logger, m => m.ProcessingCount()),
+        meter.CreateObservableGauge("transferapi.training.jobs.running", () => Observe(logger, () => storage.GetMonitoringApi().ProcessingCount()),
             "{job}", "Training jobs being run by some worker (shared by every replica).");
     }
 
-    private static IEnumerable<Measurement<long>> Observe(JobStorage storage, ILogger logger, Func<Hangfire.Storage.IMonitoringApi, long> read)
+    private static IEnumerable<Measurement<long>> Observe(ILogger logger, Func<long> read)
     {
         try
         {
-            return [new Measurement<long>(read(storage.GetMonitoringApi()))];
+            return [new Measurement<long>(read())];
         }
         catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException or InvalidOperationException)
         {

@@ -9,7 +9,9 @@ namespace TransferApi.Jobs;
 /// Carries progress and epoch metrics from the training thread to PostgreSQL. The training thread only
 /// posts to a channel (never blocks on the database); one consumer writes metrics rows as epochs end and
 /// the latest progress at most every <see cref="ProgressInterval"/>, caches newly computed features, and
-/// keeps the latest epoch checkpoint (a checkpoint already superseded when its turn comes is skipped).
+/// keeps the latest checkpoint (a checkpoint already superseded when its turn comes is skipped). Checkpoints are
+/// asked for at most every checkpoint interval (Worker:CheckpointInterval): each costs the weights and
+/// optimizer state serialised and written.
 /// </summary>
 public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
 {
@@ -23,16 +25,28 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
     private int latestCheckpointEpoch;
 
     private readonly string backboneId;
+    private readonly CheckpointStore checkpoints;
+    private readonly TimeSpan checkpointInterval;
+    private readonly System.Diagnostics.Stopwatch sinceCheckpoint = System.Diagnostics.Stopwatch.StartNew();
     private readonly ILogger logger;
 
-    public JobProgressWriter(IDbContextFactory<TransferDbContext> dbFactory, Guid jobId, string backboneId, ILogger logger)
+    public JobProgressWriter(
+        IDbContextFactory<TransferDbContext> dbFactory, CheckpointStore checkpoints, TimeSpan checkpointInterval, Guid jobId, string backboneId, ILogger logger)
     {
         this.dbFactory = dbFactory;
+        this.checkpoints = checkpoints;
+        this.checkpointInterval = checkpointInterval;
         this.jobId = jobId;
         this.backboneId = backboneId;
         this.logger = logger;
         consumer = Task.Run(ConsumeAsync);
     }
+
+    /// <summary>Asked by the training thread only: the clock restarts when a checkpoint is handed over.</summary>
+    public bool CheckpointDue => sinceCheckpoint.Elapsed >= checkpointInterval;
+
+    /// <summary>An interval of zero means "after every epoch", never inside one.</summary>
+    public bool CheckpointDueMidEpoch => checkpointInterval > TimeSpan.Zero && CheckpointDue;
 
     public void OnProgress(TrainingProgress progress)
     {
@@ -49,6 +63,7 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
 
     public void OnCheckpoint(TrainingCheckpoint checkpoint)
     {
+        sinceCheckpoint.Restart();
         Volatile.Write(ref latestCheckpointEpoch, checkpoint.Epoch);
         events.Writer.TryWrite(checkpoint);
     }
@@ -83,20 +98,10 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                 case TrainingCheckpoint checkpoint:
                     if (checkpoint.Epoch < Volatile.Read(ref latestCheckpointEpoch)) continue;
                     var clock = System.Diagnostics.Stopwatch.StartNew();
-                    var data = checkpoint.ToBytes();
                     // Metrics of this epoch were queued before it, so they are already stored.
-                    await using (var transaction = await db.Database.BeginTransactionAsync())
-                    {
-                        var now = DateTime.UtcNow;
-                        await db.Database.ExecuteSqlInterpolatedAsync($"""
-                            INSERT INTO training_checkpoints ("JobId", "Epoch", "Data", "SavedAt") VALUES ({jobId}, {checkpoint.Epoch}, {data}, {now})
-                            ON CONFLICT ("JobId") DO UPDATE SET "Epoch" = EXCLUDED."Epoch", "Data" = EXCLUDED."Data", "SavedAt" = EXCLUDED."SavedAt"
-                            """);
-                        await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(u => u.SetProperty(j => j.CheckpointEpoch, checkpoint.Epoch));
-                        await transaction.CommitAsync();
-                    }
+                    var bytes = await checkpoints.SaveAsync(jobId, checkpoint, CancellationToken.None);
                     logger.LogInformation("Training job {JobId}: checkpoint after epoch {Epoch}{Batches} saved ({Megabytes:N1} MB in {Milliseconds} ms)",
-                        jobId, checkpoint.Epoch, checkpoint.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es)" : "", data.Length / 1e6, clock.ElapsedMilliseconds);
+                        jobId, checkpoint.Epoch, checkpoint.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es)" : "", bytes / 1e6, clock.ElapsedMilliseconds);
                     continue;
                 case TrainingProgress p:
                     // Skip stale reports when newer ones are already queued.

@@ -19,7 +19,8 @@ namespace TransferApi.Jobs;
 /// stopped at and hands it back to the queue (Queued again).
 /// </summary>
 public sealed class TrainingJobRunner(
-    IDbContextFactory<TransferDbContext> dbFactory, BackboneRegistry backbones, IOptions<WorkerOptions> worker, Telemetry telemetry, ILogger<TrainingJobRunner> logger)
+    IDbContextFactory<TransferDbContext> dbFactory, BackboneRegistry backbones, CheckpointStore checkpoints, JobDispatcher dispatcher,
+    IOptions<WorkerOptions> worker, Telemetry telemetry, ILogger<TrainingJobRunner> logger)
 {
     public const string Queue = "training";
 
@@ -39,6 +40,7 @@ public sealed class TrainingJobRunner(
         {
             if (job.CancelRequested && job.Status == JobStatus.Running) await FinishAsync(db, jobId, JobStatus.Cancelled, model: null, error: null);
             logger.LogInformation("Training job {JobId} is {Status}; nothing to do", jobId, job.Status);
+            await dispatcher.DispatchAsync(CancellationToken.None);
             return;
         }
         using var datasetScope = logger.BeginScope("Dataset {DatasetId}", job.DatasetId);
@@ -52,6 +54,8 @@ public sealed class TrainingJobRunner(
         try
         {
             outcome = await TrainAsync(db, job, cancelWatch, shutdown, either.Token);
+            // This worker is free: the next job in turn (round-robin across tenants) goes to Hangfire.
+            await dispatcher.DispatchAsync(CancellationToken.None);
         }
         catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
         {
@@ -86,7 +90,7 @@ public sealed class TrainingJobRunner(
                 resume is null ? "" : $", resuming after epoch {resume.Epoch}{(resume.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es) of the next" : "")}");
 
             TrainingResult result;
-            await using (var progress = new JobProgressWriter(dbFactory, jobId, job.Backbone, logger))
+            await using (var progress = new JobProgressWriter(dbFactory, checkpoints, worker.Value.CheckpointInterval, jobId, job.Backbone, logger))
             {
                 // Training is CPU-bound and synchronous (TorchSharp dispose scopes are per thread): give it its own thread.
                 var threads = worker.Value.EffectiveTorchThreads;
@@ -162,7 +166,7 @@ public sealed class TrainingJobRunner(
         {
             logger.LogWarning(e, "Training job {JobId}: the stored checkpoint is unreadable; starting afresh", job.Id);
         }
-        await db.TrainingCheckpoints.Where(c => c.JobId == job.Id).ExecuteDeleteAsync(cancellation);
+        await checkpoints.DeleteAsync(job.Id, cancellation);
         return null;
     }
 
@@ -192,7 +196,7 @@ public sealed class TrainingJobRunner(
     /// and whatever else the context holds (the report): a crash before the commit leaves it Running with its
     /// checkpoint, to be resumed; after, it is done and the checkpoint gone.
     /// </summary>
-    private static async Task FinishAsync(TransferDbContext db, Guid jobId, JobStatus status, TrainedModel? model, string? error, string? modelName = null)
+    private async Task FinishAsync(TransferDbContext db, Guid jobId, JobStatus status, TrainedModel? model, string? error, string? modelName = null)
     {
         var modelId = model?.Id;
         await using var transaction = await db.Database.BeginTransactionAsync(CancellationToken.None);
@@ -207,6 +211,7 @@ public sealed class TrainingJobRunner(
             .SetProperty(j => j.Error, error).SetProperty(j => j.CheckpointEpoch, (int?)null), CancellationToken.None);
         await db.TrainingCheckpoints.Where(c => c.JobId == jobId).ExecuteDeleteAsync(CancellationToken.None);
         await transaction.CommitAsync(CancellationToken.None);
+        await checkpoints.ReclaimAsync(CancellationToken.None);
     }
 
     private static TrainedModel ToModel(TrainingJob job, TrainingResult result)

@@ -46,6 +46,17 @@ public sealed class WorkerOptions
     /// </summary>
     public TimeSpan InvisibilityTimeout { get; set; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// Least time between two crash-recovery checkpoints of a running job (a crash loses at most this much work,
+    /// rounded up to a batch). Zero writes one after every epoch. A graceful shutdown always checkpoints.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00", "1.00:00:00")]
+    public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>How often a worker hands queued jobs to free workers even when nothing else prompts it (a lost notification, a restarted worker).</summary>
+    [Range(typeof(TimeSpan), "00:00:00.1", "01:00:00")]
+    public TimeSpan DispatchInterval { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Folder holding the pretrained backbone files; default: beside the executable.</summary>
     public string? BackboneDirectory { get; set; }
 
@@ -150,4 +161,22 @@ public sealed class ServingOptions
     /// <summary>Most images in one predict request.</summary>
     [Range(1, 1024)]
     public int MaxImagesPerRequest { get; set; } = 32;
+}
+
+/// <summary>Section "Quotas": how much work and storage one tenant may hold, so no tenant can starve the others.</summary>
+public sealed class QuotaOptions
+{
+    public const string Section = "Quotas";
+
+    /// <summary>Jobs a tenant may have waiting (Queued); one more is refused with 429 and Retry-After. Null: no limit.</summary>
+    [Range(1, 1_000_000)]
+    public int? MaxQueuedJobsPerTenant { get; set; } = 20;
+
+    /// <summary>Jobs of one tenant the workers run at once; the rest wait even when workers are free. Null: no limit.</summary>
+    [Range(1, 10_000)]
+    public int? MaxRunningJobsPerTenant { get; set; }
+
+    /// <summary>Bytes of images and models a tenant may store; an upload beyond it is refused with 413. Null (the default): no limit.</summary>
+    [Range(1, long.MaxValue)]
+    public long? MaxStoredBytesPerTenant { get; set; }
 }

@@ -67,6 +67,8 @@ public sealed class TrainingJob : ITenantOwned
     public Guid? ModelId { get; set; }
     public string? Error { get; set; }
     public string? HangfireJobId { get; set; }
+    /// <summary>When the job was handed to Hangfire (only as workers free up, round-robin across tenants); null while it waits its turn.</summary>
+    public DateTime? DispatchedAt { get; set; }
     /// <summary>The model on held-out images, written when the job ends with a model.</summary>
     public ClassificationReport? Report { get; set; }
     /// <summary>Set by POST …/cancel on a running job; the worker notices within one batch.</summary>

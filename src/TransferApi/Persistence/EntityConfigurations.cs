@@ -51,6 +51,8 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
         builder.Property(j => j.Report).HasColumnType("jsonb").HasConversion(JsonColumn.NullableConverter<TransferApi.Training.Training.ClassificationReport>(), JsonColumn.Comparer<TransferApi.Training.Training.ClassificationReport>());
         builder.Property(j => j.Options).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.TrainingOptions>(), JsonColumn.Comparer<TransferApi.Training.Training.TrainingOptions>());
         builder.HasIndex(j => j.CreatedAt);
+        // The dispatcher and the quotas look up a tenant's jobs by status.
+        builder.HasIndex(j => new { j.Status, j.Tenant });
         builder.Property(j => j.Progress).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.TrainingProgress>(), JsonColumn.Comparer<TransferApi.Training.Training.TrainingProgress>());
         // A data set that jobs were trained on cannot disappear under them (DELETE answers 409).
         builder.HasOne<Dataset>().WithMany().HasForeignKey(j => j.DatasetId).OnDelete(DeleteBehavior.Restrict);

@@ -27,7 +27,7 @@ public sealed record IngestionReport(Guid DatasetId, IReadOnlyList<Guid> Added, 
 /// </summary>
 public sealed class DatasetIngestion(
     IDbContextFactory<TransferDbContext> dbFactory, TenantContext tenant, IOptions<UploadOptions> uploads, IOptions<DatasetOptions> datasets,
-    Telemetry telemetry, ILogger<DatasetIngestion> logger)
+    TenantQuotas quotas, Telemetry telemetry, ILogger<DatasetIngestion> logger)
 {
     /// <summary>Creates a data set from an archive; refuses it whole when fewer than 2 classes end up with images.</summary>
     public async Task<IngestionReport> CreateAsync(string name, DatasetArchive archive, SplitFractions fractions, long seed, CancellationToken cancellation)
@@ -61,6 +61,7 @@ public sealed class DatasetIngestion(
         var stored = await db.Datasets.FirstAsync(d => d.Id == dataset.Id, cancellation);
         stored.Rejected = rejected.Select(r => new RejectedEntry { Entry = r.Entry, Reason = r.Reason }).ToList();
         await db.SaveChangesAsync(cancellation);
+        await CheckQuotaAsync(db, dataset.Id, added, cancellation);
         await transaction.CommitAsync(cancellation);
         return Stored(new IngestionReport(dataset.Id, added, rejected));
     }
@@ -77,8 +78,20 @@ public sealed class DatasetIngestion(
         var rejected = new List<Rejection>();
         var added = await WriteAsync(db, datasetId, images, rejected, cancellation);
         await AssignSplitsAsync(db, dataset, onlyUnassigned: true, cancellation);
+        await CheckQuotaAsync(db, datasetId, added, cancellation);
         await transaction.CommitAsync(cancellation);
         return Stored(new IngestionReport(datasetId, added, rejected));
+    }
+
+    /// <summary>Refuses the upload whole (the caller's transaction rolls back) when its images take the tenant past its storage quota.</summary>
+    private async Task CheckQuotaAsync(TransferDbContext db, Guid datasetId, List<Guid> added, CancellationToken cancellation)
+    {
+        var incoming = added.Count == 0 ? 0
+            : await db.DatasetImages.Where(i => i.DatasetId == datasetId && added.Contains(i.Id)).SumAsync(i => (long)i.SizeBytes, cancellation);
+        if (await quotas.StorageOverLimitAsync(db, incoming, cancellation) is { } full)
+            throw new UploadRejectedException(StatusCodes.Status413PayloadTooLarge, "Storage quota exceeded",
+                $"file: this upload's {full.IncomingBytes:N0} bytes of images would take the tenant to {full.StoredBytes + full.IncomingBytes:N0} bytes stored "
+                + $"(images and models); its quota is {full.QuotaBytes:N0} bytes. Delete data sets or models first.");
     }
 
     /// <summary>Counts and logs a committed upload.</summary>

@@ -155,6 +155,9 @@ public static partial class BackboneEndpoints
     internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(string id, TransferDbContext db, BackboneRegistry backbones, CancellationToken cancellation)
     {
         if (BackboneCatalog.BuiltIn.Contains(id)) return Problems.Conflict("Built-in backbone", $"id: '{id}' is built in and cannot be deleted.");
+        // Exclusive against job creations naming this backbone (they hold it shared): the counts below see their jobs.
+        await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
+        await RowLocks.AdvisoryAsync(db, RowLocks.Backbone(id), shared: false, cancellation);
         var row = await db.Backbones.FirstOrDefaultAsync(b => b.Id == id, cancellation);
         if (row is null) return NotFound(id);
         // Backbones serve every tenant: count every tenant's models and jobs.
@@ -162,7 +165,6 @@ public static partial class BackboneEndpoints
         var jobs = await db.TrainingJobs.IgnoreQueryFilters().CountAsync(j => j.Backbone == id && (j.Status == JobStatus.Queued || j.Status == JobStatus.Running), cancellation);
         if (models + jobs > 0)
             return Problems.Conflict("Backbone in use", $"id: '{id}' is used by {models} model(s) and {jobs} unfinished job(s); delete those models and let the jobs end first.");
-        await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
         db.Backbones.Remove(row);
         await db.SaveChangesAsync(cancellation);
         await db.ImageFeatures.Where(f => f.BackboneId == id).ExecuteDeleteAsync(cancellation);

@@ -100,12 +100,15 @@ public static class DatasetEndpoints
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(Guid id, TransferDbContext db, CancellationToken cancellation)
     {
-        if (!await db.Datasets.AnyAsync(d => d.Id == id, cancellation)) return NotFound(id);
+        // The row lock waits for job creations holding the data set, so the count below sees their jobs.
+        await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
+        if (await RowLocks.LockDatasetAsync(db, id, cancellation) is null) return NotFound(id);
         var jobs = await db.TrainingJobs.CountAsync(j => j.DatasetId == id, cancellation);
         if (jobs > 0)
             return Problems.Conflict("Data set in use",
                 $"id: {jobs} training job(s) and their models were trained on data set {id}; it cannot be deleted while they exist.");
         await db.Datasets.Where(d => d.Id == id).ExecuteDeleteAsync(cancellation);
+        await transaction.CommitAsync(cancellation);
         return TypedResults.NoContent();
     }
 

@@ -120,16 +120,19 @@ public static class DatasetImageEndpoints
             return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["label"] = [$"label must be 1 to {MaxLabelLength} characters, without '/' or control characters."] });
         if (request.Split is { } s && !Enum.IsDefined(s))
             return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["split"] = ["split must be Train, Validation, Test or Unassigned."] });
-        var image = await db.DatasetImages.FirstOrDefaultAsync(i => i.DatasetId == id && i.Id == imageId, cancellation);
-        if (image is null) return ImageNotFound(imageId);
-        if (label is not null) image.Label = label;
-        if (request.Split is { } split)
-        {
-            image.Split = split;
-            image.SplitFixed = split != DataSplit.Unassigned;
-        }
-        await db.SaveChangesAsync(cancellation);
-        return TypedResults.Ok(await db.DatasetImages.AsNoTracking().Where(i => i.Id == imageId).Select(Summary).FirstAsync(cancellation));
+        // One conditional statement: an image (or data set) deleted meanwhile is simply not found.
+        var split = request.Split;
+        var image = db.DatasetImages.Where(i => i.DatasetId == id && i.Id == imageId);
+        var found = label is null && split is null
+            ? await image.AnyAsync(cancellation)
+            : await image.ExecuteUpdateAsync(setters =>
+            {
+                if (label is not null) setters.SetProperty(i => i.Label, label);
+                if (split is not null) setters.SetProperty(i => i.Split, split.Value).SetProperty(i => i.SplitFixed, split.Value != DataSplit.Unassigned);
+            }, cancellation) > 0;
+        if (!found) return ImageNotFound(imageId);
+        var updated = await image.AsNoTracking().Select(Summary).FirstOrDefaultAsync(cancellation);
+        return updated is null ? ImageNotFound(imageId) : TypedResults.Ok(updated);
     }
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(Guid id, Guid imageId, TransferDbContext db, CancellationToken cancellation)

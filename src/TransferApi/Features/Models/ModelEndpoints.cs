@@ -102,7 +102,7 @@ public static class ModelEndpoints
     {
         var (modelId, problem) = await ResolveAsync(id, db, cancellation);
         if (problem is not null) return problem;
-        return TypedResults.Ok(await db.Models.AsNoTracking().Where(m => m.Id == modelId).Select(Summary).FirstAsync(cancellation));
+        return await FindSummaryAsync(db, modelId, cancellation) is { } answer ? TypedResults.Ok(answer) : NotFound(id);
     }
 
     internal static async Task<Results<Ok<ModelResponse>, ValidationProblem, ProblemHttpResult>> Update(
@@ -113,13 +113,15 @@ public static class ModelEndpoints
         if (problem is not null) return problem;
         await using (var transaction = await db.Database.BeginTransactionAsync(cancellation))
         {
-            var model = await db.Models.FirstAsync(m => m.Id == modelId, cancellation);
+            // Held to the commit: a delete or another rename of this model waits, and one deleted meanwhile is not found.
+            var model = await RowLocks.LockModelAsync(db, modelId, cancellation);
+            if (model is null) return NotFound(id);
             await ModelNames.AssignAsync(db, model, request.Name!, cancellation);
             await db.SaveChangesAsync(cancellation);
             await transaction.CommitAsync(cancellation);
         }
         cache.Remove(modelId);
-        return TypedResults.Ok(await db.Models.AsNoTracking().Where(m => m.Id == modelId).Select(Summary).FirstAsync(cancellation));
+        return await FindSummaryAsync(db, modelId, cancellation) is { } answer ? TypedResults.Ok(answer) : NotFound(id);
     }
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(string id, TransferDbContext db, ClassifierCache cache, CancellationToken cancellation)
@@ -128,6 +130,8 @@ public static class ModelEndpoints
         if (problem is not null) return problem;
         await using (var transaction = await db.Database.BeginTransactionAsync(cancellation))
         {
+            // A concurrent delete of the same model finds nothing here and answers 404, as it would after this one.
+            if (await RowLocks.LockModelAsync(db, modelId, cancellation) is null) return NotFound(id);
             await db.TrainingJobs.Where(j => j.ModelId == modelId).ExecuteUpdateAsync(s => s.SetProperty(j => j.ModelId, (Guid?)null), cancellation);
             await db.Models.Where(m => m.Id == modelId).ExecuteDeleteAsync(cancellation);
             await transaction.CommitAsync(cancellation);
@@ -141,16 +145,21 @@ public static class ModelEndpoints
         if (ModelNames.Problem(alias, "alias") is { } bad) return TypedResults.Problem($"alias: {bad}.", statusCode: 400, title: "Invalid alias");
         var (modelId, problem) = await ResolveAsync(id, db, cancellation);
         if (problem is not null) return problem;
-        var owner = await db.Models.Where(m => m.Id == modelId).Select(m => new { m.Name, m.Tenant }).FirstAsync(cancellation);
-        var (name, tenant) = (owner.Name, owner.Tenant);
-        if (name is null)
-            return Problems.Conflict("Model has no name", $"id: model {modelId} has no name; name it first (PATCH /api/models/{modelId} with {{\"name\": …}}).");
-        // One statement, so two clients moving the same alias cannot leave it on two versions.
-        await db.Database.ExecuteSqlInterpolatedAsync($"""
-            INSERT INTO model_aliases ("Tenant", "Name", "Alias", "ModelId", "UpdatedAt") VALUES ({tenant}, {name}, {alias}, {modelId}, {DateTime.UtcNow})
-            ON CONFLICT ("Tenant", "Name", "Alias") DO UPDATE SET "ModelId" = EXCLUDED."ModelId", "UpdatedAt" = EXCLUDED."UpdatedAt"
-            """, cancellation);
-        return TypedResults.Ok(await db.Models.AsNoTracking().Where(m => m.Id == modelId).Select(Summary).FirstAsync(cancellation));
+        await using (var transaction = await db.Database.BeginTransactionAsync(cancellation))
+        {
+            // Held to the commit: the model and its name stay as read, so the alias never points at a deleted model
+            // or under a name the model no longer has.
+            if (await RowLocks.KeepModelAsync(db, modelId, cancellation) is not { } owner) return NotFound(id);
+            if (owner.Name is not { } name)
+                return Problems.Conflict("Model has no name", $"id: model {modelId} has no name; name it first (PATCH /api/models/{modelId} with {{\"name\": …}}).");
+            // One statement, so two clients moving the same alias cannot leave it on two versions.
+            await db.Database.ExecuteSqlInterpolatedAsync($"""
+                INSERT INTO model_aliases ("Tenant", "Name", "Alias", "ModelId", "UpdatedAt") VALUES ({owner.Tenant}, {name}, {alias}, {modelId}, {DateTime.UtcNow})
+                ON CONFLICT ("Tenant", "Name", "Alias") DO UPDATE SET "ModelId" = EXCLUDED."ModelId", "UpdatedAt" = EXCLUDED."UpdatedAt"
+                """, cancellation);
+            await transaction.CommitAsync(cancellation);
+        }
+        return await FindSummaryAsync(db, modelId, cancellation) is { } answer ? TypedResults.Ok(answer) : NotFound(id);
     }
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> RemoveAlias(string id, string alias, TransferDbContext db, CancellationToken cancellation)
@@ -206,7 +215,8 @@ public static class ModelEndpoints
             return TypedResults.Problem($"format: '{format}' is not one of onnx, pytorch, torchsharp.", statusCode: 400, title: "Invalid export format");
         var (modelId, problem) = await ResolveAsync(id, db, cancellation);
         if (problem is not null) return problem;
-        var row = await db.Models.AsNoTracking().FirstAsync(m => m.Id == modelId, cancellation);
+        var row = await db.Models.AsNoTracking().FirstOrDefaultAsync(m => m.Id == modelId, cancellation);
+        if (row is null) return NotFound(id);
         var checkpoint = ModelMapping.ToCheckpoint(row);
         var backbone = await backbones.GetAsync(row.Backbone);
         // libtorch work stays on the inference thread.
@@ -229,6 +239,10 @@ public static class ModelEndpoints
         }
         return (Guid.Empty, NotFound(id));
     }
+
+    /// <summary>The model's answer, or null when it was deleted since the route's id was resolved (the caller answers 404).</summary>
+    private static Task<ModelResponse?> FindSummaryAsync(TransferDbContext db, Guid modelId, CancellationToken cancellation) =>
+        db.Models.AsNoTracking().Where(m => m.Id == modelId).Select(Summary).FirstOrDefaultAsync(cancellation);
 
     private static ProblemHttpResult NotFound(string id) =>
         TypedResults.Problem($"id: no model is '{id}'.", statusCode: StatusCodes.Status404NotFound, title: "Model not found");

@@ -111,8 +111,10 @@ public static class TrainingJobEndpoints
     public static RouteGroupBuilder MapTrainingJobEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/api/training-jobs").WithTags("Training jobs").RequireAuthorization(Caller.Train);
-        group.MapPost("/", Create).ProducesProblem(StatusCodes.Status422UnprocessableEntity).WithSummary("Start training a model on a data set")
-            .WithDescription("Queues a job that runs the frozen backbone once over every image and trains a linear softmax head on the features. Poll GET /api/training-jobs/{id} for progress and per-epoch metrics.");
+        group.MapPost("/", Create).ProducesProblem(StatusCodes.Status422UnprocessableEntity).ProducesProblem(StatusCodes.Status429TooManyRequests)
+            .WithSummary("Start training a model on a data set")
+            .WithDescription("Queues a job that runs the frozen backbone once over every image and trains a linear softmax head on the features. Poll GET /api/training-jobs/{id} for progress and per-epoch metrics. "
+                + "Workers take queued jobs round-robin across tenants; a tenant with Quotas:MaxQueuedJobsPerTenant jobs waiting gets 429 with Retry-After.");
         group.MapGet("/", List).WithSummary("List training jobs, newest first");
         group.MapPost("/{id:guid}/cancel", Cancel).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Cancel a queued or running job")
@@ -134,7 +136,8 @@ public static class TrainingJobEndpoints
     }
 
     internal static async Task<Results<Accepted<TrainingJobResponse>, ValidationProblem, ProblemHttpResult>> Create(
-        CreateTrainingJobRequest request, TransferDbContext db, IBackgroundJobClient jobs, IOptions<DatasetOptions> datasets, CancellationToken cancellation)
+        CreateTrainingJobRequest request, TransferDbContext db, JobDispatcher dispatcher, TenantQuotas quotas, IOptions<DatasetOptions> datasets,
+        HttpContext http, CancellationToken cancellation)
     {
         var options = request.ToOptions();
         var job = new TrainingJob
@@ -149,9 +152,15 @@ public static class TrainingJobEndpoints
             ModelName = request.ModelName,
         };
 
+        // The checks and the insert in one transaction holding the data set and the backbone: a concurrent delete of
+        // either waits for it and then finds the job (409), or wins and this request finds nothing (400), as in sequence.
+        await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
+        await RowLocks.AdvisoryAsync(db, RowLocks.Backbone(job.Backbone), shared: true, cancellation);
         var errors = new Dictionary<string, string[]>();
         if (request.DatasetId is null) errors["datasetId"] = ["datasetId is required."];
-        var dataset = request.DatasetId is null ? null : await DatasetSummaries.GetAsync(db, job.DatasetId, datasets.Value.MinImagesPerClass, cancellation);
+        var dataset = request.DatasetId is not null && await RowLocks.KeepDatasetAsync(db, job.DatasetId, cancellation)
+            ? await DatasetSummaries.GetAsync(db, job.DatasetId, datasets.Value.MinImagesPerClass, cancellation)
+            : null;
         if (request.DatasetId is not null && dataset is null) errors["datasetId"] = [$"No data set has id {job.DatasetId}."];
         var stages = BackboneCatalog.BuiltIn.Contains(job.Backbone) ? BackboneArchitecture.CntkResNet18.Stages
             : await db.Backbones.Where(b => b.Id == job.Backbone).Select(b => b.Architecture).FirstOrDefaultAsync(cancellation) is { } architecture
@@ -165,17 +174,24 @@ public static class TrainingJobEndpoints
         if (dataset is { Trainable: false })
             return TypedResults.Problem($"datasetId: data set {job.DatasetId} cannot be trained yet: {string.Join(" ", dataset.Problems)}",
                 statusCode: StatusCodes.Status422UnprocessableEntity, title: "Data set not trainable");
+        if (await quotas.QueuedJobsOverLimitAsync(db, cancellation) is { } full)
+        {
+            http.Response.Headers.RetryAfter = full.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return TypedResults.Problem(
+                $"datasetId: this tenant already has {full.Queued} job(s) queued, the most it may have waiting; retry after about {full.RetryAfterSeconds} s (Retry-After), when one has started.",
+                statusCode: StatusCodes.Status429TooManyRequests, title: "Too many queued jobs");
+        }
 
         db.TrainingJobs.Add(job);
         await db.SaveChangesAsync(cancellation);
-        // Only the id travels through Hangfire; the runner reads everything else from PostgreSQL.
-        job.HangfireJobId = jobs.Enqueue<TrainingJobRunner>(runner => runner.RunAsync(job.Id, CancellationToken.None));
-        await db.SaveChangesAsync(cancellation);
+        await transaction.CommitAsync(cancellation);
+        // Hangfire gets the job when a worker is free and it is this tenant's turn (at once on an idle service).
+        await dispatcher.DispatchAsync(cancellation);
         return TypedResults.Accepted($"/api/training-jobs/{job.Id}", ToResponse(job));
     }
 
     internal static async Task<Results<Accepted<TrainingJobResponse>, ProblemHttpResult>> Cancel(
-        Guid id, TransferDbContext db, IBackgroundJobClient jobs, CancellationToken cancellation)
+        Guid id, TransferDbContext db, IBackgroundJobClient jobs, JobDispatcher dispatcher, CancellationToken cancellation)
     {
         // Conditional updates, so a cancel racing the worker's start can neither be lost nor overwrite an ended job.
         var wasQueued = await db.TrainingJobs.Where(j => j.Id == id && j.Status == JobStatus.Queued)
@@ -185,7 +201,12 @@ public static class TrainingJobEndpoints
             .ExecuteUpdateAsync(s => s.SetProperty(j => j.CancelRequested, true), cancellation) > 0;
         var job = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).FirstOrDefaultAsync(j => j.Id == id, cancellation);
         if (job is null) return Problems.NotFound("training job", id);
-        if (wasQueued && job.HangfireJobId is not null) jobs.Delete(job.HangfireJobId);
+        if (wasQueued)
+        {
+            if (job.HangfireJobId is not null) jobs.Delete(job.HangfireJobId);
+            // A slot it held is free for the next job in turn.
+            await dispatcher.DispatchAsync(cancellation);
+        }
         if (!wasQueued && !wasRunning)
             return Problems.Conflict("Job already ended", $"id: training job {id} is {job.Status}; only queued or running jobs can be cancelled.");
         return TypedResults.Accepted($"/api/training-jobs/{id}", ToResponse(job));
@@ -207,7 +228,8 @@ public static class TrainingJobEndpoints
         do
         {
             await using var db = await dbFactory.CreateDbContextAsync(cancellation);
-            var job = await db.TrainingJobs.AsNoTracking().FirstAsync(j => j.Id == id, cancellation);
+            var job = await db.TrainingJobs.AsNoTracking().FirstOrDefaultAsync(j => j.Id == id, cancellation);
+            if (job is null) yield break;
             var metrics = await db.TrainingMetrics.AsNoTracking().Where(m => m.JobId == id && m.Epoch > lastEpoch).OrderBy(m => m.Epoch).ToListAsync(cancellation);
             var progress = ToProgress(job.Progress);
             if (progress != lastProgress)

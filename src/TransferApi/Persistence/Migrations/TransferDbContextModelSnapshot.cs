@@ -412,6 +412,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<Guid>("DatasetId")
                         .HasColumnType("uuid");
 
+                    b.Property<DateTime?>("DispatchedAt")
+                        .HasColumnType("timestamp with time zone");
+
                     b.Property<string>("Error")
                         .HasColumnType("text");
 
@@ -466,6 +469,8 @@ namespace TransferApi.Persistence.Migrations
                     b.HasIndex("DatasetId");
 
                     b.HasIndex("Tenant");
+
+                    b.HasIndex("Status", "Tenant");
 
                     b.ToTable("training_jobs", (string)null);
                 });
