@@ -7,6 +7,7 @@ using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
 using TransferApi.Persistence;
 using TransferApi.TestSupport;
+using TransferApi.Training.Backbones;
 using Xunit.Abstractions;
 
 namespace TransferApi.Tests;
@@ -165,6 +166,38 @@ public class ConcurrencyTests(TransferApiFactory factory, ITestOutputHelper outp
         var versions = (await Task.WhenAll(answers.Select(a => a.ReadAsync<ModelResponse>()))).Select(m => m.Version!.Value).Order();
         Assert.Equal(Enumerable.Range(1, models.Count), versions);
         await AssertInvariantsAsync();
+    }
+
+    [Fact]
+    public async Task Creating_a_job_while_its_backbone_is_deleted_answers_202_and_409_or_400_and_204()
+    {
+        var dataset = await UploadAsync("backbone races");
+        var weights = RandomWeights.PyTorchFile(RandomWeights.StateDict(BackboneArchitecture.Find("mobilenet_v2")!, seed: 5));
+        var outcomes = new List<(HttpStatusCode, HttpStatusCode)>();
+        for (var round = 0; round < Rounds / 2; round++)
+        {
+            // The same weights under a new id each round: stored once, registered in a moment.
+            var id = $"race-{round}-{Guid.NewGuid():N}"[..20];
+            var form = new MultipartFormDataContent { { new ByteArrayContent(weights), "file", "mobilenet.pth" }, { new StringContent("mobilenet_v2"), "architecture" }, { new StringContent(id), "id" } };
+            Assert.Equal(HttpStatusCode.Created, (await client.PostAsync("/api/backbones", form)).StatusCode);
+            var (create, delete) = await RaceAsync(
+                () => client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset, backbone = id, epochs = 1 }),
+                () => client.DeleteAsync($"/api/backbones/{id}"));
+            outcomes.Add((create.StatusCode, delete.StatusCode));
+            if (create.StatusCode == HttpStatusCode.Accepted)
+            {
+                Assert.Equal(HttpStatusCode.Conflict, delete.StatusCode);
+                Assert.Equal("Backbone in use", (await delete.ProblemAsync()).GetProperty("title").GetString());
+                var job = await create.ReadAsync<TrainingJobResponse>();
+                Assert.Equal(JobStatus.Succeeded, (await client.WaitForJobAsync(job.Id, JobPolling.Ended)).Status);
+            }
+            else
+            {
+                Assert.Equal((HttpStatusCode.BadRequest, HttpStatusCode.NoContent), (create.StatusCode, delete.StatusCode));
+                Assert.Contains("No backbone is", (await create.ProblemAsync()).GetProperty("errors").GetProperty("backbone")[0].GetString());
+            }
+        }
+        Report(outcomes);
     }
 
     [Fact]

@@ -178,7 +178,8 @@ public static class TrainingJobEndpoints
         {
             http.Response.Headers.RetryAfter = full.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
             return TypedResults.Problem(
-                $"datasetId: this tenant already has {full.Queued} job(s) queued, the most it may have waiting; retry after about {full.RetryAfterSeconds} s (Retry-After), when one has started.",
+                $"This tenant already has {full.Queued} job(s) queued, the most it may have waiting (Quotas:MaxQueuedJobsPerTenant); "
+                + $"retry after about {full.RetryAfterSeconds} s (Retry-After), when one of them has started.",
                 statusCode: StatusCodes.Status429TooManyRequests, title: "Too many queued jobs");
         }
 
