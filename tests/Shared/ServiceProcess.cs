@@ -73,6 +73,8 @@ public sealed class ServiceProcess : IAsyncDisposable
         start.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
         start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
         start.Environment["Service__MigrateOnStartup"] = "true";
+        // As the container image and run.sh set it (docker/Dockerfile says why).
+        start.Environment["MALLOC_ARENA_MAX"] = "2";
         start.Environment["Auth__BootstrapAdminKey"] = AdminKey;
         // Benchmarks and tests measure the service, not its per-key allowances.
         start.Environment["RateLimits__PredictPerMinute"] = "10000000";

@@ -13,3 +13,9 @@ if (what is "workload")
     double Option(string name, double fallback) => args.SkipWhile(a => a != name).Skip(1).Select(double.Parse).FirstOrDefault(fallback);
     await WorkloadBenchmark.RunAsync(TimeSpan.FromMinutes(Option("--minutes", 5)), (int)Option("--clients", 8));
 }
+// Not part of "all": issue 20's job sequence (memory [--jobs N] [--images N]).
+if (what is "memory")
+{
+    int Count(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
+    await MemoryBenchmark.RunAsync(Count("--jobs", 20), Count("--jobs", 20), Count("--images", 244));
+}
