@@ -11,6 +11,7 @@ internal sealed class RecordingObserver(Action<TrainingProgress>? onProgress = n
     public List<EpochMetrics> Epochs { get; } = [];
     public List<ComputedFeatures> Computed { get; } = [];
     public List<TrainingCheckpoint> Checkpoints { get; } = [];
+    public List<ActivationUsage> Activations { get; } = [];
 
     public void OnProgress(TrainingProgress progress)
     {
@@ -20,5 +21,6 @@ internal sealed class RecordingObserver(Action<TrainingProgress>? onProgress = n
     public void OnEpochCompleted(EpochMetrics metrics) => Epochs.Add(metrics);
     public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) => Computed.AddRange(features);
     public void OnCheckpoint(TrainingCheckpoint checkpoint) => Checkpoints.Add(checkpoint);
+    public void OnActivations(ActivationUsage usage) => Activations.Add(usage);
     public bool CheckpointDue => checkpointDue?.Invoke() ?? true;
 }

@@ -9,25 +9,27 @@ public sealed record FineTuneResult(IReadOnlyList<EpochMetrics> Metrics, bool Im
 
 /// <summary>
 /// The second half of the recipe: after the head has converged on frozen features, train the last stages
-/// together with the head at a lower learning rate, on cached activations entering the first trained stage
-/// (so the frozen prefix never runs again). Batch-norm statistics stay fixed. The best state by validation
+/// together with the head at a lower learning rate, on the activations entering the first trained stage, read
+/// from an <see cref="ActivationStore"/> a batch at a time (in memory, spilled or recomputed, by budget). Batch-norm statistics stay fixed. The best state by validation
 /// loss is kept, and if no epoch beats the frozen model, the tail and head are restored to it.
 /// </summary>
 public static class FineTuner
 {
     public static FineTuneResult Train(
-        FeatureTail tail, nn.Module<Tensor, Tensor> head, Tensor trainActivations, Tensor trainLabels, Tensor? valActivations, Tensor? valLabels,
+        FeatureTail tail, nn.Module<Tensor, Tensor> head, ActivationStore activations, long[] trainRows, Tensor trainLabels, long[]? valRows, Tensor? valLabels,
         TrainingOptions options, int firstEpoch, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation,
         TrainingCheckpoint? resume = null, CheckpointSink? checkpoints = null)
     {
         if (resume is not null && resume.Phase != TrainingPhase.FineTuning) throw new ArgumentException("Not a fine-tuning checkpoint.", nameof(resume));
-        var hasValidation = valActivations is not null && valLabels is not null && valActivations.shape[0] > 0;
+        var hasValidation = valRows is { Length: > 0 } && valLabels is not null;
+        (double Loss, double Accuracy) Validate() => Evaluate(tail, head, activations, valRows!, valLabels!, options.FeatureBatchSize);
+        using var trainRowNumbers = tensor(trainRows);
         var tailRate = options.LearningRate / options.FineTuneLrFactor;
         using var optimizer = optim.Adam(
             [new Adam.ParamGroup(head.parameters(), lr: options.LearningRate, weight_decay: options.WeightDecay),
              new Adam.ParamGroup(tail.parameters(), lr: tailRate, weight_decay: options.WeightDecay)],
             options.LearningRate);
-        var count = trainActivations.shape[0];
+        long count = trainRows.Length;
         var batches = HeadTrainer.Batches(count, options.BatchSize);
 
         var metrics = new List<EpochMetrics>();
@@ -37,7 +39,7 @@ public static class FineTuner
         var partial = resume?.InProgress;
         if (resume is null)
         {
-            bestLoss = hasValidation ? Evaluate(tail, head, valActivations!, valLabels!).Loss : double.NaN;
+            bestLoss = hasValidation ? Validate().Loss : double.NaN;
             best = (ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail));
         }
         else
@@ -60,7 +62,7 @@ public static class FineTuner
                 var (done, lossSum) = HeadTrainer.RunEpoch(head, count, options, epoch, stream: 1, progress, index =>
                 {
                     optimizer.zero_grad();
-                    var logits = head.call(tail.call(trainActivations.index_select(0, index)));
+                    var logits = head.call(tail.call(activations.Rows(trainRowNumbers.index_select(0, index))));
                     var loss = nn.functional.cross_entropy(logits, trainLabels.index_select(0, index), label_smoothing: options.LabelSmoothing);
                     loss.backward();
                     optimizer.step();
@@ -79,7 +81,7 @@ public static class FineTuner
                 interrupted = true;
                 break;
             }
-            var (valLoss, valAccuracy) = hasValidation ? Evaluate(tail, head, valActivations!, valLabels!) : ((double?)null, (double?)null);
+            var (valLoss, valAccuracy) = hasValidation ? Validate() : ((double?)null, (double?)null);
             var epochMetrics = new EpochMetrics(epoch, progress.LossSum / count, valLoss, valAccuracy, tailRate);
             metrics.Add(epochMetrics);
             onEpoch(epochMetrics);
@@ -97,15 +99,30 @@ public static class FineTuner
         return new FineTuneResult(metrics, bestEpoch >= firstEpoch, bestEpoch, interrupted);
     }
 
-    public static (double Loss, double Accuracy) Evaluate(FeatureTail tail, nn.Module<Tensor, Tensor> head, Tensor activations, Tensor labels)
+    /// <summary>Mean cross-entropy and accuracy of tail and head on the given rows, a batch of activations at a time.</summary>
+    public static (double Loss, double Accuracy) Evaluate(
+        FeatureTail tail, nn.Module<Tensor, Tensor> head, ActivationStore activations, long[] rows, Tensor labels, int batchSize)
+    {
+        using var features = PooledFeatures(tail, activations, rows, batchSize);
+        return HeadTrainer.Evaluate(head, features, labels);
+    }
+
+    /// <summary>The tail's pooled features [rows, F] (in eval mode, without gradients), computed a batch at a time.</summary>
+    public static Tensor PooledFeatures(FeatureTail tail, ActivationStore activations, long[] rows, int batchSize)
     {
         tail.eval();
-        using var scope = NewDisposeScope();
-        Tensor features;
+        var parts = new List<Tensor>();
         using (inference_mode())
         {
-            features = tail.call(activations).clone();
+            foreach (var chunk in rows.Chunk(batchSize))
+            {
+                using var scope = NewDisposeScope();
+                parts.Add(tail.call(activations.Rows(tensor(chunk))).MoveToOuterDisposeScope());
+            }
         }
-        return HeadTrainer.Evaluate(head, features, labels);
+        if (parts.Count == 0) return empty(0, 0);
+        var features = cat(parts, 0);
+        foreach (var part in parts) part.Dispose();
+        return features;
     }
 }

@@ -119,6 +119,11 @@ public interface ITrainingObserver
     /// <summary>Features the backbone computed in this run (for images with a content key), a batch at a time.</summary>
     void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features);
 
+    /// <summary>Where a fine-tuning run keeps its activations, said once its first batch shows their size.</summary>
+    void OnActivations(ActivationUsage usage)
+    {
+    }
+
     /// <summary>
     /// Where the job can resume if the process stops: after an epoch or between batches whenever
     /// <see cref="CheckpointDue"/> says so, and always between batches when cancelled. Each one supersedes the
@@ -158,9 +163,10 @@ public sealed record TrainingTimings(TimeSpan FeatureExtraction, TimeSpan HeadTr
 /// <param name="Interrupted">Cancelled after at least one epoch: the checkpoint holds the best epoch completed so far.</param>
 /// <param name="Report">The model on the test split (or validation when there is none); null without held-out images.</param>
 /// <param name="FineTuned">Unfrozen stages the model keeps (0 when fine-tuning did not beat the frozen backbone on validation).</param>
+/// <param name="Activations">Where fine-tuning kept its activations (null for a frozen backbone).</param>
 public sealed record TrainingResult(
     ModelCheckpoint Checkpoint, IReadOnlyList<EpochMetrics> Metrics, TrainingTimings Timings, int TrainImages, int ValidationImages,
-    int BestEpoch, bool StoppedEarly, bool Interrupted, ClassificationReport? Report, int FineTuned = 0)
+    int BestEpoch, bool StoppedEarly, bool Interrupted, ClassificationReport? Report, int FineTuned = 0, ActivationUsage? Activations = null)
 {
     public EpochMetrics BestMetrics => Metrics.First(m => m.Epoch == BestEpoch);
 }

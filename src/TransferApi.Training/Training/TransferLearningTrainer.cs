@@ -17,8 +17,11 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     private const double HeadShare = 0.99;
 
     /// <param name="resume">A checkpoint this job reported earlier (<see cref="ITrainingObserver.OnCheckpoint"/>): training continues after its epoch.</param>
+    /// <param name="source">Where the images' bytes are read from, a batch at a time (default: <see cref="LabeledImage.Bytes"/>).</param>
+    /// <param name="activationBudget">How much of fine-tuning's activations stay in memory (default: all).</param>
     public TrainingResult Train(
-        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation, TrainingCheckpoint? resume = null)
+        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation, TrainingCheckpoint? resume = null,
+        IImageSource? source = null, ActivationBudget? activationBudget = null)
     {
         Validate(images, options);
         if (options.UnfreezeStages > backbone.Stages)
@@ -26,6 +29,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var fingerprint = Fingerprint(images, options);
         if (resume is not null && resume.Fingerprint != fingerprint)
             throw new ArgumentException("The checkpoint was made for other images, options or backbone.", nameof(resume));
+        source ??= new InMemoryImageSource(images.Select(i => i.Bytes).ToList());
         var labels = images.Select(i => i.Label).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         var labelIndex = labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => (long)p.i, StringComparer.Ordinal);
         var (trainIdx, valIdx) = DataSplitter.Split(images, options.ValidationFraction, options.Seed);
@@ -35,66 +39,84 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         using var scope = NewDisposeScope();
         var testIdx = Enumerable.Range(0, images.Count).Where(i => images[i].Split == DataSplit.Test).ToArray();
         var used = trainIdx.Concat(valIdx).Concat(testIdx).ToArray();
+        var plan = new Plan(fingerprint, labels, labelIndex, trainIdx, valIdx, testIdx);
+        // Augmented views of the training images join the training rows; validation and test stay as they are.
+        var (viewOf, transforms) = DrawViews(trainIdx, options);
         var extraction = Stopwatch.StartNew();
         var stages = options.UnfreezeStages;
-        Tensor features;
-        Tensor? activations = null;
+        Tensor features, viewFeatures;
         FeatureTail? tail = null;
-        int embeddedCount;
-        if (stages == 0)
+        ActivationStore? activations = null;
+        try
         {
-            (features, embeddedCount) = FrozenFeatures(images, used, options, observer, cancellation);
-        }
-        else
-        {
-            // Fine-tuning needs, for every image, the activation entering the first unfrozen stage; the frozen
-            // prefix runs once, and the pooled features for the head phase follow from the pretrained tail.
-            activations = ExtractBatched(used.Select(i => images[i].Bytes).ToList(), null, (batch, _) => backbone.Activations(batch, backbone.Stages - stages), options, observer, cancellation);
+            if (stages == 0)
+            {
+                (features, var embedded) = FrozenFeatures(images, used, source, options, observer, cancellation);
+                viewFeatures = ExtractBatched(source, viewOf, transforms, backbone.ExtractFeatures, options, observer, cancellation);
+                extraction.Stop();
+                return TrainOnFeatures(images, options, observer, resume, plan,
+                    new Extracted(features, viewOf, viewFeatures, null, null, 0, extraction.Elapsed, embedded + viewOf.Length, used.Length - embedded), cancellation);
+            }
+            // Fine-tuning needs, for every image and view, the activation entering the first unfrozen stage: the frozen
+            // prefix runs once, each batch going to the activation store; the pooled features for the head phase
+            // follow from the pretrained tail batch by batch.
             tail = backbone.CreateTail(stages);
             tail.eval();
-            using (inference_mode())
+            var firstTrained = backbone.Stages - stages;
+            int[] rowImages = [.. used, .. viewOf];
+            ViewTransform?[] rowTransforms = [.. used.Select(_ => (ViewTransform?)null), .. transforms];
+            var budget = activationBudget ?? ActivationBudget.Unbounded;
+            Tensor Recompute(long[] rows)
             {
-                using var pooled = tail.call(activations);
-                features = pooled.clone();
+                var bytes = source.Batches(rows.Select(r => rowImages[r]).ToList(), rows.Length, cancellation).Single();
+                var rowViews = rows.Select(r => rowTransforms[r]).ToList();
+                return backbone.Activations(bytes, firstTrained, rowViews.Any(t => t is not null) ? rowViews : null);
             }
-            embeddedCount = used.Length;
+            Tensor Pooled(IReadOnlyList<byte[]> batch, IReadOnlyList<ViewTransform?>? views)
+            {
+                using var activation = backbone.Activations(batch, firstTrained, views);
+                if (activations is null)
+                {
+                    activations = ActivationStore.Create(rowImages.Length, activation.shape[1..], budget, Recompute);
+                    observer.OnActivations(new ActivationUsage(activations.Storage, activations.Bytes, budget.MemoryBytes));
+                }
+                activations.Append(activation);
+                using var mode = inference_mode();
+                using var pooled = tail.call(activation);
+                return pooled.clone();
+            }
+            features = ExtractBatched(source, used, null, Pooled, options, observer, cancellation);
+            viewFeatures = ExtractBatched(source, viewOf, transforms, Pooled, options, observer, cancellation);
+            extraction.Stop();
+            return TrainOnFeatures(images, options, observer, resume, plan,
+                new Extracted(features, viewOf, viewFeatures, tail, activations, budget.MemoryBytes, extraction.Elapsed, rowImages.Length, 0), cancellation);
         }
-        extraction.Stop();
-        var fromCache = used.Length - embeddedCount;
+        finally
+        {
+            activations?.Dispose();
+            tail?.Dispose();
+        }
+    }
 
+    /// <summary>The head (and fine-tuning) phases and the final evaluation, once every image has its features.</summary>
+    private TrainingResult TrainOnFeatures(
+        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer, TrainingCheckpoint? resume, Plan plan, Extracted extracted,
+        CancellationToken cancellation)
+    {
+        var (fingerprint, labels, labelIndex, trainIdx, valIdx, testIdx) = plan;
+        var (features, viewOf, viewFeatures, tail, activations, activationBudgetBytes, extraction, embeddedCount, fromCache) = extracted;
+        var stages = options.UnfreezeStages;
         Tensor Rows(Tensor all, int from, int count) => all.narrow(0, from, count);
         var (trainX, valX, testX) = (Rows(features, 0, trainIdx.Length), Rows(features, trainIdx.Length, valIdx.Length), Rows(features, trainIdx.Length + valIdx.Length, testIdx.Length));
-        var trainY = tensor(trainIdx.Select(i => labelIndex[images[i].Label]).ToArray());
+        var trainY = tensor(trainIdx.Concat(viewOf).Select(i => labelIndex[images[i].Label]).ToArray());
         var valY = tensor(valIdx.Select(i => labelIndex[images[i].Label]).ToArray());
         var hasValidation = valIdx.Length > 0;
-        var trainActivations = activations is null ? null : Rows(activations, 0, trainIdx.Length);
-
-        if (options.Augmentation.Views > 0)
-        {
-            // Augmented views of the training images join the training rows; validation and test stay as they are.
-            extraction.Start();
-            var (viewOf, transforms) = DrawViews(trainIdx, options);
-            var viewBytes = viewOf.Select(i => images[i].Bytes).ToList();
-            Tensor viewFeatures;
-            if (tail is null)
-            {
-                viewFeatures = ExtractBatched(viewBytes, transforms, backbone.ExtractFeatures, options, observer, cancellation);
-            }
-            else
-            {
-                var viewActivations = ExtractBatched(viewBytes, transforms, (batch, t) => backbone.Activations(batch, backbone.Stages - stages, t), options, observer, cancellation);
-                using (inference_mode())
-                {
-                    using var pooled = tail.call(viewActivations);
-                    viewFeatures = pooled.clone();
-                }
-                trainActivations = cat([trainActivations!, viewActivations], 0);
-            }
-            trainX = cat([trainX, viewFeatures], 0);
-            trainY = cat([trainY, tensor(viewOf.Select(i => labelIndex[images[i].Label]).ToArray())], 0);
-            embeddedCount += viewOf.Length;
-            extraction.Stop();
-        }
+        if (viewOf.Length > 0) trainX = cat([trainX, viewFeatures], 0);
+        // Rows of the activation store: the used images in order (train, validation, test), then the views.
+        var usedCount = trainIdx.Length + valIdx.Length + testIdx.Length;
+        long[] RowRange(long from, int count) => Enumerable.Range(0, count).Select(k => from + k).ToArray();
+        long[] trainRows = [.. RowRange(0, trainIdx.Length), .. RowRange(usedCount, viewOf.Length)];
+        var (valRows, heldOutRows) = (RowRange(trainIdx.Length, valIdx.Length), RowRange(trainIdx.Length, valIdx.Length + testIdx.Length));
 
         var headShare = stages == 0 ? HeadShare : HeadShare * 0.2;
         var headClock = Stopwatch.StartNew();
@@ -110,9 +132,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         if (tail is not null && !interrupted)
         {
             var headPhase = new HeadPhaseOutcome(metrics.Count, trained.BestEpoch, trained.StoppedEarly);
-            var fine = FineTuner.Train(tail, trained.Head, trainActivations!, trainY,
-                hasValidation ? Rows(activations!, trainIdx.Length, valIdx.Length) : null, hasValidation ? valY : null, options, metrics.Count + 1,
-                observer.OnEpochCompleted,
+            var fine = FineTuner.Train(tail, trained.Head, activations!, trainRows, trainY, hasValidation ? valRows : null, hasValidation ? valY : null,
+                options, metrics.Count + 1, observer.OnEpochCompleted,
                 Progress(TrainingStage.FineTuning, metrics.Count, options.FineTuneEpochs, ExtractionShare + (1 - ExtractionShare) * headShare, HeadShare - headShare, headClock, observer),
                 cancellation, resume?.HeadPhase is null ? null : resume,
                 CheckpointSink.For(observer,
@@ -123,12 +144,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             {
                 (bestEpoch, fineTuned) = (fine.BestEpoch, stages);
                 // Held-out images now go through the fine-tuned stages.
-                using (inference_mode())
-                {
-                    using var tuned = tail.call(activations!);
-                    features = tuned.clone();
-                }
-                (valX, testX) = (Rows(features, trainIdx.Length, valIdx.Length), Rows(features, trainIdx.Length + valIdx.Length, testIdx.Length));
+                var heldOut = FineTuner.PooledFeatures(tail, activations!, heldOutRows, options.FeatureBatchSize);
+                (valX, testX) = (Rows(heldOut, 0, valIdx.Length), Rows(heldOut, valIdx.Length, testIdx.Length));
             }
         }
         headClock.Stop();
@@ -154,11 +171,19 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             TailWeights = fineTuned > 0 ? ModelCheckpoint.Save(tail!) : null,
         };
         trained.Head.Dispose();
-        tail?.Dispose();
         if (!interrupted) observer.OnProgress(new TrainingProgress(TrainingStage.Done, metrics.Count, totalEpochs, 0, 0, 100, null, 0));
-        return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction.Elapsed, headClock.Elapsed, embeddedCount, fromCache),
-            trainIdx.Length, valIdx.Length, bestEpoch, trained.StoppedEarly, interrupted, report, fineTuned);
+        return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction, headClock.Elapsed, embeddedCount, fromCache),
+            trainIdx.Length, valIdx.Length, bestEpoch, trained.StoppedEarly, interrupted, report, fineTuned,
+            activations is null ? null : new ActivationUsage(activations.Storage, activations.Bytes, activationBudgetBytes));
     }
+
+    /// <summary>The job's classes and splits, decided before any image is read.</summary>
+    private sealed record Plan(string Fingerprint, List<string> Labels, Dictionary<string, long> LabelIndex, int[] TrainIdx, int[] ValIdx, int[] TestIdx);
+
+    /// <summary>Every used image's (and view's) features, and for fine-tuning the tail and the activations it trains on.</summary>
+    private sealed record Extracted(
+        Tensor Features, int[] ViewOf, Tensor ViewFeatures, FeatureTail? Tail, ActivationStore? Activations, long ActivationBudgetBytes,
+        TimeSpan Extraction, int Embedded, int FromCache);
 
     /// <summary>What a checkpoint of this job must match: the backbone, the options and every image in order.</summary>
     public string Fingerprint(IReadOnlyList<LabeledImage> images, TrainingOptions options) => TrainingCheckpoint.FingerprintOf(backbone.Id, images, options);
@@ -175,13 +200,14 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     /// Pooled features of the used images: cached ones as given, the rest through the frozen backbone once.
     /// Each batch's features are reported as soon as they exist, so a job stopped part way keeps them.
     /// </summary>
-    private (Tensor Features, int Embedded) FrozenFeatures(IReadOnlyList<LabeledImage> images, int[] used, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
+    private (Tensor Features, int Embedded) FrozenFeatures(
+        IReadOnlyList<LabeledImage> images, int[] used, IImageSource source, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
     {
         var toEmbed = used.Where(i => images[i].Features is null).ToArray();
         float[] computed = [];
         if (toEmbed.Length > 0)
         {
-            using var embedded = ExtractBatched(toEmbed.Select(i => images[i].Bytes).ToList(), null, backbone.ExtractFeatures, options, observer, cancellation,
+            using var embedded = ExtractBatched(source, toEmbed, null, backbone.ExtractFeatures, options, observer, cancellation,
                 (first, rows) =>
                 {
                     var batchValues = rows.data<float>().ToArray();
@@ -222,27 +248,32 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>
     public Tensor ExtractFeatures(IReadOnlyList<byte[]> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation) =>
-        ExtractBatched(images.ToList(), null, backbone.ExtractFeatures, options, observer, cancellation);
+        ExtractBatched(new InMemoryImageSource(images), Enumerable.Range(0, images.Count).ToList(), null, backbone.ExtractFeatures, options, observer, cancellation);
 
-    /// <summary>Runs <paramref name="run"/> over the images (and their transforms) in batches, reporting progress, and stacks the results.</summary>
+    /// <summary>
+    /// Runs <paramref name="run"/> over the images (and their transforms) in batches read from <paramref name="source"/>,
+    /// reporting progress, and stacks the results: only one batch of bytes and pixels is held at a time.
+    /// </summary>
     /// <param name="onRows">Called with each batch's first image index and its rows.</param>
     private Tensor ExtractBatched(
-        List<byte[]> images, IReadOnlyList<ViewTransform?>? transforms, Func<IReadOnlyList<byte[]>, IReadOnlyList<ViewTransform?>?, Tensor> run,
+        IImageSource source, IReadOnlyList<int> images, IReadOnlyList<ViewTransform?>? transforms, Func<IReadOnlyList<byte[]>, IReadOnlyList<ViewTransform?>?, Tensor> run,
         TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation, Action<int, Tensor>? onRows = null)
     {
-        var batches = (images.Count + options.FeatureBatchSize - 1) / options.FeatureBatchSize;
+        var size = options.FeatureBatchSize;
+        var batches = (images.Count + size - 1) / size;
         var rows = new List<Tensor>(batches);
         var clock = Stopwatch.StartNew();
-        observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, 0, batches, 0, null, null));
-        for (var b = 0; b < batches; b++)
+        if (images.Count > 0) observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, 0, batches, 0, null, null));
+        var b = 0;
+        foreach (var batch in source.Batches(images, size, cancellation))
         {
             cancellation.ThrowIfCancellationRequested();
-            var batch = images.Skip(b * options.FeatureBatchSize).Take(options.FeatureBatchSize).ToList();
-            rows.Add(run(batch, transforms?.Skip(b * options.FeatureBatchSize).Take(options.FeatureBatchSize).ToList()));
-            onRows?.Invoke(b * options.FeatureBatchSize, rows[^1]);
-            var done = Math.Min(images.Count, (b + 1) * options.FeatureBatchSize);
+            rows.Add(run(batch, transforms?.Skip(b * size).Take(size).ToList()));
+            onRows?.Invoke(b * size, rows[^1]);
+            b++;
+            var done = Math.Min(images.Count, b * size);
             var rate = done / clock.Elapsed.TotalSeconds;
-            observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, b + 1, batches,
+            observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, b, batches,
                 100 * ExtractionShare * done / images.Count, rate, (images.Count - done) / rate));
         }
         var features = rows.Count == 0 ? zeros(0, backbone.FeatureSize) : cat(rows, 0);

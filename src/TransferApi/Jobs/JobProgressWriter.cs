@@ -61,6 +61,13 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
 
     public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) => events.Writer.TryWrite(features);
 
+    public void OnActivations(ActivationUsage usage)
+    {
+        logger.LogInformation("Training job {JobId}: fine-tuning activations {Megabytes:N0} MB, budget {Budget:N0} MB: {Storage}",
+            jobId, usage.Bytes / 1e6, usage.BudgetBytes / 1e6, usage.Storage);
+        events.Writer.TryWrite(usage);
+    }
+
     public void OnCheckpoint(TrainingCheckpoint checkpoint)
     {
         sinceCheckpoint.Restart();
@@ -94,6 +101,11 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                     foreach (var f in computed)
                         await db.Database.ExecuteSqlInterpolatedAsync(
                             $"INSERT INTO image_features (\"BackboneId\", \"Sha256\", \"Values\", \"CreatedAt\") VALUES ({backboneId}, {Convert.FromHexString(f.ContentKey)}, {f.Features}, {DateTime.UtcNow}) ON CONFLICT DO NOTHING");
+                    continue;
+                case ActivationUsage usage:
+                    await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
+                        .SetProperty(j => j.ActivationStorage, (ActivationStorage?)usage.Storage).SetProperty(j => j.ActivationBytes, (long?)usage.Bytes)
+                        .SetProperty(j => j.ActivationBudgetBytes, (long?)usage.BudgetBytes));
                     continue;
                 case TrainingCheckpoint checkpoint:
                     if (checkpoint.Epoch < Volatile.Read(ref latestCheckpointEpoch)) continue;

@@ -85,7 +85,7 @@ public sealed class TrainingJobRunner(
         var jobId = job.Id;
         try
         {
-            var images = await LoadImagesAsync(db, job, either);
+            var (images, imageIds) = await LoadImagesAsync(db, job, either);
             var backbone = await backbones.GetAsync(job.Backbone);
             var trainer = new TransferLearningTrainer(backbone);
             var resume = await ResumePointAsync(db, job, trainer.Fingerprint(images, job.Options), either);
@@ -108,7 +108,8 @@ public sealed class TrainingJobRunner(
                     () =>
                     {
                         TorchRuntime.SetThreads(threads);
-                        return trainer.Train(images, job.Options, progress, either, resume);
+                        return trainer.Train(images, job.Options, progress, either, resume,
+                            new DatabaseImageSource(dbFactory, imageIds), worker.Value.ActivationBudget);
                     },
                     either, TaskCreationOptions.LongRunning, TaskScheduler.Default);
             }
@@ -183,10 +184,12 @@ public sealed class TrainingJobRunner(
     }
 
     /// <summary>
-    /// The data set's images with this backbone's cached features; bytes are read only for images without
-    /// (fine-tuning and augmentation need pixels: activations and augmented views are not cached across jobs).
+    /// The data set's images (labels, splits, content hashes) with this backbone's cached features, and their ids for
+    /// <see cref="DatabaseImageSource"/>: no bytes, those are read a batch at a time as the backbone needs them
+    /// (for images without cached features, or every image when fine-tuning or augmenting: activations and
+    /// augmented views are not cached across jobs).
     /// </summary>
-    private static async Task<List<LabeledImage>> LoadImagesAsync(TransferDbContext db, TrainingJob job, CancellationToken cancellation)
+    private static async Task<(List<LabeledImage> Images, List<Guid> Ids)> LoadImagesAsync(TransferDbContext db, TrainingJob job, CancellationToken cancellation)
     {
         var rows = await db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == job.DatasetId).OrderBy(i => i.Id)
             .Select(i => new
@@ -195,12 +198,10 @@ public sealed class TrainingJobRunner(
                 Features = db.ImageFeatures.Where(f => f.BackboneId == job.Backbone && f.Sha256 == i.Sha256).Select(f => f.Values).FirstOrDefault(),
             })
             .ToListAsync(cancellation);
+        // Fine-tuning trains on activations, never on pooled features: it runs every image through the prefix.
         var fineTuning = job.Options.UnfreezeStages > 0;
-        var needPixels = fineTuning || job.Options.Augmentation.Views > 0;
-        var missing = rows.Where(r => needPixels || r.Features is null).Select(r => r.Id).ToList();
-        var bytes = await db.DatasetImages.AsNoTracking().Where(i => missing.Contains(i.Id)).Select(i => new { i.Id, i.Data })
-            .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
-        return rows.Select(r => new LabeledImage(r.Label, r.Split, bytes.GetValueOrDefault(r.Id, []), Convert.ToHexString(r.Sha256), fineTuning ? null : r.Features)).ToList();
+        return (rows.Select(r => new LabeledImage(r.Label, r.Split, [], Convert.ToHexString(r.Sha256), fineTuning ? null : r.Features)).ToList(),
+            rows.Select(r => r.Id).ToList());
     }
 
     /// <summary>

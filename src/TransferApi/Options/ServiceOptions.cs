@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using TransferApi.Training.Training;
 
 namespace TransferApi.Options;
 
@@ -59,6 +60,21 @@ public sealed class WorkerOptions
 
     /// <summary>Folder holding the pretrained backbone files; default: beside the executable.</summary>
     public string? BackboneDirectory { get; set; }
+
+    /// <summary>
+    /// Most bytes of fine-tuning activations (the tensor entering the first unfrozen stage, about 0.4 MB per image
+    /// for two ResNet18 stages) a job keeps in memory; beyond it they go by <see cref="ActivationOverflow"/>.
+    /// </summary>
+    [Range(0, long.MaxValue)]
+    public long ActivationMemoryBytes { get; set; } = 512L * 1024 * 1024;
+
+    /// <summary>Auto spills to <see cref="ActivationSpillDirectory"/> when its disk has room and recomputes otherwise.</summary>
+    public ActivationOverflow ActivationOverflow { get; set; } = ActivationOverflow.Auto;
+
+    /// <summary>Where spilled activations go (a file per job, deleted when it ends); default: the system's temporary folder.</summary>
+    public string? ActivationSpillDirectory { get; set; }
+
+    public ActivationBudget ActivationBudget => new(ActivationMemoryBytes, ActivationOverflow, ActivationSpillDirectory);
 
     public int EffectiveTorchThreads => TorchThreads ?? Math.Max(1, Environment.ProcessorCount / ConcurrentJobs);
 }

@@ -81,6 +81,11 @@ public sealed class TrainingJob : ITenantOwned
     public int? ResumedFromEpoch { get; set; }
     /// <summary>Set when that checkpoint was taken between batches (a worker shutting down): the batches of the next epoch already done.</summary>
     public int? ResumedFromBatch { get; set; }
+    /// <summary>Fine-tuning only: where the job keeps its activations (set once the first batch shows their size).</summary>
+    public ActivationStorage? ActivationStorage { get; set; }
+    public long? ActivationBytes { get; set; }
+    /// <summary>The worker's Worker:ActivationMemoryBytes when it decided.</summary>
+    public long? ActivationBudgetBytes { get; set; }
     public List<TrainingMetric> Metrics { get; set; } = [];
 }
 

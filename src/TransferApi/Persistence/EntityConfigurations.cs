@@ -45,6 +45,7 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
         builder.Property(e => e.Tenant).HasMaxLength(100);
         builder.HasIndex(e => e.Tenant);
         builder.Property(j => j.Status).HasConversion<string>().HasMaxLength(16);
+        builder.Property(j => j.ActivationStorage).HasConversion<string>().HasMaxLength(16);
         builder.Property(j => j.Backbone).HasMaxLength(100);
         builder.Property(j => j.HangfireJobId).HasMaxLength(100);
         builder.Property(j => j.ModelName).HasMaxLength(ModelNames.MaxLength);

@@ -97,6 +97,12 @@ public sealed record ProgressResponse(string Stage, int Epoch, int TotalEpochs, 
 
 public sealed record MetricResponse(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy, double LearningRate);
 
+/// <summary>Where a fine-tuning job keeps the activations it trains on (Worker:ActivationMemoryBytes decides).</summary>
+/// <param name="Storage">Memory when they fit the budget; Spilled (a temporary file) or Recomputed (from the images, every epoch) beyond it.</param>
+/// <param name="Bytes">The activations of all the job's images and augmented views.</param>
+/// <param name="BudgetBytes">The worker's memory budget for them.</param>
+public sealed record ActivationsResponse(string Storage, long Bytes, long BudgetBytes);
+
 /// <param name="CheckpointEpoch">While running: the last epoch saved for crash recovery (a lost worker's job resumes after it).</param>
 /// <param name="ResumedFromEpoch">Set when a worker took the job over from a checkpoint: the epoch it continued after.</param>
 /// <param name="ResumedFromBatch">Set when that checkpoint was taken part way through the next epoch (a worker shutting down): the batches of it already done.</param>
@@ -104,7 +110,7 @@ public sealed record MetricResponse(int Epoch, double TrainLoss, double? ValLoss
 public sealed record TrainingJobResponse(
     Guid Id, Guid DatasetId, JobStatus Status, DateTime CreatedAt, DateTime? StartedAt, DateTime? FinishedAt,
     ProgressResponse Progress, IReadOnlyList<MetricResponse> Metrics, Guid? ModelId, string? Error, string Backbone, TrainingOptions Options,
-    int? CheckpointEpoch, int? ResumedFromEpoch, string? ModelName, int? ResumedFromBatch);
+    int? CheckpointEpoch, int? ResumedFromEpoch, string? ModelName, int? ResumedFromBatch, ActivationsResponse? Activations);
 
 public static class TrainingJobEndpoints
 {
@@ -299,7 +305,8 @@ public static class TrainingJobEndpoints
         job.Id, job.DatasetId, job.Status, job.CreatedAt, job.StartedAt, job.FinishedAt,
         ToProgress(job.Progress),
         job.Metrics.OrderBy(m => m.Epoch).Select(ToMetric).ToList(),
-        job.ModelId, job.Error, job.Backbone, job.Options, job.CheckpointEpoch, job.ResumedFromEpoch, job.ModelName, job.ResumedFromBatch);
+        job.ModelId, job.Error, job.Backbone, job.Options, job.CheckpointEpoch, job.ResumedFromEpoch, job.ModelName, job.ResumedFromBatch,
+        job.ActivationStorage is { } storage ? new ActivationsResponse(storage.ToString(), job.ActivationBytes ?? 0, job.ActivationBudgetBytes ?? 0) : null);
 
     private static ProgressResponse ToProgress(TrainingProgress p) => new(
         p.Stage.ToString(), p.Epoch, p.TotalEpochs, p.Batch, p.TotalBatches, Math.Round(p.Percent, 2),

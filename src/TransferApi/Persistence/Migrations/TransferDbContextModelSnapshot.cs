@@ -395,6 +395,16 @@ namespace TransferApi.Persistence.Migrations
                         .ValueGeneratedOnAdd()
                         .HasColumnType("uuid");
 
+                    b.Property<long?>("ActivationBudgetBytes")
+                        .HasColumnType("bigint");
+
+                    b.Property<long?>("ActivationBytes")
+                        .HasColumnType("bigint");
+
+                    b.Property<string>("ActivationStorage")
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)");
+
                     b.Property<string>("Backbone")
                         .IsRequired()
                         .HasMaxLength(100)
