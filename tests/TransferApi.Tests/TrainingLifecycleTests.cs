@@ -163,6 +163,8 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
         Assert.Equal(JobStatus.Succeeded, job.Status);
         Assert.Equal([1, 2, 3], job.Metrics.Select(m => m.Epoch));
         Assert.Equal(0.001 / 10, job.Metrics[2].LearningRate, 9);
+        // 8 images of 256 x 14 x 14 floats entering the last stage: over the test budget, so in a temporary file.
+        Assert.Equal(new ActivationsResponse("Spilled", 8L * 256 * 14 * 14 * 4, TransferApiFactory.ActivationMemoryBytes), job.Activations);
 
         var model = await (await client.GetAsync($"/api/models/{job.ModelId}")).ReadAsync<ModelResponse>();
         Assert.Equal(1, model.FineTunedStages);
@@ -179,6 +181,7 @@ public class TrainingLifecycleTests(TransferApiFactory factory)
             JobPolling.Ended);
         Assert.Equal(JobStatus.Succeeded, job.Status);
         Assert.Equal(2, job.Options.Augmentation.Views);
+        Assert.Null(job.Activations);
         var model = await (await client.GetAsync($"/api/models/{job.ModelId}")).ReadAsync<ModelResponse>();
         Assert.True(model.Metrics.ImagesEmbedded >= 2 * model.Metrics.TrainImages, $"{model.Metrics.ImagesEmbedded} embedded for {model.Metrics.TrainImages} training images");
     }

@@ -56,6 +56,8 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
         client.DefaultRequestHeaders.Add("X-Api-Key", AdminKey);
     }
 
+    public const long ActivationMemoryBytes = 1 << 20;
+
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseEnvironment("Testing");
@@ -66,6 +68,8 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
         builder.UseSetting("ConnectionStrings:Postgres", ConnectionString);
         builder.UseSetting("Service:MigrateOnStartup", "true");
         builder.UseSetting("Worker:QueuePollInterval", "00:00:00.5");
+        // Fine-tuning jobs here hold a few megabytes of activations: a small budget sends them through a spill file.
+        builder.UseSetting("Worker:ActivationMemoryBytes", ActivationMemoryBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
         builder.UseSetting("Uploads:MaxRequestBytes", MaxRequestBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
         builder.UseSetting("Uploads:MaxEntries", MaxEntries.ToString(System.Globalization.CultureInfo.InvariantCulture));
         builder.UseSetting("Uploads:MaxImagePixels", MaxImagePixels.ToString(System.Globalization.CultureInfo.InvariantCulture));
