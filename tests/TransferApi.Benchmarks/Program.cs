@@ -19,3 +19,10 @@ if (what is "memory")
     int Count(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
     await MemoryBenchmark.RunAsync(Count("--jobs", 20), Count("--jobs", 20), Count("--images", 244));
 }
+// Not part of "all": fine-tuning's peak memory and time by activation budget (finetune [--images 1000,10000] [--epochs N] [--overflow]).
+if (what is "finetune")
+{
+    var counts = args.SkipWhile(a => a != "--images").Skip(1).Select(a => a.Split(',').Select(int.Parse).ToList()).FirstOrDefault([1000, 10000]);
+    var epochs = args.SkipWhile(a => a != "--epochs").Skip(1).Select(int.Parse).FirstOrDefault(1);
+    await FineTuneMemoryBenchmark.RunAsync(counts, epochs, args.Contains("--overflow"));
+}

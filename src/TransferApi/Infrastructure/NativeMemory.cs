@@ -30,6 +30,31 @@ public static partial class NativeMemory
         }
     }
 
+    /// <summary>
+    /// Fixes glibc's mmap threshold: allocations of at least <paramref name="bytes"/> get pages of their own, returned
+    /// when freed. By default the threshold follows the largest freed block up to 32 MB, so a training job's many
+    /// multi-megabyte activation and gradient buffers land in the arenas, which fragment (README "Measured").
+    /// </summary>
+    public static bool SetMmapThreshold(int bytes)
+    {
+        if (unavailable) return false;
+        try
+        {
+            return Mallopt(MmapThresholdParameter, bytes) == 1;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            unavailable = true;
+            return false;
+        }
+    }
+
+    // M_MMAP_THRESHOLD in glibc's malloc.h.
+    private const int MmapThresholdParameter = -3;
+
+    [LibraryImport("libc", EntryPoint = "mallopt")]
+    private static partial int Mallopt(int parameter, int value);
+
     [LibraryImport("libc", EntryPoint = "malloc_trim")]
     private static partial int MallocTrim(nuint pad);
 }

@@ -152,6 +152,9 @@ public static class ServiceRegistration
         TorchRuntime.SetThreads(worker.EffectiveTorchThreads);
         app.Logger.LogInformation("libtorch uses {Threads} thread(s) per job, {Jobs} concurrent job(s) on {Cores} core(s)",
             worker.EffectiveTorchThreads, worker.ConcurrentJobs, Environment.ProcessorCount);
+        var roles = app.Services.GetRequiredService<IOptions<ServiceOptions>>().Value.Roles;
+        if (roles.HasFlag(ServiceRoles.Worker) && worker.MallocMmapThresholdBytes > 0 && NativeMemory.SetMmapThreshold(worker.MallocMmapThresholdBytes))
+            app.Logger.LogInformation("glibc mmap threshold fixed at {Bytes:N0} bytes for training's large buffers", worker.MallocMmapThresholdBytes);
     }
 
     public static async Task MigrateDatabaseAsync(this IServiceProvider services)

@@ -74,6 +74,14 @@ public sealed class WorkerOptions
     /// <summary>Where spilled activations go (a file per job, deleted when it ends); default: the system's temporary folder.</summary>
     public string? ActivationSpillDirectory { get; set; }
 
+    /// <summary>
+    /// glibc's mmap threshold in a process that runs jobs: buffers this large or larger are returned to the system
+    /// when freed instead of fragmenting the heap. 4 MiB cut a fine-tuning job's peak by a quarter at no
+    /// measured cost in time (README "Measured"); 0 leaves glibc's own sliding threshold.
+    /// </summary>
+    [Range(0, 32 * 1024 * 1024)]
+    public int MallocMmapThresholdBytes { get; set; } = 4 * 1024 * 1024;
+
     public ActivationBudget ActivationBudget => new(ActivationMemoryBytes, ActivationOverflow, ActivationSpillDirectory);
 
     public int EffectiveTorchThreads => TorchThreads ?? Math.Max(1, Environment.ProcessorCount / ConcurrentJobs);
