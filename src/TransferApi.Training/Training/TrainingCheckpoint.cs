@@ -51,7 +51,10 @@ public sealed record TrainingCheckpoint(
 
     public byte[] ToBytes()
     {
-        using var stream = new MemoryStream();
+        // Sized up front: a fine-tuning checkpoint is hundreds of megabytes, and a growing stream would allocate
+        // (and leave for the collector) about twice that in discarded buffers.
+        var arrays = new[] { HeadWeights, TailWeights, OptimizerState, Best.HeadWeights, Best.TailWeights }.Sum(a => (long?)a?.Length ?? 0);
+        using var stream = new MemoryStream((int)Math.Min(int.MaxValue, arrays + 64L * Metrics.Count + 1024));
         using (var writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true))
         {
             writer.Write(FormatVersion);
@@ -121,7 +124,9 @@ public sealed record TrainingCheckpoint(
     /// <summary>The optimizer's complete state (moments, step counts, learning rates) in TorchSharp's own format.</summary>
     internal static byte[] SaveOptimizer(OptimizerHelper optimizer)
     {
-        using var stream = new MemoryStream();
+        // Adam keeps two moments per parameter: sized for them up front.
+        var parameterBytes = optimizer.parameters().Sum(p => p.NumberOfElements * p.ElementSize);
+        using var stream = new MemoryStream((int)Math.Min(int.MaxValue, 2 * parameterBytes + 65536));
         using (var writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true)) optimizer.save_state_dict(writer);
         return stream.ToArray();
     }
