@@ -75,6 +75,23 @@ public class ActivationBudgetTests(BackboneFixture fixture)
         Assert.All(source.BatchSizes, size => Assert.InRange(size, 1, 3));
     }
 
+    [Fact]
+    public void Extraction_for_fine_tuning_keeps_no_tensors_of_finished_batches_but_their_pooled_features()
+    {
+        // Each batch's tail pass leaves a few intermediate tensors (megabytes each); kept until the job ends, they grew a
+        // 10,000-image job to 6.5 GB. Only the pooled features of each batch (one tensor) may stay.
+        var live = new List<long>();
+        var observer = new RecordingObserver(p =>
+        {
+            if (p.Stage == TrainingStage.ExtractingFeatures && p.Batch > 0) live.Add(TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        });
+        var options = Options with { Augmentation = AugmentationOptions.None, FeatureBatchSize = 2 };
+        new TransferLearningTrainer(fixture.Backbone).Train(Images(), options, observer, CancellationToken.None);
+
+        Assert.Equal(6, live.Count);
+        Assert.All(live.Zip(live.Skip(1)), pair => Assert.InRange(pair.Second - pair.First, 0, 1));
+    }
+
     /// <summary>Serves bytes like the service's database source and records how many it handed out at once.</summary>
     private sealed class RecordingSource(IReadOnlyList<LabeledImage> all) : IImageSource
     {

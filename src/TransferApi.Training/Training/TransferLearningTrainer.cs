@@ -74,7 +74,9 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             }
             Tensor Pooled(IReadOnlyList<byte[]> batch, IReadOnlyList<ViewTransform?>? views)
             {
-                using var activation = backbone.Activations(batch, firstTrained, views);
+                // The tail's intermediate tensors die with the batch, not with the job.
+                using var batchScope = NewDisposeScope();
+                var activation = backbone.Activations(batch, firstTrained, views);
                 if (activations is null)
                 {
                     activations = ActivationStore.Create(rowImages.Length, activation.shape[1..], budget, Recompute);
@@ -82,8 +84,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
                 }
                 activations.Append(activation);
                 using var mode = inference_mode();
-                using var pooled = tail.call(activation);
-                return pooled.clone();
+                return tail.call(activation).clone().MoveToOuterDisposeScope();
             }
             features = ExtractBatched(source, used, null, Pooled, options, observer, cancellation);
             viewFeatures = ExtractBatched(source, viewOf, transforms, Pooled, options, observer, cancellation);
