@@ -82,18 +82,6 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
         await consumer;
     }
 
-    /// <summary>
-    /// A fine-tuning checkpoint leaves hundreds of megabytes of serialised arrays on the large object heap, which
-    /// the collector (Server GC) reclaims lazily: with one every minute they piled up to 0.6 GB of managed heap in
-    /// a long job. A compacting collection right after each save (tens of milliseconds, once a minute at most)
-    /// hands that memory back before the next one.
-    /// </summary>
-    private static void ReleaseCheckpointBuffers()
-    {
-        System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
-        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
-    }
-
     private async Task ConsumeAsync()
     {
         await using var db = await dbFactory.CreateDbContextAsync();
@@ -124,7 +112,6 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                     var clock = System.Diagnostics.Stopwatch.StartNew();
                     // Metrics of this epoch were queued before it, so they are already stored.
                     var bytes = await checkpoints.SaveAsync(jobId, checkpoint, CancellationToken.None);
-                    ReleaseCheckpointBuffers();
                     logger.LogInformation("Training job {JobId}: checkpoint after epoch {Epoch}{Batches} saved ({Megabytes:N1} MB in {Milliseconds} ms)",
                         jobId, checkpoint.Epoch, checkpoint.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es)" : "", bytes / 1e6, clock.ElapsedMilliseconds);
                     continue;
