@@ -16,7 +16,8 @@ public enum ActivationOverflow { Auto, Spill, Recompute }
 
 /// <param name="MemoryBytes">Most bytes of activations a fine-tuning run keeps in memory.</param>
 /// <param name="SpillDirectory">Where spilled activations go (default: the system's temporary directory).</param>
-public sealed record ActivationBudget(long MemoryBytes = long.MaxValue, ActivationOverflow Overflow = ActivationOverflow.Auto, string? SpillDirectory = null)
+public sealed record ActivationBudget(
+    long MemoryBytes = long.MaxValue, ActivationOverflow Overflow = ActivationOverflow.Auto, string? SpillDirectory = null)
 {
     public static ActivationBudget Unbounded { get; } = new();
 }
@@ -38,7 +39,7 @@ public abstract class ActivationStore : IDisposable
     {
         Count = count;
         RowShape = rowShape;
-        RowBytes = rowShape.Aggregate((long)sizeof(float), (bytes, size) => bytes * size);
+        RowBytes = BytesPerRow(rowShape);
     }
 
     public long Count { get; }
@@ -55,18 +56,24 @@ public abstract class ActivationStore : IDisposable
 
     public virtual void Dispose() => GC.SuppressFinalize(this);
 
-    /// <summary>A store for <paramref name="count"/> rows of <paramref name="rowShape"/>, in memory when they fit the budget.</summary>
+    private static long BytesPerRow(long[] rowShape) => rowShape.Aggregate((long)sizeof(float), (bytes, size) => bytes * size);
+
+    /// <summary>
+    /// A store for <paramref name="count"/> rows of <paramref name="rowShape"/>, in memory when they fit the budget.
+    /// </summary>
     /// <param name="recompute">Computes the given rows again (for <see cref="ActivationStorage.Recomputed"/>).</param>
-    public static ActivationStore Create(long count, long[] rowShape, ActivationBudget budget, Func<long[], Tensor> recompute)
+    public static ActivationStore Create(
+        long count, long[] rowShape, ActivationBudget budget, Func<long[], Tensor> recompute)
     {
-        var bytes = rowShape.Aggregate(count * sizeof(float), (total, size) => total * size);
+        var bytes = count * BytesPerRow(rowShape);
         if (bytes <= budget.MemoryBytes) return new InMemory(count, rowShape);
         var directory = budget.SpillDirectory ?? Path.GetTempPath();
         var spill = budget.Overflow switch
         {
             ActivationOverflow.Spill => true,
             ActivationOverflow.Recompute => false,
-            _ => new DriveInfo(Path.GetFullPath(directory)).AvailableFreeSpace >= bytes + bytes / 10 + SpillHeadroomBytes,
+            _ => new DriveInfo(Path.GetFullPath(directory)).AvailableFreeSpace
+                >= bytes + bytes / 10 + SpillHeadroomBytes,
         };
         return spill ? new Spilled(count, rowShape, directory) : new Recomputed(count, rowShape, recompute);
     }
@@ -141,7 +148,8 @@ public abstract class ActivationStore : IDisposable
         }
     }
 
-    private sealed class Recomputed(long count, long[] rowShape, Func<long[], Tensor> recompute) : ActivationStore(count, rowShape)
+    private sealed class Recomputed(long count, long[] rowShape, Func<long[], Tensor> recompute)
+        : ActivationStore(count, rowShape)
     {
         public override ActivationStorage Storage => ActivationStorage.Recomputed;
 

@@ -10,19 +10,22 @@ public sealed record FineTuneResult(IReadOnlyList<EpochMetrics> Metrics, bool Im
 /// <summary>
 /// The second half of the recipe: after the head has converged on frozen features, train the last stages
 /// together with the head at a lower learning rate, on the activations entering the first trained stage, read
-/// from an <see cref="ActivationStore"/> a batch at a time (in memory, spilled or recomputed, by budget). Batch-norm statistics stay fixed. The best state by validation
+/// from an <see cref="ActivationStore"/> a batch at a time (in memory, spilled or recomputed, by budget).
+/// Batch-norm statistics stay fixed. The best state by validation
 /// loss is kept, and if no epoch beats the frozen model, the tail and head are restored to it.
 /// </summary>
 public static class FineTuner
 {
     public static FineTuneResult Train(
-        FeatureTail tail, nn.Module<Tensor, Tensor> head, ActivationStore activations, long[] trainRows, Tensor trainLabels, long[]? valRows, Tensor? valLabels,
+        FeatureTail tail, nn.Module<Tensor, Tensor> head, ActivationStore activations,
+        long[] trainRows, Tensor trainLabels, long[]? valRows, Tensor? valLabels,
         TrainingOptions options, int firstEpoch, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation,
         TrainingCheckpoint? resume = null, CheckpointSink? checkpoints = null)
     {
         if (resume is not null && resume.Phase != TrainingPhase.FineTuning) throw new ArgumentException("Not a fine-tuning checkpoint.", nameof(resume));
         var hasValidation = valRows is { Length: > 0 } && valLabels is not null;
-        (double Loss, double Accuracy) Validate() => Evaluate(tail, head, activations, valRows!, valLabels!, options.FeatureBatchSize);
+        (double Loss, double Accuracy) Validate() =>
+            Evaluate(tail, head, activations, valRows!, valLabels!, options.FeatureBatchSize);
         using var trainRowNumbers = tensor(trainRows);
         var tailRate = options.LearningRate / options.FineTuneLrFactor;
         using var optimizer = optim.Adam(
@@ -99,15 +102,16 @@ public static class FineTuner
         return new FineTuneResult(metrics, bestEpoch >= firstEpoch, bestEpoch, interrupted);
     }
 
-    /// <summary>Mean cross-entropy and accuracy of tail and head on the given rows, a batch of activations at a time.</summary>
+    /// <summary>Mean cross-entropy and accuracy of tail and head on the given rows, a batch at a time.</summary>
     public static (double Loss, double Accuracy) Evaluate(
-        FeatureTail tail, nn.Module<Tensor, Tensor> head, ActivationStore activations, long[] rows, Tensor labels, int batchSize)
+        FeatureTail tail, nn.Module<Tensor, Tensor> head, ActivationStore activations, long[] rows, Tensor labels,
+        int batchSize)
     {
         using var features = PooledFeatures(tail, activations, rows, batchSize);
         return HeadTrainer.Evaluate(head, features, labels);
     }
 
-    /// <summary>The tail's pooled features [rows, F] (in eval mode, without gradients), computed a batch at a time.</summary>
+    /// <summary>The tail's pooled features [rows, F] (eval mode, no gradients), computed a batch at a time.</summary>
     public static Tensor PooledFeatures(FeatureTail tail, ActivationStore activations, long[] rows, int batchSize)
     {
         tail.eval();

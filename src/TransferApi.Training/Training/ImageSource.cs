@@ -6,13 +6,20 @@ namespace TransferApi.Training.Training;
 /// </summary>
 public interface IImageSource
 {
-    /// <summary>The bytes of the given images (indices into the job's image list), in order, in batches of at most <paramref name="batchSize"/>.</summary>
-    IEnumerable<IReadOnlyList<byte[]>> Batches(IReadOnlyList<int> images, int batchSize, CancellationToken cancellation);
+    /// <summary>
+    /// The bytes of the given images (indices into the job's image list), in order, in batches of at most
+    /// <paramref name="batchSize"/>.
+    /// </summary>
+    IEnumerable<IReadOnlyList<byte[]>> Batches(
+        IReadOnlyList<int> images, int batchSize, CancellationToken cancellation);
 }
 
-/// <summary>Images whose bytes are already in memory (such as <see cref="LabeledImage.Bytes"/>): tests, tools, small runs.</summary>
+/// <summary>
+/// Images whose bytes are already in memory (such as <see cref="LabeledImage.Bytes"/>): tests, tools, small runs.
+/// </summary>
 public sealed class InMemoryImageSource(IReadOnlyList<byte[]> bytes) : IImageSource
 {
-    public IEnumerable<IReadOnlyList<byte[]>> Batches(IReadOnlyList<int> images, int batchSize, CancellationToken cancellation) =>
+    public IEnumerable<IReadOnlyList<byte[]>> Batches(
+        IReadOnlyList<int> images, int batchSize, CancellationToken cancellation) =>
         images.Chunk(batchSize).Select(chunk => (IReadOnlyList<byte[]>)chunk.Select(i => bytes[i]).ToList());
 }

@@ -28,7 +28,8 @@ public sealed record ModelCheckpoint(
     public static byte[] Save(nn.Module<Tensor, Tensor> module)
     {
         // Sized for the tensors up front (a fine-tuned tail is tens of megabytes): no discarded growth buffers.
-        var tensorBytes = module.parameters().Sum(p => p.NumberOfElements * p.ElementSize) + module.buffers().Sum(b => b.NumberOfElements * b.ElementSize);
+        var tensorBytes = module.parameters().Sum(p => p.NumberOfElements * p.ElementSize)
+            + module.buffers().Sum(b => b.NumberOfElements * b.ElementSize);
         using var stream = new MemoryStream((int)Math.Min(int.MaxValue, tensorBytes + 65536));
         module.save(stream);
         return stream.ToArray();
