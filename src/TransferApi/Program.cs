@@ -1,5 +1,5 @@
 using Microsoft.Extensions.Options;
-using TransferApi.Infrastructure;
+using TransferApi.Hosting;
 using TransferApi.Options;
 
 var builder = WebApplication.CreateBuilder(args);

@@ -1,7 +1,6 @@
 using System.IO.Compression;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
-using TransferApi.TestSupport;
 
 namespace TransferApi.TestSupport;
 

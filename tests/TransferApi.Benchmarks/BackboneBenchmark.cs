@@ -6,8 +6,8 @@ using TransferApi.Training;
 using TransferApi.Training.Backbones;
 using TransferApi.Training.Export;
 using TransferApi.Training.Imaging;
-using TransferApi.Training.Training;
-using static TorchSharp.torch;
+using TransferApi.Training.Checkpoints;
+using TransferApi.Training.Heads;
 
 namespace TransferApi.Benchmarks;
 

@@ -2,13 +2,12 @@ using System.Diagnostics;
 using System.Net.Http.Json;
 using Microsoft.EntityFrameworkCore;
 using TransferApi.Features.Datasets;
-using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
 using TransferApi.Persistence;
 using TransferApi.TestSupport;
 using TransferApi.Training;
 using TransferApi.Training.Backbones;
-using TransferApi.Training.Training;
+using TransferApi.Training.Inference;
 
 namespace TransferApi.Benchmarks;
 

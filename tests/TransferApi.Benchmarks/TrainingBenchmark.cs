@@ -2,7 +2,7 @@ using System.Diagnostics;
 using TransferApi.TestSupport;
 using TransferApi.Training;
 using TransferApi.Training.Backbones;
-using TransferApi.Training.Training;
+using TransferApi.Training.Checkpoints;
 
 namespace TransferApi.Benchmarks;
 

@@ -2,7 +2,6 @@ using System.Net;
 using System.Net.Http.Json;
 using TransferApi.Features.Keys;
 using TransferApi.Persistence;
-using TransferApi.TestSupport;
 
 namespace TransferApi.Tests;
 

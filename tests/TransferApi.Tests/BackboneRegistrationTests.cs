@@ -7,7 +7,6 @@ using TransferApi.Features.Datasets;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
 using TransferApi.Persistence;
-using TransferApi.TestSupport;
 using TransferApi.Training.Backbones;
 using Xunit.Abstractions;
 

@@ -1,12 +1,11 @@
 using System.Net;
 using System.Net.Http.Json;
 using Microsoft.EntityFrameworkCore;
-using TransferApi.Features;
+using TransferApi.Http;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
 using TransferApi.Persistence;
-using TransferApi.TestSupport;
 using TransferApi.Training.Backbones;
 using Xunit.Abstractions;
 

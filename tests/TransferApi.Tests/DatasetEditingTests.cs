@@ -1,8 +1,8 @@
 using System.Net;
 using System.Net.Http.Json;
-using TransferApi.Features;
+using TransferApi.Http;
 using TransferApi.Features.Datasets;
-using TransferApi.Training.Training;
+using TransferApi.Training;
 
 namespace TransferApi.Tests;
 

@@ -1,9 +1,8 @@
 using System.Net;
 using SixLabors.ImageSharp;
-using TransferApi.Features;
+using TransferApi.Http;
 using TransferApi.Features.Datasets;
-using TransferApi.TestSupport;
-using TransferApi.Training.Training;
+using TransferApi.Training;
 
 namespace TransferApi.Tests;
 

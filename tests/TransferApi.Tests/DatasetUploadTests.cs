@@ -1,8 +1,6 @@
 using System.Net;
 using System.Text;
-using SixLabors.ImageSharp.PixelFormats;
 using TransferApi.Features.Datasets;
-using TransferApi.TestSupport;
 
 namespace TransferApi.Tests;
 

@@ -2,7 +2,7 @@ using System.ComponentModel.DataAnnotations;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Configuration;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Options;
 using YamlDotNet.Core;
 using YamlDotNet.Core.Events;

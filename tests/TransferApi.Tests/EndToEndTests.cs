@@ -1,11 +1,10 @@
 using System.Net;
 using System.Net.Http.Json;
-using TransferApi.Features;
+using TransferApi.Http;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
 using TransferApi.Persistence;
-using TransferApi.TestSupport;
 using Xunit.Abstractions;
 
 namespace TransferApi.Tests;

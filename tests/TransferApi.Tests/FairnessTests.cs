@@ -1,10 +1,8 @@
 using System.Net;
 using System.Net.Http.Json;
-using TransferApi.Features;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.TrainingJobs;
 using TransferApi.Persistence;
-using TransferApi.TestSupport;
 using Xunit.Abstractions;
 
 namespace TransferApi.Tests;

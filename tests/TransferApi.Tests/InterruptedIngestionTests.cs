@@ -1,7 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using TransferApi.Features.Datasets;
-using TransferApi.Storage;
-using TransferApi.Training.Training;
+using TransferApi.Training;
 
 namespace TransferApi.Tests;
 

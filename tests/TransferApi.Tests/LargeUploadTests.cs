@@ -2,7 +2,6 @@ using System.IO.Compression;
 using System.Net;
 using System.Net.Http.Headers;
 using TransferApi.Features.Datasets;
-using TransferApi.TestSupport;
 using Xunit.Abstractions;
 
 namespace TransferApi.Tests;

@@ -3,13 +3,14 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
+using TransferApi.Http;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Options;
 using TransferApi.Persistence;
-using TransferApi.Training.Training;
+using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Tests;
 
@@ -71,7 +72,7 @@ public class ModelServingTests(TransferApiFactory factory)
         Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/models/{name}@2")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"/api/models/{second.ModelId}")).StatusCode);
         Assert.Null((await (await client.GetAsync($"/api/training-jobs/{second.Id}")).ReadAsync<TrainingJobResponse>()).ModelId);
-        var versions = await (await client.GetAsync($"/api/models?name={name}")).ReadAsync<Features.Page<ModelResponse>>();
+        var versions = await (await client.GetAsync($"/api/models?name={name}")).ReadAsync<Page<ModelResponse>>();
         Assert.Equal([3, 1], versions.Items.Select(m => m.Version));
     }
 
@@ -203,7 +204,7 @@ public class ModelServingTests(TransferApiFactory factory)
     {
         var job = await TrainAsync();
         var report = await (await client.GetAsync($"/api/training-jobs/{job.Id}/report")).ReadAsync<ClassificationReport>();
-        var held = await (await client.GetAsync($"/api/datasets/{job.DatasetId}/images?split=Validation")).ReadAsync<Features.Page<DatasetImageResponse>>();
+        var held = await (await client.GetAsync($"/api/datasets/{job.DatasetId}/images?split=Validation")).ReadAsync<Page<DatasetImageResponse>>();
         Assert.Equal(report.Images, held.TotalCount);
 
         // The report's log loss, recomputed from /predict answers on the same stored images.

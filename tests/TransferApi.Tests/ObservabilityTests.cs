@@ -1,17 +1,14 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using TransferApi.Features.Datasets;
-using TransferApi.Features.Keys;
 using TransferApi.Features.TrainingJobs;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Persistence;
-using TransferApi.TestSupport;
 
 namespace TransferApi.Tests;
 

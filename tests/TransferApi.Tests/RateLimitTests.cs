@@ -1,7 +1,5 @@
 using System.Net;
-using System.Net.Http.Json;
 using TransferApi.Persistence;
-using TransferApi.TestSupport;
 
 namespace TransferApi.Tests;
 

@@ -2,12 +2,11 @@ using System.Globalization;
 using System.Net;
 using System.Net.Http.Json;
 using Npgsql;
-using TransferApi.Features;
+using TransferApi.Http;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.TrainingJobs;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Persistence;
-using TransferApi.TestSupport;
 using Xunit.Abstractions;
 
 namespace TransferApi.Tests;

@@ -1,16 +1,13 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.RegularExpressions;
-using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
-using TransferApi.Features;
+using TransferApi.Http;
 using TransferApi.Features.Datasets;
-using TransferApi.Features.Keys;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
 using TransferApi.Persistence;
-using TransferApi.TestSupport;
 
 namespace TransferApi.Tests;
 

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
 using TransferApi.Features.Datasets;
-using TransferApi.TestSupport;
 
 namespace TransferApi.Tests;
 

@@ -1,4 +1,3 @@
-using TransferApi.TestSupport;
 using Xunit.Abstractions;
 
 namespace TransferApi.Tests;

@@ -1,5 +1,5 @@
 using TransferApi.Training.Imaging;
-using TransferApi.Training.Training;
+using TransferApi.Training.FineTuning;
 
 namespace TransferApi.Training.Tests;
 

@@ -2,9 +2,7 @@ using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
 using TransferApi.Training.Imaging;
-using TransferApi.Training.Training;
 using TransferApi.TestSupport;
-using static TorchSharp.torch;
 
 namespace TransferApi.Training.Tests;
 

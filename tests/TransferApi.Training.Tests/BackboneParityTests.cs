@@ -3,7 +3,6 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using TransferApi.Training.Backbones;
 using TransferApi.Training.Imaging;
 using TransferApi.TestSupport;
-using static TorchSharp.torch;
 
 namespace TransferApi.Training.Tests;
 

@@ -1,4 +1,4 @@
-using TransferApi.Training.Training;
+using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Training.Tests;
 

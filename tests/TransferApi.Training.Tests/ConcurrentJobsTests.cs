@@ -1,6 +1,3 @@
-using TransferApi.Training.Training;
-using TransferApi.TestSupport;
-
 namespace TransferApi.Training.Tests;
 
 /// <summary>A worker may run several jobs at once on one shared, frozen backbone: they must not disturb each other.</summary>

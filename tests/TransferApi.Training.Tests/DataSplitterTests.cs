@@ -1,5 +1,3 @@
-using TransferApi.Training.Training;
-
 namespace TransferApi.Training.Tests;
 
 public class DataSplitterTests

@@ -2,7 +2,9 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using TorchSharp.PyBridge;
 using TransferApi.Training.Export;
-using TransferApi.Training.Training;
+using TransferApi.Training.Checkpoints;
+using TransferApi.Training.Heads;
+using TransferApi.Training.Inference;
 using TransferApi.TestSupport;
 using static TorchSharp.torch;
 

@@ -1,5 +1,4 @@
-using TransferApi.Training.Training;
-using TransferApi.TestSupport;
+using TransferApi.Training.Inference;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Tests;

@@ -1,4 +1,4 @@
-using TransferApi.Training.Training;
+using TransferApi.Training.Heads;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Tests;

@@ -1,4 +1,5 @@
-using TransferApi.Training.Training;
+using TransferApi.Training.Checkpoints;
+using TransferApi.Training.Heads;
 using TransferApi.TestSupport;
 using static TorchSharp.torch;
 

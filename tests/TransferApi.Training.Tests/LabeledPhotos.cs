@@ -1,4 +1,3 @@
-using TransferApi.Training.Training;
 using TransferApi.TestSupport;
 
 namespace TransferApi.Training.Tests;

@@ -1,4 +1,5 @@
-using TransferApi.Training.Training;
+using TransferApi.Training.Checkpoints;
+using TransferApi.Training.FineTuning;
 
 namespace TransferApi.Training.Tests;
 

@@ -1,5 +1,5 @@
-using TransferApi.Training.Training;
-using TransferApi.TestSupport;
+using TransferApi.Training.Checkpoints;
+using TransferApi.Training.Heads;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Tests;

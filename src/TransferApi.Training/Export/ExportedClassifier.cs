@@ -1,5 +1,5 @@
 using TransferApi.Training.Backbones;
-using TransferApi.Training.Training;
+using TransferApi.Training.Checkpoints;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
 

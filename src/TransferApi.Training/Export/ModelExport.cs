@@ -1,6 +1,6 @@
 using TorchSharp.PyBridge;
 using TransferApi.Training.Backbones;
-using TransferApi.Training.Training;
+using TransferApi.Training.Checkpoints;
 
 namespace TransferApi.Training.Export;
 

@@ -2,7 +2,6 @@ using Google.Protobuf;
 using Onnx;
 using TransferApi.Training.Backbones;
 using TorchSharp.Modules;
-using TransferApi.Training.Training;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Export;

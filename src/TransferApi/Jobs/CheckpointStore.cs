@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using Microsoft.EntityFrameworkCore;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Persistence;
-using TransferApi.Training.Training;
+using TransferApi.Training.Checkpoints;
 
 namespace TransferApi.Jobs;
 

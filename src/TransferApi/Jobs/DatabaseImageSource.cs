@@ -1,7 +1,7 @@
 using System.Threading.Channels;
 using Microsoft.EntityFrameworkCore;
 using TransferApi.Persistence;
-using TransferApi.Training.Training;
+using TransferApi.Training;
 
 namespace TransferApi.Jobs;
 

@@ -1,7 +1,9 @@
 using System.Threading.Channels;
 using Microsoft.EntityFrameworkCore;
 using TransferApi.Persistence;
-using TransferApi.Training.Training;
+using TransferApi.Training;
+using TransferApi.Training.Checkpoints;
+using TransferApi.Training.FineTuning;
 
 namespace TransferApi.Jobs;
 

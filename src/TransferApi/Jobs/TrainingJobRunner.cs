@@ -1,12 +1,11 @@
 using Hangfire;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
-using TransferApi.Features.Models;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Training;
-using TransferApi.Training.Training;
+using TransferApi.Training.Checkpoints;
 
 namespace TransferApi.Jobs;
 

@@ -1,5 +1,5 @@
 using System.ComponentModel.DataAnnotations;
-using TransferApi.Training.Training;
+using TransferApi.Training.FineTuning;
 
 namespace TransferApi.Options;
 

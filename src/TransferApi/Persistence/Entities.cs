@@ -1,4 +1,6 @@
-using TransferApi.Training.Training;
+using TransferApi.Training;
+using TransferApi.Training.Evaluation;
+using TransferApi.Training.FineTuning;
 
 namespace TransferApi.Persistence;
 

@@ -4,7 +4,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.ChangeTracking;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
 using Microsoft.EntityFrameworkCore.Storage.ValueConversion;
-using TransferApi.Features.Models;
+using TransferApi.Services;
 
 namespace TransferApi.Persistence;
 
@@ -49,12 +49,12 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
         builder.Property(j => j.Backbone).HasMaxLength(100);
         builder.Property(j => j.HangfireJobId).HasMaxLength(100);
         builder.Property(j => j.ModelName).HasMaxLength(ModelNames.MaxLength);
-        builder.Property(j => j.Report).HasColumnType("jsonb").HasConversion(JsonColumn.NullableConverter<TransferApi.Training.Training.ClassificationReport>(), JsonColumn.Comparer<TransferApi.Training.Training.ClassificationReport>());
-        builder.Property(j => j.Options).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.TrainingOptions>(), JsonColumn.Comparer<TransferApi.Training.Training.TrainingOptions>());
+        builder.Property(j => j.Report).HasColumnType("jsonb").HasConversion(JsonColumn.NullableConverter<TransferApi.Training.Evaluation.ClassificationReport>(), JsonColumn.Comparer<TransferApi.Training.Evaluation.ClassificationReport>());
+        builder.Property(j => j.Options).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.TrainingOptions>(), JsonColumn.Comparer<TransferApi.Training.TrainingOptions>());
         builder.HasIndex(j => j.CreatedAt);
         // The dispatcher and the quotas look up a tenant's jobs by status.
         builder.HasIndex(j => new { j.Status, j.Tenant });
-        builder.Property(j => j.Progress).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.TrainingProgress>(), JsonColumn.Comparer<TransferApi.Training.Training.TrainingProgress>());
+        builder.Property(j => j.Progress).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.TrainingProgress>(), JsonColumn.Comparer<TransferApi.Training.TrainingProgress>());
         // A data set that jobs were trained on cannot disappear under them (DELETE answers 409).
         builder.HasOne<Dataset>().WithMany().HasForeignKey(j => j.DatasetId).OnDelete(DeleteBehavior.Restrict);
         builder.HasMany(j => j.Metrics).WithOne().HasForeignKey(m => m.JobId).OnDelete(DeleteBehavior.Cascade);
@@ -94,7 +94,7 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
         // The training core's record as jsonb; rows written before per-channel normalization read with its fields null.
         builder.Property(m => m.Preprocessing).HasColumnName("preprocessing").HasColumnType("jsonb")
             .HasConversion(JsonColumn.Converter<TransferApi.Training.Imaging.PreprocessingSpec>(), JsonColumn.Comparer<TransferApi.Training.Imaging.PreprocessingSpec>());
-        builder.Property(m => m.Head).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.Training.HeadSpec>(), JsonColumn.Comparer<TransferApi.Training.Training.HeadSpec>());
+        builder.Property(m => m.Head).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.HeadSpec>(), JsonColumn.Comparer<TransferApi.Training.HeadSpec>());
         builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainedModel>(m => m.JobId).OnDelete(DeleteBehavior.Restrict);
         builder.Property(m => m.Name).HasMaxLength(ModelNames.MaxLength);
         // Names and versions are per tenant.

@@ -2,11 +2,11 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
-using TransferApi.Infrastructure;
+using TransferApi.Http;
+using TransferApi.Services;
 using TransferApi.Options;
 using TransferApi.Persistence;
-using TransferApi.Storage;
-using TransferApi.Training.Training;
+using TransferApi.Training;
 
 namespace TransferApi.Features.Datasets;
 

@@ -4,12 +4,12 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Processing;
+using TransferApi.Http;
 using TransferApi.Options;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Persistence;
-using TransferApi.Storage;
 using TransferApi.Training.Imaging;
-using TransferApi.Training.Training;
+using TransferApi.Training;
 
 namespace TransferApi.Features.Datasets;
 

@@ -1,6 +1,6 @@
 using Microsoft.EntityFrameworkCore;
 using TransferApi.Persistence;
-using TransferApi.Training.Training;
+using TransferApi.Training;
 
 namespace TransferApi.Features.Datasets;
 

@@ -1,7 +1,8 @@
 using System.Text.RegularExpressions;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
-using TransferApi.Infrastructure;
+using TransferApi.Http;
+using TransferApi.Services;
 using TransferApi.Persistence;
 
 namespace TransferApi.Features.Keys;

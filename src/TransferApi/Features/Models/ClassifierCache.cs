@@ -1,9 +1,9 @@
 using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.Options;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Options;
 using TransferApi.Persistence;
-using TransferApi.Training.Training;
+using TransferApi.Training.Inference;
 
 namespace TransferApi.Features.Models;
 

@@ -2,12 +2,12 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
+using TransferApi.Http;
 using TransferApi.Options;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Persistence;
 using TransferApi.Training.Export;
-using TransferApi.Training.Imaging;
-using TransferApi.Training.Training;
+using TransferApi.Training;
 
 namespace TransferApi.Features.Models;
 

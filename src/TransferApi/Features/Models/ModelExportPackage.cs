@@ -4,7 +4,8 @@ using TransferApi.Persistence;
 using TransferApi.Training.Backbones;
 using TransferApi.Training.Export;
 using TransferApi.Training.Imaging;
-using TransferApi.Training.Training;
+using TransferApi.Training;
+using TransferApi.Training.Checkpoints;
 
 namespace TransferApi.Features.Models;
 

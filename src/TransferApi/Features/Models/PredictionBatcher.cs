@@ -1,7 +1,7 @@
 using System.Threading.Channels;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 using TransferApi.Options;
-using TransferApi.Training.Training;
+using TransferApi.Training.Inference;
 
 namespace TransferApi.Features.Models;
 

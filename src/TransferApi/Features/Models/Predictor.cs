@@ -1,10 +1,11 @@
 using System.Diagnostics;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
+using TransferApi.Services;
 using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Training.Imaging;
-using TransferApi.Training.Training;
+using TransferApi.Training.Inference;
 
 namespace TransferApi.Features.Models;
 
@@ -26,7 +27,7 @@ public sealed record Prediction(ServedModel Model, IReadOnlyList<float[]> Probab
 /// the pixels to the model's <see cref="PredictionBatcher"/>.
 /// </summary>
 public sealed class Predictor(
-    ClassifierCache cache, Infrastructure.BackboneRegistry backbones, IOptions<UploadOptions> uploads, IOptions<ServingOptions> serving, Infrastructure.Telemetry telemetry)
+    ClassifierCache cache, BackboneRegistry backbones, IOptions<UploadOptions> uploads, IOptions<ServingOptions> serving, Telemetry telemetry)
 {
     public async Task<IReadOnlyList<PredictImage>> ReadImagesAsync(HttpRequest request, CancellationToken cancellation)
     {
@@ -73,7 +74,7 @@ public sealed class Predictor(
     public async Task<Prediction> PredictAsync(ServedModel model, IReadOnlyList<PredictImage> images, TransferDbContext db, CancellationToken cancellation)
     {
         var started = Stopwatch.GetTimestamp();
-        using var span = Infrastructure.Telemetry.StartSpan("predict", ("transferapi.model.id", model.Id), ("transferapi.images", images.Count));
+        using var span = Telemetry.StartSpan("predict", ("transferapi.model.id", model.Id), ("transferapi.images", images.Count));
         // Decoded here, on the request's thread, in managed code; libtorch runs only on the inference thread.
         var decoded = new List<float[]>(images.Count);
         foreach (var image in images)

@@ -1,5 +1,5 @@
 using Microsoft.AspNetCore.Http.HttpResults;
-using TransferApi.Infrastructure;
+using TransferApi.Services;
 
 namespace TransferApi.Features.Storage;
 

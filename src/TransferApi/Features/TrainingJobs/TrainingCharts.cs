@@ -1,6 +1,6 @@
 using ScottPlot;
 using TransferApi.Persistence;
-using TransferApi.Training.Training;
+using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Features.TrainingJobs;
 

@@ -4,15 +4,16 @@ using Hangfire;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
+using TransferApi.Http;
 using TransferApi.Features.Datasets;
-using TransferApi.Features.Models;
+using TransferApi.Services;
 using TransferApi.Jobs;
 using TransferApi.Options;
-using TransferApi.Infrastructure;
 using TransferApi.Persistence;
 using TransferApi.Training.Backbones;
 using TransferApi.Training.Imaging;
-using TransferApi.Training.Training;
+using TransferApi.Training;
+using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Features.TrainingJobs;
 

@@ -1,0 +1,87 @@
+using TransferApi.Training.Checkpoints;
+using TransferApi.Training.Backbones;
+using static TorchSharp.torch;
+
+namespace TransferApi.Training.Inference;
+
+public sealed record LabelProbability(string Label, double Probability);
+
+/// <summary>A trained model ready to predict: the shared frozen backbone, the model's fine-tuned stages if any, and its head.</summary>
+public sealed class ImageClassifier : IDisposable
+{
+    private readonly Backbone backbone;
+    private readonly nn.Module<Tensor, Tensor> head;
+    private readonly Backbones.FeatureTail? tail;
+
+    public ModelCheckpoint Checkpoint { get; }
+
+    public ImageClassifier(Backbone backbone, ModelCheckpoint checkpoint)
+    {
+        if (backbone.Id != checkpoint.BackboneId)
+            throw new ArgumentException($"The model was trained on backbone '{checkpoint.BackboneId}', not '{backbone.Id}'.", nameof(checkpoint));
+        if (backbone.Preprocessor.Spec != checkpoint.Preprocessing)
+            throw new ArgumentException("The model's preprocessing differs from its backbone's.", nameof(checkpoint));
+        this.backbone = backbone;
+        Checkpoint = checkpoint;
+        head = checkpoint.LoadHead();
+        tail = checkpoint.LoadTail(backbone);
+    }
+
+    /// <summary>Decodes and crops encoded images exactly as training did, without touching libtorch: the per-image CPU work any thread may do.</summary>
+    public float[] Decode(IReadOnlyList<byte[]> images) => backbone.Preprocessor.DecodePlanar(images);
+
+    /// <summary>Several <see cref="Decode"/> results as one batch (block copies: this runs on the critical path of batching).</summary>
+    public static float[] Concat(IReadOnlyList<float[]> decoded)
+    {
+        if (decoded.Count == 1) return decoded[0];
+        var all = new float[decoded.Sum(d => (long)d.Length)];
+        var offset = 0;
+        foreach (var part in decoded)
+        {
+            Array.Copy(part, 0, all, offset, part.Length);
+            offset += part.Length;
+        }
+        return all;
+    }
+
+    /// <summary>Class probabilities [N, classes] of <paramref name="count"/> images decoded by <see cref="Decode"/>, in one forward pass.</summary>
+    public float[][] Probabilities(float[] decoded, int count)
+    {
+        using var scope = NewDisposeScope();
+        var features = Features(backbone.Preprocessor.FromPlanar(decoded, count));
+        using var mode = inference_mode();
+        var flat = nn.functional.softmax(head.call(features), 1).contiguous().data<float>().ToArray();
+        var classes = Checkpoint.Labels.Count;
+        return Enumerable.Range(0, count).Select(i => flat.AsSpan(i * classes, classes).ToArray()).ToArray();
+    }
+
+    /// <summary>The <paramref name="topK"/> most probable labels of each encoded image, most probable first.</summary>
+    public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK) =>
+        Probabilities(Decode(images), images.Count).Select(p => Ranked(p, topK)).ToList();
+
+    /// <summary>Labels by probability, most probable first (ties by label), at most <paramref name="topK"/>, none below <paramref name="threshold"/>.</summary>
+    public IReadOnlyList<LabelProbability> Ranked(float[] probabilities, int topK, double threshold = 0) =>
+        probabilities.Select((value, i) => new LabelProbability(Checkpoint.Labels[i], value))
+            .Where(l => l.Probability >= threshold)
+            .OrderByDescending(l => l.Probability).ThenBy(l => l.Label, StringComparer.Ordinal)
+            .Take(topK).ToList();
+
+    /// <summary>The same network path as training: frozen prefix, fine-tuned stages, pooling.</summary>
+    private Tensor Features(Tensor pixels)
+    {
+        if (tail is null) return backbone.Forward(pixels);
+        using var activations = backbone.Activations(pixels, tail.FirstStage);
+        using var mode = inference_mode();
+        using var features = tail.call(activations);
+        return features.clone();
+    }
+
+    /// <summary>Bytes this model holds beyond the shared backbone (its head and fine-tuned stages), for cache budgets.</summary>
+    public long SizeBytes => Checkpoint.HeadWeights.LongLength + (Checkpoint.TailWeights?.LongLength ?? 0);
+
+    public void Dispose()
+    {
+        head.Dispose();
+        tail?.Dispose();
+    }
+}

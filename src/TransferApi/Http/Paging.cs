@@ -1,0 +1,22 @@
+using Microsoft.EntityFrameworkCore;
+
+namespace TransferApi.Http;
+
+/// <summary>A page of a list, newest first.</summary>
+public sealed record Page<T>(IReadOnlyList<T> Items, int PageNumber, int PageSize, int TotalCount);
+
+public static class Paging
+{
+    public const int MaxPageSize = 200;
+
+    public static (int Page, int PageSize) Normalize(int? page, int? pageSize) =>
+        (Math.Max(1, page ?? 1), Math.Clamp(pageSize ?? 20, 1, MaxPageSize));
+
+    public static async Task<Page<T>> ToPageAsync<T>(this IQueryable<T> query, int? page, int? pageSize, CancellationToken cancellation)
+    {
+        var (p, size) = Normalize(page, pageSize);
+        var total = await query.CountAsync(cancellation);
+        var items = await query.Skip((p - 1) * size).Take(size).ToListAsync(cancellation);
+        return new Page<T>(items, p, size, total);
+    }
+}
