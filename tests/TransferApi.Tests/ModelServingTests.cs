@@ -203,7 +203,7 @@ public class ModelServingTests(TransferApiFactory factory)
     public async Task Predict_agrees_with_the_evaluation_made_when_training_ended()
     {
         var job = await TrainAsync();
-        var report = await (await client.GetAsync($"/api/training-jobs/{job.Id}/report")).ReadAsync<ClassificationReport>();
+        var report = await (await client.GetAsync($"/api/training-jobs/{job.Id}/report")).ReadAsync<ClassificationReportResponse>();
         var held = await (await client.GetAsync($"/api/datasets/{job.DatasetId}/images?split=Validation")).ReadAsync<Page<DatasetImageResponse>>();
         Assert.Equal(report.Images, held.TotalCount);
 

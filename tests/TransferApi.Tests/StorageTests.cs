@@ -4,6 +4,7 @@ using System.Net.Http.Json;
 using Npgsql;
 using TransferApi.Http;
 using TransferApi.Features.Datasets;
+using TransferApi.Features.Storage;
 using TransferApi.Features.TrainingJobs;
 using TransferApi.Services;
 using TransferApi.Persistence;
@@ -56,11 +57,11 @@ public class StorageTests(ITestOutputHelper output)
 
         // The worker vacuums the table right after the job's last commit: give it the moment that takes.
         var settled = System.Diagnostics.Stopwatch.StartNew();
-        StorageReport storage;
-        TableUsage checkpoints;
+        StorageReportResponse storage;
+        TableUsageResponse checkpoints;
         do
         {
-            storage = await (await client.GetAsync("/api/storage")).ReadAsync<StorageReport>();
+            storage = await (await client.GetAsync("/api/storage")).ReadAsync<StorageReportResponse>();
             checkpoints = storage.Tables.Single(t => t.Table == "training_checkpoints");
         }
         while (checkpoints.Bytes >= written / 20 && settled.Elapsed < TimeSpan.FromSeconds(30) && await Delay());

@@ -23,7 +23,10 @@ public static class OpenApiRegistration
             });
             o.IncludeXmlComments(Path.Combine(AppContext.BaseDirectory, "TransferApi.xml"));
             o.SupportNonNullableReferenceTypes();
+            // Properties of a record type keep their own description (allOf around the reference).
+            o.UseAllOfToExtendReferenceSchemas();
             o.OperationFilter<PredictBodyOperationFilter>();
+            o.SchemaFilter<FrameworkSchemaDescriptions>();
             // The Authorize button: one X-Api-Key for every call made from Swagger UI.
             o.AddSecurityDefinition(Caller.Scheme, new OpenApiSecurityScheme
             {

@@ -3,6 +3,10 @@ using Microsoft.EntityFrameworkCore;
 namespace TransferApi.Http;
 
 /// <summary>A page of a list, newest first.</summary>
+/// <param name="Items">This page's items.</param>
+/// <param name="PageNumber">The page, from 1.</param>
+/// <param name="PageSize">Items per page (at most 200).</param>
+/// <param name="TotalCount">Items in the whole list.</param>
 public sealed record Page<T>(IReadOnlyList<T> Items, int PageNumber, int PageSize, int TotalCount);
 
 public static class Paging

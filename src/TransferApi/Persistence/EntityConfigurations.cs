@@ -4,6 +4,10 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.ChangeTracking;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
 using Microsoft.EntityFrameworkCore.Storage.ValueConversion;
+using TransferApi.Persistence.Documents;
+using TransferApi.Training;
+using TransferApi.Training.Evaluation;
+using TransferApi.Training.Imaging;
 using TransferApi.Services;
 
 namespace TransferApi.Persistence;
@@ -49,12 +53,18 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
         builder.Property(j => j.Backbone).HasMaxLength(100);
         builder.Property(j => j.HangfireJobId).HasMaxLength(100);
         builder.Property(j => j.ModelName).HasMaxLength(ModelNames.MaxLength);
-        builder.Property(j => j.Report).HasColumnType("jsonb").HasConversion(JsonColumn.NullableConverter<TransferApi.Training.Evaluation.ClassificationReport>(), JsonColumn.Comparer<TransferApi.Training.Evaluation.ClassificationReport>());
-        builder.Property(j => j.Options).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.TrainingOptions>(), JsonColumn.Comparer<TransferApi.Training.TrainingOptions>());
+        builder.Property(j => j.Report).HasColumnType("jsonb").HasConversion(
+            JsonColumn.NullableConverter<ClassificationReport, ClassificationReportDocument>(d => d.ToReport(), r => r.ToDocument()),
+            JsonColumn.Comparer<ClassificationReport>());
+        builder.Property(j => j.Options).HasColumnType("jsonb").HasConversion(
+            JsonColumn.Converter<TrainingOptions, TrainingOptionsDocument>(d => d.ToOptions(), o => o.ToDocument()),
+            JsonColumn.Comparer<TrainingOptions>());
         builder.HasIndex(j => j.CreatedAt);
         // The dispatcher and the quotas look up a tenant's jobs by status.
         builder.HasIndex(j => new { j.Status, j.Tenant });
-        builder.Property(j => j.Progress).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.TrainingProgress>(), JsonColumn.Comparer<TransferApi.Training.TrainingProgress>());
+        builder.Property(j => j.Progress).HasColumnType("jsonb").HasConversion(
+            JsonColumn.Converter<TrainingProgress, TrainingProgressDocument>(d => d.ToProgress(), p => p.ToDocument()),
+            JsonColumn.Comparer<TrainingProgress>());
         // A data set that jobs were trained on cannot disappear under them (DELETE answers 409).
         builder.HasOne<Dataset>().WithMany().HasForeignKey(j => j.DatasetId).OnDelete(DeleteBehavior.Restrict);
         builder.HasMany(j => j.Metrics).WithOne().HasForeignKey(m => m.JobId).OnDelete(DeleteBehavior.Cascade);
@@ -91,10 +101,11 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
         builder.Property(m => m.Backbone).HasMaxLength(100);
         builder.HasIndex(m => m.JobId).IsUnique();
         builder.HasIndex(m => m.CreatedAt);
-        // The training core's record as jsonb; rows written before per-channel normalization read with its fields null.
         builder.Property(m => m.Preprocessing).HasColumnName("preprocessing").HasColumnType("jsonb")
-            .HasConversion(JsonColumn.Converter<TransferApi.Training.Imaging.PreprocessingSpec>(), JsonColumn.Comparer<TransferApi.Training.Imaging.PreprocessingSpec>());
-        builder.Property(m => m.Head).HasColumnType("jsonb").HasConversion(JsonColumn.Converter<TransferApi.Training.HeadSpec>(), JsonColumn.Comparer<TransferApi.Training.HeadSpec>());
+            .HasConversion(JsonColumn.Preprocessing(), JsonColumn.Comparer<PreprocessingSpec>());
+        builder.Property(m => m.Head).HasColumnType("jsonb").HasConversion(
+            JsonColumn.Converter<HeadSpec, StoredHeadDocument>(d => d.ToSpec(), h => h.ToDocument()),
+            JsonColumn.Comparer<HeadSpec>());
         builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainedModel>(m => m.JobId).OnDelete(DeleteBehavior.Restrict);
         builder.Property(m => m.Name).HasMaxLength(ModelNames.MaxLength);
         // Names and versions are per tenant.
@@ -126,7 +137,7 @@ internal sealed class RegisteredBackboneConfiguration : IEntityTypeConfiguration
         builder.Property(b => b.Architecture).HasMaxLength(50);
         builder.Property(b => b.Source).HasMaxLength(500);
         builder.Property(b => b.Preprocessing).HasColumnType("jsonb")
-            .HasConversion(JsonColumn.Converter<TransferApi.Training.Imaging.PreprocessingSpec>(), JsonColumn.Comparer<TransferApi.Training.Imaging.PreprocessingSpec>());
+            .HasConversion(JsonColumn.Preprocessing(), JsonColumn.Comparer<PreprocessingSpec>());
         builder.HasOne<BackboneWeights>().WithMany().HasForeignKey(b => b.WeightsSha256).OnDelete(DeleteBehavior.Restrict);
         builder.HasIndex(b => b.WeightsSha256);
     }
@@ -164,17 +175,27 @@ internal sealed class ImageFeaturesConfiguration : IEntityTypeConfiguration<Imag
     }
 }
 
-/// <summary>Stores an immutable record of the training core as one jsonb column (enums by name).</summary>
+/// <summary>
+/// Stores an immutable record of the training core as one jsonb column through its stored document shape
+/// (<see cref="DocumentMapping"/>), enums by name.
+/// </summary>
 internal static class JsonColumn
 {
     private static readonly JsonSerializerOptions Options = new() { Converters = { new JsonStringEnumConverter() } };
 
-    public static ValueConverter<T, string> Converter<T>() where T : class =>
-        new(value => JsonSerializer.Serialize(value, Options), json => JsonSerializer.Deserialize<T>(json, Options)!);
+    public static ValueConverter<T, string> Converter<T, TDocument>(
+        Func<TDocument, T> read, Func<T, TDocument> write) where T : class =>
+        new(value => JsonSerializer.Serialize(write(value), Options),
+            json => read(JsonSerializer.Deserialize<TDocument>(json, Options)!));
 
     /// <summary>For optional columns (EF never hands a null to a converter; this only states the type).</summary>
-    public static ValueConverter<T?, string> NullableConverter<T>() where T : class =>
-        new(value => JsonSerializer.Serialize(value, Options), json => JsonSerializer.Deserialize<T>(json, Options));
+    public static ValueConverter<T?, string> NullableConverter<T, TDocument>(
+        Func<TDocument, T> read, Func<T, TDocument> write) where T : class =>
+        new(value => JsonSerializer.Serialize(write(value!), Options),
+            json => read(JsonSerializer.Deserialize<TDocument>(json, Options)!));
+
+    public static ValueConverter<PreprocessingSpec, string> Preprocessing() =>
+        Converter<PreprocessingSpec, PreprocessingDocument>(d => d.ToSpec(), s => s.ToDocument());
 
     /// <summary>Records compare by value, so EF sees a replaced record as a change and an equal one as none.</summary>
     public static ValueComparer<T> Comparer<T>() where T : class =>

@@ -1,15 +1,9 @@
 using System.IO.Compression;
 using TransferApi.Options;
+using TransferApi.Services;
 using TransferApi.Training;
 
 namespace TransferApi.Features.Datasets;
-
-/// <summary>An upload refused whole; <see cref="StatusCode"/> is the 4xx to answer with.</summary>
-public sealed class UploadRejectedException(int statusCode, string title, string detail) : Exception(detail)
-{
-    public int StatusCode { get; } = statusCode;
-    public string Title { get; } = title;
-}
 
 /// <summary>One file of the archive that lies in a class folder, with its bytes (read within the limits).</summary>
 public sealed record ArchiveFile(string Entry, string Label, DataSplit Split, bool SplitFromFolder, byte[] Data);
@@ -66,7 +60,7 @@ public sealed class DatasetArchive : IDisposable
         catch (Exception e) when (e is InvalidDataException or IOException or ArgumentOutOfRangeException)
         {
             // Very short non-zip files surface as an out-of-range seek inside ZipArchive.
-            throw new UploadRejectedException(400, "The file is not a readable zip archive",
+            throw new DomainException(ErrorKind.InvalidInput, "The file is not a readable zip archive",
                 e is InvalidDataException ? $"file: not a readable zip archive ({e.Message})" : "file: too short to be a zip archive.");
         }
         try
@@ -83,7 +77,7 @@ public sealed class DatasetArchive : IDisposable
     private static List<(ZipArchiveEntry, string[])> Scan(ZipArchive zip, UploadOptions limits)
     {
         if (zip.Entries.Count > limits.MaxEntries)
-            throw new UploadRejectedException(413, "Too many entries", $"file: the archive has {zip.Entries.Count} entries; the limit is {limits.MaxEntries}.");
+            throw new DomainException(ErrorKind.LimitExceeded, "Too many entries", $"file: the archive has {zip.Entries.Count} entries; the limit is {limits.MaxEntries}.");
         var files = new List<(ZipArchiveEntry, string[])>();
         long declaredTotal = 0;
         foreach (var entry in zip.Entries)
@@ -91,15 +85,15 @@ public sealed class DatasetArchive : IDisposable
             var segments = CheckPath(entry);
             if (IsDirectory(entry) || IsJunk(segments)) continue;
             if (ArchiveExtensions.Contains(Path.GetExtension(entry.Name)))
-                throw new UploadRejectedException(400, "Nested archive", $"file: entry '{entry.FullName}' is an archive; upload one flat zip of images.");
+                throw new DomainException(ErrorKind.InvalidInput, "Nested archive", $"file: entry '{entry.FullName}' is an archive; upload one flat zip of images.");
             if (entry.Length > limits.MaxEntryBytes)
-                throw new UploadRejectedException(413, "Archive entry too large", $"file: entry '{entry.FullName}' is {entry.Length:N0} bytes; the limit is {limits.MaxEntryBytes:N0}.");
+                throw new DomainException(ErrorKind.LimitExceeded, "Archive entry too large", $"file: entry '{entry.FullName}' is {entry.Length:N0} bytes; the limit is {limits.MaxEntryBytes:N0}.");
             if (entry.Length > RatioCheckedAbove && entry.Length > (long)limits.MaxCompressionRatio * Math.Max(1, entry.CompressedLength))
-                throw new UploadRejectedException(413, "Suspicious compression ratio",
+                throw new DomainException(ErrorKind.LimitExceeded, "Suspicious compression ratio",
                     $"file: entry '{entry.FullName}' expands {entry.Length / Math.Max(1, entry.CompressedLength):N0} times; the limit is {limits.MaxCompressionRatio} (zip bomb?).");
             declaredTotal += entry.Length;
             if (declaredTotal > limits.MaxTotalBytes)
-                throw new UploadRejectedException(413, "Archive too large", $"file: the archive expands to more than {limits.MaxTotalBytes:N0} bytes.");
+                throw new DomainException(ErrorKind.LimitExceeded, "Archive too large", $"file: the archive expands to more than {limits.MaxTotalBytes:N0} bytes.");
             files.Add((entry, segments));
         }
         return files;
@@ -121,9 +115,9 @@ public sealed class DatasetArchive : IDisposable
             // Declared sizes were checked in Open, but an archive can lie: count what really came out.
             actualTotal += data.Length;
             if (actualTotal > limits.MaxTotalBytes)
-                throw new UploadRejectedException(413, "Archive too large", $"file: the archive expands to more than {limits.MaxTotalBytes:N0} bytes.");
+                throw new DomainException(ErrorKind.LimitExceeded, "Archive too large", $"file: the archive expands to more than {limits.MaxTotalBytes:N0} bytes.");
             if (LooksLikeArchive(data))
-                throw new UploadRejectedException(400, "Nested archive", $"file: entry '{entry.FullName}' is an archive; upload one flat zip of images.");
+                throw new DomainException(ErrorKind.InvalidInput, "Nested archive", $"file: entry '{entry.FullName}' is an archive; upload one flat zip of images.");
             yield return (new ArchiveFile(entry.FullName, label, split, fromFolder, data), entry.FullName, null);
         }
     }
@@ -149,12 +143,12 @@ public sealed class DatasetArchive : IDisposable
         var segments = name.Split(['/', '\\'], StringSplitOptions.RemoveEmptyEntries);
         if (name.StartsWith('/') || name.StartsWith('\\') || name.Contains(':', StringComparison.Ordinal)
             || name.Any(char.IsControl) || segments.Any(s => s is ".." or "."))
-            throw new UploadRejectedException(400, "Unsafe path in archive", $"file: entry '{Printable(name)}' has an absolute, escaping or control-character path.");
+            throw new DomainException(ErrorKind.InvalidInput, "Unsafe path in archive", $"file: entry '{Printable(name)}' has an absolute, escaping or control-character path.");
         if (name.Length > MaxEntryNameLength || segments.Any(s => s.Length > MaxLabelLength))
-            throw new UploadRejectedException(400, "Path too long", $"file: entry '{Printable(name)[..Math.Min(name.Length, 80)]}...' has a path over {MaxEntryNameLength} characters or a folder name over {MaxLabelLength}.");
+            throw new DomainException(ErrorKind.InvalidInput, "Path too long", $"file: entry '{Printable(name)[..Math.Min(name.Length, 80)]}...' has a path over {MaxEntryNameLength} characters or a folder name over {MaxLabelLength}.");
         const int unixFileTypeMask = 0xF000, unixSymlink = 0xA000;
         if (((entry.ExternalAttributes >> 16) & unixFileTypeMask) == unixSymlink)
-            throw new UploadRejectedException(400, "Symbolic link in archive", $"file: entry '{name}' is a symbolic link.");
+            throw new DomainException(ErrorKind.InvalidInput, "Symbolic link in archive", $"file: entry '{name}' is a symbolic link.");
         return segments;
     }
 
@@ -195,14 +189,14 @@ public sealed class DatasetArchive : IDisposable
             while ((read = source.Read(chunk)) > 0)
             {
                 if (buffer.Length + read > maxBytes)
-                    throw new UploadRejectedException(413, "Archive entry too large", $"file: entry '{entry.FullName}' expands beyond {maxBytes:N0} bytes.");
+                    throw new DomainException(ErrorKind.LimitExceeded, "Archive entry too large", $"file: entry '{entry.FullName}' expands beyond {maxBytes:N0} bytes.");
                 buffer.Write(chunk, 0, read);
             }
             return buffer.ToArray();
         }
         catch (Exception e) when (e is InvalidDataException or NotSupportedException or IOException)
         {
-            throw new UploadRejectedException(400, "Corrupt archive", $"file: entry '{entry.FullName}' cannot be read ({e.Message}).");
+            throw new DomainException(ErrorKind.InvalidInput, "Corrupt archive", $"file: entry '{entry.FullName}' cannot be read ({e.Message}).");
         }
     }
 

@@ -10,15 +10,12 @@ using TransferApi.Training;
 
 namespace TransferApi.Features.Datasets;
 
-/// <summary>New shares and seed for the images whose split the archive's folders (or the client) did not fix.</summary>
-public sealed record ResplitRequest(double? ValidationFraction, double? TestFraction, long? Seed);
-
 public static class DatasetEndpoints
 {
     public static RouteGroupBuilder MapDatasetEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/api/datasets").WithTags("Datasets").RequireAuthorization(Caller.Train);
-        group.MapPost("/", Upload)
+        group.MapPost("/", Upload).WithName("UploadDataset")
             .RequireRateLimiting(RateLimits.Upload)
             .DisableAntiforgery()
             .Accepts<IFormFile>("multipart/form-data")
@@ -26,16 +23,17 @@ public static class DatasetEndpoints
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
             .WithSummary("Upload a zip of folder-per-class images")
-            .WithDescription("The zip holds one folder per class (cats/001.jpg), optionally under train/, val/ and test/ folders that fix the split; "
-                + "other images are split per class with validationFraction, testFraction and seed. JPEG, PNG, BMP, GIF and WebP are accepted. "
-                + "Files that are not images, duplicates and conflicting labels are listed in `rejected`; an archive that is unreadable, hostile "
-                + "(escaping paths, links, nested archives, zip bombs) or over the limits, or that leaves fewer than 2 classes, is refused whole and nothing is stored.");
-        group.MapGet("/", List).WithSummary("List data sets, newest first");
-        group.MapGet("/{id:guid}", Get).ProducesProblem(StatusCodes.Status404NotFound)
+            .WithDescription(UploadDescription);
+        group.MapGet("/", List).WithName("ListDatasets").WithSummary("List data sets, newest first");
+        group.MapGet("/{id:guid}", Get).WithName("GetDataset")
+            .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Read a data set: classes, per-split counts, imbalance, image sizes, trainability");
-        group.MapPost("/{id:guid}/split", Resplit).ProducesProblem(StatusCodes.Status404NotFound)
+        group.MapPost("/{id:guid}/split", Resplit).WithName("ResplitDataset")
+            .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Split again (per class, seeded) the images whose split was not fixed by folders or by the client");
-        group.MapDelete("/{id:guid}", Delete).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+        group.MapDelete("/{id:guid}", Delete).WithName("DeleteDataset")
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Delete a data set that no training job uses");
         group.MapDatasetImageEndpoints();
         return group;
@@ -57,17 +55,10 @@ public static class DatasetEndpoints
         if (fractions.Problem is { } problem) errors[problem.Field] = [problem.Message];
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
 
-        IngestionReport report;
-        try
-        {
-            await using var stream = file.OpenReadStream();
-            using var archive = DatasetArchive.Open(stream, limits.Value);
-            report = await ingestion.CreateAsync(name, archive, fractions, seed ?? options.Value.DefaultSplitSeed, cancellation);
-        }
-        catch (UploadRejectedException e)
-        {
-            return TypedResults.Problem(e.Message, statusCode: e.StatusCode, title: e.Title);
-        }
+        await using var stream = file.OpenReadStream();
+        using var archive = DatasetArchive.Open(stream, limits.Value);
+        var report = await ingestion.CreateAsync(
+            name, archive, fractions, seed ?? options.Value.DefaultSplitSeed, cancellation);
         var dataset = await DatasetSummaries.GetAsync(db, report.DatasetId, options.Value.MinImagesPerClass, cancellation);
         return TypedResults.Created($"/api/datasets/{report.DatasetId}", dataset);
     }
@@ -113,4 +104,12 @@ public static class DatasetEndpoints
     }
 
     internal static ProblemHttpResult NotFound(Guid id) => Problems.NotFound("data set", id);
+
+    private const string UploadDescription = """
+        The zip holds one folder per class (cats/001.jpg), optionally under train/, val/ and test/ folders that fix
+        the split; other images are split per class with validationFraction, testFraction and seed. JPEG, PNG, BMP,
+        GIF and WebP are accepted. Files that are not images, duplicates and conflicting labels are listed in
+        `rejected`; an archive that is unreadable, hostile (escaping paths, links, nested archives, zip bombs) or
+        over the limits, or that leaves fewer than 2 classes, is refused whole and nothing is stored.
+        """;
 }

@@ -13,13 +13,6 @@ using TransferApi.Training;
 
 namespace TransferApi.Features.Datasets;
 
-public sealed record DatasetImageResponse(Guid Id, string Label, DataSplit Split, bool SplitFixed, string FileName, string Format, int Width, int Height, int SizeBytes, string Sha256);
-
-public sealed record AddImagesResponse(Guid DatasetId, IReadOnlyList<DatasetImageResponse> Added, IReadOnlyList<RejectedFile> Rejected);
-
-/// <summary>A new label and/or split for one image; a split set here is kept when the data set is split again.</summary>
-public sealed record UpdateImageRequest(string? Label, DataSplit? Split);
-
 /// <summary>Browsing and editing the images of a data set.</summary>
 public static class DatasetImageEndpoints
 {
@@ -28,20 +21,31 @@ public static class DatasetImageEndpoints
 
     public static RouteGroupBuilder MapDatasetImageEndpoints(this RouteGroupBuilder datasets)
     {
-        datasets.MapGet("/{id:guid}/images", List).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
+        datasets.MapGet("/{id:guid}/images", List).WithName("ListDatasetImages")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("List a data set's images, optionally by label and split");
-        datasets.MapPost("/{id:guid}/images", Add).RequireRateLimiting(RateLimits.Upload)
+        datasets.MapPost("/{id:guid}/images", Add).WithName("AddDatasetImages")
+            .RequireRateLimiting(RateLimits.Upload)
             .DisableAntiforgery()
             .Accepts<IFormFileCollection>("multipart/form-data")
-            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithSummary("Add images to a data set: one or more `file` parts and a `label`")
-            .WithDescription("Each file is checked like an archive entry; duplicates and conflicts are listed in `rejected`. Without `split` the new images are split per class with the data set's shares and seed.");
-        datasets.MapGet("/{id:guid}/images/{imageId:guid}", Get)
-            .Produces<byte[]>(StatusCodes.Status200OK, "image/jpeg", "image/png", "image/bmp", "image/gif", "image/webp").ProducesProblem(StatusCodes.Status404NotFound)
+            .WithDescription("""
+                Each file is checked like an archive entry; duplicates and conflicts are listed in `rejected`.
+                Without `split` the new images are split per class with the data set's shares and seed.
+                """);
+        datasets.MapGet("/{id:guid}/images/{imageId:guid}", Get).WithName("GetDatasetImage")
+            .Produces<byte[]>(StatusCodes.Status200OK, "image/jpeg", "image/png", "image/bmp", "image/gif", "image/webp")
+            .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Download a stored image (or, with thumbnail=true, a JPEG at most 128 pixels on its longer side)");
-        datasets.MapPatch("/{id:guid}/images/{imageId:guid}", Update).ProducesProblem(StatusCodes.Status404NotFound)
+        datasets.MapPatch("/{id:guid}/images/{imageId:guid}", Update).WithName("UpdateDatasetImage")
+            .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Relabel an image or move it to another split");
-        datasets.MapDelete("/{id:guid}/images/{imageId:guid}", Delete).ProducesProblem(StatusCodes.Status404NotFound)
+        datasets.MapDelete("/{id:guid}/images/{imageId:guid}", Delete).WithName("DeleteDatasetImage")
+            .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Remove an image from a data set");
         return datasets;
     }
@@ -81,16 +85,10 @@ public static class DatasetImageEndpoints
         if (tooLarge is not null)
             return TypedResults.Problem($"file: '{tooLarge.FileName}' is {tooLarge.Length:N0} bytes; the limit is {limits.Value.MaxEntryBytes:N0}.", statusCode: 413, title: "Image too large");
 
-        IngestionReport? report;
-        try
-        {
-            report = await ingestion.AddAsync(id, images.Select(f => new IncomingImage(
-                Path.GetFileName(f.FileName), label, split ?? DataSplit.Unassigned, split is not null and not DataSplit.Unassigned, ReadAll(f))), cancellation);
-        }
-        catch (UploadRejectedException e)
-        {
-            return TypedResults.Problem(e.Message, statusCode: e.StatusCode, title: e.Title);
-        }
+        var splitFixed = split is not null and not DataSplit.Unassigned;
+        var incoming = images.Select(f => new IncomingImage(
+            Path.GetFileName(f.FileName), label, split ?? DataSplit.Unassigned, splitFixed, ReadAll(f)));
+        var report = await ingestion.AddAsync(id, incoming, cancellation);
         if (report is null) return DatasetEndpoints.NotFound(id);
         var added = await db.DatasetImages.AsNoTracking().Where(i => report.Added.Contains(i.Id)).OrderBy(i => i.FileName).Select(Summary).ToListAsync(cancellation);
         return TypedResults.Ok(new AddImagesResponse(id, added, report.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList()));

@@ -53,7 +53,7 @@ public sealed class DatasetIngestion(
 
         var labels = await db.DatasetImages.Where(i => i.DatasetId == dataset.Id).Select(i => i.Label).Distinct().CountAsync(cancellation);
         if (labels < 2)
-            throw new UploadRejectedException(StatusCodes.Status422UnprocessableEntity, "Not enough classes",
+            throw new DomainException(ErrorKind.Unusable, "Not enough classes",
                 $"file: training needs at least 2 classes (one folder per class); this archive has {labels} class(es) with images"
                 + (rejected.Count > 0 ? $" and {rejected.Count} rejected file(s), e.g. '{rejected[0].Entry}': {rejected[0].Reason}." : "."));
 
@@ -89,7 +89,7 @@ public sealed class DatasetIngestion(
         var incoming = added.Count == 0 ? 0
             : await db.DatasetImages.Where(i => i.DatasetId == datasetId && added.Contains(i.Id)).SumAsync(i => (long)i.SizeBytes, cancellation);
         if (await quotas.StorageOverLimitAsync(db, incoming, cancellation) is { } full)
-            throw new UploadRejectedException(StatusCodes.Status413PayloadTooLarge, "Storage quota exceeded",
+            throw new DomainException(ErrorKind.LimitExceeded, "Storage quota exceeded",
                 $"file: this upload's {full.IncomingBytes:N0} bytes of images would take the tenant to {full.StoredBytes + full.IncomingBytes:N0} bytes stored "
                 + $"(images and models); its quota is {full.QuotaBytes:N0} bytes. Delete data sets or models first.");
     }
@@ -146,7 +146,7 @@ public sealed class DatasetIngestion(
             {
                 var (image, (header, error, hash)) = (batch[k], checks[k]);
                 if (error is { ExceedsLimits: true })
-                    throw new UploadRejectedException(StatusCodes.Status413PayloadTooLarge, "Image too large", $"file: '{image.Entry}': {error.Message}.");
+                    throw new DomainException(ErrorKind.LimitExceeded, "Image too large", $"file: '{image.Entry}': {error.Message}.");
                 if (error is not null)
                 {
                     rejected.Add(new Rejection(image.Entry, error.Message));
@@ -201,7 +201,7 @@ public sealed class DatasetIngestion(
         }
         catch (DbUpdateException e) when (e.InnerException is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
         {
-            throw new UploadRejectedException(StatusCodes.Status409Conflict, "Concurrent upload", "file: another upload stored the same image at the same moment; retry.");
+            throw new DomainException(ErrorKind.Conflict, "Concurrent upload", "file: another upload stored the same image at the same moment; retry.");
         }
         // Stored rows are not needed again: release their bytes.
         db.ChangeTracker.Clear();

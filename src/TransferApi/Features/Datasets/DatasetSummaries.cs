@@ -1,25 +1,9 @@
 using Microsoft.EntityFrameworkCore;
 using TransferApi.Persistence;
+using TransferApi.Services;
 using TransferApi.Training;
 
 namespace TransferApi.Features.Datasets;
-
-public sealed record ClassCount(string Name, int ImageCount, int Train, int Validation, int Test);
-
-public sealed record SplitCounts(int Train, int Validation, int Test);
-
-public sealed record ImageStatistics(int MinWidth, int MaxWidth, double MeanWidth, int MinHeight, int MaxHeight, double MeanHeight, long TotalBytes, double MeanBytes);
-
-public sealed record SplitSettings(double ValidationFraction, double TestFraction, long Seed);
-
-public sealed record RejectedFile(string Entry, string Reason);
-
-/// <param name="ImbalanceRatio">Images in the largest class divided by images in the smallest.</param>
-/// <param name="Trainable">Whether a training job can start; <paramref name="Problems"/> says why not.</param>
-public sealed record DatasetResponse(
-    Guid Id, string Name, DateTime CreatedAt, int ImageCount, IReadOnlyList<ClassCount> Classes, SplitCounts Splits,
-    double? ImbalanceRatio, ImageStatistics? ImageStats, SplitSettings Split, bool Trainable, IReadOnlyList<string> Problems,
-    IReadOnlyList<RejectedFile> Rejected);
 
 /// <summary>The one place data set summaries (counts, statistics, trainability) are computed.</summary>
 public static class DatasetSummaries
@@ -55,7 +39,8 @@ public static class DatasetSummaries
                     g.Where(c => c.Split == DataSplit.Test).Sum(c => c.Count)))
                 .OrderBy(c => c.Name, StringComparer.Ordinal).ToList();
             var s = stats.GetValueOrDefault(d.Id);
-            var problems = Problems(classes, minImagesPerClass);
+            var problems = DatasetTrainability.Problems(
+                classes.Select(c => new ClassImages(c.Name, c.ImageCount, c.Train)).ToList(), minImagesPerClass);
             return new DatasetResponse(
                 d.Id, d.Name, d.CreatedAt, classes.Sum(c => c.ImageCount), classes,
                 new SplitCounts(classes.Sum(c => c.Train), classes.Sum(c => c.Validation), classes.Sum(c => c.Test)),
@@ -65,17 +50,5 @@ public static class DatasetSummaries
                 problems.Count == 0, problems,
                 d.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList());
         }).ToList();
-    }
-
-    /// <summary>Why a data set cannot be trained yet; empty when it can.</summary>
-    public static List<string> Problems(IReadOnlyList<ClassCount> classes, int minImagesPerClass)
-    {
-        var problems = new List<string>();
-        if (classes.Count < 2) problems.Add($"training needs at least 2 classes; the data set has {classes.Count}.");
-        foreach (var c in classes.Where(c => c.ImageCount < minImagesPerClass))
-            problems.Add($"class '{c.Name}' has {c.ImageCount} image(s); at least {minImagesPerClass} are needed (10 or more recommended).");
-        foreach (var c in classes.Where(c => c.Train == 0 && c.ImageCount >= minImagesPerClass))
-            problems.Add($"class '{c.Name}' has no training images (all are in validation or test).");
-        return problems;
     }
 }

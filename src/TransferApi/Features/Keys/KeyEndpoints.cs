@@ -9,20 +9,34 @@ namespace TransferApi.Features.Keys;
 
 /// <param name="Name">What the key is for, e.g. "checkout-service".</param>
 /// <param name="Tenant">Whose data sets, jobs and models the key works with (default: "default").</param>
-/// <param name="Scope">Predict (predict only), Train (data sets, jobs, models and predict) or Admin (also keys and backbones).</param>
+/// <param name="Scope">
+/// Predict (predict only), Train (data sets, jobs, models and predict) or Admin (also keys and backbones).
+/// </param>
 public sealed record CreateKeyRequest(string? Name, string? Tenant, KeyScope? Scope);
 
+/// <param name="Id">The key's id (not its secret).</param>
+/// <param name="Name">What the key is for.</param>
+/// <param name="Tenant">Whose data sets, jobs and models the key works with.</param>
+/// <param name="Scope">Predict, Train or Admin.</param>
+/// <param name="Prefix">The secret's first characters, to tell keys apart.</param>
+/// <param name="CreatedAt">When it was created (UTC).</param>
+/// <param name="RevokedAt">When it was revoked (UTC); null while it works.</param>
 /// <param name="Key">The secret, only in the answer to POST: store it now, it cannot be read again.</param>
-public sealed record KeyResponse(Guid Id, string Name, string Tenant, KeyScope Scope, string Prefix, DateTime CreatedAt, DateTime? RevokedAt, string? Key = null);
+public sealed record KeyResponse(
+    Guid Id, string Name, string Tenant, KeyScope Scope, string Prefix, DateTime CreatedAt, DateTime? RevokedAt,
+    string? Key = null);
 
 public static partial class KeyEndpoints
 {
     public static RouteGroupBuilder MapKeyEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/api/keys").WithTags("Keys").RequireAuthorization(Caller.Admin);
-        group.MapPost("/", Create).WithSummary("Create an API key (admin); the answer holds the secret, once");
-        group.MapGet("/", List).WithSummary("List API keys without their secrets (admin)");
-        group.MapDelete("/{id:guid}", Revoke).ProducesProblem(StatusCodes.Status404NotFound).WithSummary("Revoke an API key (admin); it stops working within seconds");
+        group.MapPost("/", Create).WithName("CreateKey")
+            .WithSummary("Create an API key (admin); the answer holds the secret, once");
+        group.MapGet("/", List).WithName("ListKeys").WithSummary("List API keys without their secrets (admin)");
+        group.MapDelete("/{id:guid}", Revoke).WithName("RevokeKey")
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Revoke an API key (admin); it stops working within seconds");
         return group;
     }
 

@@ -11,78 +11,64 @@ using TransferApi.Training;
 
 namespace TransferApi.Features.Models;
 
-/// <param name="BestEpoch">The epoch whose weights the model holds; the metrics are that epoch's.</param>
-/// <param name="ImagesEmbedded">Images this job ran through the frozen backbone.</param>
-/// <param name="FeaturesFromCache">Images whose features an earlier job had already computed (same bytes, same backbone).</param>
-public sealed record ModelMetricsResponse(double? ValAccuracy, double? ValLoss, double TrainLoss, int TrainImages, int ValidationImages,
-    double FeatureExtractionSeconds, double HeadTrainingSeconds, int BestEpoch, bool StoppedEarly, int ImagesEmbedded, int FeaturesFromCache);
-
-/// <param name="FineTunedStages">Backbone stages this model fine-tuned (0: frozen backbone).</param>
-/// <param name="Name">Models sharing a name are its versions; null until named.</param>
-/// <param name="Version">This model's version under <see cref="Name"/>.</param>
-/// <param name="Aliases">Aliases pointing at this version (predict with name@alias).</param>
-public sealed record ModelResponse(Guid Id, Guid JobId, Guid DatasetId, string Backbone, HeadSpec Head, int FineTunedStages, IReadOnlyList<string> Labels, DateTime CreatedAt, ModelMetricsResponse Metrics,
-    string? Name, int? Version, IReadOnlyList<string> Aliases, long SizeBytes);
-
-public sealed record PredictionResponse(string Label, double Probability);
-
-/// <param name="InferenceMilliseconds">Decode, preprocessing, waiting for a batch and the forward pass.</param>
-public sealed record PredictResponse(Guid ModelId, string? ModelName, int? ModelVersion, IReadOnlyList<PredictionResponse> Predictions, double InferenceMilliseconds);
-
-public sealed record FilePredictionsResponse(string FileName, IReadOnlyList<PredictionResponse> Predictions);
-
-/// <param name="Results">One entry per `file` part, in request order.</param>
-public sealed record BatchPredictResponse(Guid ModelId, string? ModelName, int? ModelVersion, IReadOnlyList<FilePredictionsResponse> Results, double InferenceMilliseconds);
-
-/// <param name="Name">The name this model becomes the next version of.</param>
-public sealed record UpdateModelRequest(string? Name);
-
 public static class ModelEndpoints
 {
-    /// <summary>Content types of a raw image body on /predict.</summary>
-    public static readonly string[] RawImageContentTypes = ["image/jpeg", "image/png", "image/bmp", "image/gif", "image/webp"];
-
-    private const string IdDescription = "A model id, name (its latest version), name@version or name@alias.";
-
     public static RouteGroupBuilder MapModelEndpoints(this IEndpointRouteBuilder app)
     {
         var models = app.MapGroup("/api/models").WithTags("Models");
         // Everything but predict needs the train scope; predict needs only predict.
         var group = models.MapGroup("").RequireAuthorization(Caller.Train);
-        group.MapGet("/", List).WithSummary("List trained models, newest first (optionally the versions of one name)");
-        group.MapGet("/{id}", Get).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
-            .WithSummary("Read a model: labels, backbone, validation metrics, name, version, aliases").WithDescription(IdDescription);
-        group.MapPatch("/{id}", Update).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
-            .WithSummary("Name a model: it becomes that name's next version").WithDescription("Aliases it had under another name are dropped.");
-        group.MapDelete("/{id}", Delete).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
-            .WithSummary("Delete a model and its aliases").WithDescription(IdDescription);
-        group.MapPut("/{id}/aliases/{alias}", SetAlias).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
-            .WithSummary("Point name@alias at this version (moving it from another version)").WithDescription("The model must have a name. Aliases are e.g. production, staging.");
-        group.MapDelete("/{id}/aliases/{alias}", RemoveAlias).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
+        group.MapGet("/", List).WithName("ListModels")
+            .WithSummary("List trained models, newest first (optionally the versions of one name)");
+        group.MapGet("/{id}", Get).WithName("GetModel")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Read a model: labels, backbone, validation metrics, name, version, aliases")
+            .WithDescription(Descriptions.Id);
+        group.MapPatch("/{id}", Update).WithName("NameModel")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Name a model: it becomes that name's next version")
+            .WithDescription("Aliases it had under another name are dropped. " + Descriptions.Id);
+        group.MapDelete("/{id}", Delete).WithName("DeleteModel")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Delete a model and its aliases")
+            .WithDescription(Descriptions.Id);
+        group.MapPut("/{id}/aliases/{alias}", SetAlias).WithName("SetModelAlias")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Point name@alias at this version (moving it from another version)")
+            .WithDescription("The model must have a name. Aliases are e.g. production, staging.");
+        group.MapDelete("/{id}/aliases/{alias}", RemoveAlias).WithName("RemoveModelAlias")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Remove an alias from this version");
-        group.MapGet("/{id}/export", Export)
+        group.MapGet("/{id}/export", Export).WithName("ExportModel")
             .Produces<byte[]>(StatusCodes.Status200OK, "application/zip")
-            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Download the model as a file that runs without TransferApi (zip: the network + model.json)")
-            .WithDescription("format=onnx (ONNX Runtime), pytorch (a state dict for torch.load) or torchsharp (Module.load). The network takes "
-                + "resized, centre-cropped pixels 0..255 [N,3,S,S] in the model's channel order (normalization is inside) and answers class probabilities; "
-                + "model.json gives the size, channel order, resize and normalization. " + IdDescription);
-        var predictLimit = app.ServiceProvider.GetRequiredService<IOptions<UploadOptions>>().Value.MaxPredictBytes
-            * app.ServiceProvider.GetRequiredService<IOptions<ServingOptions>>().Value.MaxImagesPerRequest + 1024 * 1024;
-        models.MapPost("/{id}/predict", Predict).RequireAuthorization(Caller.Predict).RequireRateLimiting(RateLimits.Predict)
+            .WithDescription(Descriptions.Export);
+        var uploads = app.ServiceProvider.GetRequiredService<IOptions<UploadOptions>>().Value;
+        var serving = app.ServiceProvider.GetRequiredService<IOptions<ServingOptions>>().Value;
+        var predictLimit = uploads.MaxPredictBytes * serving.MaxImagesPerRequest + 1024 * 1024;
+        models.MapPost("/{id}/predict", Predict).WithName("Predict")
+            .RequireAuthorization(Caller.Predict)
+            .RequireRateLimiting(RateLimits.Predict)
             .DisableAntiforgery()
             .WithMetadata(new RequestSizeLimitAttribute(predictLimit))
-            // One Accepts: routing answers 415 for any other content type (the OpenAPI document gets the image/* bodies as binary).
-            .Accepts<PredictForm>("multipart/form-data", [.. RawImageContentTypes])
+            // One Accepts: routing answers 415 for any other content type (the OpenAPI document gets the image/*
+            // bodies as binary).
+            .Accepts<PredictForm>("multipart/form-data", [.. PredictRequestReader.RawImageContentTypes])
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .WithSummary("Classify one image, or several in one request")
-            .WithDescription("multipart/form-data with one `file` part (answers `predictions`) or several (answers `results`, one per file, as BatchPredictResponse); "
-                + "or one image as a raw image/* body. Answers the `topK` most probable labels with probability at least `threshold`, most probable first. "
-                + "Concurrent requests for a model share forward passes (dynamic batching). " + IdDescription);
+            .WithDescription(Descriptions.Predict);
         return group;
     }
 
@@ -176,34 +162,32 @@ public static class ModelEndpoints
     /// <param name="topK">How many labels to answer per image (default 5).</param>
     /// <param name="threshold">Leave out labels below this probability, 0-1 (default 0).</param>
     internal static async Task<Results<Ok<PredictResponse>, Ok<BatchPredictResponse>, ProblemHttpResult>> Predict(
-        string id, HttpRequest request, TransferDbContext db, Predictor predictor, CancellationToken cancellation, int topK = 5, double threshold = 0)
+        string id, HttpRequest request, TransferDbContext db, Predictor predictor, IOptions<UploadOptions> uploads,
+        IOptions<ServingOptions> serving, CancellationToken cancellation, int topK = 5, double threshold = 0)
     {
         if (topK < 1) return TypedResults.Problem("topK: must be at least 1.", statusCode: 400, title: "Invalid topK");
-        if (threshold is < 0 or > 1 || double.IsNaN(threshold)) return TypedResults.Problem("threshold: must be between 0 and 1.", statusCode: 400, title: "Invalid threshold");
-        try
+        if (threshold is < 0 or > 1 || double.IsNaN(threshold))
+            return TypedResults.Problem("threshold: must be between 0 and 1.", statusCode: 400, title: "Invalid threshold");
+        // The model first: no reason to read a body for a model that does not exist.
+        var model = Guid.TryParse(id, out var guid) ? await predictor.FindAsync(guid, db, cancellation) : null;
+        if (model is null)
         {
-            // The model first: no reason to read a body for a model that does not exist.
-            var model = Guid.TryParse(id, out var guid) ? await predictor.FindAsync(guid, db, cancellation) : null;
-            if (model is null)
-            {
-                var (modelId, problem) = await ResolveAsync(id, db, cancellation);
-                if (problem is not null) return problem;
-                model = await predictor.FindAsync(modelId, db, cancellation);
-                if (model is null) return NotFound(id);
-            }
-            var images = await predictor.ReadImagesAsync(request, cancellation);
-            var prediction = await predictor.PredictAsync(model, images, db, cancellation);
-            var classifier = model.Batcher.Classifier;
-            var ranked = prediction.Probabilities.Select(p => classifier.Ranked(p, topK, threshold).Select(l => new PredictionResponse(l.Label, l.Probability)).ToList()).ToList();
-            return images.Count == 1
-                ? TypedResults.Ok(new PredictResponse(model.Id, model.Name, model.Version, ranked[0], prediction.Milliseconds))
-                : TypedResults.Ok(new BatchPredictResponse(model.Id, model.Name, model.Version,
-                    images.Zip(ranked, (image, predictions) => new FilePredictionsResponse(image.FileName, predictions)).ToList(), prediction.Milliseconds));
+            var (modelId, problem) = await ResolveAsync(id, db, cancellation);
+            if (problem is not null) return problem;
+            model = await predictor.FindAsync(modelId, db, cancellation);
+            if (model is null) return NotFound(id);
         }
-        catch (PredictRejectedException e)
-        {
-            return TypedResults.Problem(e.Message, statusCode: e.Status, title: e.Title);
-        }
+        var images = await PredictRequestReader.ReadAsync(request, uploads.Value, serving.Value, cancellation);
+        var prediction = await predictor.PredictAsync(model, images, db, cancellation);
+        var ranked = prediction.Probabilities
+            .Select(p => model.Batcher.Classifier.Ranked(p, topK, threshold)
+                .Select(l => new PredictionResponse(l.Label, l.Probability)).ToList())
+            .ToList();
+        return images.Count == 1
+            ? TypedResults.Ok(new PredictResponse(model.Id, model.Name, model.Version, ranked[0], prediction.Milliseconds))
+            : TypedResults.Ok(new BatchPredictResponse(model.Id, model.Name, model.Version,
+                images.Zip(ranked, (image, labels) => new FilePredictionsResponse(image.FileName, labels)).ToList(),
+                prediction.Milliseconds));
     }
 
     /// <param name="id">A model id, name, name@version or name@alias.</param>
@@ -248,8 +232,27 @@ public static class ModelEndpoints
         TypedResults.Problem($"id: no model is '{id}'.", statusCode: StatusCodes.Status404NotFound, title: "Model not found");
 
     private static readonly System.Linq.Expressions.Expression<Func<TrainedModel, ModelResponse>> Summary = m => new ModelResponse(
-        m.Id, m.JobId, m.DatasetId, m.Backbone, m.Head, m.FineTunedStages, m.Labels, m.CreatedAt,
+        m.Id, m.JobId, m.DatasetId, m.Backbone, HeadResponse.From(m.Head), m.FineTunedStages, m.Labels, m.CreatedAt,
         new ModelMetricsResponse(m.ValAccuracy, m.ValLoss, m.TrainLoss, m.TrainImages, m.ValidationImages, m.FeatureExtractionSeconds, m.HeadTrainingSeconds,
             m.BestEpoch, m.StoppedEarly, m.ImagesEmbedded, m.FeaturesFromCache),
         m.Name, m.Version, m.Aliases.OrderBy(a => a.Alias).Select(a => a.Alias).ToList(), m.HeadWeights.Length + (m.TailWeights == null ? 0 : m.TailWeights.Length));
+
+    private static class Descriptions
+    {
+        public const string Id = "A model id, name (its latest version), name@version or name@alias.";
+
+        public const string Export = """
+            format=onnx (ONNX Runtime), pytorch (a state dict for torch.load) or torchsharp (Module.load). The
+            network takes resized, centre-cropped pixels 0..255 [N,3,S,S] in the model's channel order
+            (normalization is inside) and answers class probabilities; model.json gives the size, channel order,
+            resize and normalization.
+            """ + " " + Id;
+
+        public const string Predict = """
+            multipart/form-data with one `file` part (answers `predictions`) or several (answers `results`, one per
+            file, as BatchPredictResponse); or one image as a raw image/* body. Answers the `topK` most probable
+            labels with probability at least `threshold`, most probable first. Concurrent requests for a model
+            share forward passes (dynamic batching).
+            """ + " " + Id;
+    }
 }

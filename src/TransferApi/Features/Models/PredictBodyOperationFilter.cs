@@ -12,7 +12,7 @@ internal sealed class PredictBodyOperationFilter : IOperationFilter
     public void Apply(OpenApiOperation operation, OperationFilterContext context)
     {
         if (operation.RequestBody?.Content is not { } content || !content.ContainsKey("multipart/form-data")
-            || !content.Keys.Intersect(ModelEndpoints.RawImageContentTypes).Any()) return;
+            || !content.Keys.Intersect(PredictRequestReader.RawImageContentTypes).Any()) return;
         var binary = new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary" };
         content["multipart/form-data"] = new OpenApiMediaType
         {
@@ -30,6 +30,6 @@ internal sealed class PredictBodyOperationFilter : IOperationFilter
                 },
             },
         };
-        foreach (var type in ModelEndpoints.RawImageContentTypes) content[type] = new OpenApiMediaType { Schema = binary };
+        foreach (var type in PredictRequestReader.RawImageContentTypes) content[type] = new OpenApiMediaType { Schema = binary };
     }
 }
