@@ -10,191 +10,270 @@ using static TorchSharp.torch;
 namespace TransferApi.Training;
 
 /// <summary>
-/// The foundation recipe: split, run the frozen backbone once over every image (batched, inference mode),
-/// then train a linear head on the cached features for the requested epochs.
+/// The recipe, in named phases: plan (validate, split, draw augmented views), extract (the backbone once over every
+/// image, or for fine-tuning its frozen prefix once, into an activation store), train the head on the cached
+/// features, fine-tune the last stages (optional), and evaluate on held-out images. One <see cref="Run"/> record
+/// carries the run's inputs and decisions from phase to phase.
 /// </summary>
 public sealed class TransferLearningTrainer(Backbone backbone)
 {
-    // Share of the progress bar for feature extraction: it costs far more than the head's epochs.
-    private const double ExtractionShare = 0.9;
-    // Of the rest, the head's epochs take all but the final evaluation.
-    private const double HeadShare = 0.99;
-
-    /// <param name="resume">A checkpoint this job reported earlier (<see cref="ITrainingObserver.OnCheckpoint"/>): training continues after its epoch.</param>
-    /// <param name="source">Where the images' bytes are read from, a batch at a time (default: <see cref="LabeledImage.Bytes"/>).</param>
+    /// <param name="resume">
+    /// A checkpoint this job reported earlier (<see cref="ITrainingObserver.OnCheckpoint"/>): training continues after
+    /// its epoch.
+    /// </param>
+    /// <param name="source">
+    /// Where the images' bytes are read from, a batch at a time (default: <see cref="LabeledImage.Bytes"/>).
+    /// </param>
     /// <param name="activationBudget">How much of fine-tuning's activations stay in memory (default: all).</param>
     public TrainingResult Train(
-        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation, TrainingCheckpoint? resume = null,
-        IImageSource? source = null, ActivationBudget? activationBudget = null)
+        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer,
+        CancellationToken cancellation, TrainingCheckpoint? resume = null, IImageSource? source = null,
+        ActivationBudget? activationBudget = null)
+    {
+        var run = Plan(images, options, observer, resume,
+            source ?? new InMemoryImageSource(images.Select(i => i.Bytes).ToList()),
+            activationBudget ?? ActivationBudget.Unbounded, cancellation);
+        using var scope = NewDisposeScope();
+        using var extracted = options.UnfreezeStages == 0 ? ExtractFrozen(run) : ExtractForFineTuning(run);
+        var rows = Arrange(run, extracted);
+        var headClock = Stopwatch.StartNew();
+        var head = TrainHead(run, rows, headClock);
+        var fine = FineTune(run, extracted, rows, head, headClock);
+        headClock.Stop();
+        return Evaluate(run, extracted, rows, head, fine, headClock.Elapsed);
+    }
+
+    /// <summary>One run's inputs and the decisions taken before any image is read.</summary>
+    /// <param name="ViewOf">For each augmented view, the training image it is a view of.</param>
+    private sealed record Run(
+        IReadOnlyList<LabeledImage> Images, TrainingOptions Options, ITrainingObserver Observer,
+        TrainingCheckpoint? Resume, IImageSource Source, ActivationBudget Budget, ProgressMeter Progress,
+        string Fingerprint, List<string> Labels, Dictionary<string, long> LabelIndex, int[] TrainIdx, int[] ValIdx,
+        int[] TestIdx, int[] ViewOf, ViewTransform?[] ViewTransforms, CancellationToken Cancellation)
+    {
+        /// <summary>The images the run reads, in row order: training, validation, test.</summary>
+        public int[] Used { get; } = [.. TrainIdx, .. ValIdx, .. TestIdx];
+
+        public Tensor LabelsOf(IEnumerable<int> images) => tensor(images.Select(i => LabelIndex[Images[i].Label]).ToArray());
+    }
+
+    /// <summary>
+    /// Every used image's (and view's) pooled features, and for fine-tuning the tail and the activations it trains
+    /// on, which it owns.
+    /// </summary>
+    private sealed record Extracted(
+        Tensor Features, Tensor ViewFeatures, FeatureTail? Tail, ActivationStore? Activations, TimeSpan Duration,
+        int Embedded, int FromCache) : IDisposable
+    {
+        public void Dispose()
+        {
+            Activations?.Dispose();
+            Tail?.Dispose();
+        }
+    }
+
+    /// <summary>The splits' features and labels, and their rows in the activation store.</summary>
+    private sealed record Rows(
+        Tensor TrainX, Tensor TrainY, Tensor ValX, Tensor ValY, Tensor TestX, long[] TrainRows, long[] ValRows,
+        long[] HeldOutRows);
+
+    /// <param name="HeldOutX">Validation and test features through the fine-tuned stages (null: not fine-tuned).</param>
+    private sealed record FineTuneOutcome(
+        IReadOnlyList<EpochMetrics> Metrics, bool Interrupted, int BestEpoch, int Stages, Tensor? HeldOutX);
+
+    /// <summary>Validates the input and decides the classes, the splits and the augmented views.</summary>
+    private Run Plan(
+        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer,
+        TrainingCheckpoint? resume, IImageSource source, ActivationBudget budget, CancellationToken cancellation)
     {
         Validate(images, options);
         if (options.UnfreezeStages > backbone.Stages)
-            throw new TrainingInputException($"unfreezeStages must be between 0 and {backbone.Stages}: backbone '{backbone.Id}' ({backbone.Architecture.Name}) has {backbone.Stages} stages.");
+            throw new TrainingInputException($"unfreezeStages must be between 0 and {backbone.Stages}: backbone "
+                + $"'{backbone.Id}' ({backbone.Architecture.Name}) has {backbone.Stages} stages.");
         var fingerprint = Fingerprint(images, options);
         if (resume is not null && resume.Fingerprint != fingerprint)
             throw new ArgumentException("The checkpoint was made for other images, options or backbone.", nameof(resume));
-        source ??= new InMemoryImageSource(images.Select(i => i.Bytes).ToList());
         var labels = images.Select(i => i.Label).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         var labelIndex = labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => (long)p.i, StringComparer.Ordinal);
         var (trainIdx, valIdx) = DataSplitter.Split(images, options.ValidationFraction, options.Seed);
         var missing = labels.Where(l => !trainIdx.Any(i => images[i].Label == l)).ToList();
-        if (missing.Count > 0) throw new TrainingInputException($"No training images left for class(es): {string.Join(", ", missing)}.");
-
-        using var scope = NewDisposeScope();
+        if (missing.Count > 0)
+            throw new TrainingInputException($"No training images left for class(es): {string.Join(", ", missing)}.");
         var testIdx = Enumerable.Range(0, images.Count).Where(i => images[i].Split == DataSplit.Test).ToArray();
-        var used = trainIdx.Concat(valIdx).Concat(testIdx).ToArray();
-        var plan = new Plan(fingerprint, labels, labelIndex, trainIdx, valIdx, testIdx);
         // Augmented views of the training images join the training rows; validation and test stay as they are.
-        var (viewOf, transforms) = DrawViews(trainIdx, options);
-        var extraction = Stopwatch.StartNew();
-        var stages = options.UnfreezeStages;
-        Tensor features, viewFeatures;
-        FeatureTail? tail = null;
+        var (viewOf, transforms) = Augment(trainIdx, options);
+        return new Run(images, options, observer, resume, source, budget, new ProgressMeter(observer, options),
+            fingerprint, labels, labelIndex, trainIdx, valIdx, testIdx, viewOf, transforms, cancellation);
+    }
+
+    /// <summary>Frozen backbone: cached features as given, the other images and every view through it once.</summary>
+    private Extracted ExtractFrozen(Run run)
+    {
+        var clock = Stopwatch.StartNew();
+        var (features, embedded) = FrozenFeatures(run);
+        var viewFeatures = ExtractBatched(run.Source, run.ViewOf, run.ViewTransforms, backbone.ExtractFeatures,
+            run.Options, run.Progress, run.Cancellation);
+        return new Extracted(features, viewFeatures, null, null, clock.Elapsed, embedded + run.ViewOf.Length,
+            run.Used.Length - embedded);
+    }
+
+    /// <summary>
+    /// Fine-tuning needs, for every image and view, the activation entering the first unfrozen stage: the frozen
+    /// prefix runs once, each batch going to the activation store; the pooled features for the head phase follow
+    /// from the pretrained tail batch by batch.
+    /// </summary>
+    private Extracted ExtractForFineTuning(Run run)
+    {
+        var clock = Stopwatch.StartNew();
+        var tail = backbone.CreateTail(run.Options.UnfreezeStages);
+        tail.eval();
+        var firstTrained = backbone.Stages - run.Options.UnfreezeStages;
+        int[] rowImages = [.. run.Used, .. run.ViewOf];
+        ViewTransform?[] rowTransforms = [.. run.Used.Select(_ => (ViewTransform?)null), .. run.ViewTransforms];
         ActivationStore? activations = null;
+        Tensor Recompute(long[] rows)
+        {
+            var bytes = run.Source.Batches(rows.Select(r => rowImages[r]).ToList(), rows.Length, run.Cancellation).Single();
+            var rowViews = rows.Select(r => rowTransforms[r]).ToList();
+            return backbone.Activations(bytes, firstTrained, rowViews.Any(t => t is not null) ? rowViews : null);
+        }
+        Tensor Pooled(IReadOnlyList<byte[]> batch, IReadOnlyList<ViewTransform?>? views)
+        {
+            // The tail's intermediate tensors die with the batch, not with the job.
+            using var batchScope = NewDisposeScope();
+            var activation = backbone.Activations(batch, firstTrained, views);
+            if (activations is null)
+            {
+                activations = ActivationStore.Create(rowImages.Length, activation.shape[1..], run.Budget, Recompute);
+                run.Observer.OnActivations(
+                    new ActivationUsage(activations.Storage, activations.Bytes, run.Budget.MemoryBytes));
+            }
+            activations.Append(activation);
+            using var mode = inference_mode();
+            return tail.call(activation).clone().MoveToOuterDisposeScope();
+        }
         try
         {
-            if (stages == 0)
-            {
-                (features, var embedded) = FrozenFeatures(images, used, source, options, observer, cancellation);
-                viewFeatures = ExtractBatched(source, viewOf, transforms, backbone.ExtractFeatures, options, observer, cancellation);
-                extraction.Stop();
-                return TrainOnFeatures(images, options, observer, resume, plan,
-                    new Extracted(features, viewOf, viewFeatures, null, null, 0, extraction.Elapsed, embedded + viewOf.Length, used.Length - embedded), cancellation);
-            }
-            // Fine-tuning needs, for every image and view, the activation entering the first unfrozen stage: the frozen
-            // prefix runs once, each batch going to the activation store; the pooled features for the head phase
-            // follow from the pretrained tail batch by batch.
-            tail = backbone.CreateTail(stages);
-            tail.eval();
-            var firstTrained = backbone.Stages - stages;
-            int[] rowImages = [.. used, .. viewOf];
-            ViewTransform?[] rowTransforms = [.. used.Select(_ => (ViewTransform?)null), .. transforms];
-            var budget = activationBudget ?? ActivationBudget.Unbounded;
-            Tensor Recompute(long[] rows)
-            {
-                var bytes = source.Batches(rows.Select(r => rowImages[r]).ToList(), rows.Length, cancellation).Single();
-                var rowViews = rows.Select(r => rowTransforms[r]).ToList();
-                return backbone.Activations(bytes, firstTrained, rowViews.Any(t => t is not null) ? rowViews : null);
-            }
-            Tensor Pooled(IReadOnlyList<byte[]> batch, IReadOnlyList<ViewTransform?>? views)
-            {
-                // The tail's intermediate tensors die with the batch, not with the job.
-                using var batchScope = NewDisposeScope();
-                var activation = backbone.Activations(batch, firstTrained, views);
-                if (activations is null)
-                {
-                    activations = ActivationStore.Create(rowImages.Length, activation.shape[1..], budget, Recompute);
-                    observer.OnActivations(new ActivationUsage(activations.Storage, activations.Bytes, budget.MemoryBytes));
-                }
-                activations.Append(activation);
-                using var mode = inference_mode();
-                return tail.call(activation).clone().MoveToOuterDisposeScope();
-            }
-            features = ExtractBatched(source, used, null, Pooled, options, observer, cancellation);
-            viewFeatures = ExtractBatched(source, viewOf, transforms, Pooled, options, observer, cancellation);
-            extraction.Stop();
-            return TrainOnFeatures(images, options, observer, resume, plan,
-                new Extracted(features, viewOf, viewFeatures, tail, activations, budget.MemoryBytes, extraction.Elapsed, rowImages.Length, 0), cancellation);
+            var features = ExtractBatched(run.Source, run.Used, null, Pooled, run.Options, run.Progress, run.Cancellation);
+            var viewFeatures = ExtractBatched(run.Source, run.ViewOf, run.ViewTransforms, Pooled, run.Options,
+                run.Progress, run.Cancellation);
+            return new Extracted(features, viewFeatures, tail, activations, clock.Elapsed, rowImages.Length, 0);
         }
-        finally
+        catch
         {
             activations?.Dispose();
-            tail?.Dispose();
+            tail.Dispose();
+            throw;
         }
     }
 
-    /// <summary>The head (and fine-tuning) phases and the final evaluation, once every image has its features.</summary>
-    private TrainingResult TrainOnFeatures(
-        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer, TrainingCheckpoint? resume, Plan plan, Extracted extracted,
-        CancellationToken cancellation)
+    /// <summary>Cuts the features into splits, with the views after the training images.</summary>
+    private static Rows Arrange(Run run, Extracted extracted)
     {
-        var (fingerprint, labels, labelIndex, trainIdx, valIdx, testIdx) = plan;
-        var (features, viewOf, viewFeatures, tail, activations, activationBudgetBytes, extraction, embeddedCount, fromCache) = extracted;
-        var stages = options.UnfreezeStages;
-        Tensor Rows(Tensor all, int from, int count) => all.narrow(0, from, count);
-        var (trainX, valX, testX) = (Rows(features, 0, trainIdx.Length), Rows(features, trainIdx.Length, valIdx.Length), Rows(features, trainIdx.Length + valIdx.Length, testIdx.Length));
-        var trainY = tensor(trainIdx.Concat(viewOf).Select(i => labelIndex[images[i].Label]).ToArray());
-        var valY = tensor(valIdx.Select(i => labelIndex[images[i].Label]).ToArray());
-        var hasValidation = valIdx.Length > 0;
-        if (viewOf.Length > 0) trainX = cat([trainX, viewFeatures], 0);
+        var (train, val, test) = (run.TrainIdx.Length, run.ValIdx.Length, run.TestIdx.Length);
+        var trainX = extracted.Features.narrow(0, 0, train);
+        if (run.ViewOf.Length > 0) trainX = cat([trainX, extracted.ViewFeatures], 0);
         // Rows of the activation store: the used images in order (train, validation, test), then the views.
-        var usedCount = trainIdx.Length + valIdx.Length + testIdx.Length;
-        long[] RowRange(long from, int count) => Enumerable.Range(0, count).Select(k => from + k).ToArray();
-        long[] trainRows = [.. RowRange(0, trainIdx.Length), .. RowRange(usedCount, viewOf.Length)];
-        var (valRows, heldOutRows) = (RowRange(trainIdx.Length, valIdx.Length), RowRange(trainIdx.Length, valIdx.Length + testIdx.Length));
+        long[] Range(long from, int count) => Enumerable.Range(0, count).Select(k => from + k).ToArray();
+        return new Rows(
+            trainX, run.LabelsOf(run.TrainIdx.Concat(run.ViewOf)),
+            extracted.Features.narrow(0, train, val), run.LabelsOf(run.ValIdx),
+            extracted.Features.narrow(0, train + val, test),
+            [.. Range(0, train), .. Range(train + val + test, run.ViewOf.Length)],
+            Range(train, val), Range(train, val + test));
+    }
 
-        var headShare = stages == 0 ? HeadShare : HeadShare * 0.2;
-        var headClock = Stopwatch.StartNew();
-        var trained = resume?.HeadPhase is { } headDone
+    /// <summary>The head on the cached features; a run resumed after the head phase rebuilds its outcome.</summary>
+    private HeadTrainingResult TrainHead(Run run, Rows rows, Stopwatch clock)
+    {
+        var options = run.Options;
+        if (run.Resume?.HeadPhase is { } headDone)
             // The head phase had ended: fine-tuning's checkpoint carries the head's weights.
-            ? new HeadTrainingResult(ClassifierHead.Create(options.Head, backbone.FeatureSize, labels.Count, options.Seed),
-                resume.Metrics.Where(m => m.Epoch <= headDone.Epochs).ToList(), headDone.BestEpoch, headDone.StoppedEarly)
-            : HeadTrainer.Train(trainX, trainY, hasValidation ? valX : null, hasValidation ? valY : null, labels.Count, options,
-                observer.OnEpochCompleted, Progress(TrainingStage.TrainingHead, 0, options.Epochs, ExtractionShare, headShare, headClock, observer), cancellation,
-                resume, CheckpointSink.For(observer, checkpoint => checkpoint with { Fingerprint = fingerprint }));
-        var metrics = trained.Metrics.ToList();
-        var (bestEpoch, interrupted, fineTuned) = (trained.BestEpoch, trained.Interrupted, 0);
-        if (tail is not null && !interrupted)
-        {
-            var headPhase = new HeadPhaseOutcome(metrics.Count, trained.BestEpoch, trained.StoppedEarly);
-            var fine = FineTuner.Train(tail, trained.Head, activations!, trainRows, trainY, hasValidation ? valRows : null, hasValidation ? valY : null,
-                options, metrics.Count + 1, observer.OnEpochCompleted,
-                Progress(TrainingStage.FineTuning, metrics.Count, options.FineTuneEpochs, ExtractionShare + (1 - ExtractionShare) * headShare, HeadShare - headShare, headClock, observer),
-                cancellation, resume?.HeadPhase is null ? null : resume,
-                CheckpointSink.For(observer,
-                    checkpoint => checkpoint with { Fingerprint = fingerprint, HeadPhase = headPhase, Metrics = [.. trained.Metrics, .. checkpoint.Metrics] }));
-            metrics.AddRange(fine.Metrics);
-            interrupted = fine.Interrupted;
-            if (fine.Improved)
-            {
-                (bestEpoch, fineTuned) = (fine.BestEpoch, stages);
-                // Held-out images now go through the fine-tuned stages.
-                var heldOut = FineTuner.PooledFeatures(tail, activations!, heldOutRows, options.FeatureBatchSize);
-                (valX, testX) = (Rows(heldOut, 0, valIdx.Length), Rows(heldOut, valIdx.Length, testIdx.Length));
-            }
-        }
-        headClock.Stop();
+            return new HeadTrainingResult(
+                ClassifierHead.Create(options.Head, backbone.FeatureSize, run.Labels.Count, options.Seed),
+                run.Resume.Metrics.Where(m => m.Epoch <= headDone.Epochs).ToList(), headDone.BestEpoch,
+                headDone.StoppedEarly);
+        var validates = run.ValIdx.Length > 0;
+        return HeadTrainer.Train(
+            new HeadTrainingSet(rows.TrainX, rows.TrainY, validates ? rows.ValX : null, validates ? rows.ValY : null,
+                run.Labels.Count),
+            new EpochLoop(options, run.Observer.OnEpochCompleted, run.Progress.HeadEpochs(clock), run.Cancellation,
+                run.Resume,
+                CheckpointSink.For(run.Observer, checkpoint => checkpoint with { Fingerprint = run.Fingerprint })));
+    }
 
-        // The final word on the model: the test split when the data set has one, else validation. An interrupted
-        // run's progress stays where it stopped.
-        var totalEpochs = options.Epochs + (tail is null ? 0 : options.FineTuneEpochs);
-        if (!interrupted)
-            observer.OnProgress(new TrainingProgress(TrainingStage.Evaluating, metrics.Count, totalEpochs, 0, 0, 100 * (ExtractionShare + (1 - ExtractionShare) * HeadShare), null, null));
-        var (evalSplit, evalX, evalIdx) = testIdx.Length > 0 ? ("test", testX, testIdx) : ("validation", valX, valIdx);
+    /// <summary>The last stages with the head, when the options unfreeze any and the head phase was not interrupted.</summary>
+    private static FineTuneOutcome FineTune(Run run, Extracted extracted, Rows rows, HeadTrainingResult head, Stopwatch clock)
+    {
+        if (extracted.Tail is not { } tail || head.Interrupted)
+            return new FineTuneOutcome([], head.Interrupted, head.BestEpoch, 0, null);
+        var options = run.Options;
+        var headEpochs = head.Metrics.Count;
+        var headPhase = new HeadPhaseOutcome(headEpochs, head.BestEpoch, head.StoppedEarly);
+        var validates = run.ValIdx.Length > 0;
+        var fine = FineTuner.Train(
+            new FineTuningSet(tail, head.Head, extracted.Activations!, rows.TrainRows, rows.TrainY,
+                validates ? rows.ValRows : null, validates ? rows.ValY : null, headEpochs + 1),
+            new EpochLoop(options, run.Observer.OnEpochCompleted, run.Progress.FineTuningEpochs(headEpochs, clock),
+                run.Cancellation, run.Resume?.HeadPhase is null ? null : run.Resume,
+                CheckpointSink.For(run.Observer, checkpoint => checkpoint with
+                {
+                    Fingerprint = run.Fingerprint, HeadPhase = headPhase, Metrics = [.. head.Metrics, .. checkpoint.Metrics],
+                })));
+        if (!fine.Improved) return new FineTuneOutcome(fine.Metrics, fine.Interrupted, head.BestEpoch, 0, null);
+        // Held-out images now go through the fine-tuned stages.
+        var heldOut = FineTuner.PooledFeatures(tail, extracted.Activations!, rows.HeldOutRows, options.FeatureBatchSize);
+        return new FineTuneOutcome(fine.Metrics, fine.Interrupted, fine.BestEpoch, options.UnfreezeStages, heldOut);
+    }
+
+    /// <summary>
+    /// The final word on the model: the test split when the data set has one, else validation. An interrupted run's
+    /// progress stays where it stopped.
+    /// </summary>
+    private TrainingResult Evaluate(
+        Run run, Extracted extracted, Rows rows, HeadTrainingResult head, FineTuneOutcome fine, TimeSpan training)
+    {
+        var metrics = head.Metrics.Concat(fine.Metrics).ToList();
+        if (!fine.Interrupted) run.Progress.Evaluating(metrics.Count);
+        var (valX, testX) = fine.HeldOutX is { } heldOut
+            ? (heldOut.narrow(0, 0, run.ValIdx.Length), heldOut.narrow(0, run.ValIdx.Length, run.TestIdx.Length))
+            : (rows.ValX, rows.TestX);
+        var (evalSplit, evalX, evalIdx) = run.TestIdx.Length > 0 ? ("test", testX, run.TestIdx) : ("validation", valX, run.ValIdx);
         ClassificationReport? report = null;
         if (evalIdx.Length > 0)
         {
-            using var probabilities = Probabilities(trained.Head, evalX);
+            using var probabilities = Probabilities(head.Head, evalX);
             var flat = probabilities.data<float>().ToArray();
-            report = ClassificationReport.Compute(evalSplit, labels,
-                Enumerable.Range(0, evalIdx.Length).Select(n => flat.AsSpan(n * labels.Count, labels.Count).ToArray()).ToList(),
-                evalIdx.Select(i => (int)labelIndex[images[i].Label]).ToList());
+            var classes = run.Labels.Count;
+            report = ClassificationReport.Compute(evalSplit, run.Labels,
+                Enumerable.Range(0, evalIdx.Length).Select(n => flat.AsSpan(n * classes, classes).ToArray()).ToList(),
+                evalIdx.Select(i => (int)run.LabelIndex[run.Images[i].Label]).ToList());
         }
-        var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, labels, backbone.FeatureSize, options.Head, trained.Head) with
+        var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, run.Labels,
+            backbone.FeatureSize, run.Options.Head, head.Head) with
         {
-            FineTunedStages = fineTuned,
-            TailWeights = fineTuned > 0 ? ModelCheckpoint.Save(tail!) : null,
+            FineTunedStages = fine.Stages,
+            TailWeights = fine.Stages > 0 ? ModelCheckpoint.Save(extracted.Tail!) : null,
         };
-        trained.Head.Dispose();
-        if (!interrupted) observer.OnProgress(new TrainingProgress(TrainingStage.Done, metrics.Count, totalEpochs, 0, 0, 100, null, 0));
-        return new TrainingResult(checkpoint, metrics, new TrainingTimings(extraction, headClock.Elapsed, embeddedCount, fromCache),
-            trainIdx.Length, valIdx.Length, bestEpoch, trained.StoppedEarly, interrupted, report, fineTuned,
-            activations is null ? null : new ActivationUsage(activations.Storage, activations.Bytes, activationBudgetBytes));
+        head.Head.Dispose();
+        if (!fine.Interrupted) run.Progress.Done(metrics.Count);
+        var activations = extracted.Activations is { } store
+            ? new ActivationUsage(store.Storage, store.Bytes, run.Budget.MemoryBytes)
+            : null;
+        return new TrainingResult(checkpoint, metrics,
+            new TrainingTimings(extracted.Duration, training, extracted.Embedded, extracted.FromCache),
+            run.TrainIdx.Length, run.ValIdx.Length, fine.BestEpoch, head.StoppedEarly, fine.Interrupted, report,
+            fine.Stages, activations);
     }
 
-    /// <summary>The job's classes and splits, decided before any image is read.</summary>
-    private sealed record Plan(string Fingerprint, List<string> Labels, Dictionary<string, long> LabelIndex, int[] TrainIdx, int[] ValIdx, int[] TestIdx);
-
-    /// <summary>Every used image's (and view's) features, and for fine-tuning the tail and the activations it trains on.</summary>
-    private sealed record Extracted(
-        Tensor Features, int[] ViewOf, Tensor ViewFeatures, FeatureTail? Tail, ActivationStore? Activations, long ActivationBudgetBytes,
-        TimeSpan Extraction, int Embedded, int FromCache);
-
     /// <summary>What a checkpoint of this job must match: the backbone, the options and every image in order.</summary>
-    public string Fingerprint(IReadOnlyList<LabeledImage> images, TrainingOptions options) => TrainingCheckpoint.FingerprintOf(backbone.Id, images, options);
+    public string Fingerprint(IReadOnlyList<LabeledImage> images, TrainingOptions options) =>
+        TrainingCheckpoint.FingerprintOf(backbone.Id, images, options);
 
-    /// <summary>Each training image <see cref="TrainingOptions.Augmentation"/>.Views times, with seeded random transforms.</summary>
-    private static (int[] Images, ViewTransform?[] Transforms) DrawViews(int[] trainIdx, TrainingOptions options)
+    /// <summary>
+    /// Each training image <see cref="TrainingOptions.Augmentation"/>.Views times, with seeded random transforms.
+    /// </summary>
+    private static (int[] Images, ViewTransform?[] Transforms) Augment(int[] trainIdx, TrainingOptions options)
     {
         var random = new Random(unchecked((int)options.Seed * 31 + 7));
         var images = Enumerable.Range(0, options.Augmentation.Views).SelectMany(_ => trainIdx).ToArray();
@@ -205,42 +284,33 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     /// Pooled features of the used images: cached ones as given, the rest through the frozen backbone once.
     /// Each batch's features are reported as soon as they exist, so a job stopped part way keeps them.
     /// </summary>
-    private (Tensor Features, int Embedded) FrozenFeatures(
-        IReadOnlyList<LabeledImage> images, int[] used, IImageSource source, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation)
+    private (Tensor Features, int Embedded) FrozenFeatures(Run run)
     {
-        var toEmbed = used.Where(i => images[i].Features is null).ToArray();
+        var (images, size) = (run.Images, backbone.FeatureSize);
+        var toEmbed = run.Used.Where(i => images[i].Features is null).ToArray();
         float[] computed = [];
         if (toEmbed.Length > 0)
         {
-            using var embedded = ExtractBatched(source, toEmbed, null, backbone.ExtractFeatures, options, observer, cancellation,
-                (first, rows) =>
-                {
-                    var batchValues = rows.data<float>().ToArray();
-                    observer.OnFeaturesComputed(Enumerable.Range(0, (int)rows.shape[0])
-                        .Where(k => images[toEmbed[first + k]].ContentKey is not null)
-                        .Select(k => new ComputedFeatures(images[toEmbed[first + k]].ContentKey!, batchValues.AsSpan(k * backbone.FeatureSize, backbone.FeatureSize).ToArray()))
-                        .ToList());
-                });
+            void Report(int first, Tensor rows)
+            {
+                var values = rows.data<float>().ToArray();
+                run.Observer.OnFeaturesComputed(Enumerable.Range(0, (int)rows.shape[0])
+                    .Where(k => images[toEmbed[first + k]].ContentKey is not null)
+                    .Select(k => new ComputedFeatures(
+                        images[toEmbed[first + k]].ContentKey!, values.AsSpan(k * size, size).ToArray()))
+                    .ToList());
+            }
+            using var embedded = ExtractBatched(run.Source, toEmbed, null, backbone.ExtractFeatures, run.Options,
+                run.Progress, run.Cancellation, Report);
             computed = embedded.data<float>().ToArray();
         }
-        var row = toEmbed.Select((image, k) => (image, k)).ToDictionary(p => p.image, p => computed.AsSpan(p.k * backbone.FeatureSize, backbone.FeatureSize).ToArray());
-        var values = used.SelectMany(i => images[i].Features ?? row[i]).ToArray();
-        if (values.Length != used.Length * backbone.FeatureSize)
-            throw new TrainingInputException($"Cached features do not match backbone '{backbone.Id}' ({backbone.FeatureSize} values per image).");
-        return (tensor(values, [used.Length, backbone.FeatureSize]), toEmbed.Length);
-    }
-
-    /// <summary>Progress of an epoch loop mapped onto [<paramref name="from"/>, <paramref name="from"/> + <paramref name="span"/>] of the bar.</summary>
-    private static Action<int, int, int> Progress(TrainingStage stage, int epochOffset, int totalEpochs, double from, double span, Stopwatch clock, ITrainingObserver observer)
-    {
-        var started = clock.Elapsed.TotalSeconds;
-        return (epoch, batch, batches) =>
-        {
-            var done = ((epoch - epochOffset - 1) * batches + batch) / (double)(totalEpochs * batches);
-            var elapsed = clock.Elapsed.TotalSeconds - started;
-            observer.OnProgress(new TrainingProgress(stage, epoch, epochOffset + totalEpochs, batch, batches,
-                100 * (from + (1 - ExtractionShare) * span * done), null, done > 0 ? elapsed / done * (1 - done) : null));
-        };
+        var row = toEmbed.Select((image, k) => (image, k))
+            .ToDictionary(p => p.image, p => computed.AsSpan(p.k * size, size).ToArray());
+        var allValues = run.Used.SelectMany(i => images[i].Features ?? row[i]).ToArray();
+        if (allValues.Length != run.Used.Length * size)
+            throw new TrainingInputException(
+                $"Cached features do not match backbone '{backbone.Id}' ({size} values per image).");
+        return (tensor(allValues, [run.Used.Length, size]), toEmbed.Length);
     }
 
     private static Tensor Probabilities(nn.Module<Tensor, Tensor> head, Tensor features)
@@ -252,23 +322,27 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     }
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>
-    public Tensor ExtractFeatures(IReadOnlyList<byte[]> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation) =>
-        ExtractBatched(new InMemoryImageSource(images), Enumerable.Range(0, images.Count).ToList(), null, backbone.ExtractFeatures, options, observer, cancellation);
+    public Tensor ExtractFeatures(
+        IReadOnlyList<byte[]> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation) =>
+        ExtractBatched(new InMemoryImageSource(images), Enumerable.Range(0, images.Count).ToList(), null,
+            backbone.ExtractFeatures, options, new ProgressMeter(observer, options), cancellation);
 
     /// <summary>
-    /// Runs <paramref name="run"/> over the images (and their transforms) in batches read from <paramref name="source"/>,
-    /// reporting progress, and stacks the results: only one batch of bytes and pixels is held at a time.
+    /// Runs <paramref name="run"/> over the images (and their transforms) in batches read from
+    /// <paramref name="source"/>, reporting progress, and stacks the results: only one batch of bytes and pixels is
+    /// held at a time.
     /// </summary>
     /// <param name="onRows">Called with each batch's first image index and its rows.</param>
     private Tensor ExtractBatched(
-        IImageSource source, IReadOnlyList<int> images, IReadOnlyList<ViewTransform?>? transforms, Func<IReadOnlyList<byte[]>, IReadOnlyList<ViewTransform?>?, Tensor> run,
-        TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation, Action<int, Tensor>? onRows = null)
+        IImageSource source, IReadOnlyList<int> images, IReadOnlyList<ViewTransform?>? transforms,
+        Func<IReadOnlyList<byte[]>, IReadOnlyList<ViewTransform?>?, Tensor> run, TrainingOptions options,
+        ProgressMeter progress, CancellationToken cancellation, Action<int, Tensor>? onRows = null)
     {
         var size = options.FeatureBatchSize;
         var batches = (images.Count + size - 1) / size;
         var rows = new List<Tensor>(batches);
         var clock = Stopwatch.StartNew();
-        if (images.Count > 0) observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, 0, batches, 0, null, null));
+        if (images.Count > 0) progress.ExtractionStarted(batches);
         var b = 0;
         foreach (var batch in source.Batches(images, size, cancellation))
         {
@@ -276,10 +350,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             rows.Add(run(batch, transforms?.Skip(b * size).Take(size).ToList()));
             onRows?.Invoke(b * size, rows[^1]);
             b++;
-            var done = Math.Min(images.Count, b * size);
-            var rate = done / clock.Elapsed.TotalSeconds;
-            observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, b, batches,
-                100 * ExtractionShare * done / images.Count, rate, (images.Count - done) / rate));
+            progress.ExtractionBatch(b, batches, Math.Min(images.Count, b * size), images.Count, clock.Elapsed);
         }
         var features = rows.Count == 0 ? zeros(0, backbone.FeatureSize) : cat(rows, 0);
         foreach (var row in rows) row.Dispose();
@@ -288,8 +359,11 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
     private static void Validate(IReadOnlyList<LabeledImage> images, TrainingOptions options)
     {
-        if (options.Problems() is { Count: > 0 } problems) throw new TrainingInputException(string.Join(" ", problems.Select(p => p.Message)));
-        var classes = images.Where(i => i.Split != DataSplit.Test).Select(i => i.Label).Distinct(StringComparer.Ordinal).Count();
-        if (classes < 2) throw new TrainingInputException($"Training needs at least 2 classes with images; the data set has {classes}.");
+        if (options.Problems() is { Count: > 0 } problems)
+            throw new TrainingInputException(string.Join(" ", problems.Select(p => p.Message)));
+        var classes = images.Where(i => i.Split != DataSplit.Test).Select(i => i.Label)
+            .Distinct(StringComparer.Ordinal).Count();
+        if (classes < 2)
+            throw new TrainingInputException($"Training needs at least 2 classes with images; the data set has {classes}.");
     }
 }

@@ -25,7 +25,7 @@ public class HeadOptionsTests
     }
 
     private static HeadTrainingResult Train(Tensor x, Tensor y, Tensor? vx, Tensor? vy, TrainingOptions options, List<EpochMetrics>? epochs = null) =>
-        HeadTrainer.Train(x, y, vx, vy, 2, options, m => epochs?.Add(m), (_, _, _) => { }, CancellationToken.None);
+        HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, m => epochs?.Add(m), (_, _, _) => { }, CancellationToken.None));
 
     [Theory]
     [InlineData(OptimizerKind.Adam, 0.01)]
@@ -110,8 +110,7 @@ public class HeadOptionsTests
         var (x, y) = Clusters(40, 1);
         var (vx, vy) = Clusters(20, 2);
         using var cancel = new CancellationTokenSource();
-        var result = HeadTrainer.Train(x, y, vx, vy, 2, new TrainingOptions { Epochs = 50, LearningRate = 0.01 },
-            m => { if (m.Epoch == 3) cancel.Cancel(); }, (_, _, _) => { }, cancel.Token);
+        var result = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(new TrainingOptions { Epochs = 50, LearningRate = 0.01 }, m => { if (m.Epoch == 3) cancel.Cancel(); }, (_, _, _) => { }, cancel.Token));
         Assert.True(result.Interrupted);
         Assert.False(result.StoppedEarly);
         Assert.Equal(3, result.Metrics.Count);
@@ -125,8 +124,7 @@ public class HeadOptionsTests
     {
         var (x, y) = Clusters(40, 1);
         using var cancel = new CancellationTokenSource();
-        Assert.ThrowsAny<OperationCanceledException>(() => HeadTrainer.Train(x, y, null, null, 2, new TrainingOptions { Epochs = 5, BatchSize = 8 },
-            _ => { }, (_, batch, _) => { if (batch == 2) cancel.Cancel(); }, cancel.Token));
+        Assert.ThrowsAny<OperationCanceledException>(() => HeadTrainer.Train(new HeadTrainingSet(x, y, null, null, 2), new EpochLoop(new TrainingOptions { Epochs = 5, BatchSize = 8 }, _ => { }, (_, batch, _) => { if (batch == 2) cancel.Cancel(); }, cancel.Token)));
     }
 
     [Fact]

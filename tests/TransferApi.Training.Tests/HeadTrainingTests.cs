@@ -23,8 +23,7 @@ public class HeadTrainingTests(BackboneFixture fixture)
         var (x, y) = Clusters(40, 1);
         var (vx, vy) = Clusters(10, 2);
         var epochs = new List<EpochMetrics>();
-        using var head = HeadTrainer.Train(x, y, vx, vy, 2, new TrainingOptions { Epochs = 8, BatchSize = 16, LearningRate = 0.01 },
-            epochs.Add, (_, _, _) => { }, CancellationToken.None).Head;
+        using var head = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(new TrainingOptions { Epochs = 8, BatchSize = 16, LearningRate = 0.01 }, epochs.Add, (_, _, _) => { }, CancellationToken.None)).Head;
         Assert.Equal(8, epochs.Count);
         Assert.True(epochs[^1].TrainLoss < epochs[0].TrainLoss * 0.5, $"loss {epochs[0].TrainLoss} -> {epochs[^1].TrainLoss}");
         Assert.Equal(1.0, epochs[^1].ValAccuracy!.Value, 3);
@@ -51,7 +50,7 @@ public class HeadTrainingTests(BackboneFixture fixture)
     {
         var (x, y) = Clusters(20, 3);
         var spec = new HeadSpec(kind, HiddenUnits: 8);
-        using var head = HeadTrainer.Train(x, y, null, null, 2, new TrainingOptions { Epochs = 3, Head = spec }, _ => { }, (_, _, _) => { }, CancellationToken.None).Head;
+        using var head = HeadTrainer.Train(new HeadTrainingSet(x, y, null, null, 2), new EpochLoop(new TrainingOptions { Epochs = 3, Head = spec }, _ => { }, (_, _, _) => { }, CancellationToken.None)).Head;
         var checkpoint = ModelCheckpoint.FromHead("resnet18-imagenet", Imaging.PreprocessingSpec.CntkResNet, ["a", "b"], 16, spec, head);
         using var restored = checkpoint.LoadHead();
         using var features = randn(7, 16);

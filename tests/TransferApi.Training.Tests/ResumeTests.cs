@@ -47,14 +47,14 @@ public class ResumeTests(BackboneFixture fixture)
         var options = Recipe(recipe);
         var (x, y, vx, vy) = Data();
         var checkpoints = new List<TrainingCheckpoint>();
-        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, checkpoints: new CheckpointSink(() => true, checkpoints.Add));
+        var full = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, Checkpoints: new CheckpointSink(() => true, checkpoints.Add)));
         Assert.Equal(checkpoints.Count, full.Metrics.Count);
         Assert.Equal(checkpoints.Select(c => c.Epoch), full.Metrics.Select(m => m.Epoch));
         if (recipe == "sgd-step-earlystop") Assert.True(full.StoppedEarly && full.BestEpoch < full.Metrics.Count, "this recipe must exercise early stopping's restore");
 
         foreach (var checkpoint in checkpoints.Take(checkpoints.Count - 1))
         {
-            AssertSameResult(full, HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(checkpoint)));
+            AssertSameResult(full, HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(checkpoint))));
         }
         full.Head.Dispose();
     }
@@ -88,7 +88,7 @@ public class ResumeTests(BackboneFixture fixture)
     {
         var options = Recipe(recipe);
         var (x, y, vx, vy) = Data();
-        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None);
+        var full = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None));
 
         // 60 rows in batches of 8: 8 batches an epoch. Stop in the first epoch (no model yet) and in a later one.
         foreach (var (epoch, batch) in new[] { (1, 3), (2, 5) })
@@ -97,7 +97,7 @@ public class ResumeTests(BackboneFixture fixture)
             var checkpoints = new List<TrainingCheckpoint>();
             try
             {
-                var stopped = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (e, b, _) => { if ((e, b) == (epoch, batch)) stop.Cancel(); }, stop.Token, checkpoints: new CheckpointSink(() => true, checkpoints.Add));
+                var stopped = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (e, b, _) => { if ((e, b) == (epoch, batch)) stop.Cancel(); }, stop.Token, Checkpoints: new CheckpointSink(() => true, checkpoints.Add)));
                 Assert.True(stopped.Interrupted);
                 stopped.Head.Dispose();
             }
@@ -108,7 +108,7 @@ public class ResumeTests(BackboneFixture fixture)
             var last = checkpoints[^1];
             Assert.Equal((epoch - 1, batch), (last.Epoch, last.InProgress?.BatchesDone));
 
-            AssertSameResult(full, HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(last)));
+            AssertSameResult(full, HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(last))));
         }
         full.Head.Dispose();
     }
@@ -118,17 +118,17 @@ public class ResumeTests(BackboneFixture fixture)
     {
         var options = Recipe("linear-adam-cosine");
         var (x, y, vx, vy) = Data();
-        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None);
+        var full = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None));
 
         // The worker wants one at most every Worker:CheckpointInterval: here once, after batch 4 of epoch 2 (of 8).
         var due = false;
         var checkpoints = new List<TrainingCheckpoint>();
-        var run = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (e, b, _) => due = (e, b) == (2, 4), CancellationToken.None,
-            checkpoints: new CheckpointSink(() => due, c => { checkpoints.Add(c); due = false; }, () => due));
+        var run = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (e, b, _) => due = (e, b) == (2, 4), CancellationToken.None,
+            Checkpoints: new CheckpointSink(() => due, c => { checkpoints.Add(c); due = false; }, () => due)));
         var taken = Assert.Single(checkpoints);
         Assert.Equal((1, 4), (taken.Epoch, taken.InProgress?.BatchesDone));
         AssertSameResult(full, run);
-        AssertSameResult(full, HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken)));
+        AssertSameResult(full, HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken))));
         full.Head.Dispose();
     }
 
@@ -137,18 +137,18 @@ public class ResumeTests(BackboneFixture fixture)
     {
         var options = Recipe("linear-adam-cosine");
         var (x, y, vx, vy) = Data();
-        var full = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None);
+        var full = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None));
 
         // Cancelled on the last batch of epoch 3: the epoch completes, epoch 4 stops before its first batch.
         using var stop = new CancellationTokenSource();
         var checkpoints = new List<TrainingCheckpoint>();
-        var stopped = HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (e, b, _) => { if ((e, b) == (3, 8)) stop.Cancel(); }, stop.Token,
-            checkpoints: new CheckpointSink(() => false, checkpoints.Add));
+        var stopped = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (e, b, _) => { if ((e, b) == (3, 8)) stop.Cancel(); }, stop.Token,
+            Checkpoints: new CheckpointSink(() => false, checkpoints.Add)));
         Assert.True(stopped.Interrupted);
         stopped.Head.Dispose();
         var taken = Assert.Single(checkpoints);
         Assert.Equal((3, 0), (taken.Epoch, taken.InProgress?.BatchesDone));
-        AssertSameResult(full, HeadTrainer.Train(x, y, vx, vy, 2, options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken)));
+        AssertSameResult(full, HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken))));
         full.Head.Dispose();
     }
 

@@ -6,6 +6,14 @@ using static TorchSharp.torch;
 
 namespace TransferApi.Training.FineTuning;
 
+/// <summary>What fine-tuning trains on: the pretrained tail, the trained head and the activations entering the tail.</summary>
+/// <param name="TrainRows">Rows of <paramref name="Activations"/> to train on, in label order.</param>
+/// <param name="ValRows">Rows to validate on (null: no validation).</param>
+/// <param name="FirstEpoch">The number of its first epoch (the head phase's epochs come before).</param>
+public sealed record FineTuningSet(
+    FeatureTail Tail, nn.Module<Tensor, Tensor> Head, ActivationStore Activations, long[] TrainRows, Tensor TrainLabels,
+    long[]? ValRows, Tensor? ValLabels, int FirstEpoch);
+
 /// <param name="Improved">Whether fine-tuning beat the frozen backbone (with its trained head) on validation loss.</param>
 public sealed record FineTuneResult(IReadOnlyList<EpochMetrics> Metrics, bool Improved, int BestEpoch, bool Interrupted);
 
@@ -18,13 +26,11 @@ public sealed record FineTuneResult(IReadOnlyList<EpochMetrics> Metrics, bool Im
 /// </summary>
 public static class FineTuner
 {
-    public static FineTuneResult Train(
-        FeatureTail tail, nn.Module<Tensor, Tensor> head, ActivationStore activations,
-        long[] trainRows, Tensor trainLabels, long[]? valRows, Tensor? valLabels,
-        TrainingOptions options, int firstEpoch, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation,
-        TrainingCheckpoint? resume = null, CheckpointSink? checkpoints = null)
+    public static FineTuneResult Train(FineTuningSet data, EpochLoop loop)
     {
-        if (resume is not null && resume.Phase != TrainingPhase.FineTuning) throw new ArgumentException("Not a fine-tuning checkpoint.", nameof(resume));
+        var (tail, head, activations, trainRows, trainLabels, valRows, valLabels, firstEpoch) = data;
+        var (options, onEpoch, onBatch, cancellation, resume, checkpoints) = loop;
+        if (resume is not null && resume.Phase != TrainingPhase.FineTuning) throw new ArgumentException("Not a fine-tuning checkpoint.", nameof(loop));
         var hasValidation = valRows is { Length: > 0 } && valLabels is not null;
         (double Loss, double Accuracy) Validate() =>
             Evaluate(tail, head, activations, valRows!, valLabels!, options.FeatureBatchSize);

@@ -4,6 +4,10 @@ using static TorchSharp.torch;
 
 namespace TransferApi.Training.Heads;
 
+/// <summary>Labelled features a head trains on, and optionally validates on.</summary>
+/// <param name="Classes">The number of classes (labels are their indices).</param>
+public sealed record HeadTrainingSet(Tensor Features, Tensor Labels, Tensor? ValFeatures, Tensor? ValLabels, int Classes);
+
 /// <param name="Interrupted">Cancellation arrived after at least one epoch: <see cref="Head"/> holds the best completed epoch.</param>
 public sealed record HeadTrainingResult(nn.Module<Tensor, Tensor> Head, IReadOnlyList<EpochMetrics> Metrics, int BestEpoch, bool StoppedEarly, bool Interrupted = false);
 
@@ -16,12 +20,11 @@ public sealed record HeadTrainingResult(nn.Module<Tensor, Tensor> Head, IReadOnl
 /// </summary>
 public static class HeadTrainer
 {
-    public static HeadTrainingResult Train(
-        Tensor trainFeatures, Tensor trainLabels, Tensor? valFeatures, Tensor? valLabels, int classes,
-        TrainingOptions options, Action<EpochMetrics> onEpoch, Action<int, int, int> onBatch, CancellationToken cancellation,
-        TrainingCheckpoint? resume = null, CheckpointSink? checkpoints = null)
+    public static HeadTrainingResult Train(HeadTrainingSet data, EpochLoop loop)
     {
-        if (resume is not null && resume.Phase != TrainingPhase.Head) throw new ArgumentException("Not a head-phase checkpoint.", nameof(resume));
+        var (trainFeatures, trainLabels, valFeatures, valLabels, classes) = data;
+        var (options, onEpoch, onBatch, cancellation, resume, checkpoints) = loop;
+        if (resume is not null && resume.Phase != TrainingPhase.Head) throw new ArgumentException("Not a head-phase checkpoint.", nameof(loop));
         var hasValidation = valFeatures is not null && valLabels is not null && valFeatures.shape[0] > 0;
         var head = ClassifierHead.Create(options.Head, (int)trainFeatures.shape[1], classes, options.Seed);
         using var classWeights = options.ClassWeighted ? BalancedWeights(trainLabels, classes) : null;

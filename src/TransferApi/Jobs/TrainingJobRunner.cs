@@ -79,88 +79,126 @@ public sealed class TrainingJobRunner(
     }
 
     /// <summary>Trains a started job to its end and stores the outcome; returns it for metrics.</summary>
-    private async Task<string> TrainAsync(TransferDbContext db, TrainingJob job, CancellationWatcher cancelWatch, CancellationToken shutdown, CancellationToken either)
+    private async Task<string> TrainAsync(
+        TransferDbContext db, TrainingJob job, CancellationWatcher cancelWatch, CancellationToken shutdown,
+        CancellationToken either)
     {
-        var jobId = job.Id;
         try
         {
-            var (images, imageIds) = await LoadImagesAsync(db, job, either);
-            var backbone = await backbones.GetAsync(job.Backbone);
-            var trainer = new TransferLearningTrainer(backbone);
-            var resume = await ResumePointAsync(db, job, trainer.Fingerprint(images, job.Options), either);
-            // Metrics after the resume point (or all, starting afresh) belong to the lost run.
-            await db.TrainingMetrics.Where(m => m.JobId == jobId && m.Epoch > (resume == null ? 0 : resume.Epoch)).ExecuteDeleteAsync(either);
-            job.Progress = TrainingProgress.Queued(job.Options.Epochs);
-            job.ResumedFromEpoch = resume?.Epoch;
-            job.ResumedFromBatch = resume?.InProgress?.BatchesDone;
-            await db.SaveChangesAsync(either);
-            logger.LogInformation("Training job {JobId} started on {Images} images ({Cached} with cached features) with {Backbone}{Resume}",
-                jobId, images.Count, images.Count(i => i.Features is not null), job.Backbone,
-                resume is null ? "" : $", resuming after epoch {resume.Epoch}{(resume.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es) of the next" : "")}");
-
-            TrainingResult result;
-            await using (var progress = new JobProgressWriter(dbFactory, checkpoints, worker.Value.CheckpointInterval, jobId, job.Backbone, logger))
-            {
-                // Training is CPU-bound and synchronous (TorchSharp dispose scopes are per thread): give it its own thread.
-                var threads = worker.Value.EffectiveTorchThreads;
-                result = await Task.Factory.StartNew(
-                    () =>
-                    {
-                        TorchRuntime.SetThreads(threads);
-                        return trainer.Train(images, job.Options, progress, either, resume,
-                            new DatabaseImageSource(dbFactory, imageIds), worker.Value.ActivationBudget);
-                    },
-                    either, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-            }
+            var run = await PrepareAsync(db, job, either);
+            var result = await RunTrainerAsync(job, run, either);
             // Before the job reads as ended: a client seeing it done sees the memory back too.
-            ReleaseNativeMemory(jobId);
+            ReleaseNativeMemory(job.Id);
             if (result.Interrupted && !cancelWatch.IsCancellationRequested) throw new OperationCanceledException(shutdown);
-
-            var model = ToModel(job, result);
-            job.Report = result.Report;
-            await FinishAsync(db, jobId, result.Interrupted ? JobStatus.Cancelled : JobStatus.Succeeded, model, error: null, result.Interrupted ? null : job.ModelName);
-            if (result.Interrupted)
-            {
-                logger.LogInformation("Training job {JobId} cancelled after {Epochs} epoch(s); model {ModelId} keeps epoch {BestEpoch}",
-                    jobId, result.Metrics.Count, model.Id, result.BestEpoch);
-                return "cancelled";
-            }
-            logger.LogInformation(
-                "Training job {JobId} succeeded: val accuracy {ValAccuracy:P1} at epoch {BestEpoch}; features {FeatureSeconds:N1} s ({ImagesPerSecond:N1} img/s), head {HeadSeconds:N2} s",
-                jobId, model.ValAccuracy, result.BestEpoch, result.Timings.FeatureExtraction.TotalSeconds, result.Timings.ImagesPerSecond, result.Timings.HeadTraining.TotalSeconds);
-            return "succeeded";
+            return await StoreResultAsync(db, job, result);
         }
         catch (OperationCanceledException) when (cancelWatch.IsCancellationRequested && !shutdown.IsCancellationRequested)
         {
-            await FinishAsync(db, jobId, JobStatus.Cancelled, model: null, error: null);
-            logger.LogInformation("Training job {JobId} cancelled before its first epoch ended; no model", jobId);
+            await FinishAsync(db, job.Id, JobStatus.Cancelled, model: null, error: null);
+            logger.LogInformation("Training job {JobId} cancelled before its first epoch ended; no model", job.Id);
             return "cancelled";
         }
         catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
         {
-            // The server is shutting down: the trainer checkpointed at the batch it stopped at, and rethrowing lets
-            // Hangfire hand the job back to the queue, where the next worker resumes it from that checkpoint.
-            db.ChangeTracker.Clear();
-            var stopped = await db.TrainingJobs.FirstAsync(j => j.Id == jobId, CancellationToken.None);
-            if (stopped.Status == JobStatus.Running)
-            {
-                // Waiting for a worker again; the progress says how far it got, without a rate or an ETA.
-                stopped.Status = JobStatus.Queued;
-                stopped.Progress = stopped.Progress with { Stage = TrainingStage.Queued, ImagesPerSecond = null, EtaSeconds = null };
-                await db.SaveChangesAsync(CancellationToken.None);
-            }
-            logger.LogWarning("Training job {JobId} handed back to the queue by shutdown; the next worker resumes it from its checkpoint", jobId);
+            await RequeueAsync(db, job.Id);
             throw;
         }
         catch (Exception e) when (e is not DbUpdateException and not Npgsql.NpgsqlException and not OperationCanceledException)
         {
             // Bad input or a bug: retrying would fail the same way. Database outages propagate and are retried.
-            logger.LogError(e, "Training job {JobId} failed", jobId);
+            logger.LogError(e, "Training job {JobId} failed", job.Id);
             db.ChangeTracker.Clear();
-            await FinishAsync(db, jobId, JobStatus.Failed, model: null, error: e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}");
+            await FinishAsync(db, job.Id, JobStatus.Failed, model: null,
+                error: e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}");
             System.Diagnostics.Activity.Current?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, e.Message);
             return "failed";
         }
+    }
+
+    /// <summary>What the trainer gets: the backbone's trainer, the images without bytes, and where to resume.</summary>
+    private sealed record PreparedRun(
+        TransferLearningTrainer Trainer, List<LabeledImage> Images, List<Guid> ImageIds, TrainingCheckpoint? Resume);
+
+    /// <summary>Loads the images and the resume point, and drops metrics of a lost run after that point.</summary>
+    private async Task<PreparedRun> PrepareAsync(TransferDbContext db, TrainingJob job, CancellationToken cancellation)
+    {
+        var (images, imageIds) = await LoadImagesAsync(db, job, cancellation);
+        var trainer = new TransferLearningTrainer(await backbones.GetAsync(job.Backbone));
+        var resume = await ResumePointAsync(db, job, trainer.Fingerprint(images, job.Options), cancellation);
+        // Metrics after the resume point (or all, starting afresh) belong to the lost run.
+        var keptEpochs = resume?.Epoch ?? 0;
+        await db.TrainingMetrics.Where(m => m.JobId == job.Id && m.Epoch > keptEpochs).ExecuteDeleteAsync(cancellation);
+        job.Progress = TrainingProgress.Queued(job.Options.Epochs);
+        job.ResumedFromEpoch = resume?.Epoch;
+        job.ResumedFromBatch = resume?.InProgress?.BatchesDone;
+        await db.SaveChangesAsync(cancellation);
+        var resuming = resume is null ? ""
+            : $", resuming after epoch {resume.Epoch}"
+              + (resume.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es) of the next" : "");
+        logger.LogInformation(
+            "Training job {JobId} started on {Images} images ({Cached} with cached features) with {Backbone}{Resume}",
+            job.Id, images.Count, images.Count(i => i.Features is not null), job.Backbone, resuming);
+        return new PreparedRun(trainer, images, imageIds, resume);
+    }
+
+    /// <summary>
+    /// The training core on a thread of its own (it is CPU-bound and synchronous, and TorchSharp's dispose scopes
+    /// are per thread), reporting through a <see cref="JobProgressWriter"/>.
+    /// </summary>
+    private async Task<TrainingResult> RunTrainerAsync(TrainingJob job, PreparedRun run, CancellationToken cancellation)
+    {
+        await using var progress = new JobProgressWriter(
+            dbFactory, checkpoints, worker.Value.CheckpointInterval, job.Id, job.Backbone, logger);
+        var threads = worker.Value.EffectiveTorchThreads;
+        return await Task.Factory.StartNew(
+            () =>
+            {
+                TorchRuntime.SetThreads(threads);
+                return run.Trainer.Train(run.Images, job.Options, progress, cancellation, run.Resume,
+                    new DatabaseImageSource(dbFactory, run.ImageIds), worker.Value.ActivationBudget);
+            },
+            cancellation, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
+
+    /// <summary>Stores the model and ends the job: Succeeded, or Cancelled with the best epoch so far.</summary>
+    private async Task<string> StoreResultAsync(TransferDbContext db, TrainingJob job, TrainingResult result)
+    {
+        var model = ToModel(job, result);
+        job.Report = result.Report;
+        await FinishAsync(db, job.Id, result.Interrupted ? JobStatus.Cancelled : JobStatus.Succeeded, model, error: null,
+            result.Interrupted ? null : job.ModelName);
+        if (result.Interrupted)
+        {
+            logger.LogInformation("Training job {JobId} cancelled after {Epochs} epoch(s); model {ModelId} keeps epoch {BestEpoch}",
+                job.Id, result.Metrics.Count, model.Id, result.BestEpoch);
+            return "cancelled";
+        }
+        logger.LogInformation(
+            "Training job {JobId} succeeded: val accuracy {ValAccuracy:P1} at epoch {BestEpoch}; features "
+            + "{FeatureSeconds:N1} s ({ImagesPerSecond:N1} img/s), head {HeadSeconds:N2} s",
+            job.Id, model.ValAccuracy, result.BestEpoch, result.Timings.FeatureExtraction.TotalSeconds,
+            result.Timings.ImagesPerSecond, result.Timings.HeadTraining.TotalSeconds);
+        return "succeeded";
+    }
+
+    /// <summary>
+    /// The server is shutting down: the trainer checkpointed at the batch it stopped at, and the caller rethrows so
+    /// Hangfire hands the job back to the queue, where the next worker resumes it from that checkpoint.
+    /// </summary>
+    private async Task RequeueAsync(TransferDbContext db, Guid jobId)
+    {
+        db.ChangeTracker.Clear();
+        var stopped = await db.TrainingJobs.FirstAsync(j => j.Id == jobId, CancellationToken.None);
+        if (stopped.Status == JobStatus.Running)
+        {
+            // Waiting for a worker again; the progress says how far it got, without a rate or an ETA.
+            stopped.Status = JobStatus.Queued;
+            stopped.Progress = stopped.Progress with { Stage = TrainingStage.Queued, ImagesPerSecond = null, EtaSeconds = null };
+            await db.SaveChangesAsync(CancellationToken.None);
+        }
+        logger.LogWarning(
+            "Training job {JobId} handed back to the queue by shutdown; the next worker resumes it from its checkpoint",
+            jobId);
     }
 
     /// <summary>The job's last checkpoint when it is this job's (same images, options and backbone) and readable; otherwise it is dropped.</summary>
