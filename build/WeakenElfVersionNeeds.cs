@@ -9,21 +9,30 @@ using Microsoft.Build.Utilities;
 // loader warns instead of refusing when the system library lacks that version. Idempotent.
 public class WeakenElfVersionNeeds : Task
 {
-    [Required] public ITaskItem[] Files { get; set; } = Array.Empty<ITaskItem>();
-    [Required] public string Versions { get; set; } = "";
+    [Required]
+    public ITaskItem[] Files { get; set; } = Array.Empty<ITaskItem>();
+
+    [Required]
+    public string Versions { get; set; } = "";
 
     const uint ShtGnuVerneed = 0x6ffffffe;
     const ushort VerFlgWeak = 0x2;
 
     static readonly string[] LibstdcxxCandidates =
     {
-        "/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/lib/x86_64-linux-gnu/libstdc++.so.6",
-        "/usr/lib/aarch64-linux-gnu/libstdc++.so.6", "/usr/lib64/libstdc++.so.6", "/usr/lib/libstdc++.so.6",
+        "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+        "/lib/x86_64-linux-gnu/libstdc++.so.6",
+        "/usr/lib/aarch64-linux-gnu/libstdc++.so.6",
+        "/usr/lib64/libstdc++.so.6",
+        "/usr/lib/libstdc++.so.6",
     };
 
     public override bool Execute()
     {
-        var wanted = Versions.Split(new[] { ';', ',' }, StringSplitOptions.RemoveEmptyEntries).Select(v => v.Trim()).ToList();
+        var wanted = Versions
+            .Split(new[] { ';', ',' }, StringSplitOptions.RemoveEmptyEntries)
+            .Select(v => v.Trim())
+            .ToList();
         var libstdcxx = LibstdcxxCandidates.FirstOrDefault(File.Exists);
         if (libstdcxx != null)
         {
@@ -32,7 +41,11 @@ public class WeakenElfVersionNeeds : Task
         }
         if (wanted.Count == 0)
         {
-            Log.LogMessage(MessageImportance.Low, "System libstdc++ ({0}) has every required version; LibTorchSharp left as shipped.", libstdcxx);
+            Log.LogMessage(
+                MessageImportance.Low,
+                "System libstdc++ ({0}) has every required version; LibTorchSharp left as shipped.",
+                libstdcxx
+            );
             return true;
         }
         foreach (var item in Files)
@@ -48,7 +61,15 @@ public class WeakenElfVersionNeeds : Task
     int Weaken(string path, System.Collections.Generic.List<string> versions)
     {
         var elf = File.ReadAllBytes(path);
-        if (elf.Length < 64 || elf[0] != 0x7f || elf[1] != (byte)'E' || elf[2] != (byte)'L' || elf[3] != (byte)'F' || elf[4] != 2 || elf[5] != 1)
+        if (
+            elf.Length < 64
+            || elf[0] != 0x7f
+            || elf[1] != (byte)'E'
+            || elf[2] != (byte)'L'
+            || elf[3] != (byte)'F'
+            || elf[4] != 2
+            || elf[5] != 1
+        )
         {
             Log.LogWarning("{0} is not a 64-bit little-endian ELF file; not patched.", path);
             return 0;
@@ -56,11 +77,13 @@ public class WeakenElfVersionNeeds : Task
         ulong shoff = BitConverter.ToUInt64(elf, 0x28);
         int shentsize = BitConverter.ToUInt16(elf, 0x3A);
         int shnum = BitConverter.ToUInt16(elf, 0x3C);
-        int changed = 0, alreadyWeak = 0;
+        int changed = 0,
+            alreadyWeak = 0;
         for (int s = 0; s < shnum; s++)
         {
             int sh = checked((int)shoff + s * shentsize);
-            if (BitConverter.ToUInt32(elf, sh + 4) != ShtGnuVerneed) continue;
+            if (BitConverter.ToUInt32(elf, sh + 4) != ShtGnuVerneed)
+                continue;
             int offset = checked((int)BitConverter.ToUInt64(elf, sh + 0x18));
             int strtabIndex = (int)BitConverter.ToUInt32(elf, sh + 0x28);
             int entries = (int)BitConverter.ToUInt32(elf, sh + 0x2C);
@@ -82,7 +105,8 @@ public class WeakenElfVersionNeeds : Task
                             BitConverter.GetBytes((ushort)(flags | VerFlgWeak)).CopyTo(elf, aux + 4);
                             changed++;
                         }
-                        else alreadyWeak++;
+                        else
+                            alreadyWeak++;
                     }
                     aux += (int)BitConverter.ToUInt32(elf, aux + 12);
                 }
@@ -102,7 +126,8 @@ public class WeakenElfVersionNeeds : Task
     static string ReadString(byte[] bytes, int start)
     {
         int end = start;
-        while (end < bytes.Length && bytes[end] != 0) end++;
+        while (end < bytes.Length && bytes[end] != 0)
+            end++;
         return Encoding.ASCII.GetString(bytes, start, end - start);
     }
 
@@ -111,8 +136,10 @@ public class WeakenElfVersionNeeds : Task
         for (int i = 0; i <= haystack.Length - needle.Length; i++)
         {
             int j = 0;
-            while (j < needle.Length && haystack[i + j] == needle[j]) j++;
-            if (j == needle.Length) return i;
+            while (j < needle.Length && haystack[i + j] == needle[j])
+                j++;
+            if (j == needle.Length)
+                return i;
         }
         return -1;
     }

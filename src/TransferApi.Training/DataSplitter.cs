@@ -7,9 +7,11 @@ public sealed record SplitFractions(double Validation, double Test)
 
     /// <summary>Null when valid, else the field at fault and what is wrong.</summary>
     public (string Field, string Message)? Problem =>
-        !(Validation >= 0 && Validation < 1) ? ("validationFraction", "validationFraction must be at least 0 and below 1.")
+        !(Validation >= 0 && Validation < 1)
+            ? ("validationFraction", "validationFraction must be at least 0 and below 1.")
         : !(Test >= 0 && Test < 1) ? ("testFraction", "testFraction must be at least 0 and below 1.")
-        : Validation + Test > 0.9 ? ("testFraction", "validationFraction + testFraction must leave at least 10% for training.")
+        : Validation + Test > 0.9
+            ? ("testFraction", "validationFraction + testFraction must leave at least 10% for training.")
         : null;
 }
 
@@ -23,10 +25,14 @@ public static class DataSplitter
     /// </summary>
     public static DataSplit[] Assign(IReadOnlyList<string> labels, SplitFractions fractions, long seed)
     {
-        if (fractions.Problem is { } problem) throw new ArgumentException(problem.Message, nameof(fractions));
+        if (fractions.Problem is { } problem)
+            throw new ArgumentException(problem.Message, nameof(fractions));
         var result = new DataSplit[labels.Count];
         var random = new Random(unchecked((int)seed ^ (int)(seed >> 32)));
-        var byClass = Enumerable.Range(0, labels.Count).GroupBy(i => labels[i], StringComparer.Ordinal).OrderBy(g => g.Key, StringComparer.Ordinal);
+        var byClass = Enumerable
+            .Range(0, labels.Count)
+            .GroupBy(i => labels[i], StringComparer.Ordinal)
+            .OrderBy(g => g.Key, StringComparer.Ordinal);
         foreach (var group in byClass)
         {
             var members = group.ToArray();
@@ -35,12 +41,16 @@ public static class DataSplitter
             var validation = Share(n, fractions.Validation, n - 1);
             var test = Share(n, fractions.Test, n - 1 - validation);
             for (var k = 0; k < n; k++)
-                result[members[k]] = k < validation ? DataSplit.Validation : k < validation + test ? DataSplit.Test : DataSplit.Train;
+                result[members[k]] =
+                    k < validation ? DataSplit.Validation
+                    : k < validation + test ? DataSplit.Test
+                    : DataSplit.Train;
         }
         return result;
     }
 
-    /// <summary>round(n x fraction), at least 1 when the fraction is positive, never more than <paramref name="available"/>.</summary>
+    /// <summary>round(n x fraction), at least 1 when the fraction is positive, never more than <paramref
+    /// name="available"/>.</summary>
     private static int Share(int n, double fraction, int available) =>
         fraction <= 0 || available <= 0 ? 0 : Math.Clamp((int)Math.Round(n * fraction), 1, available);
 
@@ -49,14 +59,24 @@ public static class DataSplitter
     /// image is marked validation, <paramref name="validationFraction"/> of each class (seeded) is held out.
     /// Test images never train or validate.
     /// </summary>
-    public static (int[] Train, int[] Validation) Split(IReadOnlyList<LabeledImage> images, double validationFraction, long seed)
+    public static (int[] Train, int[] Validation) Split(
+        IReadOnlyList<LabeledImage> images,
+        double validationFraction,
+        long seed
+    )
     {
         var candidates = Enumerable.Range(0, images.Count).Where(i => images[i].Split != DataSplit.Test).ToArray();
         DataSplit[] splits;
         if (images.Any(i => i.Split == DataSplit.Validation))
-            splits = candidates.Select(i => images[i].Split == DataSplit.Validation ? DataSplit.Validation : DataSplit.Train).ToArray();
+            splits = candidates
+                .Select(i => images[i].Split == DataSplit.Validation ? DataSplit.Validation : DataSplit.Train)
+                .ToArray();
         else
-            splits = Assign(candidates.Select(i => images[i].Label).ToList(), new SplitFractions(validationFraction, 0), seed);
+            splits = Assign(
+                candidates.Select(i => images[i].Label).ToList(),
+                new SplitFractions(validationFraction, 0),
+                seed
+            );
         var train = candidates.Where((_, k) => splits[k] == DataSplit.Train).ToArray();
         var validation = candidates.Where((_, k) => splits[k] == DataSplit.Validation).ToArray();
         return (train, validation);

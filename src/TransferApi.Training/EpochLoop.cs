@@ -10,8 +10,13 @@ namespace TransferApi.Training;
 /// <param name="Resume">A checkpoint of this phase to continue from.</param>
 /// <param name="Checkpoints">Where resume points go, and when they are due.</param>
 public sealed record EpochLoop(
-    TrainingOptions Options, Action<EpochMetrics> OnEpoch, Action<int, int, int> OnBatch, CancellationToken Cancellation,
-    TrainingCheckpoint? Resume = null, CheckpointSink? Checkpoints = null)
+    TrainingOptions Options,
+    Action<EpochMetrics> OnEpoch,
+    Action<int, int, int> OnBatch,
+    CancellationToken Cancellation,
+    TrainingCheckpoint? Resume = null,
+    CheckpointSink? Checkpoints = null
+)
 {
     /// <summary>A loop that reports nothing.</summary>
     public static EpochLoop Quiet(TrainingOptions options, CancellationToken cancellation = default) =>

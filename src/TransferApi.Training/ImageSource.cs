@@ -11,7 +11,10 @@ public interface IImageSource
     /// <paramref name="batchSize"/>.
     /// </summary>
     IEnumerable<IReadOnlyList<byte[]>> Batches(
-        IReadOnlyList<int> images, int batchSize, CancellationToken cancellation);
+        IReadOnlyList<int> images,
+        int batchSize,
+        CancellationToken cancellation
+    );
 }
 
 /// <summary>
@@ -20,6 +23,8 @@ public interface IImageSource
 public sealed class InMemoryImageSource(IReadOnlyList<byte[]> bytes) : IImageSource
 {
     public IEnumerable<IReadOnlyList<byte[]>> Batches(
-        IReadOnlyList<int> images, int batchSize, CancellationToken cancellation) =>
-        images.Chunk(batchSize).Select(chunk => (IReadOnlyList<byte[]>)chunk.Select(i => bytes[i]).ToList());
+        IReadOnlyList<int> images,
+        int batchSize,
+        CancellationToken cancellation
+    ) => images.Chunk(batchSize).Select(chunk => (IReadOnlyList<byte[]>)chunk.Select(i => bytes[i]).ToList());
 }

@@ -17,14 +17,25 @@ internal sealed class ProgressMeter(ITrainingObserver observer, TrainingOptions 
     private int TotalEpochs => options.Epochs + (FineTunes ? options.FineTuneEpochs : 0);
 
     public void ExtractionStarted(int batches) =>
-        observer.OnProgress(new TrainingProgress(
-            TrainingStage.ExtractingFeatures, 0, options.Epochs, 0, batches, 0, null, null));
+        observer.OnProgress(
+            new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, 0, batches, 0, null, null)
+        );
 
     public void ExtractionBatch(int batch, int batches, int imagesDone, int images, TimeSpan elapsed)
     {
         var rate = imagesDone / elapsed.TotalSeconds;
-        observer.OnProgress(new TrainingProgress(TrainingStage.ExtractingFeatures, 0, options.Epochs, batch, batches,
-            100 * ExtractionShare * imagesDone / images, rate, (images - imagesDone) / rate));
+        observer.OnProgress(
+            new TrainingProgress(
+                TrainingStage.ExtractingFeatures,
+                0,
+                options.Epochs,
+                batch,
+                batches,
+                100 * ExtractionShare * imagesDone / images,
+                rate,
+                (images - imagesDone) / rate
+            )
+        );
     }
 
     /// <summary>The head's epoch loop reporting onto its share of the bar.</summary>
@@ -33,12 +44,28 @@ internal sealed class ProgressMeter(ITrainingObserver observer, TrainingOptions 
 
     /// <summary>Fine-tuning's epoch loop, numbered after the head's <paramref name="headEpochs"/>.</summary>
     public Action<int, int, int> FineTuningEpochs(int headEpochs, Stopwatch clock) =>
-        EpochBatches(TrainingStage.FineTuning, headEpochs, options.FineTuneEpochs,
-            ExtractionShare + (1 - ExtractionShare) * HeadShare, EpochsShare - HeadShare, clock);
+        EpochBatches(
+            TrainingStage.FineTuning,
+            headEpochs,
+            options.FineTuneEpochs,
+            ExtractionShare + (1 - ExtractionShare) * HeadShare,
+            EpochsShare - HeadShare,
+            clock
+        );
 
     public void Evaluating(int epochsDone) =>
-        observer.OnProgress(new TrainingProgress(TrainingStage.Evaluating, epochsDone, TotalEpochs, 0, 0,
-            100 * (ExtractionShare + (1 - ExtractionShare) * EpochsShare), null, null));
+        observer.OnProgress(
+            new TrainingProgress(
+                TrainingStage.Evaluating,
+                epochsDone,
+                TotalEpochs,
+                0,
+                0,
+                100 * (ExtractionShare + (1 - ExtractionShare) * EpochsShare),
+                null,
+                null
+            )
+        );
 
     public void Done(int epochsDone) =>
         observer.OnProgress(new TrainingProgress(TrainingStage.Done, epochsDone, TotalEpochs, 0, 0, 100, null, 0));
@@ -48,16 +75,31 @@ internal sealed class ProgressMeter(ITrainingObserver observer, TrainingOptions 
     /// [<paramref name="from"/>, <paramref name="from"/> + <paramref name="span"/> of the post-extraction rest].
     /// </summary>
     private Action<int, int, int> EpochBatches(
-        TrainingStage stage, int epochOffset, int epochs, double from, double span, Stopwatch clock)
+        TrainingStage stage,
+        int epochOffset,
+        int epochs,
+        double from,
+        double span,
+        Stopwatch clock
+    )
     {
         var started = clock.Elapsed.TotalSeconds;
         return (epoch, batch, batches) =>
         {
             var done = ((epoch - epochOffset - 1) * batches + batch) / (double)(epochs * batches);
             var elapsed = clock.Elapsed.TotalSeconds - started;
-            observer.OnProgress(new TrainingProgress(stage, epoch, epochOffset + epochs, batch, batches,
-                100 * (from + (1 - ExtractionShare) * span * done), null,
-                done > 0 ? elapsed / done * (1 - done) : null));
+            observer.OnProgress(
+                new TrainingProgress(
+                    stage,
+                    epoch,
+                    epochOffset + epochs,
+                    batch,
+                    batches,
+                    100 * (from + (1 - ExtractionShare) * span * done),
+                    null,
+                    done > 0 ? elapsed / done * (1 - done) : null
+                )
+            );
         };
     }
 }

@@ -1,28 +1,61 @@
 using TransferApi.Training.Checkpoints;
 using TransferApi.Training.Evaluation;
 using TransferApi.Training.FineTuning;
+
 namespace TransferApi.Training;
 
-/// <summary>Which part of the data an image belongs to; <see cref="Unassigned"/> images are split by the trainer.</summary>
-public enum DataSplit { Unassigned = 0, Train = 1, Validation = 2, Test = 3 }
+/// <summary>Which part of the data an image belongs to; <see cref="Unassigned"/> images are split by the
+/// trainer.</summary>
+public enum DataSplit
+{
+    Unassigned = 0,
+    Train = 1,
+    Validation = 2,
+    Test = 3,
+}
 
 /// <summary>
 /// One labelled image. <see cref="Features"/>, when given, are this backbone's features of the image from an
 /// earlier run and spare the backbone pass (then <see cref="Bytes"/> may be empty); <see cref="ContentKey"/>
 /// names the image's content (its SHA-256) so newly computed features can be cached under it.
 /// </summary>
-public sealed record LabeledImage(string Label, DataSplit Split, byte[] Bytes, string? ContentKey = null, float[]? Features = null);
+public sealed record LabeledImage(
+    string Label,
+    DataSplit Split,
+    byte[] Bytes,
+    string? ContentKey = null,
+    float[]? Features = null
+);
 
 /// <summary>Backbone features computed for an image during a run, to be cached under its content key.</summary>
 public sealed record ComputedFeatures(string ContentKey, float[] Features);
 
-public enum HeadKind { Linear, Mlp }
+public enum HeadKind
+{
+    Linear,
+    Mlp,
+}
 
-public enum OptimizerKind { Adam, AdamW, Sgd }
+public enum OptimizerKind
+{
+    Adam,
+    AdamW,
+    Sgd,
+}
 
-public enum LrSchedule { Constant, Step, Cosine, OneCycle }
+public enum LrSchedule
+{
+    Constant,
+    Step,
+    Cosine,
+    OneCycle,
+}
 
-public enum MonitoredMetric { ValLoss, ValAccuracy }
+public enum MonitoredMetric
+{
+    ValLoss,
+    ValAccuracy,
+}
 
 /// <summary>The classifier trained on the backbone's features: its shape is part of every checkpoint.</summary>
 public sealed record HeadSpec(HeadKind Kind = HeadKind.Linear, int HiddenUnits = 256, double Dropout = 0.2)
@@ -30,8 +63,13 @@ public sealed record HeadSpec(HeadKind Kind = HeadKind.Linear, int HiddenUnits =
     public static HeadSpec Linear { get; } = new();
 }
 
-/// <summary>Stop when <see cref="Monitor"/> has not improved by <see cref="MinDelta"/> for <see cref="Patience"/> epochs; keep the best epoch.</summary>
-public sealed record EarlyStopping(MonitoredMetric Monitor = MonitoredMetric.ValLoss, int Patience = 5, double MinDelta = 0);
+/// <summary>Stop when <see cref="Monitor"/> has not improved by <see cref="MinDelta"/> for <see cref="Patience"/>
+/// epochs; keep the best epoch.</summary>
+public sealed record EarlyStopping(
+    MonitoredMetric Monitor = MonitoredMetric.ValLoss,
+    int Patience = 5,
+    double MinDelta = 0
+);
 
 public sealed record TrainingOptions
 {
@@ -43,39 +81,61 @@ public sealed record TrainingOptions
     public HeadSpec Head { get; init; } = HeadSpec.Linear;
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
     public double WeightDecay { get; init; }
+
     /// <summary>SGD momentum (ignored by Adam and AdamW).</summary>
     public double Momentum { get; init; } = 0.9;
     public LrSchedule Schedule { get; init; } = LrSchedule.Constant;
+
     /// <summary>Step schedule: epochs between decays (default: a third of the epochs) and the factor applied.</summary>
     public int? StepEpochs { get; init; }
     public double StepGamma { get; init; } = 0.1;
     public double LabelSmoothing { get; init; }
-    /// <summary>Weight each class's loss by total / (classes x its count), so rare classes count as much as common ones.</summary>
+
+    /// <summary>Weight each class's loss by total / (classes x its count), so rare classes count as much as common
+    /// ones.</summary>
     public bool ClassWeighted { get; init; }
     public EarlyStopping? EarlyStopping { get; init; }
-    /// <summary>Stages of the backbone trained after the head has converged: 0 keeps it frozen, N the last N (at most the backbone's stages, 3 or 4).</summary>
+
+    /// <summary>Stages of the backbone trained after the head has converged: 0 keeps it frozen, N the last N (at most
+    /// the backbone's stages, 3 or 4).</summary>
     public int UnfreezeStages { get; init; }
+
     /// <summary>Epochs of fine-tuning (only with <see cref="UnfreezeStages"/> above 0).</summary>
     public int FineTuneEpochs { get; init; } = 5;
-    /// <summary>Unfrozen stages learn at <see cref="LearningRate"/> divided by this (discriminative learning rates).</summary>
+
+    /// <summary>Unfrozen stages learn at <see cref="LearningRate"/> divided by this (discriminative learning
+    /// rates).</summary>
     public double FineTuneLrFactor { get; init; } = 10;
-    /// <summary>Augmented views of each training image, embedded once per job and trained on with the originals (off by default).</summary>
+
+    /// <summary>Augmented views of each training image, embedded once per job and trained on with the originals (off by
+    /// default).</summary>
     public Imaging.AugmentationOptions Augmentation { get; init; } = Imaging.AugmentationOptions.None;
+
     /// <summary>Images per backbone forward pass while extracting features.</summary>
     public int FeatureBatchSize { get; init; } = 32;
 
-    /// <summary>Every invalid option as (field, message): the one place options are checked, by the API and the trainer.</summary>
+    /// <summary>Every invalid option as (field, message): the one place options are checked, by the API and the
+    /// trainer.</summary>
     public IReadOnlyList<(string Field, string Message)> Problems()
     {
         var problems = new List<(string, string)>();
         void Check(bool ok, string field, string message)
         {
-            if (!ok) problems.Add((field, message));
+            if (!ok)
+                problems.Add((field, message));
         }
         Check(Epochs is >= 1 and <= 1000, "epochs", "epochs must be between 1 and 1000.");
         Check(BatchSize is >= 1 and <= 4096, "batchSize", "batchSize must be between 1 and 4096.");
-        Check(LearningRate > 0 && LearningRate <= 10, "learningRate", "learningRate must be greater than 0 and at most 10.");
-        Check(ValidationFraction is >= 0 and <= 0.9, "validationFraction", "validationFraction must be between 0 and 0.9.");
+        Check(
+            LearningRate > 0 && LearningRate <= 10,
+            "learningRate",
+            "learningRate must be greater than 0 and at most 10."
+        );
+        Check(
+            ValidationFraction is >= 0 and <= 0.9,
+            "validationFraction",
+            "validationFraction must be between 0 and 0.9."
+        );
         Check(Enum.IsDefined(Head.Kind), "head", "head must be Linear or Mlp.");
         Check(Head.HiddenUnits is >= 1 and <= 8192, "hiddenUnits", "hiddenUnits must be between 1 and 8192.");
         Check(Head.Dropout is >= 0 and < 1, "dropout", "dropout must be at least 0 and below 1.");
@@ -87,31 +147,77 @@ public sealed record TrainingOptions
         Check(StepGamma is > 0 and <= 1, "stepGamma", "stepGamma must be greater than 0 and at most 1.");
         Check(LabelSmoothing is >= 0 and < 1, "labelSmoothing", "labelSmoothing must be at least 0 and below 1.");
         Check(FeatureBatchSize >= 1, "featureBatchSize", "featureBatchSize must be at least 1.");
-        Check(UnfreezeStages is >= 0 and <= 4, "unfreezeStages", "unfreezeStages must be between 0 (frozen backbone) and 4.");
+        Check(
+            UnfreezeStages is >= 0 and <= 4,
+            "unfreezeStages",
+            "unfreezeStages must be between 0 (frozen backbone) and 4."
+        );
         Check(FineTuneEpochs is >= 1 and <= 1000, "fineTuneEpochs", "fineTuneEpochs must be between 1 and 1000.");
-        Check(FineTuneLrFactor is >= 1 and <= 10000, "fineTuneLrFactor", "fineTuneLrFactor must be between 1 and 10000.");
-        Check(Augmentation.Views is >= 0 and <= 16, "augmentation.views", "augmentation.views must be between 0 and 16.");
-        Check(Augmentation.ColorJitter is >= 0 and <= 1, "augmentation.colorJitter", "augmentation.colorJitter must be between 0 and 1.");
+        Check(
+            FineTuneLrFactor is >= 1 and <= 10000,
+            "fineTuneLrFactor",
+            "fineTuneLrFactor must be between 1 and 10000."
+        );
+        Check(
+            Augmentation.Views is >= 0 and <= 16,
+            "augmentation.views",
+            "augmentation.views must be between 0 and 16."
+        );
+        Check(
+            Augmentation.ColorJitter is >= 0 and <= 1,
+            "augmentation.colorJitter",
+            "augmentation.colorJitter must be between 0 and 1."
+        );
         if (EarlyStopping is { } stop)
         {
-            Check(Enum.IsDefined(stop.Monitor), "earlyStopping.monitor", "earlyStopping.monitor must be ValLoss or ValAccuracy.");
-            Check(stop.Patience is >= 1 and <= 1000, "earlyStopping.patience", "earlyStopping.patience must be between 1 and 1000.");
+            Check(
+                Enum.IsDefined(stop.Monitor),
+                "earlyStopping.monitor",
+                "earlyStopping.monitor must be ValLoss or ValAccuracy."
+            );
+            Check(
+                stop.Patience is >= 1 and <= 1000,
+                "earlyStopping.patience",
+                "earlyStopping.patience must be between 1 and 1000."
+            );
             Check(stop.MinDelta >= 0, "earlyStopping.minDelta", "earlyStopping.minDelta must be at least 0.");
         }
         return problems;
     }
 }
 
-public enum TrainingStage { Queued, ExtractingFeatures, TrainingHead, FineTuning, Evaluating, Done }
-
-public sealed record TrainingProgress(
-    TrainingStage Stage, int Epoch, int TotalEpochs, int Batch, int TotalBatches,
-    double Percent, double? ImagesPerSecond, double? EtaSeconds)
+public enum TrainingStage
 {
-    public static TrainingProgress Queued(int totalEpochs) => new(TrainingStage.Queued, 0, totalEpochs, 0, 0, 0, null, null);
+    Queued,
+    ExtractingFeatures,
+    TrainingHead,
+    FineTuning,
+    Evaluating,
+    Done,
 }
 
-public sealed record EpochMetrics(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy, double LearningRate);
+public sealed record TrainingProgress(
+    TrainingStage Stage,
+    int Epoch,
+    int TotalEpochs,
+    int Batch,
+    int TotalBatches,
+    double Percent,
+    double? ImagesPerSecond,
+    double? EtaSeconds
+)
+{
+    public static TrainingProgress Queued(int totalEpochs) =>
+        new(TrainingStage.Queued, 0, totalEpochs, 0, 0, 0, null, null);
+}
+
+public sealed record EpochMetrics(
+    int Epoch,
+    double TrainLoss,
+    double? ValLoss,
+    double? ValAccuracy,
+    double LearningRate
+);
 
 /// <summary>Receives progress from the training thread; implementations must return quickly.</summary>
 public interface ITrainingObserver
@@ -119,13 +225,12 @@ public interface ITrainingObserver
     void OnProgress(TrainingProgress progress);
     void OnEpochCompleted(EpochMetrics metrics);
 
-    /// <summary>Features the backbone computed in this run (for images with a content key), a batch at a time.</summary>
+    /// <summary>Features the backbone computed in this run (for images with a content key), a batch at a
+    /// time.</summary>
     void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features);
 
     /// <summary>Where a fine-tuning run keeps its activations, said once its first batch shows their size.</summary>
-    void OnActivations(ActivationUsage usage)
-    {
-    }
+    void OnActivations(ActivationUsage usage) { }
 
     /// <summary>
     /// Where the job can resume if the process stops: after an epoch or between batches whenever
@@ -141,7 +246,8 @@ public interface ITrainingObserver
     /// </summary>
     bool CheckpointDue => true;
 
-    /// <summary>Whether one is wanted between two batches, so a long epoch does not go unsaved. By default: never.</summary>
+    /// <summary>Whether one is wanted between two batches, so a long epoch does not go unsaved. By default:
+    /// never.</summary>
     bool CheckpointDueMidEpoch => false;
 }
 
@@ -151,25 +257,51 @@ public interface ITrainingObserver
 /// <param name="IsDueMidEpoch">Asked between batches: whether to pause the epoch for one (it then goes on).</param>
 public sealed record CheckpointSink(Func<bool> IsDue, Action<TrainingCheckpoint> Save, Func<bool>? IsDueMidEpoch = null)
 {
-    public static CheckpointSink For(ITrainingObserver observer, Func<TrainingCheckpoint, TrainingCheckpoint> complete) =>
-        new(() => observer.CheckpointDue, checkpoint => observer.OnCheckpoint(complete(checkpoint)), () => observer.CheckpointDueMidEpoch);
+    public static CheckpointSink For(
+        ITrainingObserver observer,
+        Func<TrainingCheckpoint, TrainingCheckpoint> complete
+    ) =>
+        new(
+            () => observer.CheckpointDue,
+            checkpoint => observer.OnCheckpoint(complete(checkpoint)),
+            () => observer.CheckpointDueMidEpoch
+        );
 }
 
 /// <param name="ImagesEmbedded">Images run through the backbone in this job.</param>
 /// <param name="FeaturesFromCache">Images whose features came from an earlier run instead.</param>
-public sealed record TrainingTimings(TimeSpan FeatureExtraction, TimeSpan HeadTraining, int ImagesEmbedded, int FeaturesFromCache = 0)
+public sealed record TrainingTimings(
+    TimeSpan FeatureExtraction,
+    TimeSpan HeadTraining,
+    int ImagesEmbedded,
+    int FeaturesFromCache = 0
+)
 {
     public double ImagesPerSecond => ImagesEmbedded / Math.Max(FeatureExtraction.TotalSeconds, 1e-9);
 }
 
-/// <param name="BestEpoch">The epoch whose weights the model keeps (the last, unless early stopping chose another).</param>
-/// <param name="Interrupted">Cancelled after at least one epoch: the checkpoint holds the best epoch completed so far.</param>
-/// <param name="Report">The model on the test split (or validation when there is none); null without held-out images.</param>
-/// <param name="FineTuned">Unfrozen stages the model keeps (0 when fine-tuning did not beat the frozen backbone on validation).</param>
+/// <param name="BestEpoch">The epoch whose weights the model keeps (the last, unless early stopping chose
+/// another).</param>
+/// <param name="Interrupted">Cancelled after at least one epoch: the checkpoint holds the best epoch completed so
+/// far.</param>
+/// <param name="Report">The model on the test split (or validation when there is none); null without held-out
+/// images.</param>
+/// <param name="FineTuned">Unfrozen stages the model keeps (0 when fine-tuning did not beat the frozen backbone on
+/// validation).</param>
 /// <param name="Activations">Where fine-tuning kept its activations (null for a frozen backbone).</param>
 public sealed record TrainingResult(
-    ModelCheckpoint Checkpoint, IReadOnlyList<EpochMetrics> Metrics, TrainingTimings Timings, int TrainImages, int ValidationImages,
-    int BestEpoch, bool StoppedEarly, bool Interrupted, ClassificationReport? Report, int FineTuned = 0, ActivationUsage? Activations = null)
+    ModelCheckpoint Checkpoint,
+    IReadOnlyList<EpochMetrics> Metrics,
+    TrainingTimings Timings,
+    int TrainImages,
+    int ValidationImages,
+    int BestEpoch,
+    bool StoppedEarly,
+    bool Interrupted,
+    ClassificationReport? Report,
+    int FineTuned = 0,
+    ActivationUsage? Activations = null
+)
 {
     public EpochMetrics BestMetrics => Metrics.First(m => m.Epoch == BestEpoch);
 }

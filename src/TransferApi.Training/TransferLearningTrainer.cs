@@ -1,9 +1,9 @@
+using System.Diagnostics;
+using TransferApi.Training.Backbones;
 using TransferApi.Training.Checkpoints;
 using TransferApi.Training.Evaluation;
 using TransferApi.Training.FineTuning;
 using TransferApi.Training.Heads;
-using System.Diagnostics;
-using TransferApi.Training.Backbones;
 using TransferApi.Training.Imaging;
 using static TorchSharp.torch;
 
@@ -26,13 +26,24 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     /// </param>
     /// <param name="activationBudget">How much of fine-tuning's activations stay in memory (default: all).</param>
     public TrainingResult Train(
-        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer,
-        CancellationToken cancellation, TrainingCheckpoint? resume = null, IImageSource? source = null,
-        ActivationBudget? activationBudget = null)
+        IReadOnlyList<LabeledImage> images,
+        TrainingOptions options,
+        ITrainingObserver observer,
+        CancellationToken cancellation,
+        TrainingCheckpoint? resume = null,
+        IImageSource? source = null,
+        ActivationBudget? activationBudget = null
+    )
     {
-        var run = Plan(images, options, observer, resume,
+        var run = Plan(
+            images,
+            options,
+            observer,
+            resume,
             source ?? new InMemoryImageSource(images.Select(i => i.Bytes).ToList()),
-            activationBudget ?? ActivationBudget.Unbounded, cancellation);
+            activationBudget ?? ActivationBudget.Unbounded,
+            cancellation
+        );
         using var scope = NewDisposeScope();
         using var extracted = options.UnfreezeStages == 0 ? ExtractFrozen(run) : ExtractForFineTuning(run);
         var rows = Arrange(run, extracted);
@@ -46,15 +57,29 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     /// <summary>One run's inputs and the decisions taken before any image is read.</summary>
     /// <param name="ViewOf">For each augmented view, the training image it is a view of.</param>
     private sealed record Run(
-        IReadOnlyList<LabeledImage> Images, TrainingOptions Options, ITrainingObserver Observer,
-        TrainingCheckpoint? Resume, IImageSource Source, ActivationBudget Budget, ProgressMeter Progress,
-        string Fingerprint, List<string> Labels, Dictionary<string, long> LabelIndex, int[] TrainIdx, int[] ValIdx,
-        int[] TestIdx, int[] ViewOf, ViewTransform?[] ViewTransforms, CancellationToken Cancellation)
+        IReadOnlyList<LabeledImage> Images,
+        TrainingOptions Options,
+        ITrainingObserver Observer,
+        TrainingCheckpoint? Resume,
+        IImageSource Source,
+        ActivationBudget Budget,
+        ProgressMeter Progress,
+        string Fingerprint,
+        List<string> Labels,
+        Dictionary<string, long> LabelIndex,
+        int[] TrainIdx,
+        int[] ValIdx,
+        int[] TestIdx,
+        int[] ViewOf,
+        ViewTransform?[] ViewTransforms,
+        CancellationToken Cancellation
+    )
     {
         /// <summary>The images the run reads, in row order: training, validation, test.</summary>
         public int[] Used { get; } = [.. TrainIdx, .. ValIdx, .. TestIdx];
 
-        public Tensor LabelsOf(IEnumerable<int> images) => tensor(images.Select(i => LabelIndex[Images[i].Label]).ToArray());
+        public Tensor LabelsOf(IEnumerable<int> images) =>
+            tensor(images.Select(i => LabelIndex[Images[i].Label]).ToArray());
     }
 
     /// <summary>
@@ -62,8 +87,14 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     /// on, which it owns.
     /// </summary>
     private sealed record Extracted(
-        Tensor Features, Tensor ViewFeatures, FeatureTail? Tail, ActivationStore? Activations, TimeSpan Duration,
-        int Embedded, int FromCache) : IDisposable
+        Tensor Features,
+        Tensor ViewFeatures,
+        FeatureTail? Tail,
+        ActivationStore? Activations,
+        TimeSpan Duration,
+        int Embedded,
+        int FromCache
+    ) : IDisposable
     {
         public void Dispose()
         {
@@ -74,26 +105,54 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
     /// <summary>The splits' features and labels, and their rows in the activation store.</summary>
     private sealed record Rows(
-        Tensor TrainX, Tensor TrainY, Tensor ValX, Tensor ValY, Tensor TestX, long[] TrainRows, long[] ValRows,
-        long[] HeldOutRows);
+        Tensor TrainX,
+        Tensor TrainY,
+        Tensor ValX,
+        Tensor ValY,
+        Tensor TestX,
+        long[] TrainRows,
+        long[] ValRows,
+        long[] HeldOutRows
+    );
 
-    /// <param name="HeldOutX">Validation and test features through the fine-tuned stages (null: not fine-tuned).</param>
+    /// <param name="HeldOutX">Validation and test features through the fine-tuned stages (null: not
+    /// fine-tuned).</param>
     private sealed record FineTuneOutcome(
-        IReadOnlyList<EpochMetrics> Metrics, bool Interrupted, int BestEpoch, int Stages, Tensor? HeldOutX);
+        IReadOnlyList<EpochMetrics> Metrics,
+        bool Interrupted,
+        int BestEpoch,
+        int Stages,
+        Tensor? HeldOutX
+    );
 
     /// <summary>Validates the input and decides the classes, the splits and the augmented views.</summary>
     private Run Plan(
-        IReadOnlyList<LabeledImage> images, TrainingOptions options, ITrainingObserver observer,
-        TrainingCheckpoint? resume, IImageSource source, ActivationBudget budget, CancellationToken cancellation)
+        IReadOnlyList<LabeledImage> images,
+        TrainingOptions options,
+        ITrainingObserver observer,
+        TrainingCheckpoint? resume,
+        IImageSource source,
+        ActivationBudget budget,
+        CancellationToken cancellation
+    )
     {
         Validate(images, options);
         if (options.UnfreezeStages > backbone.Stages)
-            throw new TrainingInputException($"unfreezeStages must be between 0 and {backbone.Stages}: backbone "
-                + $"'{backbone.Id}' ({backbone.Architecture.Name}) has {backbone.Stages} stages.");
+            throw new TrainingInputException(
+                $"unfreezeStages must be between 0 and {backbone.Stages}: backbone "
+                    + $"'{backbone.Id}' ({backbone.Architecture.Name}) has {backbone.Stages} stages."
+            );
         var fingerprint = Fingerprint(images, options);
         if (resume is not null && resume.Fingerprint != fingerprint)
-            throw new ArgumentException("The checkpoint was made for other images, options or backbone.", nameof(resume));
-        var labels = images.Select(i => i.Label).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+            throw new ArgumentException(
+                "The checkpoint was made for other images, options or backbone.",
+                nameof(resume)
+            );
+        var labels = images
+            .Select(i => i.Label)
+            .Distinct(StringComparer.Ordinal)
+            .Order(StringComparer.Ordinal)
+            .ToList();
         var labelIndex = labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => (long)p.i, StringComparer.Ordinal);
         var (trainIdx, valIdx) = DataSplitter.Split(images, options.ValidationFraction, options.Seed);
         var missing = labels.Where(l => !trainIdx.Any(i => images[i].Label == l)).ToList();
@@ -102,8 +161,24 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var testIdx = Enumerable.Range(0, images.Count).Where(i => images[i].Split == DataSplit.Test).ToArray();
         // Augmented views of the training images join the training rows; validation and test stay as they are.
         var (viewOf, transforms) = Augment(trainIdx, options);
-        return new Run(images, options, observer, resume, source, budget, new ProgressMeter(observer, options),
-            fingerprint, labels, labelIndex, trainIdx, valIdx, testIdx, viewOf, transforms, cancellation);
+        return new Run(
+            images,
+            options,
+            observer,
+            resume,
+            source,
+            budget,
+            new ProgressMeter(observer, options),
+            fingerprint,
+            labels,
+            labelIndex,
+            trainIdx,
+            valIdx,
+            testIdx,
+            viewOf,
+            transforms,
+            cancellation
+        );
     }
 
     /// <summary>Frozen backbone: cached features as given, the other images and every view through it once.</summary>
@@ -111,10 +186,24 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     {
         var clock = Stopwatch.StartNew();
         var (features, embedded) = FrozenFeatures(run);
-        var viewFeatures = ExtractBatched(run.Source, run.ViewOf, run.ViewTransforms, backbone.ExtractFeatures,
-            run.Options, run.Progress, run.Cancellation);
-        return new Extracted(features, viewFeatures, null, null, clock.Elapsed, embedded + run.ViewOf.Length,
-            run.Used.Length - embedded);
+        var viewFeatures = ExtractBatched(
+            run.Source,
+            run.ViewOf,
+            run.ViewTransforms,
+            backbone.ExtractFeatures,
+            run.Options,
+            run.Progress,
+            run.Cancellation
+        );
+        return new Extracted(
+            features,
+            viewFeatures,
+            null,
+            null,
+            clock.Elapsed,
+            embedded + run.ViewOf.Length,
+            run.Used.Length - embedded
+        );
     }
 
     /// <summary>
@@ -133,7 +222,9 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         ActivationStore? activations = null;
         Tensor Recompute(long[] rows)
         {
-            var bytes = run.Source.Batches(rows.Select(r => rowImages[r]).ToList(), rows.Length, run.Cancellation).Single();
+            var bytes = run
+                .Source.Batches(rows.Select(r => rowImages[r]).ToList(), rows.Length, run.Cancellation)
+                .Single();
             var rowViews = rows.Select(r => rowTransforms[r]).ToList();
             return backbone.Activations(bytes, firstTrained, rowViews.Any(t => t is not null) ? rowViews : null);
         }
@@ -146,7 +237,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             {
                 activations = ActivationStore.Create(rowImages.Length, activation.shape[1..], run.Budget, Recompute);
                 run.Observer.OnActivations(
-                    new ActivationUsage(activations.Storage, activations.Bytes, run.Budget.MemoryBytes));
+                    new ActivationUsage(activations.Storage, activations.Bytes, run.Budget.MemoryBytes)
+                );
             }
             activations.Append(activation);
             using var mode = inference_mode();
@@ -154,9 +246,24 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         }
         try
         {
-            var features = ExtractBatched(run.Source, run.Used, null, Pooled, run.Options, run.Progress, run.Cancellation);
-            var viewFeatures = ExtractBatched(run.Source, run.ViewOf, run.ViewTransforms, Pooled, run.Options,
-                run.Progress, run.Cancellation);
+            var features = ExtractBatched(
+                run.Source,
+                run.Used,
+                null,
+                Pooled,
+                run.Options,
+                run.Progress,
+                run.Cancellation
+            );
+            var viewFeatures = ExtractBatched(
+                run.Source,
+                run.ViewOf,
+                run.ViewTransforms,
+                Pooled,
+                run.Options,
+                run.Progress,
+                run.Cancellation
+            );
             return new Extracted(features, viewFeatures, tail, activations, clock.Elapsed, rowImages.Length, 0);
         }
         catch
@@ -172,15 +279,20 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     {
         var (train, val, test) = (run.TrainIdx.Length, run.ValIdx.Length, run.TestIdx.Length);
         var trainX = extracted.Features.narrow(0, 0, train);
-        if (run.ViewOf.Length > 0) trainX = cat([trainX, extracted.ViewFeatures], 0);
+        if (run.ViewOf.Length > 0)
+            trainX = cat([trainX, extracted.ViewFeatures], 0);
         // Rows of the activation store: the used images in order (train, validation, test), then the views.
         long[] Range(long from, int count) => Enumerable.Range(0, count).Select(k => from + k).ToArray();
         return new Rows(
-            trainX, run.LabelsOf(run.TrainIdx.Concat(run.ViewOf)),
-            extracted.Features.narrow(0, train, val), run.LabelsOf(run.ValIdx),
+            trainX,
+            run.LabelsOf(run.TrainIdx.Concat(run.ViewOf)),
+            extracted.Features.narrow(0, train, val),
+            run.LabelsOf(run.ValIdx),
             extracted.Features.narrow(0, train + val, test),
             [.. Range(0, train), .. Range(train + val + test, run.ViewOf.Length)],
-            Range(train, val), Range(train, val + test));
+            Range(train, val),
+            Range(train, val + test)
+        );
     }
 
     /// <summary>The head on the cached features; a run resumed after the head phase rebuilds its outcome.</summary>
@@ -191,19 +303,39 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             // The head phase had ended: fine-tuning's checkpoint carries the head's weights.
             return new HeadTrainingResult(
                 ClassifierHead.Create(options.Head, backbone.FeatureSize, run.Labels.Count, options.Seed),
-                run.Resume.Metrics.Where(m => m.Epoch <= headDone.Epochs).ToList(), headDone.BestEpoch,
-                headDone.StoppedEarly);
+                run.Resume.Metrics.Where(m => m.Epoch <= headDone.Epochs).ToList(),
+                headDone.BestEpoch,
+                headDone.StoppedEarly
+            );
         var validates = run.ValIdx.Length > 0;
         return HeadTrainer.Train(
-            new HeadTrainingSet(rows.TrainX, rows.TrainY, validates ? rows.ValX : null, validates ? rows.ValY : null,
-                run.Labels.Count),
-            new EpochLoop(options, run.Observer.OnEpochCompleted, run.Progress.HeadEpochs(clock), run.Cancellation,
+            new HeadTrainingSet(
+                rows.TrainX,
+                rows.TrainY,
+                validates ? rows.ValX : null,
+                validates ? rows.ValY : null,
+                run.Labels.Count
+            ),
+            new EpochLoop(
+                options,
+                run.Observer.OnEpochCompleted,
+                run.Progress.HeadEpochs(clock),
+                run.Cancellation,
                 run.Resume,
-                CheckpointSink.For(run.Observer, checkpoint => checkpoint with { Fingerprint = run.Fingerprint })));
+                CheckpointSink.For(run.Observer, checkpoint => checkpoint with { Fingerprint = run.Fingerprint })
+            )
+        );
     }
 
-    /// <summary>The last stages with the head, when the options unfreeze any and the head phase was not interrupted.</summary>
-    private static FineTuneOutcome FineTune(Run run, Extracted extracted, Rows rows, HeadTrainingResult head, Stopwatch clock)
+    /// <summary>The last stages with the head, when the options unfreeze any and the head phase was not
+    /// interrupted.</summary>
+    private static FineTuneOutcome FineTune(
+        Run run,
+        Extracted extracted,
+        Rows rows,
+        HeadTrainingResult head,
+        Stopwatch clock
+    )
     {
         if (extracted.Tail is not { } tail || head.Interrupted)
             return new FineTuneOutcome([], head.Interrupted, head.BestEpoch, 0, null);
@@ -212,17 +344,41 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var headPhase = new HeadPhaseOutcome(headEpochs, head.BestEpoch, head.StoppedEarly);
         var validates = run.ValIdx.Length > 0;
         var fine = FineTuner.Train(
-            new FineTuningSet(tail, head.Head, extracted.Activations!, rows.TrainRows, rows.TrainY,
-                validates ? rows.ValRows : null, validates ? rows.ValY : null, headEpochs + 1),
-            new EpochLoop(options, run.Observer.OnEpochCompleted, run.Progress.FineTuningEpochs(headEpochs, clock),
-                run.Cancellation, run.Resume?.HeadPhase is null ? null : run.Resume,
-                CheckpointSink.For(run.Observer, checkpoint => checkpoint with
-                {
-                    Fingerprint = run.Fingerprint, HeadPhase = headPhase, Metrics = [.. head.Metrics, .. checkpoint.Metrics],
-                })));
-        if (!fine.Improved) return new FineTuneOutcome(fine.Metrics, fine.Interrupted, head.BestEpoch, 0, null);
+            new FineTuningSet(
+                tail,
+                head.Head,
+                extracted.Activations!,
+                rows.TrainRows,
+                rows.TrainY,
+                validates ? rows.ValRows : null,
+                validates ? rows.ValY : null,
+                headEpochs + 1
+            ),
+            new EpochLoop(
+                options,
+                run.Observer.OnEpochCompleted,
+                run.Progress.FineTuningEpochs(headEpochs, clock),
+                run.Cancellation,
+                run.Resume?.HeadPhase is null ? null : run.Resume,
+                CheckpointSink.For(run.Observer, checkpoint =>
+                    checkpoint with
+                    {
+                        Fingerprint = run.Fingerprint,
+                        HeadPhase = headPhase,
+                        Metrics = [.. head.Metrics, .. checkpoint.Metrics],
+                    }
+                )
+            )
+        );
+        if (!fine.Improved)
+            return new FineTuneOutcome(fine.Metrics, fine.Interrupted, head.BestEpoch, 0, null);
         // Held-out images now go through the fine-tuned stages.
-        var heldOut = FineTuner.PooledFeatures(tail, extracted.Activations!, rows.HeldOutRows, options.FeatureBatchSize);
+        var heldOut = FineTuner.PooledFeatures(
+            tail,
+            extracted.Activations!,
+            rows.HeldOutRows,
+            options.FeatureBatchSize
+        );
         return new FineTuneOutcome(fine.Metrics, fine.Interrupted, fine.BestEpoch, options.UnfreezeStages, heldOut);
     }
 
@@ -231,39 +387,66 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     /// progress stays where it stopped.
     /// </summary>
     private TrainingResult Evaluate(
-        Run run, Extracted extracted, Rows rows, HeadTrainingResult head, FineTuneOutcome fine, TimeSpan training)
+        Run run,
+        Extracted extracted,
+        Rows rows,
+        HeadTrainingResult head,
+        FineTuneOutcome fine,
+        TimeSpan training
+    )
     {
         var metrics = head.Metrics.Concat(fine.Metrics).ToList();
-        if (!fine.Interrupted) run.Progress.Evaluating(metrics.Count);
+        if (!fine.Interrupted)
+            run.Progress.Evaluating(metrics.Count);
         var (valX, testX) = fine.HeldOutX is { } heldOut
             ? (heldOut.narrow(0, 0, run.ValIdx.Length), heldOut.narrow(0, run.ValIdx.Length, run.TestIdx.Length))
             : (rows.ValX, rows.TestX);
-        var (evalSplit, evalX, evalIdx) = run.TestIdx.Length > 0 ? ("test", testX, run.TestIdx) : ("validation", valX, run.ValIdx);
+        var (evalSplit, evalX, evalIdx) =
+            run.TestIdx.Length > 0 ? ("test", testX, run.TestIdx) : ("validation", valX, run.ValIdx);
         ClassificationReport? report = null;
         if (evalIdx.Length > 0)
         {
             using var probabilities = Probabilities(head.Head, evalX);
             var flat = probabilities.data<float>().ToArray();
             var classes = run.Labels.Count;
-            report = ClassificationReport.Compute(evalSplit, run.Labels,
+            report = ClassificationReport.Compute(
+                evalSplit,
+                run.Labels,
                 Enumerable.Range(0, evalIdx.Length).Select(n => flat.AsSpan(n * classes, classes).ToArray()).ToList(),
-                evalIdx.Select(i => (int)run.LabelIndex[run.Images[i].Label]).ToList());
+                evalIdx.Select(i => (int)run.LabelIndex[run.Images[i].Label]).ToList()
+            );
         }
-        var checkpoint = ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, run.Labels,
-            backbone.FeatureSize, run.Options.Head, head.Head) with
+        var checkpoint = ModelCheckpoint.FromHead(
+            backbone.Id,
+            backbone.Preprocessor.Spec,
+            run.Labels,
+            backbone.FeatureSize,
+            run.Options.Head,
+            head.Head
+        ) with
         {
             FineTunedStages = fine.Stages,
             TailWeights = fine.Stages > 0 ? ModelCheckpoint.Save(extracted.Tail!) : null,
         };
         head.Head.Dispose();
-        if (!fine.Interrupted) run.Progress.Done(metrics.Count);
+        if (!fine.Interrupted)
+            run.Progress.Done(metrics.Count);
         var activations = extracted.Activations is { } store
             ? new ActivationUsage(store.Storage, store.Bytes, run.Budget.MemoryBytes)
             : null;
-        return new TrainingResult(checkpoint, metrics,
+        return new TrainingResult(
+            checkpoint,
+            metrics,
             new TrainingTimings(extracted.Duration, training, extracted.Embedded, extracted.FromCache),
-            run.TrainIdx.Length, run.ValIdx.Length, fine.BestEpoch, head.StoppedEarly, fine.Interrupted, report,
-            fine.Stages, activations);
+            run.TrainIdx.Length,
+            run.ValIdx.Length,
+            fine.BestEpoch,
+            head.StoppedEarly,
+            fine.Interrupted,
+            report,
+            fine.Stages,
+            activations
+        );
     }
 
     /// <summary>What a checkpoint of this job must match: the backbone, the options and every image in order.</summary>
@@ -294,22 +477,37 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             void Report(int first, Tensor rows)
             {
                 var values = rows.data<float>().ToArray();
-                run.Observer.OnFeaturesComputed(Enumerable.Range(0, (int)rows.shape[0])
-                    .Where(k => images[toEmbed[first + k]].ContentKey is not null)
-                    .Select(k => new ComputedFeatures(
-                        images[toEmbed[first + k]].ContentKey!, values.AsSpan(k * size, size).ToArray()))
-                    .ToList());
+                run.Observer.OnFeaturesComputed(
+                    Enumerable
+                        .Range(0, (int)rows.shape[0])
+                        .Where(k => images[toEmbed[first + k]].ContentKey is not null)
+                        .Select(k => new ComputedFeatures(
+                            images[toEmbed[first + k]].ContentKey!,
+                            values.AsSpan(k * size, size).ToArray()
+                        ))
+                        .ToList()
+                );
             }
-            using var embedded = ExtractBatched(run.Source, toEmbed, null, backbone.ExtractFeatures, run.Options,
-                run.Progress, run.Cancellation, Report);
+            using var embedded = ExtractBatched(
+                run.Source,
+                toEmbed,
+                null,
+                backbone.ExtractFeatures,
+                run.Options,
+                run.Progress,
+                run.Cancellation,
+                Report
+            );
             computed = embedded.data<float>().ToArray();
         }
-        var row = toEmbed.Select((image, k) => (image, k))
+        var row = toEmbed
+            .Select((image, k) => (image, k))
             .ToDictionary(p => p.image, p => computed.AsSpan(p.k * size, size).ToArray());
         var allValues = run.Used.SelectMany(i => images[i].Features ?? row[i]).ToArray();
         if (allValues.Length != run.Used.Length * size)
             throw new TrainingInputException(
-                $"Cached features do not match backbone '{backbone.Id}' ({size} values per image).");
+                $"Cached features do not match backbone '{backbone.Id}' ({size} values per image)."
+            );
         return (tensor(allValues, [run.Used.Length, size]), toEmbed.Length);
     }
 
@@ -323,9 +521,20 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>
     public Tensor ExtractFeatures(
-        IReadOnlyList<byte[]> images, TrainingOptions options, ITrainingObserver observer, CancellationToken cancellation) =>
-        ExtractBatched(new InMemoryImageSource(images), Enumerable.Range(0, images.Count).ToList(), null,
-            backbone.ExtractFeatures, options, new ProgressMeter(observer, options), cancellation);
+        IReadOnlyList<byte[]> images,
+        TrainingOptions options,
+        ITrainingObserver observer,
+        CancellationToken cancellation
+    ) =>
+        ExtractBatched(
+            new InMemoryImageSource(images),
+            Enumerable.Range(0, images.Count).ToList(),
+            null,
+            backbone.ExtractFeatures,
+            options,
+            new ProgressMeter(observer, options),
+            cancellation
+        );
 
     /// <summary>
     /// Runs <paramref name="run"/> over the images (and their transforms) in batches read from
@@ -334,15 +543,22 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     /// </summary>
     /// <param name="onRows">Called with each batch's first image index and its rows.</param>
     private Tensor ExtractBatched(
-        IImageSource source, IReadOnlyList<int> images, IReadOnlyList<ViewTransform?>? transforms,
-        Func<IReadOnlyList<byte[]>, IReadOnlyList<ViewTransform?>?, Tensor> run, TrainingOptions options,
-        ProgressMeter progress, CancellationToken cancellation, Action<int, Tensor>? onRows = null)
+        IImageSource source,
+        IReadOnlyList<int> images,
+        IReadOnlyList<ViewTransform?>? transforms,
+        Func<IReadOnlyList<byte[]>, IReadOnlyList<ViewTransform?>?, Tensor> run,
+        TrainingOptions options,
+        ProgressMeter progress,
+        CancellationToken cancellation,
+        Action<int, Tensor>? onRows = null
+    )
     {
         var size = options.FeatureBatchSize;
         var batches = (images.Count + size - 1) / size;
         var rows = new List<Tensor>(batches);
         var clock = Stopwatch.StartNew();
-        if (images.Count > 0) progress.ExtractionStarted(batches);
+        if (images.Count > 0)
+            progress.ExtractionStarted(batches);
         var b = 0;
         foreach (var batch in source.Batches(images, size, cancellation))
         {
@@ -353,7 +569,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             progress.ExtractionBatch(b, batches, Math.Min(images.Count, b * size), images.Count, clock.Elapsed);
         }
         var features = rows.Count == 0 ? zeros(0, backbone.FeatureSize) : cat(rows, 0);
-        foreach (var row in rows) row.Dispose();
+        foreach (var row in rows)
+            row.Dispose();
         return features;
     }
 
@@ -361,9 +578,14 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     {
         if (options.Problems() is { Count: > 0 } problems)
             throw new TrainingInputException(string.Join(" ", problems.Select(p => p.Message)));
-        var classes = images.Where(i => i.Split != DataSplit.Test).Select(i => i.Label)
-            .Distinct(StringComparer.Ordinal).Count();
+        var classes = images
+            .Where(i => i.Split != DataSplit.Test)
+            .Select(i => i.Label)
+            .Distinct(StringComparer.Ordinal)
+            .Count();
         if (classes < 2)
-            throw new TrainingInputException($"Training needs at least 2 classes with images; the data set has {classes}.");
+            throw new TrainingInputException(
+                $"Training needs at least 2 classes with images; the data set has {classes}."
+            );
     }
 }

@@ -7,7 +7,10 @@ namespace TransferApi.TestSupport;
 /// <summary>Builds zip uploads and images inside the tests (nothing binary is committed).</summary>
 public static class Archives
 {
-    public static byte[] Zip(IEnumerable<(string Entry, byte[] Data)> entries, CompressionLevel level = CompressionLevel.Fastest)
+    public static byte[] Zip(
+        IEnumerable<(string Entry, byte[] Data)> entries,
+        CompressionLevel level = CompressionLevel.Fastest
+    )
     {
         using var buffer = new MemoryStream();
         using (var zip = new ZipArchive(buffer, ZipArchiveMode.Create, leaveOpen: true))
@@ -22,7 +25,11 @@ public static class Archives
     }
 
     /// <summary>A zip whose single entry carries Unix mode bits (e.g. 0xA1FF for a symbolic link).</summary>
-    public static byte[] ZipWithUnixMode(IEnumerable<(string Entry, byte[] Data)> entries, string linkName, int unixMode)
+    public static byte[] ZipWithUnixMode(
+        IEnumerable<(string Entry, byte[] Data)> entries,
+        string linkName,
+        int unixMode
+    )
     {
         using var buffer = new MemoryStream();
         using (var zip = new ZipArchive(buffer, ZipArchiveMode.Create, leaveOpen: true))
@@ -65,14 +72,23 @@ public static class Archives
 
     /// <summary>Real photos, <paramref name="perClass"/> ants and as many bees, one folder per class.</summary>
     public static List<(string, byte[])> TwoClasses(int perClass = 2) =>
-        Enumerable.Range(0, perClass).SelectMany(i => new[] { Photo("train", "ants", i), Photo("train", "bees", i) }).ToList();
+        Enumerable
+            .Range(0, perClass)
+            .SelectMany(i => new[] { Photo("train", "ants", i), Photo("train", "bees", i) })
+            .ToList();
 
-    public static MultipartFormDataContent DatasetForm(string name, byte[] zip, string fileName = "dataset.zip", params (string Field, string Value)[] fields)
+    public static MultipartFormDataContent DatasetForm(
+        string name,
+        byte[] zip,
+        string fileName = "dataset.zip",
+        params (string Field, string Value)[] fields
+    )
     {
         var file = new ByteArrayContent(zip);
         file.Headers.ContentType = new("application/zip");
         var form = new MultipartFormDataContent { { new StringContent(name), "name" }, { file, "file", fileName } };
-        foreach (var (field, value) in fields) form.Add(new StringContent(value), field);
+        foreach (var (field, value) in fields)
+            form.Add(new StringContent(value), field);
         return form;
     }
 
@@ -83,10 +99,15 @@ public static class Archives
         return new MultipartFormDataContent { { file, "file", fileName } };
     }
 
-    public static MultipartFormDataContent ImagesForm(string label, IEnumerable<(string FileName, byte[] Data)> images, string? split = null)
+    public static MultipartFormDataContent ImagesForm(
+        string label,
+        IEnumerable<(string FileName, byte[] Data)> images,
+        string? split = null
+    )
     {
         var form = new MultipartFormDataContent { { new StringContent(label), "label" } };
-        if (split is not null) form.Add(new StringContent(split), "split");
+        if (split is not null)
+            form.Add(new StringContent(split), "split");
         foreach (var (name, data) in images)
         {
             var file = new ByteArrayContent(data);

@@ -14,16 +14,29 @@ public static class MemoryWorkload
     /// <param name="CachedRss">Resident bytes after each job on cached features.</param>
     public sealed record Result(IReadOnlyList<long> ExtractionRss, IReadOnlyList<long> CachedRss, long PeakRss);
 
-    public static async Task<Result> RunAsync(ServiceProcess service, int extractionJobs, int cachedJobs, int imagesPerJob, int side = 224)
+    public static async Task<Result> RunAsync(
+        ServiceProcess service,
+        int extractionJobs,
+        int cachedJobs,
+        int imagesPerJob,
+        int side = 224
+    )
     {
         var datasets = new List<Guid>();
         var extraction = new List<long>();
         for (var job = 0; job < extractionJobs; job++)
         {
             // Fresh images for every job: none of them has cached features yet.
-            var entries = Enumerable.Range(0, imagesPerJob)
-                .Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(side, side, job * 100_000 + i))).ToList();
-            var created = await service.Client.PostAsync("/api/datasets", Archives.DatasetForm($"memory {job}", Archives.Zip(entries)));
+            var entries = Enumerable
+                .Range(0, imagesPerJob)
+                .Select(i =>
+                    ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(side, side, job * 100_000 + i))
+                )
+                .ToList();
+            var created = await service.Client.PostAsync(
+                "/api/datasets",
+                Archives.DatasetForm($"memory {job}", Archives.Zip(entries))
+            );
             datasets.Add(Id(await created.Content.ReadAsStringAsync()));
             await TrainAsync(service, datasets[^1]);
             extraction.Add(service.ResidentBytes);
@@ -39,18 +52,25 @@ public static class MemoryWorkload
 
     private static async Task TrainAsync(ServiceProcess service, Guid dataset)
     {
-        var answer = await service.Client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset, epochs = 3 });
+        var answer = await service.Client.PostAsJsonAsync(
+            "/api/training-jobs",
+            new { datasetId = dataset, epochs = 3 }
+        );
         var job = Id(await answer.Content.ReadAsStringAsync());
         while (true)
         {
-            var state = JsonDocument.Parse(await service.Client.GetStringAsync($"/api/training-jobs/{job}")).RootElement.GetProperty("status").GetString();
+            var state = JsonDocument
+                .Parse(await service.Client.GetStringAsync($"/api/training-jobs/{job}"))
+                .RootElement.GetProperty("status")
+                .GetString();
             // A moment for the worker's housekeeping after the commit (vacuum, dispatch) before memory is read.
             if (state == "Succeeded")
             {
                 await Task.Delay(500);
                 return;
             }
-            if (state is "Failed" or "Cancelled") throw new InvalidOperationException($"job {job} ended {state}");
+            if (state is "Failed" or "Cancelled")
+                throw new InvalidOperationException($"job {job} ended {state}");
             await Task.Delay(200);
         }
     }

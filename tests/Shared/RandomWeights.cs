@@ -23,16 +23,23 @@ public static class RandomWeights
         foreach (var (name, value) in network.state_dict())
         {
             var copy = value.detach().clone();
-            if (name.EndsWith("running_var", StringComparison.Ordinal) || (name.EndsWith(".weight", StringComparison.Ordinal) && value.dim() == 1))
+            if (
+                name.EndsWith("running_var", StringComparison.Ordinal)
+                || (name.EndsWith(".weight", StringComparison.Ordinal) && value.dim() == 1)
+            )
                 copy = rand(value.shape, generator: generator).mul_(0.5).add_(0.75);
-            else if (name.EndsWith("running_mean", StringComparison.Ordinal) || (name.EndsWith(".bias", StringComparison.Ordinal) && value.dim() == 1 && IsNorm(modules, name)))
+            else if (
+                name.EndsWith("running_mean", StringComparison.Ordinal)
+                || (name.EndsWith(".bias", StringComparison.Ordinal) && value.dim() == 1 && IsNorm(modules, name))
+            )
                 copy = rand(value.shape, generator: generator).sub_(0.5).mul_(0.2);
             else if (value.is_floating_point() && value.numel() > 1)
                 // Redrawn at the scale the architecture's own initialisation gave this tensor.
                 copy = randn(value.shape, generator: generator).mul_(value.std().item<float>());
             state[name] = copy;
         }
-        foreach (var (name, shape) in ClassifierKeys(architecture)) state[name] = randn(shape, generator: generator).mul_(0.01);
+        foreach (var (name, shape) in ClassifierKeys(architecture))
+            state[name] = randn(shape, generator: generator).mul_(0.01);
         return state;
     }
 
@@ -52,14 +59,23 @@ public static class RandomWeights
     }
 
     private static bool IsNorm(IReadOnlyDictionary<string, TorchSharp.torch.nn.Module> modules, string parameter) =>
-        modules.TryGetValue(parameter[..parameter.LastIndexOf('.')], out var module) && module is TorchSharp.Modules.BatchNorm2d;
+        modules.TryGetValue(parameter[..parameter.LastIndexOf('.')], out var module)
+        && module is TorchSharp.Modules.BatchNorm2d;
 
-    /// <summary>The ImageNet classifier's keys as TorchVision names them (VGG's wide fc6/fc7 left out to keep test files small).</summary>
-    private static IEnumerable<(string, long[])> ClassifierKeys(BackboneArchitecture architecture) => architecture.Name switch
-    {
-        "mobilenet_v2" => [("classifier.1.weight", [1000, 1280]), ("classifier.1.bias", [1000])],
-        "vgg16" => [("classifier.6.weight", [1000, 4096]), ("classifier.6.bias", [1000])],
-        "inception_v3" => [("fc.weight", [1000, 2048]), ("fc.bias", [1000]), ("AuxLogits.fc.weight", [1000, 768]), ("AuxLogits.fc.bias", [1000])],
-        _ => [("fc.weight", [1000, architecture.FeatureSize]), ("fc.bias", [1000])],
-    };
+    /// <summary>The ImageNet classifier's keys as TorchVision names them (VGG's wide fc6/fc7 left out to keep test
+    /// files small).</summary>
+    private static IEnumerable<(string, long[])> ClassifierKeys(BackboneArchitecture architecture) =>
+        architecture.Name switch
+        {
+            "mobilenet_v2" => [("classifier.1.weight", [1000, 1280]), ("classifier.1.bias", [1000])],
+            "vgg16" => [("classifier.6.weight", [1000, 4096]), ("classifier.6.bias", [1000])],
+            "inception_v3" =>
+            [
+                ("fc.weight", [1000, 2048]),
+                ("fc.bias", [1000]),
+                ("AuxLogits.fc.weight", [1000, 768]),
+                ("AuxLogits.fc.bias", [1000]),
+            ],
+            _ => [("fc.weight", [1000, architecture.FeatureSize]), ("fc.bias", [1000])],
+        };
 }

@@ -42,17 +42,30 @@ public sealed class ServiceProcess : IAsyncDisposable
     public long ResidentBytes => StatusBytes("VmRSS:");
 
     private long StatusBytes(string field) =>
-        File.ReadLines($"/proc/{process.Id}/status").Where(l => l.StartsWith(field, StringComparison.Ordinal))
-            .Select(l => long.Parse(l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024).Single();
+        File.ReadLines($"/proc/{process.Id}/status")
+            .Where(l => l.StartsWith(field, StringComparison.Ordinal))
+            .Select(l =>
+                long.Parse(
+                    l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1],
+                    System.Globalization.CultureInfo.InvariantCulture
+                ) * 1024
+            )
+            .Single();
 
     /// <summary>A connection string to the service's database.</summary>
-    public string ConnectionString => new NpgsqlConnectionStringBuilder(adminConnection) { Database = database }.ConnectionString;
+    public string ConnectionString =>
+        new NpgsqlConnectionStringBuilder(adminConnection) { Database = database }.ConnectionString;
 
     public string Database => database;
 
     /// <param name="database">An existing database to share with an earlier process, or null for a new one.</param>
     /// <param name="waitUntilReady">Return once /health/ready answers 200 (else as soon as the process runs).</param>
-    public static async Task<ServiceProcess> StartAsync(string adminConnection, IDictionary<string, string> environment, string? database = null, bool waitUntilReady = true)
+    public static async Task<ServiceProcess> StartAsync(
+        string adminConnection,
+        IDictionary<string, string> environment,
+        string? database = null,
+        bool waitUntilReady = true
+    )
     {
         if (database is null)
         {
@@ -69,7 +82,10 @@ public sealed class ServiceProcess : IAsyncDisposable
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
-        start.Environment["ConnectionStrings__Postgres"] = new NpgsqlConnectionStringBuilder(adminConnection) { Database = database }.ConnectionString;
+        start.Environment["ConnectionStrings__Postgres"] = new NpgsqlConnectionStringBuilder(adminConnection)
+        {
+            Database = database,
+        }.ConnectionString;
         start.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
         start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
         start.Environment["Service__MigrateOnStartup"] = "true";
@@ -79,19 +95,30 @@ public sealed class ServiceProcess : IAsyncDisposable
         // Benchmarks and tests measure the service, not its per-key allowances.
         start.Environment["RateLimits__PredictPerMinute"] = "10000000";
         start.Environment["RateLimits__UploadsPerMinute"] = "100000";
-        foreach (var (key, value) in environment) start.Environment[key] = value;
+        foreach (var (key, value) in environment)
+            start.Environment[key] = value;
         var process = Process.Start(start)!;
         var service = new ServiceProcess(process, adminConnection, database, new Uri($"http://127.0.0.1:{port}"));
-        process.OutputDataReceived += (_, line) => { if (line.Data is not null) service.Output.Enqueue(line.Data); };
-        process.ErrorDataReceived += (_, line) => { if (line.Data is not null) service.Output.Enqueue(line.Data); };
+        process.OutputDataReceived += (_, line) =>
+        {
+            if (line.Data is not null)
+                service.Output.Enqueue(line.Data);
+        };
+        process.ErrorDataReceived += (_, line) =>
+        {
+            if (line.Data is not null)
+                service.Output.Enqueue(line.Data);
+        };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        if (!waitUntilReady || await service.WaitUntilReadyAsync(TimeSpan.FromSeconds(60))) return service;
+        if (!waitUntilReady || await service.WaitUntilReadyAsync(TimeSpan.FromSeconds(60)))
+            return service;
         await service.DisposeAsync();
         throw new InvalidOperationException("The service process did not become ready within 60 s.");
     }
 
-    /// <summary>Polls /health/ready until it answers 200; false after <paramref name="timeout"/> or if the process ended.</summary>
+    /// <summary>Polls /health/ready until it answers 200; false after <paramref name="timeout"/> or if the process
+    /// ended.</summary>
     public async Task<bool> WaitUntilReadyAsync(TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
@@ -99,7 +126,8 @@ public sealed class ServiceProcess : IAsyncDisposable
         {
             try
             {
-                if ((await Client.GetAsync("/health/ready")).StatusCode == HttpStatusCode.OK) return true;
+                if ((await Client.GetAsync("/health/ready")).StatusCode == HttpStatusCode.OK)
+                    return true;
             }
             catch (HttpRequestException)
             {
@@ -110,10 +138,14 @@ public sealed class ServiceProcess : IAsyncDisposable
         return false;
     }
 
-    /// <summary>Runs `TransferApi migrate` on this service's database, as a deployment's migration step does; returns its exit code.</summary>
+    /// <summary>Runs `TransferApi migrate` on this service's database, as a deployment's migration step does; returns
+    /// its exit code.</summary>
     public async Task<int> MigrateAsync()
     {
-        var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "TransferApi.dll"), "migrate"])
+        var start = new ProcessStartInfo(
+            "dotnet",
+            [Path.Combine(AppContext.BaseDirectory, "TransferApi.dll"), "migrate"]
+        )
         {
             WorkingDirectory = AppContext.BaseDirectory,
             RedirectStandardOutput = true,
@@ -126,7 +158,8 @@ public sealed class ServiceProcess : IAsyncDisposable
         var output = migrate.StandardOutput.ReadToEndAsync();
         var errors = migrate.StandardError.ReadToEndAsync();
         await migrate.WaitForExitAsync();
-        foreach (var line in ((await output) + (await errors)).Split('\n')) Output.Enqueue("[migrate] " + line);
+        foreach (var line in ((await output) + (await errors)).Split('\n'))
+            Output.Enqueue("[migrate] " + line);
         return migrate.ExitCode;
     }
 
@@ -144,7 +177,13 @@ public sealed class ServiceProcess : IAsyncDisposable
     public async Task<(int ExitCode, TimeSpan Took)> TerminateAsync(TimeSpan timeout)
     {
         var clock = Stopwatch.StartNew();
-        using (var kill = Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync();
+        using (
+            var kill = Process.Start(
+                "kill",
+                ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]
+            )
+        )
+            await kill.WaitForExitAsync();
         using var deadline = new CancellationTokenSource(timeout);
         await process.WaitForExitAsync(deadline.Token);
         return (process.ExitCode, clock.Elapsed);
@@ -153,7 +192,8 @@ public sealed class ServiceProcess : IAsyncDisposable
     /// <summary>Ends the process at once, as a crash would (no graceful shutdown); the database stays.</summary>
     public async Task KillAsync()
     {
-        if (process.HasExited) return;
+        if (process.HasExited)
+            return;
         process.Kill(entireProcessTree: true);
         await process.WaitForExitAsync();
     }
@@ -166,7 +206,8 @@ public sealed class ServiceProcess : IAsyncDisposable
         Client.Dispose();
         await KillAsync();
         process.Dispose();
-        if (keepDatabase) return;
+        if (keepDatabase)
+            return;
         NpgsqlConnection.ClearAllPools();
         await using var connection = new NpgsqlConnection(adminConnection);
         await connection.OpenAsync();

@@ -13,19 +13,24 @@ public static class TestData
 
     public static string AntsBees => Path.Combine(DatasetsRoot, "ants-bees");
 
-    /// <summary>The first <paramref name="count"/> images (sorted by name) of a split/class folder of ants-bees.</summary>
+    /// <summary>The first <paramref name="count"/> images (sorted by name) of a split/class folder of
+    /// ants-bees.</summary>
     public static IReadOnlyList<string> AntsBeesImages(string split, string label, int count = int.MaxValue)
     {
         var folder = Path.Combine(AntsBees, split, label);
         if (!Directory.Exists(folder))
-            throw new DirectoryNotFoundException($"Test images not found at {folder}. Tests read ../shared/datasets beside the repository (or TRANSFERAPI_DATASETS).");
+            throw new DirectoryNotFoundException(
+                $"Test images not found at {folder}. Tests read ../shared/datasets beside the repository (or "
+                    + "TRANSFERAPI_DATASETS)."
+            );
         return Directory.EnumerateFiles(folder).Order(StringComparer.Ordinal).Take(count).ToList();
     }
 
     private static string FindRepositoryRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "TransferApi.sln"))) return dir.FullName;
+            if (File.Exists(Path.Combine(dir.FullName, "TransferApi.sln")))
+                return dir.FullName;
         throw new InvalidOperationException("Could not find TransferApi.sln above " + AppContext.BaseDirectory);
     }
 }

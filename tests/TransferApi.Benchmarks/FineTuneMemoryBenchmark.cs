@@ -27,12 +27,38 @@ internal static class FineTuneMemoryBenchmark
             var runs = new List<(string Label, Dictionary<string, string> Settings)>
             {
                 ("default budget", []),
-                ("unbounded", new() { ["Worker__ActivationMemoryBytes"] = long.MaxValue.ToString(System.Globalization.CultureInfo.InvariantCulture) }),
+                (
+                    "unbounded",
+                    new()
+                    {
+                        ["Worker__ActivationMemoryBytes"] = long.MaxValue.ToString(
+                            System.Globalization.CultureInfo.InvariantCulture
+                        ),
+                    }
+                ),
             };
             if (compareOverflow)
             {
-                runs.Add(("spill (1 MB budget)", new() { ["Worker__ActivationMemoryBytes"] = "1000000", ["Worker__ActivationOverflow"] = "Spill" }));
-                runs.Add(("recompute (1 MB budget)", new() { ["Worker__ActivationMemoryBytes"] = "1000000", ["Worker__ActivationOverflow"] = "Recompute" }));
+                runs.Add(
+                    (
+                        "spill (1 MB budget)",
+                        new()
+                        {
+                            ["Worker__ActivationMemoryBytes"] = "1000000",
+                            ["Worker__ActivationOverflow"] = "Spill",
+                        }
+                    )
+                );
+                runs.Add(
+                    (
+                        "recompute (1 MB budget)",
+                        new()
+                        {
+                            ["Worker__ActivationMemoryBytes"] = "1000000",
+                            ["Worker__ActivationOverflow"] = "Recompute",
+                        }
+                    )
+                );
             }
             foreach (var (label, settings) in runs)
             {
@@ -41,11 +67,20 @@ internal static class FineTuneMemoryBenchmark
                 var idle = service.ResidentBytes;
                 var job = await TrainAsync(service, datasetId, fineTuneEpochs);
                 var activations = job.GetProperty("activations");
-                var seconds = (job.GetProperty("finishedAt").GetDateTime() - job.GetProperty("startedAt").GetDateTime()).TotalSeconds;
-                Console.WriteLine($"finetune: {count,6} images, {label,-24} {activations.GetProperty("storage").GetString(),-10} " +
-                    $"activations {activations.GetProperty("bytes").GetInt64() / 1e6,6:N0} MB; job {seconds,6:N1} s; RSS idle {idle / 1e6,5:N0} MB, peak {service.PeakResidentBytes / 1e6,6:N0} MB");
+                var seconds = (
+                    job.GetProperty("finishedAt").GetDateTime() - job.GetProperty("startedAt").GetDateTime()
+                ).TotalSeconds;
+                Console.WriteLine(
+                    $"finetune: {count, 6} images, {label, -24} {activations.GetProperty("storage").GetString(), -10} "
+                        + $"activations {activations.GetProperty("bytes").GetInt64() / 1e6, 6:N0} MB; "
+                        + $"job {seconds, 6:N1} s; "
+                        + $"RSS idle {idle / 1e6, 5:N0} MB, peak {service.PeakResidentBytes / 1e6, 6:N0} MB"
+                );
                 if (Environment.GetEnvironmentVariable("BENCHMARK_VERBOSE") is "1")
-                    foreach (var line in service.Output.Where(l => l.Contains("Training job", StringComparison.Ordinal))) Console.WriteLine($"  {line.Trim()}");
+                    foreach (
+                        var line in service.Output.Where(l => l.Contains("Training job", StringComparison.Ordinal))
+                    )
+                        Console.WriteLine($"  {line.Trim()}");
                 await service.DisposeAsync(keepDatabase: true);
             }
         }
@@ -54,10 +89,17 @@ internal static class FineTuneMemoryBenchmark
     private static async Task<(string Database, Guid DatasetId)> UploadAsync(string admin, int count)
     {
         var service = await ServiceProcess.StartAsync(admin, new Dictionary<string, string>());
-        var entries = Enumerable.Range(0, count).Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(Side, Side, i))).ToList();
-        var created = await service.Client.PostAsync("/api/datasets", Archives.DatasetForm($"fine-tune {count}", Archives.Zip(entries)));
+        var entries = Enumerable
+            .Range(0, count)
+            .Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(Side, Side, i)))
+            .ToList();
+        var created = await service.Client.PostAsync(
+            "/api/datasets",
+            Archives.DatasetForm($"fine-tune {count}", Archives.Zip(entries))
+        );
         var body = await created.Content.ReadAsStringAsync();
-        if (!created.IsSuccessStatusCode) throw new InvalidOperationException($"upload failed: {body}");
+        if (!created.IsSuccessStatusCode)
+            throw new InvalidOperationException($"upload failed: {body}");
         var database = service.Database;
         await service.DisposeAsync(keepDatabase: true);
         return (database, JsonDocument.Parse(body).RootElement.GetProperty("id").GetGuid());
@@ -65,14 +107,25 @@ internal static class FineTuneMemoryBenchmark
 
     private static async Task<JsonElement> TrainAsync(ServiceProcess service, Guid datasetId, int fineTuneEpochs)
     {
-        var answer = await service.Client.PostAsJsonAsync("/api/training-jobs", new { datasetId, epochs = 2, unfreezeStages = 2, fineTuneEpochs });
+        var answer = await service.Client.PostAsJsonAsync(
+            "/api/training-jobs",
+            new
+            {
+                datasetId,
+                epochs = 2,
+                unfreezeStages = 2,
+                fineTuneEpochs,
+            }
+        );
         var id = JsonDocument.Parse(await answer.Content.ReadAsStringAsync()).RootElement.GetProperty("id").GetGuid();
         while (true)
         {
             var job = JsonDocument.Parse(await service.Client.GetStringAsync($"/api/training-jobs/{id}")).RootElement;
             var status = job.GetProperty("status").GetString();
-            if (status == "Succeeded") return job;
-            if (status is "Failed" or "Cancelled") throw new InvalidOperationException($"job {id} ended {status}: {job.GetProperty("error")}");
+            if (status == "Succeeded")
+                return job;
+            if (status is "Failed" or "Cancelled")
+                throw new InvalidOperationException($"job {id} ended {status}: {job.GetProperty("error")}");
             await Task.Delay(1000);
         }
     }

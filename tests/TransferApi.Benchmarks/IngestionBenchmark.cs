@@ -18,11 +18,17 @@ internal static class IngestionBenchmark
             Console.WriteLine("ingestion: skipped (TRANSFERAPI_TEST_POSTGRES is not set; run scripts/benchmark.sh)");
             return;
         }
-        Console.WriteLine("data set                         | images |    MB | seconds | images/s |  MB/s | service peak RSS");
+        Console.WriteLine(
+            "data set                         | images |    MB | seconds | images/s |  MB/s | service peak RSS"
+        );
         await MeasureAsync(admin, "ants-bees train/ + val/", WriteZip(AntsBees()));
         await MeasureAsync(admin, "2,000 generated ~100 KB PNGs", WriteZip(Generated(2000, 182)));
         var bigCount = quick ? 330 : 1320;
-        await MeasureAsync(admin, $"{(quick ? "256 MB" : "1 GB")} of 512x512 noise PNGs", WriteZip(Generated(bigCount, 512)));
+        await MeasureAsync(
+            admin,
+            $"{(quick ? "256 MB" : "1 GB")} of 512x512 noise PNGs",
+            WriteZip(Generated(bigCount, 512))
+        );
     }
 
     private static IEnumerable<(string Entry, Func<byte[]> Data)> AntsBees() =>
@@ -32,7 +38,9 @@ internal static class IngestionBenchmark
         select ($"{split}/{label}/{Path.GetFileName(path)}", (Func<byte[]>)(() => File.ReadAllBytes(path)));
 
     private static IEnumerable<(string Entry, Func<byte[]> Data)> Generated(int count, int side) =>
-        Enumerable.Range(0, count).Select(i => ($"class-{i % 4}/{i}.png", (Func<byte[]>)(() => Archives.NoisePng(side, side, i))));
+        Enumerable
+            .Range(0, count)
+            .Select(i => ($"class-{i % 4}/{i}.png", (Func<byte[]>)(() => Archives.NoisePng(side, side, i))));
 
     private static (string Path, int Images) WriteZip(IEnumerable<(string Entry, Func<byte[]> Data)> entries)
     {
@@ -54,16 +62,29 @@ internal static class IngestionBenchmark
     {
         try
         {
-            await using var service = await ServiceProcess.StartAsync(admin, new Dictionary<string, string> { ["Service__Roles"] = "Api" });
+            await using var service = await ServiceProcess.StartAsync(
+                admin,
+                new Dictionary<string, string> { ["Service__Roles"] = "Api" }
+            );
             var megabytes = new FileInfo(archive.Path).Length / 1e6;
             await using var upload = File.OpenRead(archive.Path);
             var file = new StreamContent(upload);
             file.Headers.ContentType = new MediaTypeHeaderValue("application/zip");
             var clock = Stopwatch.StartNew();
-            var response = await service.Client.PostAsync("/api/datasets", new MultipartFormDataContent { { new StringContent(name), "name" }, { file, "file", "data.zip" } });
+            var response = await service.Client.PostAsync(
+                "/api/datasets",
+                new MultipartFormDataContent { { new StringContent(name), "name" }, { file, "file", "data.zip" } }
+            );
             var seconds = clock.Elapsed.TotalSeconds;
-            if (!response.IsSuccessStatusCode) throw new InvalidOperationException($"{name}: {response.StatusCode} {await response.Content.ReadAsStringAsync()}");
-            Console.WriteLine($"{name,-32} | {archive.Images,6} | {megabytes,5:F0} | {seconds,7:F1} | {archive.Images / seconds,8:F0} | {megabytes / seconds,5:F1} | {service.PeakResidentBytes / 1e6,6:F0} MB");
+            if (!response.IsSuccessStatusCode)
+                throw new InvalidOperationException(
+                    $"{name}: {response.StatusCode} {await response.Content.ReadAsStringAsync()}"
+                );
+            Console.WriteLine(
+                $"{name, -32} | {archive.Images, 6} | {megabytes, 5:F0} | {seconds, 7:F1} | "
+                    + $"{archive.Images / seconds, 8:F0} | {megabytes / seconds, 5:F1} | "
+                    + $"{service.PeakResidentBytes / 1e6, 6:F0} MB"
+            );
         }
         finally
         {

@@ -17,7 +17,9 @@ public class AuthenticationTests(TransferApiFactory factory)
     public async Task Without_a_valid_key_api_routes_answer_401_and_health_and_swagger_stay_open()
     {
         var anonymous = factory.CreateClient(key: null);
-        foreach (var route in new[] { "/api/datasets", "/api/training-jobs", "/api/models", "/api/backbones", "/api/keys" })
+        foreach (
+            var route in new[] { "/api/datasets", "/api/training-jobs", "/api/models", "/api/backbones", "/api/keys" }
+        )
         {
             var response = await anonymous.GetAsync(route);
             Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
@@ -43,9 +45,21 @@ public class AuthenticationTests(TransferApiFactory factory)
         var model = Guid.NewGuid();
 
         // Predict reaches predict (404: no such model) and the backbone list, nothing else.
-        Assert.Equal(HttpStatusCode.NotFound, (await predict.PostAsync($"/api/models/{model}/predict", Archives.ImageForm([1, 2, 3]))).StatusCode);
+        Assert.Equal(
+            HttpStatusCode.NotFound,
+            (await predict.PostAsync($"/api/models/{model}/predict", Archives.ImageForm([1, 2, 3]))).StatusCode
+        );
         Assert.Equal(HttpStatusCode.OK, (await predict.GetAsync("/api/backbones")).StatusCode);
-        foreach (var route in new[] { "/api/datasets", "/api/training-jobs", "/api/models", $"/api/models/{model}", "/api/keys" })
+        foreach (
+            var route in new[]
+            {
+                "/api/datasets",
+                "/api/training-jobs",
+                "/api/models",
+                $"/api/models/{model}",
+                "/api/keys",
+            }
+        )
         {
             var response = await predict.GetAsync(route);
             Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
@@ -56,11 +70,20 @@ public class AuthenticationTests(TransferApiFactory factory)
         foreach (var route in new[] { "/api/datasets", "/api/training-jobs", "/api/models" })
             Assert.Equal(HttpStatusCode.OK, (await train.GetAsync(route)).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await train.GetAsync("/api/keys")).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await train.PostAsJsonAsync("/api/keys", new { name = "x", scope = "Admin" })).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await train.DeleteAsync("/api/backbones/resnet18-imagenet")).StatusCode);
+        Assert.Equal(
+            HttpStatusCode.Forbidden,
+            (await train.PostAsJsonAsync("/api/keys", new { name = "x", scope = "Admin" })).StatusCode
+        );
+        Assert.Equal(
+            HttpStatusCode.Forbidden,
+            (await train.DeleteAsync("/api/backbones/resnet18-imagenet")).StatusCode
+        );
 
         // The Hangfire dashboard is for admin keys only.
-        Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient(key: null).GetAsync("/hangfire")).StatusCode);
+        Assert.Equal(
+            HttpStatusCode.Unauthorized,
+            (await factory.CreateClient(key: null).GetAsync("/hangfire")).StatusCode
+        );
         Assert.Equal(HttpStatusCode.Unauthorized, (await train.GetAsync("/hangfire")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await admin.GetAsync("/hangfire")).StatusCode);
     }
@@ -77,18 +100,33 @@ public class AuthenticationTests(TransferApiFactory factory)
         Assert.Null(key.Key);
         Assert.DoesNotContain(secret, await (await admin.GetAsync("/api/keys")).Content.ReadAsStringAsync());
         var stored = await factory.QueryAsync(db => Task.FromResult(db.ApiKeys.Single(k => k.Id == key.Id)));
-        Assert.Equal(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(secret)), stored.Sha256);
+        Assert.Equal(
+            System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(secret)),
+            stored.Sha256
+        );
 
         Assert.Equal(HttpStatusCode.NoContent, (await admin.DeleteAsync($"/api/keys/{key.Id}")).StatusCode);
         // Looked-up keys are trusted for Auth:KeyCacheDuration (10 s by default).
         var deadline = DateTime.UtcNow.AddSeconds(15);
         HttpResponseMessage response;
-        while ((response = await client.GetAsync("/api/datasets")).StatusCode == HttpStatusCode.OK && DateTime.UtcNow < deadline) await Task.Delay(250);
+        while (
+            (response = await client.GetAsync("/api/datasets")).StatusCode == HttpStatusCode.OK
+            && DateTime.UtcNow < deadline
+        )
+            await Task.Delay(250);
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
         Assert.Contains("revoked", (await response.ProblemAsync()).GetProperty("detail").GetString());
         Assert.Equal(HttpStatusCode.NotFound, (await admin.DeleteAsync($"/api/keys/{Guid.NewGuid()}")).StatusCode);
 
-        var invalid = await admin.PostAsJsonAsync("/api/keys", new { name = "", tenant = "Not A Tenant", scope = "root" });
+        var invalid = await admin.PostAsJsonAsync(
+            "/api/keys",
+            new
+            {
+                name = "",
+                tenant = "Not A Tenant",
+                scope = "root",
+            }
+        );
         Assert.Equal(HttpStatusCode.BadRequest, invalid.StatusCode);
         await invalid.ProblemAsync();
     }
@@ -97,7 +135,10 @@ public class AuthenticationTests(TransferApiFactory factory)
     public async Task Outside_Development_the_service_refuses_to_start_without_a_bootstrap_key()
     {
         // Its own process: a failed in-process host would leave Hangfire's static configuration half made.
-        var start = new System.Diagnostics.ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "TransferApi.dll")])
+        var start = new System.Diagnostics.ProcessStartInfo(
+            "dotnet",
+            [Path.Combine(AppContext.BaseDirectory, "TransferApi.dll")]
+        )
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

@@ -1,7 +1,7 @@
 using System.Net;
 using SixLabors.ImageSharp;
-using TransferApi.Http;
 using TransferApi.Features.Datasets;
+using TransferApi.Http;
 using TransferApi.Training;
 
 namespace TransferApi.Tests;
@@ -15,10 +15,13 @@ public class DatasetImageTests(TransferApiFactory factory)
     {
         var originals = new Dictionary<string, byte[]>();
         foreach (var (split, folder) in new[] { ("train", "train"), ("val", "val") })
-            foreach (var label in new[] { "ants", "bees" })
-                foreach (var path in TestData.AntsBeesImages(split, label, 2))
-                    originals[$"{folder}/{label}/{Path.GetFileName(path)}"] = File.ReadAllBytes(path);
-        var response = await client.PostAsync("/api/datasets", Archives.DatasetForm("browse", Archives.Zip(originals.Select(o => (o.Key, o.Value)))));
+        foreach (var label in new[] { "ants", "bees" })
+        foreach (var path in TestData.AntsBeesImages(split, label, 2))
+            originals[$"{folder}/{label}/{Path.GetFileName(path)}"] = File.ReadAllBytes(path);
+        var response = await client.PostAsync(
+            "/api/datasets",
+            Archives.DatasetForm("browse", Archives.Zip(originals.Select(o => (o.Key, o.Value))))
+        );
         return (await response.ReadAsync<DatasetResponse>(), originals);
     }
 
@@ -27,9 +30,13 @@ public class DatasetImageTests(TransferApiFactory factory)
     {
         var (dataset, originals) = await UploadSplitDatasetAsync();
 
-        var all = await (await client.GetAsync($"/api/datasets/{dataset.Id}/images")).ReadAsync<Page<DatasetImageResponse>>();
+        var all = await (await client.GetAsync($"/api/datasets/{dataset.Id}/images")).ReadAsync<
+            Page<DatasetImageResponse>
+        >();
         Assert.Equal(8, all.TotalCount);
-        var bees = await (await client.GetAsync($"/api/datasets/{dataset.Id}/images?label=bees&split=validation")).ReadAsync<Page<DatasetImageResponse>>();
+        var bees = await (
+            await client.GetAsync($"/api/datasets/{dataset.Id}/images?label=bees&split=validation")
+        ).ReadAsync<Page<DatasetImageResponse>>();
         Assert.Equal(2, bees.TotalCount);
         Assert.All(bees.Items, i => Assert.Equal(("bees", DataSplit.Validation), (i.Label, i.Split)));
 
@@ -45,7 +52,10 @@ public class DatasetImageTests(TransferApiFactory factory)
         var thumbnail = await client.GetAsync($"/api/datasets/{dataset.Id}/images/{image.Id}?thumbnail=true");
         using var small = Image.Load(await thumbnail.Content.ReadAsByteArrayAsync());
         Assert.Equal(DatasetImageEndpoints.ThumbnailSide, Math.Max(small.Width, small.Height));
-        Assert.True(Math.Abs(small.Width / (double)small.Height - image.Width / (double)image.Height) < 0.05, "thumbnail keeps the aspect ratio");
+        Assert.True(
+            Math.Abs(small.Width / (double)small.Height - image.Width / (double)image.Height) < 0.05,
+            "thumbnail keeps the aspect ratio"
+        );
     }
 
     [Fact]
@@ -55,7 +65,10 @@ public class DatasetImageTests(TransferApiFactory factory)
         var badSplit = await client.GetAsync($"/api/datasets/{dataset.Id}/images?split=holdout");
         Assert.Equal(HttpStatusCode.BadRequest, badSplit.StatusCode);
         Assert.StartsWith("split:", (await badSplit.ProblemAsync()).GetProperty("detail").GetString());
-        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"/api/datasets/{Guid.NewGuid()}/images")).StatusCode);
+        Assert.Equal(
+            HttpStatusCode.NotFound,
+            (await client.GetAsync($"/api/datasets/{Guid.NewGuid()}/images")).StatusCode
+        );
         var missing = await client.GetAsync($"/api/datasets/{dataset.Id}/images/{Guid.NewGuid()}");
         Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
         await missing.ProblemAsync();

@@ -21,7 +21,10 @@ public class DatasetUploadTests(TransferApiFactory factory)
         entries.Add(("__MACOSX/ants/._0.jpg", [0, 1, 2]));
         entries.Add(("bees/.DS_Store", [0, 1, 2]));
 
-        var response = await client.PostAsync("/api/datasets", Archives.DatasetForm("two classes", Archives.Zip(entries)));
+        var response = await client.PostAsync(
+            "/api/datasets",
+            Archives.DatasetForm("two classes", Archives.Zip(entries))
+        );
 
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);
         var dataset = await response.ReadAsync<DatasetResponse>();
@@ -34,20 +37,34 @@ public class DatasetUploadTests(TransferApiFactory factory)
 
         var read = await (await client.GetAsync($"/api/datasets/{dataset.Id}")).ReadAsync<DatasetResponse>();
         Assert.Equal(dataset.Classes, read.Classes);
-        Assert.Equal(4, await factory.QueryAsync(db => Task.FromResult(db.DatasetImages.Count(i => i.DatasetId == dataset.Id))));
+        Assert.Equal(
+            4,
+            await factory.QueryAsync(db => Task.FromResult(db.DatasetImages.Count(i => i.DatasetId == dataset.Id)))
+        );
     }
 
     [Fact]
     public async Task Upload_honours_split_folders_and_a_wrapping_top_folder()
     {
-        var entries = new[] { Photo("train", "ants", 0), Photo("train", "bees", 0), Photo("val", "ants", 0), Photo("val", "bees", 0) }
-            .Select((e, i) => ($"hymenoptera/{(i < 2 ? "train" : "val")}/{e.Item1}", e.Item2));
+        var entries = new[]
+        {
+            Photo("train", "ants", 0),
+            Photo("train", "bees", 0),
+            Photo("val", "ants", 0),
+            Photo("val", "bees", 0),
+        }.Select((e, i) => ($"hymenoptera/{(i < 2 ? "train" : "val")}/{e.Item1}", e.Item2));
         var response = await client.PostAsync("/api/datasets", Archives.DatasetForm("split", Archives.Zip(entries)));
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);
         var dataset = await response.ReadAsync<DatasetResponse>();
         Assert.Equal(["ants", "bees"], dataset.Classes.Select(c => c.Name));
-        var splits = await factory.QueryAsync(db => Task.FromResult(
-            db.DatasetImages.Where(i => i.DatasetId == dataset.Id).Select(i => i.Split.ToString()).OrderBy(s => s).ToList()));
+        var splits = await factory.QueryAsync(db =>
+            Task.FromResult(
+                db.DatasetImages.Where(i => i.DatasetId == dataset.Id)
+                    .Select(i => i.Split.ToString())
+                    .OrderBy(s => s)
+                    .ToList()
+            )
+        );
         Assert.Equal(["Train", "Train", "Validation", "Validation"], splits);
     }
 
@@ -55,7 +72,10 @@ public class DatasetUploadTests(TransferApiFactory factory)
     public async Task Upload_rejects_a_body_over_the_request_size_limit()
     {
         var before = await factory.CountDatasetRowsAsync();
-        var response = await client.PostAsync("/api/datasets", Archives.DatasetForm("too big", new byte[TransferApiFactory.MaxRequestBytes + 1024]));
+        var response = await client.PostAsync(
+            "/api/datasets",
+            Archives.DatasetForm("too big", new byte[TransferApiFactory.MaxRequestBytes + 1024])
+        );
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
         await response.ProblemAsync();
         Assert.Equal(before, await factory.CountDatasetRowsAsync());
@@ -65,7 +85,10 @@ public class DatasetUploadTests(TransferApiFactory factory)
     public async Task Upload_without_a_name_names_the_missing_field()
     {
         var file = new ByteArrayContent(Archives.Zip(TwoClasses()));
-        var response = await client.PostAsync("/api/datasets", new MultipartFormDataContent { { file, "file", "x.zip" } });
+        var response = await client.PostAsync(
+            "/api/datasets",
+            new MultipartFormDataContent { { file, "file", "x.zip" } }
+        );
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Contains("name", (await response.ProblemAsync()).GetProperty("detail").GetString());
     }
@@ -73,9 +96,14 @@ public class DatasetUploadTests(TransferApiFactory factory)
     [Fact]
     public async Task Deleting_an_unused_data_set_removes_it_and_its_images()
     {
-        var created = await (await client.PostAsync("/api/datasets", Archives.DatasetForm("to delete", Archives.Zip(TwoClasses())))).ReadAsync<DatasetResponse>();
+        var created = await (
+            await client.PostAsync("/api/datasets", Archives.DatasetForm("to delete", Archives.Zip(TwoClasses())))
+        ).ReadAsync<DatasetResponse>();
         Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/datasets/{created.Id}")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"/api/datasets/{created.Id}")).StatusCode);
-        Assert.Equal(0, await factory.QueryAsync(db => Task.FromResult(db.DatasetImages.Count(i => i.DatasetId == created.Id))));
+        Assert.Equal(
+            0,
+            await factory.QueryAsync(db => Task.FromResult(db.DatasetImages.Count(i => i.DatasetId == created.Id)))
+        );
     }
 }

@@ -1,9 +1,9 @@
 using System.Net;
 using System.Net.Http.Json;
-using TransferApi.Http;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
+using TransferApi.Http;
 using TransferApi.Persistence;
 using Xunit.Abstractions;
 
@@ -21,8 +21,16 @@ public class EndToEndTests(TransferApiFactory factory, ITestOutputHelper output)
         // 1. Upload a subset of ants-bees/train, one folder per class (photos other tests leave alone, so the
         //    backbone really runs rather than the feature cache answering).
         var entries = new[] { "ants", "bees" }.SelectMany(label =>
-            TestData.AntsBeesImages("train", label).Skip(TrainImagesPerClass).Take(TrainImagesPerClass).Select(path => ($"{label}/{Path.GetFileName(path)}", File.ReadAllBytes(path))));
-        var upload = await client.PostAsync("/api/datasets", Archives.DatasetForm("ants-bees subset", Archives.Zip(entries)));
+            TestData
+                .AntsBeesImages("train", label)
+                .Skip(TrainImagesPerClass)
+                .Take(TrainImagesPerClass)
+                .Select(path => ($"{label}/{Path.GetFileName(path)}", File.ReadAllBytes(path)))
+        );
+        var upload = await client.PostAsync(
+            "/api/datasets",
+            Archives.DatasetForm("ants-bees subset", Archives.Zip(entries))
+        );
         Assert.Equal(HttpStatusCode.Created, upload.StatusCode);
         var dataset = await upload.ReadAsync<DatasetResponse>();
         Assert.Equal(2 * TrainImagesPerClass, dataset.ImageCount);
@@ -40,7 +48,8 @@ public class EndToEndTests(TransferApiFactory factory, ITestOutputHelper output)
         {
             await Task.Delay(250);
             job = await (await client.GetAsync($"/api/training-jobs/{job.Id}")).ReadAsync<TrainingJobResponse>();
-            if (seen[^1] != job.Status) seen.Add(job.Status);
+            if (seen[^1] != job.Status)
+                seen.Add(job.Status);
             Assert.True(job.Progress.Percent is >= 0 and <= 100);
         }
         Assert.True(job.Status == JobStatus.Succeeded, $"job ended {job.Status}: {job.Error}");
@@ -63,14 +72,18 @@ public class EndToEndTests(TransferApiFactory factory, ITestOutputHelper output)
         {
             foreach (var path in TestData.AntsBeesImages("val", label))
             {
-                var predicted = await client.PostAsync($"/api/models/{model.Id}/predict?topK=2", Archives.ImageForm(File.ReadAllBytes(path), Path.GetFileName(path)));
+                var predicted = await client.PostAsync(
+                    $"/api/models/{model.Id}/predict?topK=2",
+                    Archives.ImageForm(File.ReadAllBytes(path), Path.GetFileName(path))
+                );
                 Assert.Equal(HttpStatusCode.OK, predicted.StatusCode);
                 var answer = await predicted.ReadAsync<PredictResponse>();
                 Assert.Equal(2, answer.Predictions.Count);
                 Assert.True(answer.Predictions[0].Probability >= answer.Predictions[1].Probability);
                 Assert.Equal(1.0, answer.Predictions.Sum(p => p.Probability), 3);
                 total++;
-                if (answer.Predictions[0].Label == label) correct++;
+                if (answer.Predictions[0].Label == label)
+                    correct++;
             }
         }
         var accuracy = correct / (double)total;
@@ -84,7 +97,9 @@ public class EndToEndTests(TransferApiFactory factory, ITestOutputHelper output)
 
         var models = await (await client.GetAsync("/api/models")).ReadAsync<Page<ModelResponse>>();
         Assert.Contains(models.Items, m => m.Id == model.Id);
-        var jobs = await (await client.GetAsync("/api/training-jobs?pageSize=50")).ReadAsync<Page<TrainingJobResponse>>();
+        var jobs = await (await client.GetAsync("/api/training-jobs?pageSize=50")).ReadAsync<
+            Page<TrainingJobResponse>
+        >();
         Assert.Contains(jobs.Items, j => j.Id == job.Id);
     }
 }

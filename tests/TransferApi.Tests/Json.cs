@@ -6,7 +6,10 @@ namespace TransferApi.Tests;
 
 public static class Json
 {
-    public static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web) { Converters = { new JsonStringEnumConverter() } };
+    public static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
+    {
+        Converters = { new JsonStringEnumConverter() },
+    };
 
     public static async Task<T> ReadAsync<T>(this HttpResponseMessage response) =>
         (await response.Content.ReadFromJsonAsync<T>(Options))!;

@@ -3,13 +3,13 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
-using TransferApi.Http;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
-using TransferApi.Services;
+using TransferApi.Http;
 using TransferApi.Options;
 using TransferApi.Persistence;
+using TransferApi.Services;
 using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Tests;
@@ -22,8 +22,23 @@ public class ModelServingTests(TransferApiFactory factory)
 
     private async Task<TrainingJobResponse> TrainAsync(string? modelName = null, int epochs = 3)
     {
-        var dataset = await (await client.PostAsync("/api/datasets", Archives.DatasetForm("serving", Archives.Zip(Archives.TwoClasses(4))))).ReadAsync<DatasetResponse>();
-        var job = await (await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs, modelName })).ReadAsync<TrainingJobResponse>();
+        var dataset = await (
+            await client.PostAsync(
+                "/api/datasets",
+                Archives.DatasetForm("serving", Archives.Zip(Archives.TwoClasses(4)))
+            )
+        ).ReadAsync<DatasetResponse>();
+        var job = await (
+            await client.PostAsJsonAsync(
+                "/api/training-jobs",
+                new
+                {
+                    datasetId = dataset.Id,
+                    epochs,
+                    modelName,
+                }
+            )
+        ).ReadAsync<TrainingJobResponse>();
         var done = await client.WaitForJobAsync(job.Id, JobPolling.Ended);
         Assert.Equal(JobStatus.Succeeded, done.Status);
         return done;
@@ -57,11 +72,20 @@ public class ModelServingTests(TransferApiFactory factory)
 
         // Moving the alias moves predictions; the old version loses it.
         await client.PutAsync($"/api/models/{name}@2/aliases/production", null);
-        Assert.Equal(latest.Id, (await PredictAsync($"{name}@production", Archives.ImageForm(Photo("bees", 0)))).ModelId);
+        Assert.Equal(
+            latest.Id,
+            (await PredictAsync($"{name}@production", Archives.ImageForm(Photo("bees", 0)))).ModelId
+        );
         Assert.Empty((await (await client.GetAsync($"/api/models/{v1.Id}")).ReadAsync<ModelResponse>()).Aliases);
 
-        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/models/{name}@2/aliases/production")).StatusCode);
-        var gone = await client.PostAsync($"/api/models/{name}@production/predict", Archives.ImageForm(Photo("bees", 0)));
+        Assert.Equal(
+            HttpStatusCode.NoContent,
+            (await client.DeleteAsync($"/api/models/{name}@2/aliases/production")).StatusCode
+        );
+        var gone = await client.PostAsync(
+            $"/api/models/{name}@production/predict",
+            Archives.ImageForm(Photo("bees", 0))
+        );
         Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
         Assert.Contains($"{name}@production", (await gone.ProblemAsync()).GetProperty("detail").GetString());
 
@@ -71,7 +95,9 @@ public class ModelServingTests(TransferApiFactory factory)
         Assert.Equal(3, (await named.ReadAsync<ModelResponse>()).Version);
         Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/models/{name}@2")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"/api/models/{second.ModelId}")).StatusCode);
-        Assert.Null((await (await client.GetAsync($"/api/training-jobs/{second.Id}")).ReadAsync<TrainingJobResponse>()).ModelId);
+        Assert.Null(
+            (await (await client.GetAsync($"/api/training-jobs/{second.Id}")).ReadAsync<TrainingJobResponse>()).ModelId
+        );
         var versions = await (await client.GetAsync($"/api/models?name={name}")).ReadAsync<Page<ModelResponse>>();
         Assert.Equal([3, 1], versions.Items.Select(m => m.Version));
     }
@@ -89,7 +115,10 @@ public class ModelServingTests(TransferApiFactory factory)
         Assert.StartsWith("alias:", (await numeric.ProblemAsync()).GetProperty("detail").GetString());
         var badName = await client.PatchAsJsonAsync($"/api/models/{job.ModelId}", new { name = "no spaces please" });
         Assert.Equal(HttpStatusCode.BadRequest, badName.StatusCode);
-        var badJob = await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = job.DatasetId, modelName = "../etc" });
+        var badJob = await client.PostAsJsonAsync(
+            "/api/training-jobs",
+            new { datasetId = job.DatasetId, modelName = "../etc" }
+        );
         Assert.Equal(HttpStatusCode.BadRequest, badJob.StatusCode);
         Assert.Contains("modelName", await badJob.Content.ReadAsStringAsync());
 
@@ -105,9 +134,25 @@ public class ModelServingTests(TransferApiFactory factory)
     public async Task Predicting_with_a_job_that_is_still_training_is_a_409_that_says_so()
     {
         // Uncached images and many epochs keep the job running long enough to ask.
-        var zip = Archives.Zip(Enumerable.Range(0, 16).Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(64, 64, 91_000 + i))));
-        var dataset = await (await client.PostAsync("/api/datasets", Archives.DatasetForm("still-training", zip))).ReadAsync<DatasetResponse>();
-        var job = await (await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 1000, batchSize = 1 })).ReadAsync<TrainingJobResponse>();
+        var zip = Archives.Zip(
+            Enumerable
+                .Range(0, 16)
+                .Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(64, 64, 91_000 + i)))
+        );
+        var dataset = await (
+            await client.PostAsync("/api/datasets", Archives.DatasetForm("still-training", zip))
+        ).ReadAsync<DatasetResponse>();
+        var job = await (
+            await client.PostAsJsonAsync(
+                "/api/training-jobs",
+                new
+                {
+                    datasetId = dataset.Id,
+                    epochs = 1000,
+                    batchSize = 1,
+                }
+            )
+        ).ReadAsync<TrainingJobResponse>();
         await client.WaitForJobAsync(job.Id, j => j.Status == JobStatus.Running);
 
         var response = await client.PostAsync($"/api/models/{job.Id}/predict", Archives.ImageForm(Photo("ants", 0)));
@@ -132,8 +177,14 @@ public class ModelServingTests(TransferApiFactory factory)
 
         var form = new MultipartFormDataContent();
         foreach (var (fileName, bytes) in new[] { ("ant.jpg", ant), ("bee.jpg", bee), ("ant-again.jpg", ant) })
-            form.Add(new ByteArrayContent(bytes) { Headers = { ContentType = new MediaTypeHeaderValue("image/jpeg") } }, "file", fileName);
-        var batch = await (await client.PostAsync($"/api/models/{model}/predict?topK=1", form)).ReadAsync<BatchPredictResponse>();
+            form.Add(
+                new ByteArrayContent(bytes) { Headers = { ContentType = new MediaTypeHeaderValue("image/jpeg") } },
+                "file",
+                fileName
+            );
+        var batch = await (
+            await client.PostAsync($"/api/models/{model}/predict?topK=1", form)
+        ).ReadAsync<BatchPredictResponse>();
         Assert.Equal(["ant.jpg", "bee.jpg", "ant-again.jpg"], batch.Results.Select(r => r.FileName));
         Assert.All(batch.Results, r => Assert.Single(r.Predictions));
         Assert.Equal(single.Predictions[0], batch.Results[0].Predictions[0]);
@@ -148,18 +199,31 @@ public class ModelServingTests(TransferApiFactory factory)
         var wrongType = await client.PostAsync($"/api/models/{model}/predict", text);
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, wrongType.StatusCode);
         Assert.Contains("text/plain", (await wrongType.ProblemAsync()).GetProperty("detail").GetString());
-        var notImage = await client.PostAsync($"/api/models/{model}/predict", Archives.ImageForm("not an image"u8.ToArray(), "notes.jpg"));
+        var notImage = await client.PostAsync(
+            $"/api/models/{model}/predict",
+            Archives.ImageForm("not an image"u8.ToArray(), "notes.jpg")
+        );
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, notImage.StatusCode);
         Assert.Contains("notes.jpg", (await notImage.ProblemAsync()).GetProperty("detail").GetString());
         // 2500 x 2500 is over the test host's 6 M pixel limit: refused from the header, before decoding.
-        var huge = await client.PostAsync($"/api/models/{model}/predict", Archives.ImageForm(Archives.Png(2500, 2500, new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, 9)), "huge.png"));
+        var huge = await client.PostAsync(
+            $"/api/models/{model}/predict",
+            Archives.ImageForm(
+                Archives.Png(2500, 2500, new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, 9)),
+                "huge.png"
+            )
+        );
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, huge.StatusCode);
         Assert.Contains("huge.png", (await huge.ProblemAsync()).GetProperty("detail").GetString());
         var tooMany = new MultipartFormDataContent();
-        for (var i = 0; i <= new ServingOptions().MaxImagesPerRequest; i++) tooMany.Add(new ByteArrayContent(ant), "file", $"{i}.jpg");
+        for (var i = 0; i <= new ServingOptions().MaxImagesPerRequest; i++)
+            tooMany.Add(new ByteArrayContent(ant), "file", $"{i}.jpg");
         var refused = await client.PostAsync($"/api/models/{model}/predict", tooMany);
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, refused.StatusCode);
-        var noFile = await client.PostAsync($"/api/models/{model}/predict", new MultipartFormDataContent { { new StringContent("x"), "image" } });
+        var noFile = await client.PostAsync(
+            $"/api/models/{model}/predict",
+            new MultipartFormDataContent { { new StringContent("x"), "image" } }
+        );
         Assert.Equal(HttpStatusCode.BadRequest, noFile.StatusCode);
     }
 
@@ -170,25 +234,40 @@ public class ModelServingTests(TransferApiFactory factory)
         var image = Photo("bees", 2);
         var served = await PredictAsync(job.ModelId.ToString()!, Archives.ImageForm(image));
 
-        foreach (var (format, file) in new[] { ("onnx", "model.onnx"), ("pytorch", "model.pt"), ("torchsharp", "model.dat") })
+        foreach (
+            var (format, file) in new[] { ("onnx", "model.onnx"), ("pytorch", "model.pt"), ("torchsharp", "model.dat") }
+        )
         {
             var response = await client.GetAsync($"/api/models/{job.ModelId}/export?format={format}");
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
             Assert.Equal("application/zip", response.Content.Headers.ContentType?.MediaType);
             Assert.EndsWith($"-v1-{format}.zip", response.Content.Headers.ContentDisposition?.FileName?.Trim('"'));
-            using var zip = new System.IO.Compression.ZipArchive(new MemoryStream(await response.Content.ReadAsByteArrayAsync()));
+            using var zip = new System.IO.Compression.ZipArchive(
+                new MemoryStream(await response.Content.ReadAsByteArrayAsync())
+            );
             Assert.Equal([file, "model.json"], zip.Entries.Select(e => e.FullName));
             using var manifest = System.Text.Json.JsonDocument.Parse(zip.GetEntry("model.json")!.Open());
-            Assert.Equal(["ants", "bees"], manifest.RootElement.GetProperty("labels").EnumerateArray().Select(l => l.GetString()));
-            if (format != "onnx") continue;
+            Assert.Equal(
+                ["ants", "bees"],
+                manifest.RootElement.GetProperty("labels").EnumerateArray().Select(l => l.GetString())
+            );
+            if (format != "onnx")
+                continue;
 
             using var weights = new MemoryStream();
             await zip.GetEntry(file)!.Open().CopyToAsync(weights);
             using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(weights.ToArray());
             // The client's side of the contract in model.json: the same decode and centre crop as training.
-            using var backbone = Training.Backbones.BackboneCatalog.LoadBuiltIn(Training.Backbones.BackboneCatalog.ResNet18ImageNet);
-            var pixels = new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(backbone.Preprocessor.DecodePlanar([image], normalized: false), [1, 3, 224, 224]);
-            using var results = session.Run([Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor("pixels", pixels)]);
+            using var backbone = Training.Backbones.BackboneCatalog.LoadBuiltIn(
+                Training.Backbones.BackboneCatalog.ResNet18ImageNet
+            );
+            var pixels = new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(
+                backbone.Preprocessor.DecodePlanar([image], normalized: false),
+                [1, 3, 224, 224]
+            );
+            using var results = session.Run([
+                Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor("pixels", pixels),
+            ]);
             var probabilities = results.Single().AsTensor<float>().ToArray();
             foreach (var prediction in served.Predictions)
                 Assert.Equal(prediction.Probability, probabilities[prediction.Label == "ants" ? 0 : 1], 4);
@@ -203,8 +282,12 @@ public class ModelServingTests(TransferApiFactory factory)
     public async Task Predict_agrees_with_the_evaluation_made_when_training_ended()
     {
         var job = await TrainAsync();
-        var report = await (await client.GetAsync($"/api/training-jobs/{job.Id}/report")).ReadAsync<ClassificationReportResponse>();
-        var held = await (await client.GetAsync($"/api/datasets/{job.DatasetId}/images?split=Validation")).ReadAsync<Page<DatasetImageResponse>>();
+        var report = await (
+            await client.GetAsync($"/api/training-jobs/{job.Id}/report")
+        ).ReadAsync<ClassificationReportResponse>();
+        var held = await (await client.GetAsync($"/api/datasets/{job.DatasetId}/images?split=Validation")).ReadAsync<
+            Page<DatasetImageResponse>
+        >();
         Assert.Equal(report.Images, held.TotalCount);
 
         // The report's log loss, recomputed from /predict answers on the same stored images.
@@ -224,34 +307,51 @@ public class ModelServingTests(TransferApiFactory factory)
         var model = (await TrainAsync()).ModelId!.Value;
         var images = Enumerable.Range(0, 4).SelectMany(i => new[] { Photo("ants", i), Photo("bees", i) }).ToList();
         var sequential = new List<PredictResponse>();
-        foreach (var image in images) sequential.Add(await PredictAsync(model.ToString(), Archives.ImageForm(image)));
+        foreach (var image in images)
+            sequential.Add(await PredictAsync(model.ToString(), Archives.ImageForm(image)));
         var cache = factory.Services.GetRequiredService<ClassifierCache>();
         Assert.True(cache.TryGet(model, out var served));
         var before = served!.Batcher.Statistics;
 
-        var concurrent = await Task.WhenAll(Enumerable.Range(0, 32).Select(i => PredictAsync(model.ToString(), Archives.ImageForm(images[i % images.Count]))));
+        var concurrent = await Task.WhenAll(
+            Enumerable
+                .Range(0, 32)
+                .Select(i => PredictAsync(model.ToString(), Archives.ImageForm(images[i % images.Count])))
+        );
 
         for (var i = 0; i < concurrent.Length; i++)
         {
             var expected = sequential[i % images.Count].Predictions;
             Assert.Equal(expected.Select(p => p.Label), concurrent[i].Predictions.Select(p => p.Label));
-            Assert.All(expected.Zip(concurrent[i].Predictions), p => Assert.Equal(p.First.Probability, p.Second.Probability, 5));
+            Assert.All(expected.Zip(concurrent[i].Predictions), p =>
+                Assert.Equal(p.First.Probability, p.Second.Probability, 5)
+            );
         }
         var after = served.Batcher.Statistics;
         Assert.Equal(32, after.Images - before.Images);
-        Assert.True(after.ForwardPasses - before.ForwardPasses < 32, $"{after.ForwardPasses - before.ForwardPasses} forward passes for 32 concurrent requests");
+        Assert.True(
+            after.ForwardPasses - before.ForwardPasses < 32,
+            $"{after.ForwardPasses - before.ForwardPasses} forward passes for 32 concurrent requests"
+        );
     }
 
     [Fact]
     public async Task The_model_cache_stays_within_its_byte_budget_and_drops_the_least_recently_used()
     {
         var ids = new List<Guid>();
-        for (var i = 0; i < 3; i++) ids.Add((await TrainAsync()).ModelId!.Value);
-        var rows = await factory.QueryAsync(db => db.Models.AsNoTracking().Where(m => ids.Contains(m.Id)).ToDictionaryAsync(m => m.Id));
+        for (var i = 0; i < 3; i++)
+            ids.Add((await TrainAsync()).ModelId!.Value);
+        var rows = await factory.QueryAsync(db =>
+            db.Models.AsNoTracking().Where(m => ids.Contains(m.Id)).ToDictionaryAsync(m => m.Id)
+        );
         // Room for two of these models, not three.
         var budget = 2 * (rows[ids[0]].HeadWeights.Length + ClassifierCache.OverheadBytes) + 1024;
-        using var cache = new ClassifierCache(factory.Services.GetRequiredService<BackboneRegistry>(),
-            Microsoft.Extensions.Options.Options.Create(new ServingOptions { ModelCacheBytes = budget }), factory.Services.GetRequiredService<InferenceThread>(), factory.Services.GetRequiredService<Telemetry>());
+        using var cache = new ClassifierCache(
+            factory.Services.GetRequiredService<BackboneRegistry>(),
+            Microsoft.Extensions.Options.Options.Create(new ServingOptions { ModelCacheBytes = budget }),
+            factory.Services.GetRequiredService<InferenceThread>(),
+            factory.Services.GetRequiredService<Telemetry>()
+        );
 
         await cache.GetOrLoadAsync(rows[ids[0]]);
         await cache.GetOrLoadAsync(rows[ids[1]]);
@@ -261,7 +361,8 @@ public class ModelServingTests(TransferApiFactory factory)
         // Compaction runs in the background (watched through the byte count: a lookup would count as a use).
         var full = cache.CachedBytes;
         var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (cache.CachedBytes >= full && DateTime.UtcNow < deadline) await Task.Delay(50);
+        while (cache.CachedBytes >= full && DateTime.UtcNow < deadline)
+            await Task.Delay(50);
         Assert.False(cache.TryGet(ids[1], out _), "the least recently used model should have gone");
         await cache.GetOrLoadAsync(rows[ids[2]]);
         Assert.True(cache.TryGet(ids[0], out _) && cache.TryGet(ids[2], out _));

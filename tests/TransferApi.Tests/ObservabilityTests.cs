@@ -7,8 +7,8 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.TrainingJobs;
-using TransferApi.Services;
 using TransferApi.Persistence;
+using TransferApi.Services;
 
 namespace TransferApi.Tests;
 
@@ -24,7 +24,10 @@ public class ObservabilityTests(TransferApiFactory factory)
     [Fact]
     public async Task Metrics_need_an_admin_key_and_count_requests_predictions_batches_jobs_and_ingested_images()
     {
-        Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient(key: null).GetAsync("/metrics")).StatusCode);
+        Assert.Equal(
+            HttpStatusCode.Unauthorized,
+            (await factory.CreateClient(key: null).GetAsync("/metrics")).StatusCode
+        );
         var predictKey = await client.CreateKeyAsync(KeyScope.Predict);
         var forbidden = await factory.CreateClient(predictKey).GetAsync("/metrics");
         Assert.Equal(HttpStatusCode.Forbidden, forbidden.StatusCode);
@@ -34,36 +37,77 @@ public class ObservabilityTests(TransferApiFactory factory)
         var before = await ScrapeAsync(scraper);
 
         var zip = Archives.Zip([.. Archives.TwoClasses(4), ("ants/notes.txt", "not an image"u8.ToArray())]);
-        var dataset = await (await client.PostAsync("/api/datasets", Archives.DatasetForm("observed", zip))).ReadAsync<DatasetResponse>();
-        var job = await (await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 2 })).ReadAsync<TrainingJobResponse>();
+        var dataset = await (
+            await client.PostAsync("/api/datasets", Archives.DatasetForm("observed", zip))
+        ).ReadAsync<DatasetResponse>();
+        var job = await (
+            await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 2 })
+        ).ReadAsync<TrainingJobResponse>();
         var done = await client.WaitForJobAsync(job.Id, JobPolling.Ended);
         Assert.Equal(JobStatus.Succeeded, done.Status);
         for (var i = 0; i < 3; i++)
-            Assert.Equal(HttpStatusCode.OK, (await client.PostAsync($"/api/models/{done.ModelId}/predict", Archives.ImageForm(Archives.Photo("val", "bees", i).Item2))).StatusCode);
+            Assert.Equal(
+                HttpStatusCode.OK,
+                (
+                    await client.PostAsync(
+                        $"/api/models/{done.ModelId}/predict",
+                        Archives.ImageForm(Archives.Photo("val", "bees", i).Item2)
+                    )
+                ).StatusCode
+            );
         var after = await ScrapeAsync(scraper);
 
         double Added(string series, params string[] labels) => after.Sum(series, labels) - before.Sum(series, labels);
         Assert.Equal(8, Added("transferapi_dataset_images_ingested_total", "outcome=\"stored\""));
         Assert.Equal(1, Added("transferapi_dataset_images_ingested_total", "outcome=\"rejected\""));
-        Assert.True(Added("transferapi_training_job_duration_seconds_count", "outcome=\"succeeded\"", "transferapi_backbone=\"resnet18-imagenet\"") >= 1);
+        Assert.True(
+            Added(
+                "transferapi_training_job_duration_seconds_count",
+                "outcome=\"succeeded\"",
+                "transferapi_backbone=\"resnet18-imagenet\""
+            ) >= 1
+        );
         Assert.True(Added("transferapi_predict_duration_seconds_count") >= 3);
         Assert.True(Added("transferapi_predict_batch_size_sum") >= 3, "every predicted image goes through a batch");
         Assert.True(Added("transferapi_predict_batch_size_count") >= 1);
-        Assert.True(Added("http_server_request_duration_seconds_count", "http_route=\"/api/models/{id}/predict\"", "http_response_status_code=\"200\"") >= 3);
+        Assert.True(
+            Added(
+                "http_server_request_duration_seconds_count",
+                "http_route=\"/api/models/{id}/predict\"",
+                "http_response_status_code=\"200\""
+            ) >= 3
+        );
         Assert.True(after.Has("transferapi_training_queue_length"), "the training queue length is exposed");
         Assert.True(after.Has("transferapi_training_jobs_running"));
         Assert.Equal(0, after.Sum("transferapi_predict_queue_length"));
 
         // The dashboard and alerting rules in deploy/monitoring use only series the service exposes.
         var monitoring = Path.Combine(TestData.RepositoryRoot, "deploy", "monitoring");
-        var dashboard = JsonDocument.Parse(File.ReadAllText(Path.Combine(monitoring, "grafana-dashboard.json"))).RootElement;
-        var queries = dashboard.GetProperty("panels").EnumerateArray()
+        var dashboard = JsonDocument
+            .Parse(File.ReadAllText(Path.Combine(monitoring, "grafana-dashboard.json")))
+            .RootElement;
+        var queries = dashboard
+            .GetProperty("panels")
+            .EnumerateArray()
             .SelectMany(p => p.GetProperty("targets").EnumerateArray().Select(t => t.GetProperty("expr").GetString()!))
-            .Concat(File.ReadLines(Path.Combine(monitoring, "prometheus-rules.yaml")).Select(l => Regex.Match(l, @"^\s*expr:\s*(.+)$")).Where(m => m.Success).Select(m => m.Groups[1].Value))
+            .Concat(
+                File.ReadLines(Path.Combine(monitoring, "prometheus-rules.yaml"))
+                    .Select(l => Regex.Match(l, @"^\s*expr:\s*(.+)$"))
+                    .Where(m => m.Success)
+                    .Select(m => m.Groups[1].Value)
+            )
             .ToList();
         Assert.True(queries.Count >= 15, $"{queries.Count} queries found");
-        var used = queries.SelectMany(q => Regex.Matches(q, @"\b(?:transferapi|http_server|dotnet|db_client|kestrel)_[a-z_]+\b").Select(m => m.Value)).ToHashSet();
-        Assert.All(used, series => Assert.True(after.Has(series), $"{series} is used by deploy/monitoring but not exposed"));
+        var used = queries
+            .SelectMany(q =>
+                Regex
+                    .Matches(q, @"\b(?:transferapi|http_server|dotnet|db_client|kestrel)_[a-z_]+\b")
+                    .Select(m => m.Value)
+            )
+            .ToHashSet();
+        Assert.All(used, series =>
+            Assert.True(after.Has(series), $"{series} is used by deploy/monitoring but not exposed")
+        );
     }
 
     [Fact]
@@ -78,17 +122,35 @@ public class ObservabilityTests(TransferApiFactory factory)
         };
         ActivitySource.AddActivityListener(listener);
 
-        var dataset = await (await client.PostAsync("/api/datasets", Archives.DatasetForm("traced", Archives.Zip(Archives.TwoClasses(3))))).ReadAsync<DatasetResponse>();
-        var job = await (await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 1 })).ReadAsync<TrainingJobResponse>();
+        var dataset = await (
+            await client.PostAsync(
+                "/api/datasets",
+                Archives.DatasetForm("traced", Archives.Zip(Archives.TwoClasses(3)))
+            )
+        ).ReadAsync<DatasetResponse>();
+        var job = await (
+            await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 1 })
+        ).ReadAsync<TrainingJobResponse>();
         var done = await client.WaitForJobAsync(job.Id, JobPolling.Ended);
-        await client.PostAsync($"/api/models/{done.ModelId}/predict", Archives.ImageForm(Archives.Photo("val", "ants", 0).Item2));
+        await client.PostAsync(
+            $"/api/models/{done.ModelId}/predict",
+            Archives.ImageForm(Archives.Photo("val", "ants", 0).Item2)
+        );
 
-        var upload = Assert.Single(spans, s => s.OperationName == "dataset create" && Equals(s.GetTagItem("transferapi.dataset.id"), dataset.Id));
+        var upload = Assert.Single(spans, s =>
+            s.OperationName == "dataset create" && Equals(s.GetTagItem("transferapi.dataset.id"), dataset.Id)
+        );
         Assert.Equal(6, upload.GetTagItem("transferapi.images.stored"));
-        var training = await EventuallyAsync(() => spans.SingleOrDefault(s => s.OperationName == "training job" && Equals(s.GetTagItem("transferapi.job.id"), job.Id)));
+        var training = await EventuallyAsync(() =>
+            spans.SingleOrDefault(s =>
+                s.OperationName == "training job" && Equals(s.GetTagItem("transferapi.job.id"), job.Id)
+            )
+        );
         Assert.Equal(dataset.Id, training.GetTagItem("transferapi.dataset.id"));
         Assert.Equal("succeeded", training.GetTagItem("transferapi.outcome"));
-        var predict = Assert.Single(spans, s => s.OperationName == "predict" && Equals(s.GetTagItem("transferapi.model.id"), done.ModelId));
+        var predict = Assert.Single(spans, s =>
+            s.OperationName == "predict" && Equals(s.GetTagItem("transferapi.model.id"), done.ModelId)
+        );
         // A prediction's span sits inside its HTTP request's span, so a trace shows both.
         Assert.Equal("Microsoft.AspNetCore.Hosting.HttpRequestIn", predict.Parent?.OperationName);
     }
@@ -98,7 +160,8 @@ public class ObservabilityTests(TransferApiFactory factory)
     {
         for (var i = 0; i < 50; i++)
         {
-            if (find() is { } found) return found;
+            if (find() is { } found)
+                return found;
             await Task.Delay(100);
         }
         return find() ?? throw new Xunit.Sdk.XunitException("no such span");

@@ -3,7 +3,8 @@ using TransferApi.Persistence;
 
 namespace TransferApi.Tests;
 
-/// <summary>Predict and upload allowances per key: beyond them a 429 with Retry-After; other keys keep theirs.</summary>
+/// <summary>Predict and upload allowances per key: beyond them a 429 with Retry-After; other keys keep
+/// theirs.</summary>
 [Collection(ServiceCollection.Name)]
 public class RateLimitTests
 {
@@ -12,12 +13,15 @@ public class RateLimitTests
     {
         // A service process of its own with small allowances (a second in-process host would share Hangfire's
         // static configuration with the tests' host): 2 predictions and 1 upload per minute and key.
-        await using var service = await ServiceProcess.StartAsync(TransferApiFactory.AdminConnection, new Dictionary<string, string>
-        {
-            ["RateLimits__PredictPerMinute"] = "2",
-            ["RateLimits__UploadsPerMinute"] = "1",
-            ["Service__Roles"] = "Api",
-        });
+        await using var service = await ServiceProcess.StartAsync(
+            TransferApiFactory.AdminConnection,
+            new Dictionary<string, string>
+            {
+                ["RateLimits__PredictPerMinute"] = "2",
+                ["RateLimits__UploadsPerMinute"] = "1",
+                ["Service__Roles"] = "Api",
+            }
+        );
         HttpClient Client(string key)
         {
             var client = new HttpClient { BaseAddress = service.Client.BaseAddress };
@@ -32,17 +36,29 @@ public class RateLimitTests
         for (var i = 0; i < 2; i++)
         {
             var allowed = await first.PostAsync(route, Archives.ImageForm([1, 2, 3]));
-            Assert.True(allowed.StatusCode == HttpStatusCode.NotFound, $"request {i + 1}: {allowed.StatusCode} {await allowed.Content.ReadAsStringAsync()}");
+            Assert.True(
+                allowed.StatusCode == HttpStatusCode.NotFound,
+                $"request {i + 1}: {allowed.StatusCode} {await allowed.Content.ReadAsStringAsync()}"
+            );
         }
         var refused = await first.PostAsync(route, Archives.ImageForm([1, 2, 3]));
         Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
-        Assert.True(refused.Headers.RetryAfter?.Delta is { TotalSeconds: >= 1 and <= 60 }, $"Retry-After {refused.Headers.RetryAfter}");
+        Assert.True(
+            refused.Headers.RetryAfter?.Delta is { TotalSeconds: >= 1 and <= 60 },
+            $"Retry-After {refused.Headers.RetryAfter}"
+        );
         Assert.Contains("retry after", (await refused.ProblemAsync()).GetProperty("detail").GetString());
         var other = await second.PostAsync(route, Archives.ImageForm([1, 2, 3]));
-        Assert.True(other.StatusCode == HttpStatusCode.NotFound, $"another key: {other.StatusCode} {await other.Content.ReadAsStringAsync()}");
+        Assert.True(
+            other.StatusCode == HttpStatusCode.NotFound,
+            $"another key: {other.StatusCode} {await other.Content.ReadAsStringAsync()}"
+        );
 
         // Uploads have their own allowance: the second upload within the minute is refused before it is read.
-        Assert.NotEqual(HttpStatusCode.TooManyRequests, (await first.PostAsync("/api/datasets", Archives.DatasetForm("a", [1, 2, 3]))).StatusCode);
+        Assert.NotEqual(
+            HttpStatusCode.TooManyRequests,
+            (await first.PostAsync("/api/datasets", Archives.DatasetForm("a", [1, 2, 3]))).StatusCode
+        );
         var upload = await first.PostAsync("/api/datasets", Archives.DatasetForm("b", [1, 2, 3]));
         Assert.Equal(HttpStatusCode.TooManyRequests, upload.StatusCode);
         Assert.NotNull(upload.Headers.RetryAfter);

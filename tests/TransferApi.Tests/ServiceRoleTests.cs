@@ -16,24 +16,40 @@ public class ServiceRoleTests
     [Fact]
     public async Task An_api_process_queues_jobs_that_only_a_worker_process_runs_and_the_worker_serves_no_api()
     {
-        await using var api = await ServiceProcess.StartAsync(TransferApiFactory.AdminConnection,
-            new Dictionary<string, string> { ["Service__Roles"] = "Api" });
-        var zip = Archives.Zip(Enumerable.Range(0, 12)
-            .Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(64, 64, 700 + i))));
-        var dataset = await (await api.Client.PostAsync("/api/datasets", Archives.DatasetForm("roles", zip)))
-            .ReadAsync<DatasetResponse>();
-        var job = await (await api.Client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 1 }))
-            .ReadAsync<TrainingJobResponse>();
+        await using var api = await ServiceProcess.StartAsync(
+            TransferApiFactory.AdminConnection,
+            new Dictionary<string, string> { ["Service__Roles"] = "Api" }
+        );
+        var zip = Archives.Zip(
+            Enumerable
+                .Range(0, 12)
+                .Select(i => ($"{(i % 2 == 0 ? "even" : "odd")}/{i}.png", Archives.NoisePng(64, 64, 700 + i)))
+        );
+        var dataset = await (
+            await api.Client.PostAsync("/api/datasets", Archives.DatasetForm("roles", zip))
+        ).ReadAsync<DatasetResponse>();
+        var job = await (
+            await api.Client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 1 })
+        ).ReadAsync<TrainingJobResponse>();
 
         // Long enough for an in-process worker to have taken it several times over (it polls every 0.5-15 s).
         await Task.Delay(TimeSpan.FromSeconds(8));
-        var waiting = await api.Client.GetFromJsonAsync<TrainingJobResponse>($"/api/training-jobs/{job.Id}", Json.Options);
+        var waiting = await api.Client.GetFromJsonAsync<TrainingJobResponse>(
+            $"/api/training-jobs/{job.Id}",
+            Json.Options
+        );
         Assert.Equal(JobStatus.Queued, waiting!.Status);
         Assert.Equal(0, await HangfireServersAsync(api.ConnectionString));
 
-        var worker = await ServiceProcess.StartAsync(TransferApiFactory.AdminConnection,
-            new Dictionary<string, string> { ["Service__Roles"] = "Worker", ["Worker__QueuePollInterval"] = "00:00:00.5" },
-            api.Database);
+        var worker = await ServiceProcess.StartAsync(
+            TransferApiFactory.AdminConnection,
+            new Dictionary<string, string>
+            {
+                ["Service__Roles"] = "Worker",
+                ["Worker__QueuePollInterval"] = "00:00:00.5",
+            },
+            api.Database
+        );
         try
         {
             await AssertWorkerRunsTheJobAndServesNoApiAsync(api, worker, job.Id);
@@ -45,7 +61,11 @@ public class ServiceRoleTests
         }
     }
 
-    private static async Task AssertWorkerRunsTheJobAndServesNoApiAsync(ServiceProcess api, ServiceProcess worker, Guid jobId)
+    private static async Task AssertWorkerRunsTheJobAndServesNoApiAsync(
+        ServiceProcess api,
+        ServiceProcess worker,
+        Guid jobId
+    )
     {
         Assert.Equal(HttpStatusCode.NotFound, (await worker.Client.GetAsync("/api/datasets")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await worker.Client.GetAsync($"/api/training-jobs/{jobId}")).StatusCode);

@@ -44,26 +44,44 @@ public class StoredDocumentTests(TransferApiFactory factory)
 
         var expected = new TrainingOptions
         {
-            Epochs = 3, BatchSize = 16, LearningRate = 0.01, ValidationFraction = 0.25, Seed = 7,
-            Head = new HeadSpec(HeadKind.Mlp, 64, 0.1), Optimizer = OptimizerKind.AdamW, WeightDecay = 0.01,
-            Schedule = LrSchedule.Cosine, LabelSmoothing = 0.1, ClassWeighted = true,
-            EarlyStopping = new EarlyStopping(MonitoredMetric.ValAccuracy, 2, 0.001), UnfreezeStages = 1,
-            FineTuneEpochs = 4, FineTuneLrFactor = 20,
+            Epochs = 3,
+            BatchSize = 16,
+            LearningRate = 0.01,
+            ValidationFraction = 0.25,
+            Seed = 7,
+            Head = new HeadSpec(HeadKind.Mlp, 64, 0.1),
+            Optimizer = OptimizerKind.AdamW,
+            WeightDecay = 0.01,
+            Schedule = LrSchedule.Cosine,
+            LabelSmoothing = 0.1,
+            ClassWeighted = true,
+            EarlyStopping = new EarlyStopping(MonitoredMetric.ValAccuracy, 2, 0.001),
+            UnfreezeStages = 1,
+            FineTuneEpochs = 4,
+            FineTuneLrFactor = 20,
         };
         Assert.Equal(expected, job.Options);
         Assert.Equal(new TrainingProgress(TrainingStage.Done, 3, 3, 0, 0, 100, 12.5, null), job.Progress);
         Assert.Equal(0.75, job.Report!.Accuracy);
-        Assert.Equal([[1, 1], [0, 2]], job.Report.ConfusionMatrix.Counts.Select(r => r.ToArray()));
+        Assert.Equal(
+            [
+                [1, 1],
+                [0, 2],
+            ],
+            job.Report.ConfusionMatrix.Counts.Select(r => r.ToArray())
+        );
         Assert.Equal(["a", "b"], job.Report.PerClass.Select(c => c.Label));
 
         // And clients see it through the API's own shapes.
-        var response = await factory.CreateClient().GetFromJsonAsync<TrainingJobResponse>(
-            $"/api/training-jobs/{jobId}", Json.Options);
+        var response = await factory
+            .CreateClient()
+            .GetFromJsonAsync<TrainingJobResponse>($"/api/training-jobs/{jobId}", Json.Options);
         Assert.Equal(HeadKind.Mlp, response!.Options.Head.Kind);
         Assert.Equal(MonitoredMetric.ValAccuracy, response.Options.EarlyStopping!.Monitor);
         Assert.Equal(0, response.Options.Augmentation.Views);
-        var report = await factory.CreateClient().GetFromJsonAsync<ClassificationReportResponse>(
-            $"/api/training-jobs/{jobId}/report", Json.Options);
+        var report = await factory
+            .CreateClient()
+            .GetFromJsonAsync<ClassificationReportResponse>($"/api/training-jobs/{jobId}/report", Json.Options);
         Assert.Equal(0.8, report!.PerClass[1].F1);
     }
 
@@ -80,8 +98,13 @@ public class StoredDocumentTests(TransferApiFactory factory)
         });
         var (options, progress) = await factory.QueryAsync(async db =>
         {
-            var row = await db.Database.SqlQuery<StoredJson>(
-                    $"""SELECT "Options"::text AS "Options", "Progress"::text AS "Progress" FROM training_jobs WHERE "Id" = {jobId}""")
+            var row = await db
+                .Database.SqlQuery<StoredJson>(
+                    $"""
+                    SELECT "Options"::text AS "Options", "Progress"::text AS "Progress" FROM training_jobs WHERE
+                    "Id" = {jobId}
+                    """
+                )
                 .SingleAsync();
             return (JsonNode.Parse(row.Options)!, JsonNode.Parse(row.Progress)!);
         });
@@ -100,7 +123,8 @@ public class StoredDocumentTests(TransferApiFactory factory)
     {
         var jobId = await InsertOldJobAsync(options: """{"Version":2,"Epochs":3}""");
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
-            factory.QueryAsync(db => db.TrainingJobs.AsNoTracking().SingleAsync(j => j.Id == jobId)));
+            factory.QueryAsync(db => db.TrainingJobs.AsNoTracking().SingleAsync(j => j.Id == jobId))
+        );
         Assert.Contains("version 2", error.Message);
     }
 
@@ -112,14 +136,24 @@ public class StoredDocumentTests(TransferApiFactory factory)
         var jobId = Guid.NewGuid();
         await factory.QueryAsync(async db =>
         {
-            db.Datasets.Add(new Dataset { Id = datasetId, Tenant = "default", Name = "stored", CreatedAt = DateTime.UtcNow });
+            db.Datasets.Add(
+                new Dataset
+                {
+                    Id = datasetId,
+                    Tenant = "default",
+                    Name = "stored",
+                    CreatedAt = DateTime.UtcNow,
+                }
+            );
             await db.SaveChangesAsync();
-            return await db.Database.ExecuteSqlInterpolatedAsync($"""
+            return await db.Database.ExecuteSqlInterpolatedAsync(
+                $"""
                 INSERT INTO training_jobs ("Id", "Tenant", "DatasetId", "Status", "CreatedAt", "Backbone", "Options",
                     "Progress", "Report", "CancelRequested")
                 VALUES ({jobId}, 'default', {datasetId}, 'Succeeded', {DateTime.UtcNow}, 'resnet18-imagenet',
                     {options}::jsonb, {OldProgress}::jsonb, {OldReport}::jsonb, false)
-                """);
+                """
+            );
         });
         return jobId;
     }

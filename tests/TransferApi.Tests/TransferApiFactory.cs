@@ -23,12 +23,16 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
     private readonly string adminConnection = AdminConnection;
 
     /// <summary>A superuser connection to the PostgreSQL that scripts/test.sh starts.</summary>
-    public static string AdminConnection => Environment.GetEnvironmentVariable("TRANSFERAPI_TEST_POSTGRES") is { Length: > 0 } configured
-        ? configured
-        : throw new InvalidOperationException("TRANSFERAPI_TEST_POSTGRES is not set: run the tests with ./scripts/test.sh, which starts PostgreSQL.");
+    public static string AdminConnection =>
+        Environment.GetEnvironmentVariable("TRANSFERAPI_TEST_POSTGRES") is { Length: > 0 } configured
+            ? configured
+            : throw new InvalidOperationException(
+                "TRANSFERAPI_TEST_POSTGRES is not set: run the tests with ./scripts/test.sh, which starts PostgreSQL."
+            );
     private readonly string database = $"transferapi_test_{Guid.NewGuid():N}";
 
-    public string ConnectionString => new NpgsqlConnectionStringBuilder(adminConnection) { Database = database }.ConnectionString;
+    public string ConnectionString =>
+        new NpgsqlConnectionStringBuilder(adminConnection) { Database = database }.ConnectionString;
 
     public async Task InitializeAsync()
     {
@@ -46,7 +50,8 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
     {
         var client = CreateClient();
         client.DefaultRequestHeaders.Remove("X-Api-Key");
-        if (key is not null) client.DefaultRequestHeaders.Add("X-Api-Key", key);
+        if (key is not null)
+            client.DefaultRequestHeaders.Add("X-Api-Key", key);
         return client;
     }
 
@@ -69,12 +74,30 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
         builder.UseSetting("Service:MigrateOnStartup", "true");
         builder.UseSetting("Worker:QueuePollInterval", "00:00:00.5");
         // Fine-tuning jobs here hold a few megabytes of activations: a small budget sends them through a spill file.
-        builder.UseSetting("Worker:ActivationMemoryBytes", ActivationMemoryBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        builder.UseSetting("Uploads:MaxRequestBytes", MaxRequestBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        builder.UseSetting("Uploads:MaxEntries", MaxEntries.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        builder.UseSetting("Uploads:MaxImagePixels", MaxImagePixels.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        builder.UseSetting("Uploads:MaxEntryBytes", MaxEntryBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        builder.UseSetting("Uploads:MaxTotalBytes", MaxTotalBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        builder.UseSetting(
+            "Worker:ActivationMemoryBytes",
+            ActivationMemoryBytes.ToString(System.Globalization.CultureInfo.InvariantCulture)
+        );
+        builder.UseSetting(
+            "Uploads:MaxRequestBytes",
+            MaxRequestBytes.ToString(System.Globalization.CultureInfo.InvariantCulture)
+        );
+        builder.UseSetting(
+            "Uploads:MaxEntries",
+            MaxEntries.ToString(System.Globalization.CultureInfo.InvariantCulture)
+        );
+        builder.UseSetting(
+            "Uploads:MaxImagePixels",
+            MaxImagePixels.ToString(System.Globalization.CultureInfo.InvariantCulture)
+        );
+        builder.UseSetting(
+            "Uploads:MaxEntryBytes",
+            MaxEntryBytes.ToString(System.Globalization.CultureInfo.InvariantCulture)
+        );
+        builder.UseSetting(
+            "Uploads:MaxTotalBytes",
+            MaxTotalBytes.ToString(System.Globalization.CultureInfo.InvariantCulture)
+        );
         // Small batches, so refused uploads have already written rows that the rollback must remove.
         builder.UseSetting("Datasets:IngestBatchSize", "2");
     }
@@ -82,7 +105,9 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
     public async Task<T> QueryAsync<T>(Func<TransferDbContext, Task<T>> query)
     {
         await using var scope = Services.CreateAsyncScope();
-        await using var db = await scope.ServiceProvider.GetRequiredService<IDbContextFactory<TransferDbContext>>().CreateDbContextAsync();
+        await using var db = await scope
+            .ServiceProvider.GetRequiredService<IDbContextFactory<TransferDbContext>>()
+            .CreateDbContextAsync();
         return await query(db);
     }
 

@@ -13,8 +13,13 @@ public class UntrainableDatasetTests(TransferApiFactory factory)
     public async Task A_data_set_with_only_test_images_says_why_and_no_job_starts()
     {
         var entries = new[] { "ants", "bees" }.SelectMany(label =>
-            TestData.AntsBeesImages("val", label, 2).Select(path => ($"test/{label}/{Path.GetFileName(path)}", File.ReadAllBytes(path))));
-        var dataset = await (await client.PostAsync("/api/datasets", Archives.DatasetForm("test split only", Archives.Zip(entries)))).ReadAsync<DatasetResponse>();
+            TestData
+                .AntsBeesImages("val", label, 2)
+                .Select(path => ($"test/{label}/{Path.GetFileName(path)}", File.ReadAllBytes(path)))
+        );
+        var dataset = await (
+            await client.PostAsync("/api/datasets", Archives.DatasetForm("test split only", Archives.Zip(entries)))
+        ).ReadAsync<DatasetResponse>();
         Assert.False(dataset.Trainable);
         Assert.Contains(dataset.Problems, p => p.Contains("'ants' has no training images"));
 
@@ -28,8 +33,15 @@ public class UntrainableDatasetTests(TransferApiFactory factory)
     [Fact]
     public async Task A_class_below_the_minimum_makes_the_data_set_untrainable()
     {
-        var entries = Archives.TwoClasses(3).Where(e => !e.Item1.StartsWith("bees/1", StringComparison.Ordinal) && !e.Item1.StartsWith("bees/2", StringComparison.Ordinal));
-        var dataset = await (await client.PostAsync("/api/datasets", Archives.DatasetForm("tiny class", Archives.Zip(entries)))).ReadAsync<DatasetResponse>();
+        var entries = Archives
+            .TwoClasses(3)
+            .Where(e =>
+                !e.Item1.StartsWith("bees/1", StringComparison.Ordinal)
+                && !e.Item1.StartsWith("bees/2", StringComparison.Ordinal)
+            );
+        var dataset = await (
+            await client.PostAsync("/api/datasets", Archives.DatasetForm("tiny class", Archives.Zip(entries)))
+        ).ReadAsync<DatasetResponse>();
         Assert.Equal([("ants", 3), ("bees", 1)], dataset.Classes.Select(c => (c.Name, c.ImageCount)));
         Assert.False(dataset.Trainable);
         Assert.Contains(dataset.Problems, p => p.Contains("class 'bees' has 1 image(s); at least 2"));

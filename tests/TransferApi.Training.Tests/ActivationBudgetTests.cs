@@ -1,16 +1,24 @@
-using TransferApi.Training.Imaging;
 using TransferApi.Training.FineTuning;
+using TransferApi.Training.Imaging;
 
 namespace TransferApi.Training.Tests;
 
-/// <summary>Fine-tuning within a memory budget: activations beyond it are spilled or recomputed, and training is the same.</summary>
+/// <summary>Fine-tuning within a memory budget: activations beyond it are spilled or recomputed, and training is the
+/// same.</summary>
 [Collection(BackboneCollection.Name)]
 public class ActivationBudgetTests(BackboneFixture fixture)
 {
-    // Two stages (0.4 MB per image), an augmented view per training image, validation and test images: every kind of row.
+    // Two stages (0.4 MB per image), an augmented view per training image, validation and test images: every kind of
+    // row.
     private static readonly TrainingOptions Options = new()
     {
-        Epochs = 2, BatchSize = 4, FeatureBatchSize = 5, ValidationFraction = 0.25, UnfreezeStages = 2, FineTuneEpochs = 2, LearningRate = 0.01,
+        Epochs = 2,
+        BatchSize = 4,
+        FeatureBatchSize = 5,
+        ValidationFraction = 0.25,
+        UnfreezeStages = 2,
+        FineTuneEpochs = 2,
+        LearningRate = 0.01,
         Augmentation = new AugmentationOptions { Views = 1 },
     };
 
@@ -24,7 +32,10 @@ public class ActivationBudgetTests(BackboneFixture fixture)
     [Theory]
     [InlineData(ActivationOverflow.Spill, ActivationStorage.Spilled)]
     [InlineData(ActivationOverflow.Recompute, ActivationStorage.Recomputed)]
-    public void Fine_tuning_beyond_the_budget_trains_as_it_does_in_memory(ActivationOverflow overflow, ActivationStorage expected)
+    public void Fine_tuning_beyond_the_budget_trains_as_it_does_in_memory(
+        ActivationOverflow overflow,
+        ActivationStorage expected
+    )
     {
         var images = Images();
         var trainer = new TransferLearningTrainer(fixture.Backbone);
@@ -34,7 +45,14 @@ public class ActivationBudgetTests(BackboneFixture fixture)
         var source = new RecordingSource(images);
         var observer = new RecordingObserver();
         var budget = new ActivationBudget(MemoryBytes: 1 << 20, overflow, spillDirectory);
-        var bounded = trainer.Train(images, Options, observer, CancellationToken.None, source: source, activationBudget: budget);
+        var bounded = trainer.Train(
+            images,
+            Options,
+            observer,
+            CancellationToken.None,
+            source: source,
+            activationBudget: budget
+        );
 
         Assert.Equal(ActivationStorage.Memory, unbounded.Activations!.Storage);
         // 8 train + 8 views + 2 validation + 2 test rows of 128 x 28 x 28 floats.
@@ -51,7 +69,9 @@ public class ActivationBudgetTests(BackboneFixture fixture)
         Assert.Equal((unbounded.BestEpoch, unbounded.FineTuned), (bounded.BestEpoch, bounded.FineTuned));
         Assert.Equal(unbounded.Report!.Accuracy, bounded.Report!.Accuracy);
         // Bytes were read a batch at a time, never the whole data set at once; the spill file is gone.
-        Assert.All(source.BatchSizes, size => Assert.InRange(size, 1, Math.Max(Options.FeatureBatchSize, Options.BatchSize)));
+        Assert.All(source.BatchSizes, size =>
+            Assert.InRange(size, 1, Math.Max(Options.FeatureBatchSize, Options.BatchSize))
+        );
         Assert.Empty(Directory.GetFiles(spillDirectory));
         Directory.Delete(spillDirectory);
     }
@@ -65,7 +85,9 @@ public class ActivationBudgetTests(BackboneFixture fixture)
         var first = new RecordingObserver();
         trainer.Train(images, options, first, CancellationToken.None);
         var cached = first.Computed.ToDictionary(c => c.ContentKey, c => c.Features);
-        var half = images.Select((image, k) => k % 2 == 0 ? image with { Features = cached[image.ContentKey!] } : image).ToList();
+        var half = images
+            .Select((image, k) => k % 2 == 0 ? image with { Features = cached[image.ContentKey!] } : image)
+            .ToList();
 
         var source = new RecordingSource(half);
         var result = trainer.Train(half, options, new RecordingObserver(), CancellationToken.None, source: source);
@@ -78,12 +100,14 @@ public class ActivationBudgetTests(BackboneFixture fixture)
     [Fact]
     public void Extraction_for_fine_tuning_keeps_no_tensors_of_finished_batches_but_their_pooled_features()
     {
-        // Each batch's tail pass leaves a few intermediate tensors (megabytes each); kept until the job ends, they grew a
+        // Each batch's tail pass leaves a few intermediate tensors (megabytes each); kept until the job ends, they grew
+        // a
         // 10,000-image job to 6.5 GB. Only the pooled features of each batch (one tensor) may stay.
         var live = new List<long>();
         var observer = new RecordingObserver(p =>
         {
-            if (p.Stage == TrainingStage.ExtractingFeatures && p.Batch > 0) live.Add(TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+            if (p.Stage == TrainingStage.ExtractingFeatures && p.Batch > 0)
+                live.Add(TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         });
         var options = Options with { Augmentation = AugmentationOptions.None, FeatureBatchSize = 2 };
         new TransferLearningTrainer(fixture.Backbone).Train(Images(), options, observer, CancellationToken.None);
@@ -97,9 +121,19 @@ public class ActivationBudgetTests(BackboneFixture fixture)
     {
         public List<int> BatchSizes { get; } = [];
 
-        public IEnumerable<IReadOnlyList<byte[]>> Batches(IReadOnlyList<int> images, int batchSize, CancellationToken cancellation)
+        public IEnumerable<IReadOnlyList<byte[]>> Batches(
+            IReadOnlyList<int> images,
+            int batchSize,
+            CancellationToken cancellation
+        )
         {
-            foreach (var batch in new InMemoryImageSource(all.Select(i => i.Bytes).ToList()).Batches(images, batchSize, cancellation))
+            foreach (
+                var batch in new InMemoryImageSource(all.Select(i => i.Bytes).ToList()).Batches(
+                    images,
+                    batchSize,
+                    cancellation
+                )
+            )
             {
                 BatchSizes.Add(batch.Count);
                 yield return batch;

@@ -1,29 +1,31 @@
 using Microsoft.ML.OnnxRuntime;
-using DenseTensor = Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>;
-using TransferApi.Training.Backbones;
-using TransferApi.Training.Export;
-using TransferApi.Training.Checkpoints;
-using TransferApi.Training.Inference;
-using TransferApi.Training.Imaging;
 using TransferApi.TestSupport;
+using TransferApi.Training.Backbones;
+using TransferApi.Training.Checkpoints;
+using TransferApi.Training.Export;
+using TransferApi.Training.Imaging;
+using TransferApi.Training.Inference;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using DenseTensor = Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>;
 
 namespace TransferApi.Training.Tests;
 
 public class ArchitectureTests(ITestOutputHelper output)
 {
-    /// <summary>Each architecture with TorchVision's parameter count without its classifier (torchvision.models, summed over parameters()).</summary>
-    public static TheoryData<string, long> Architectures => new()
-    {
-        { "resnet18", 11_689_512 - 513_000 },
-        { "resnet34", 21_797_672 - 513_000 },
-        { "resnet50", 25_557_032 - 2_049_000 },
-        { "mobilenet_v2", 3_504_872 - 1_281_000 },
-        { "vgg16", 14_714_688 },
-        // 27,161,264 with AuxLogits (3,326,696) and fc (2,049,000).
-        { "inception_v3", 27_161_264 - 3_326_696 - 2_049_000 },
-    };
+    /// <summary>Each architecture with TorchVision's parameter count without its classifier (torchvision.models, summed
+    /// over parameters()).</summary>
+    public static TheoryData<string, long> Architectures =>
+        new()
+        {
+            { "resnet18", 11_689_512 - 513_000 },
+            { "resnet34", 21_797_672 - 513_000 },
+            { "resnet50", 25_557_032 - 2_049_000 },
+            { "mobilenet_v2", 3_504_872 - 1_281_000 },
+            { "vgg16", 14_714_688 },
+            // 27,161,264 with AuxLogits (3,326,696) and fc (2,049,000).
+            { "inception_v3", 27_161_264 - 3_326_696 - 2_049_000 },
+        };
 
     [Theory]
     [MemberData(nameof(Architectures))]
@@ -42,9 +44,14 @@ public class ArchitectureTests(ITestOutputHelper output)
         };
         var architecture = BackboneArchitecture.Find(name)!;
         using var ours = architecture.Create();
-        Dictionary<string, string> Shapes(nn.Module module) => module.state_dict()
-            .Where(p => !p.Key.EndsWith("num_batches_tracked", StringComparison.Ordinal) && !architecture.ClassifierPrefixes.Any(c => p.Key.StartsWith(c, StringComparison.Ordinal)))
-            .ToDictionary(p => p.Key, p => string.Join("x", p.Value.shape));
+        Dictionary<string, string> Shapes(nn.Module module) =>
+            module
+                .state_dict()
+                .Where(p =>
+                    !p.Key.EndsWith("num_batches_tracked", StringComparison.Ordinal)
+                    && !architecture.ClassifierPrefixes.Any(c => p.Key.StartsWith(c, StringComparison.Ordinal))
+                )
+                .ToDictionary(p => p.Key, p => string.Join("x", p.Value.shape));
         var (theirs, mine) = (Shapes(reference), Shapes(ours));
         Assert.Empty(theirs.Keys.Except(mine.Keys));
         Assert.Empty(mine.Keys.Except(theirs.Keys));
@@ -53,7 +60,10 @@ public class ArchitectureTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Architectures))]
-    public void Imported_weights_give_torchvision_shapes_and_the_folded_network_the_same_features(string name, long torchVisionParameters)
+    public void Imported_weights_give_torchvision_shapes_and_the_folded_network_the_same_features(
+        string name,
+        long torchVisionParameters
+    )
     {
         var architecture = BackboneArchitecture.Find(name)!;
         using var backbone = Import(architecture, RandomWeights.PyTorchFile(RandomWeights.StateDict(architecture)));
@@ -61,21 +71,32 @@ public class ArchitectureTests(ITestOutputHelper output)
         Assert.Equal(architecture.Stages, backbone.Stages);
 
         using var pixels = backbone.Preprocessor.ToTensor(Photos(2));
-        Assert.Equal([2, 3, architecture.DefaultPreprocessing.InputSize, architecture.DefaultPreprocessing.InputSize], pixels.shape);
+        Assert.Equal(
+            [2, 3, architecture.DefaultPreprocessing.InputSize, architecture.DefaultPreprocessing.InputSize],
+            pixels.shape
+        );
         using var folded = backbone.Forward(pixels);
         Assert.Equal([2, architecture.FeatureSize], folded.shape);
         using (inference_mode())
         {
             using var unfolded = backbone.Network.call(pixels);
-            var (difference, largest) = (folded.sub(unfolded).abs().max().item<float>(), unfolded.abs().max().item<float>());
-            output.WriteLine($"{name}: folded vs unfolded max |difference| {difference:E2}, features up to {largest:F3}");
+            var (difference, largest) = (
+                folded.sub(unfolded).abs().max().item<float>(),
+                unfolded.abs().max().item<float>()
+            );
+            output.WriteLine(
+                $"{name}: folded vs unfolded max |difference| {difference:E2}, features up to {largest:F3}"
+            );
             Assert.True(largest > 1e-3, $"features look degenerate ({largest})");
             Assert.True(difference < 1e-4, $"folded and unfolded features differ by {difference}");
             for (var stage = 0; stage < backbone.Stages; stage++)
             {
                 using var foldedPrefix = backbone.Activations(pixels, stage);
                 using var unfoldedPrefix = backbone.Network.Prefix(pixels, stage);
-                Assert.True(foldedPrefix.sub(unfoldedPrefix).abs().max().item<float>() < 1e-4, $"activations entering stage {stage} differ");
+                Assert.True(
+                    foldedPrefix.sub(unfoldedPrefix).abs().max().item<float>() < 1e-4,
+                    $"activations entering stage {stage} differ"
+                );
             }
         }
         // The trainable tail continues from the frozen prefix to the same features.
@@ -85,7 +106,10 @@ public class ArchitectureTests(ITestOutputHelper output)
         using var mode = inference_mode();
         using var split = tail.call(activations);
         Assert.True(split.sub(folded).abs().max().item<float>() < 1e-4, "prefix + tail differs from the whole network");
-        Assert.Equal(backbone.Network.StageParameters(backbone.Stages - 1).Sum(p => p.numel()), tail.parameters().Sum(p => p.numel()));
+        Assert.Equal(
+            backbone.Network.StageParameters(backbone.Stages - 1).Sum(p => p.numel()),
+            tail.parameters().Sum(p => p.numel())
+        );
     }
 
     [Theory]
@@ -98,14 +122,27 @@ public class ArchitectureTests(ITestOutputHelper output)
         using var classifier = new ImageClassifier(backbone, RandomHead(backbone, images));
         var expected = classifier.Probabilities(classifier.Decode(images), images.Count);
 
-        using var session = new InferenceSession(ModelExport.Write(backbone, classifier.Checkpoint, ExportFormat.Onnx).Bytes);
+        using var session = new InferenceSession(
+            ModelExport.Write(backbone, classifier.Checkpoint, ExportFormat.Onnx).Bytes
+        );
         var size = architecture.DefaultPreprocessing.InputSize;
-        var pixels = new DenseTensor(backbone.Preprocessor.DecodePlanar(images, normalized: false), [images.Count, 3, size, size]);
+        var pixels = new DenseTensor(
+            backbone.Preprocessor.DecodePlanar(images, normalized: false),
+            [images.Count, 3, size, size]
+        );
         using var results = session.Run([NamedOnnxValue.CreateFromTensor(OnnxExport.InputName, pixels)]);
         var actual = results.Single().AsTensor<float>().ToArray();
-        var worst = expected.SelectMany((row, i) => row.Select((p, c) => Math.Abs(p - actual[i * row.Length + c]))).Max();
-        output.WriteLine($"{name}: ONNX Runtime vs TorchSharp, largest probability difference {worst:E2}; probabilities {string.Join(" ", expected[0].Select(p => p.ToString("F3")))}");
-        Assert.True(expected.Max(row => row.Max()) > 0.4f && expected.All(row => row.Max() < 0.99f), "probabilities are uniform or saturated; the comparison would show little");
+        var worst = expected
+            .SelectMany((row, i) => row.Select((p, c) => Math.Abs(p - actual[i * row.Length + c])))
+            .Max();
+        output.WriteLine(
+            $"{name}: ONNX Runtime vs TorchSharp, largest probability "
+                + $"difference {worst:E2}; probabilities {string.Join(" ", expected[0].Select(p => p.ToString("F3")))}"
+        );
+        Assert.True(
+            expected.Max(row => row.Max()) > 0.4f && expected.All(row => row.Max() < 0.99f),
+            "probabilities are uniform or saturated; the comparison would show little"
+        );
         Assert.True(worst < 1e-4, $"largest probability difference {worst}");
     }
 
@@ -123,7 +160,14 @@ public class ArchitectureTests(ITestOutputHelper output)
         {
             head.weight!.copy_(weights);
         }
-        return ModelCheckpoint.FromHead(backbone.Id, backbone.Preprocessor.Spec, ["a", "b", "c", "d", "e"], backbone.FeatureSize, HeadSpec.Linear, head);
+        return ModelCheckpoint.FromHead(
+            backbone.Id,
+            backbone.Preprocessor.Spec,
+            ["a", "b", "c", "d", "e"],
+            backbone.FeatureSize,
+            HeadSpec.Linear,
+            head
+        );
     }
 
     [Fact]
@@ -138,7 +182,9 @@ public class ArchitectureTests(ITestOutputHelper output)
         using var expected = fromPyTorch.Forward(pixels);
         using var safetensors = fromSafetensors.Forward(pixels);
         using var torchSharp = fromTorchSharp.Forward(pixels);
-        Assert.True(expected.allclose(safetensors, rtol: 0, atol: 0) && expected.allclose(torchSharp, rtol: 0, atol: 0));
+        Assert.True(
+            expected.allclose(safetensors, rtol: 0, atol: 0) && expected.allclose(torchSharp, rtol: 0, atol: 0)
+        );
     }
 
     [Fact]
@@ -168,10 +214,14 @@ public class ArchitectureTests(ITestOutputHelper output)
         Assert.Equal("layer1.0.bn1.weight", Refused(resnet18, state).Key);
 
         var pyTorch = RandomWeights.PyTorchFile(RandomWeights.StateDict(resnet18));
-        var bomb = Assert.Throws<WeightsRejectedException>(() => StateDictFile.Read(new MemoryStream(pyTorch), WeightsFormat.PyTorch, maxUnpackedBytes: pyTorch.Length / 2));
+        var bomb = Assert.Throws<WeightsRejectedException>(() =>
+            StateDictFile.Read(new MemoryStream(pyTorch), WeightsFormat.PyTorch, maxUnpackedBytes: pyTorch.Length / 2)
+        );
         Assert.Contains("unpacks to", bomb.Message);
 
-        var garbage = Assert.Throws<WeightsRejectedException>(() => StateDictFile.Read(new MemoryStream("PK\u0003\u0004 not a zip"u8.ToArray()), WeightsFormat.PyTorch));
+        var garbage = Assert.Throws<WeightsRejectedException>(() =>
+            StateDictFile.Read(new MemoryStream("PK\u0003\u0004 not a zip"u8.ToArray()), WeightsFormat.PyTorch)
+        );
         Assert.Contains("could not be read as a PyTorch state dict", garbage.Message);
     }
 
@@ -180,17 +230,28 @@ public class ArchitectureTests(ITestOutputHelper output)
     {
         var state = RandomWeights.StateDict(BackboneArchitecture.ResNet18);
         Assert.Equal(WeightsFormat.PyTorch, StateDictFile.Detect(new MemoryStream(RandomWeights.PyTorchFile(state))));
-        Assert.Equal(WeightsFormat.Safetensors, StateDictFile.Detect(new MemoryStream(RandomWeights.SafetensorsFile(state))));
+        Assert.Equal(
+            WeightsFormat.Safetensors,
+            StateDictFile.Detect(new MemoryStream(RandomWeights.SafetensorsFile(state)))
+        );
         using var network = WeightsImport.Load(BackboneArchitecture.ResNet18, state);
-        Assert.Equal(WeightsFormat.TorchSharp, StateDictFile.Detect(new MemoryStream(BackboneCatalog.SaveWeights(network))));
+        Assert.Equal(
+            WeightsFormat.TorchSharp,
+            StateDictFile.Detect(new MemoryStream(BackboneCatalog.SaveWeights(network)))
+        );
     }
 
     private static Backbone Import(BackboneArchitecture architecture, byte[] file)
     {
         using var stream = new MemoryStream(file);
         var state = StateDictFile.Read(stream, StateDictFile.Detect(stream));
-        return new Backbone($"test-{architecture.Name}", WeightsImport.Load(architecture, state), new ImagePreprocessor(architecture.DefaultPreprocessing, new ImageLimits()));
+        return new Backbone(
+            $"test-{architecture.Name}",
+            WeightsImport.Load(architecture, state),
+            new ImagePreprocessor(architecture.DefaultPreprocessing, new ImageLimits())
+        );
     }
 
-    private static List<byte[]> Photos(int count) => LabeledPhotos.AntsAndBees(count).Take(count).Select(i => i.Bytes).ToList();
+    private static List<byte[]> Photos(int count) =>
+        LabeledPhotos.AntsAndBees(count).Take(count).Select(i => i.Bytes).ToList();
 }

@@ -1,15 +1,16 @@
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
-using TransferApi.Training.Imaging;
 using TransferApi.TestSupport;
+using TransferApi.Training.Imaging;
 
 namespace TransferApi.Training.Tests;
 
 [Collection(BackboneCollection.Name)]
 public class AugmentationTests(BackboneFixture fixture)
 {
-    private static byte[] Photo(int index) => File.ReadAllBytes(TestData.AntsBeesImages("train", "bees", index + 1)[index]);
+    private static byte[] Photo(int index) =>
+        File.ReadAllBytes(TestData.AntsBeesImages("train", "bees", index + 1)[index]);
 
     [Fact]
     public void A_flip_view_is_the_mirror_image_of_the_plain_one()
@@ -22,7 +23,14 @@ public class AugmentationTests(BackboneFixture fixture)
         using var buffer = new MemoryStream();
         square.SaveAsPng(buffer);
         byte[] png = buffer.ToArray();
-        var rgb = new ImagePreprocessor(PreprocessingSpec.CntkResNet with { ChannelOrder = "RGB" }, new ImageLimits(), new float[3 * 224 * 224]);
+        var rgb = new ImagePreprocessor(
+            PreprocessingSpec.CntkResNet with
+            {
+                ChannelOrder = "RGB",
+            },
+            new ImageLimits(),
+            new float[3 * 224 * 224]
+        );
         using var plain = rgb.ToTensor([png]);
         using var mirrored = rgb.ToTensor([png], [flip]);
         using var flippedBack = mirrored.flip(3);
@@ -55,8 +63,16 @@ public class AugmentationTests(BackboneFixture fixture)
     [Fact]
     public void Augmented_views_add_training_rows_embedded_once_per_job()
     {
-        var images = LabeledPhotos.AntsAndBees(4, DataSplit.Train).Concat(LabeledPhotos.AntsAndBees(2, DataSplit.Validation, folder: "val")).ToList();
-        var options = new TrainingOptions { Epochs = 2, BatchSize = 4, Augmentation = new AugmentationOptions(Views: 2) };
+        var images = LabeledPhotos
+            .AntsAndBees(4, DataSplit.Train)
+            .Concat(LabeledPhotos.AntsAndBees(2, DataSplit.Validation, folder: "val"))
+            .ToList();
+        var options = new TrainingOptions
+        {
+            Epochs = 2,
+            BatchSize = 4,
+            Augmentation = new AugmentationOptions(Views: 2),
+        };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         var result = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);
         var again = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);

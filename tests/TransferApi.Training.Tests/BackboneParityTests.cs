@@ -1,8 +1,8 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using TransferApi.TestSupport;
 using TransferApi.Training.Backbones;
 using TransferApi.Training.Imaging;
-using TransferApi.TestSupport;
 
 namespace TransferApi.Training.Tests;
 
@@ -12,7 +12,11 @@ public class BackboneParityTests(BackboneFixture fixture, Xunit.Abstractions.ITe
     private static readonly string ModelDirectory = BackboneCatalog.DefaultModelDirectory;
 
     private static IReadOnlyList<byte[]> SampleImages() =>
-        TestData.AntsBeesImages("val", "ants", 3).Concat(TestData.AntsBeesImages("val", "bees", 3)).Select(File.ReadAllBytes).ToList();
+        TestData
+            .AntsBeesImages("val", "ants", 3)
+            .Concat(TestData.AntsBeesImages("val", "bees", 3))
+            .Select(File.ReadAllBytes)
+            .ToList();
 
     [Fact]
     public void TorchSharp_features_match_onnx_runtime_on_real_photos()
@@ -28,7 +32,9 @@ public class BackboneParityTests(BackboneFixture fixture, Xunit.Abstractions.ITe
         for (var i = 0; i < images.Count; i++)
         {
             var single = pixels[i].unsqueeze(0).contiguous().data<float>().ToArray();
-            using var results = session.Run([NamedOnnxValue.CreateFromTensor(input, new DenseTensor<float>(single, [1, 3, 224, 224]))]);
+            using var results = session.Run([
+                NamedOnnxValue.CreateFromTensor(input, new DenseTensor<float>(single, [1, 3, 224, 224])),
+            ]);
             var reference = results.Single().AsEnumerable<float>().ToArray();
             var mine = ours[i].data<float>().ToArray();
             Assert.Equal(reference.Length, mine.Length);
@@ -38,7 +44,10 @@ public class BackboneParityTests(BackboneFixture fixture, Xunit.Abstractions.ITe
                 maxFeature = Math.Max(maxFeature, Math.Abs(reference[j]));
             }
         }
-        output.WriteLine($"{images.Count} photos: max |TorchSharp - ONNX Runtime| = {maxDifference:E2} on features up to {maxFeature:F2}");
+        output.WriteLine(
+            $"{images.Count} photos: max |TorchSharp - ONNX Runtime| = {maxDifference:E2} on features up to "
+                + $"{maxFeature:F2}"
+        );
         Assert.True(maxFeature > 1, $"features look degenerate (max {maxFeature})");
         Assert.True(maxDifference < 1e-4, $"max abs difference {maxDifference} vs ONNX Runtime");
     }
@@ -58,7 +67,9 @@ public class BackboneParityTests(BackboneFixture fixture, Xunit.Abstractions.ITe
         for (var i = 0; i < images.Count; i++)
         {
             var single = rgb[i].contiguous().data<float>().ToArray();
-            using var results = session.Run([NamedOnnxValue.CreateFromTensor(input, new DenseTensor<float>(single, [1, 3, 224, 224]))]);
+            using var results = session.Run([
+                NamedOnnxValue.CreateFromTensor(input, new DenseTensor<float>(single, [1, 3, 224, 224])),
+            ]);
             var reference = results.Single().AsEnumerable<float>().ToArray();
             var mine = ours[i].contiguous().data<float>().ToArray();
             var worst = reference.Zip(mine, (r, m) => Math.Abs(r - m)).Max();

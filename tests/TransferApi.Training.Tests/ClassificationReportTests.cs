@@ -17,9 +17,21 @@ public class ClassificationReportTests
         string[] labels = ["a", "b", "c"];
         int[] truth = [0, 0, 1, 1, 2, 2];
         int[] predicted = [0, 1, 1, 1, 2, 0];
-        var report = ClassificationReport.Compute("test", labels, predicted.Select(p => OneHotish(p, 3)).ToList(), truth);
+        var report = ClassificationReport.Compute(
+            "test",
+            labels,
+            predicted.Select(p => OneHotish(p, 3)).ToList(),
+            truth
+        );
 
-        Assert.Equal([[1, 1, 0], [0, 2, 0], [1, 0, 1]], report.ConfusionMatrix.Counts.Select(r => r.ToArray()));
+        Assert.Equal(
+            [
+                [1, 1, 0],
+                [0, 2, 0],
+                [1, 0, 1],
+            ],
+            report.ConfusionMatrix.Counts.Select(r => r.ToArray())
+        );
         Assert.Equal(4 / 6.0, report.Accuracy, 9);
         Assert.Equal(1.0, report.Top5Accuracy);
         Assert.Equal([0.5, 2 / 3.0, 1.0], report.PerClass.Select(c => c.Precision), new Tolerance());
@@ -44,6 +56,7 @@ public class ClassificationReportTests
     private sealed class Tolerance : IEqualityComparer<double>
     {
         public bool Equals(double x, double y) => Math.Abs(x - y) < 1e-9;
+
         public int GetHashCode(double obj) => 0;
     }
 }

@@ -3,7 +3,9 @@ namespace TransferApi.Training.Tests;
 public class DataSplitterTests
 {
     private static List<LabeledImage> Images(params (string Label, int Count, DataSplit Split)[] groups) =>
-        groups.SelectMany(g => Enumerable.Range(0, g.Count).Select(_ => new LabeledImage(g.Label, g.Split, []))).ToList();
+        groups
+            .SelectMany(g => Enumerable.Range(0, g.Count).Select(_ => new LabeledImage(g.Label, g.Split, [])))
+            .ToList();
 
     [Fact]
     public void Split_is_stratified_and_the_same_for_the_same_seed()
@@ -21,7 +23,13 @@ public class DataSplitterTests
     [Fact]
     public void Split_honours_fixed_validation_images_and_leaves_test_images_out()
     {
-        var images = Images(("a", 5, DataSplit.Train), ("a", 2, DataSplit.Validation), ("b", 4, DataSplit.Train), ("b", 3, DataSplit.Validation), ("b", 2, DataSplit.Test));
+        var images = Images(
+            ("a", 5, DataSplit.Train),
+            ("a", 2, DataSplit.Validation),
+            ("b", 4, DataSplit.Train),
+            ("b", 3, DataSplit.Validation),
+            ("b", 2, DataSplit.Test)
+        );
         var (train, val) = DataSplitter.Split(images, 0.5, 1);
         Assert.All(train, i => Assert.Equal(DataSplit.Train, images[i].Split));
         Assert.All(val, i => Assert.Equal(DataSplit.Validation, images[i].Split));
@@ -41,7 +49,9 @@ public class DataSplitterTests
 
     private sealed class SplitComparer : IEqualityComparer<(int[], int[])>
     {
-        public bool Equals((int[], int[]) x, (int[], int[]) y) => x.Item1.SequenceEqual(y.Item1) && x.Item2.SequenceEqual(y.Item2);
+        public bool Equals((int[], int[]) x, (int[], int[]) y) =>
+            x.Item1.SequenceEqual(y.Item1) && x.Item2.SequenceEqual(y.Item2);
+
         public int GetHashCode((int[], int[]) obj) => obj.Item1.Length;
     }
 }
@@ -54,8 +64,14 @@ public class DataSplitterAssignTests
         var labels = Enumerable.Repeat("a", 100).Concat(Enumerable.Repeat("b", 20)).ToList();
         var splits = DataSplitter.Assign(labels, new SplitFractions(0.2, 0.1), 5);
         int Count(string label, DataSplit split) => labels.Where((l, i) => l == label && splits[i] == split).Count();
-        Assert.Equal((20, 10, 70), (Count("a", DataSplit.Validation), Count("a", DataSplit.Test), Count("a", DataSplit.Train)));
-        Assert.Equal((4, 2, 14), (Count("b", DataSplit.Validation), Count("b", DataSplit.Test), Count("b", DataSplit.Train)));
+        Assert.Equal(
+            (20, 10, 70),
+            (Count("a", DataSplit.Validation), Count("a", DataSplit.Test), Count("a", DataSplit.Train))
+        );
+        Assert.Equal(
+            (4, 2, 14),
+            (Count("b", DataSplit.Validation), Count("b", DataSplit.Test), Count("b", DataSplit.Train))
+        );
         Assert.Equal(splits, DataSplitter.Assign(labels, new SplitFractions(0.2, 0.1), 5));
         Assert.NotEqual(splits, DataSplitter.Assign(labels, new SplitFractions(0.2, 0.1), 6));
     }

@@ -37,7 +37,10 @@ public class FineTuningTests(BackboneFixture fixture)
         {
             using var foldedPrefix = fixture.Backbone.Activations(pixels, stage);
             using var unfoldedPrefix = fixture.Backbone.Network.Prefix(pixels, stage);
-            Assert.True(foldedPrefix.sub(unfoldedPrefix).abs().max().item<float>() < 1e-4, $"activations entering stage {stage} differ");
+            Assert.True(
+                foldedPrefix.sub(unfoldedPrefix).abs().max().item<float>() < 1e-4,
+                $"activations entering stage {stage} differ"
+            );
         }
     }
 
@@ -46,9 +49,22 @@ public class FineTuningTests(BackboneFixture fixture)
     {
         var layer4Before = fixture.Backbone.Network.StageParameters(3).Select(p => p.clone()).ToList();
         var layer3Before = fixture.Backbone.Network.StageParameters(2).Select(p => p.clone()).ToList();
-        var options = new TrainingOptions { Epochs = 2, BatchSize = 4, ValidationFraction = 0, UnfreezeStages = 1, FineTuneEpochs = 2, LearningRate = 0.01 };
+        var options = new TrainingOptions
+        {
+            Epochs = 2,
+            BatchSize = 4,
+            ValidationFraction = 0,
+            UnfreezeStages = 1,
+            FineTuneEpochs = 2,
+            LearningRate = 0.01,
+        };
         var observer = new RecordingObserver();
-        var result = new TransferLearningTrainer(fixture.Backbone).Train(Images(4), options, observer, CancellationToken.None);
+        var result = new TransferLearningTrainer(fixture.Backbone).Train(
+            Images(4),
+            options,
+            observer,
+            CancellationToken.None
+        );
 
         Assert.Equal(1, result.FineTuned);
         Assert.Equal([1, 2, 3, 4], result.Metrics.Select(m => m.Epoch));
@@ -56,14 +72,23 @@ public class FineTuningTests(BackboneFixture fixture)
         using var tail = result.Checkpoint.LoadTail(fixture.Backbone)!;
         var tuned = tail.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         var pretrained = fixture.Backbone.Network.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        Assert.Equal(tuned.Keys.Order(), pretrained.Keys.Where(k => k.StartsWith("layer4.", StringComparison.Ordinal)).Order());
+        Assert.Equal(
+            tuned.Keys.Order(),
+            pretrained.Keys.Where(k => k.StartsWith("layer4.", StringComparison.Ordinal)).Order()
+        );
         Assert.Contains(tuned, t => !t.Value.allclose(pretrained[t.Key]));
         // Batch-norm running statistics stay the ImageNet ones, and the shared frozen backbone is untouched.
         var tunedBuffers = tail.named_buffers().ToDictionary(b => b.name, b => b.buffer);
         var pretrainedBuffers = fixture.Backbone.Network.named_buffers().ToDictionary(b => b.name, b => b.buffer);
-        Assert.All(tunedBuffers.Where(b => b.Key.EndsWith("running_mean", StringComparison.Ordinal)), b => Assert.True(b.Value.allclose(pretrainedBuffers[b.Key], rtol: 0, atol: 0)));
-        Assert.All(fixture.Backbone.Network.StageParameters(3).Zip(layer4Before), p => Assert.True(p.First.allclose(p.Second, rtol: 0, atol: 0)));
-        Assert.All(fixture.Backbone.Network.StageParameters(2).Zip(layer3Before), p => Assert.True(p.First.allclose(p.Second, rtol: 0, atol: 0)));
+        Assert.All(tunedBuffers.Where(b => b.Key.EndsWith("running_mean", StringComparison.Ordinal)), b =>
+            Assert.True(b.Value.allclose(pretrainedBuffers[b.Key], rtol: 0, atol: 0))
+        );
+        Assert.All(fixture.Backbone.Network.StageParameters(3).Zip(layer4Before), p =>
+            Assert.True(p.First.allclose(p.Second, rtol: 0, atol: 0))
+        );
+        Assert.All(fixture.Backbone.Network.StageParameters(2).Zip(layer3Before), p =>
+            Assert.True(p.First.allclose(p.Second, rtol: 0, atol: 0))
+        );
         Assert.All(fixture.Backbone.Network.parameters(), p => Assert.False(p.requires_grad));
 
         using var classifier = new ImageClassifier(fixture.Backbone, result.Checkpoint);
@@ -75,8 +100,22 @@ public class FineTuningTests(BackboneFixture fixture)
     public void Fine_tuning_is_kept_only_when_it_beats_the_frozen_model_on_validation()
     {
         // A learning rate this high wrecks the pretrained stage: validation loss gets worse, so the frozen model stays.
-        var options = new TrainingOptions { Epochs = 5, BatchSize = 4, ValidationFraction = 0.25, UnfreezeStages = 1, FineTuneEpochs = 2, LearningRate = 0.05, FineTuneLrFactor = 1 };
-        var result = new TransferLearningTrainer(fixture.Backbone).Train(Images(6), options, new RecordingObserver(), CancellationToken.None);
+        var options = new TrainingOptions
+        {
+            Epochs = 5,
+            BatchSize = 4,
+            ValidationFraction = 0.25,
+            UnfreezeStages = 1,
+            FineTuneEpochs = 2,
+            LearningRate = 0.05,
+            FineTuneLrFactor = 1,
+        };
+        var result = new TransferLearningTrainer(fixture.Backbone).Train(
+            Images(6),
+            options,
+            new RecordingObserver(),
+            CancellationToken.None
+        );
         var headOnlyBest = result.Metrics.Take(5).Min(m => m.ValLoss!.Value);
         if (result.FineTuned == 0)
         {
@@ -85,7 +124,10 @@ public class FineTuningTests(BackboneFixture fixture)
         }
         else
         {
-            Assert.True(result.Metrics.Skip(5).Min(m => m.ValLoss!.Value) < result.Metrics[4].ValLoss, $"kept fine-tuning that did not improve (head best {headOnlyBest})");
+            Assert.True(
+                result.Metrics.Skip(5).Min(m => m.ValLoss!.Value) < result.Metrics[4].ValLoss,
+                $"kept fine-tuning that did not improve (head best {headOnlyBest})"
+            );
         }
     }
 }

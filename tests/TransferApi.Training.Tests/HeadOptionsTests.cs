@@ -9,7 +9,13 @@ public class HeadOptionsTests
     private static (Tensor X, Tensor Y) Clusters(int perClass, long seed, double separation = 2)
     {
         using var generator = new Generator((ulong)seed);
-        var x = cat([randn(perClass, 16, generator: generator) + separation, randn(perClass, 16, generator: generator) - separation], 0);
+        var x = cat(
+            [
+                randn(perClass, 16, generator: generator) + separation,
+                randn(perClass, 16, generator: generator) - separation,
+            ],
+            0
+        );
         var y = cat([zeros(perClass, ScalarType.Int64), ones(perClass, ScalarType.Int64)], 0);
         return (x, y);
     }
@@ -19,13 +25,26 @@ public class HeadOptionsTests
     {
         using var generator = new Generator((ulong)seed);
         var signs = randint(0, 2, [count, 2], generator: generator).to_type(ScalarType.Float32) * 2 - 1;
-        var x = cat([signs * 3 + randn(count, 2, generator: generator) * 0.3, randn(count, 14, generator: generator)], 1);
+        var x = cat(
+            [signs * 3 + randn(count, 2, generator: generator) * 0.3, randn(count, 14, generator: generator)],
+            1
+        );
         var y = signs[.., 0].mul(signs[.., 1]).lt(0).to_type(ScalarType.Int64);
         return (x, y);
     }
 
-    private static HeadTrainingResult Train(Tensor x, Tensor y, Tensor? vx, Tensor? vy, TrainingOptions options, List<EpochMetrics>? epochs = null) =>
-        HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, m => epochs?.Add(m), (_, _, _) => { }, CancellationToken.None));
+    private static HeadTrainingResult Train(
+        Tensor x,
+        Tensor y,
+        Tensor? vx,
+        Tensor? vy,
+        TrainingOptions options,
+        List<EpochMetrics>? epochs = null
+    ) =>
+        HeadTrainer.Train(
+            new HeadTrainingSet(x, y, vx, vy, 2),
+            new EpochLoop(options, m => epochs?.Add(m), (_, _, _) => { }, CancellationToken.None)
+        );
 
     [Theory]
     [InlineData(OptimizerKind.Adam, 0.01)]
@@ -35,8 +54,25 @@ public class HeadOptionsTests
     {
         var (x, y) = Clusters(40, 1);
         var epochs = new List<EpochMetrics>();
-        using var head = Train(x, y, null, null, new TrainingOptions { Epochs = 6, BatchSize = 16, Optimizer = optimizer, LearningRate = learningRate, WeightDecay = 1e-4 }, epochs).Head;
-        Assert.True(epochs[^1].TrainLoss < epochs[0].TrainLoss * 0.6, $"{optimizer}: {epochs[0].TrainLoss} -> {epochs[^1].TrainLoss}");
+        using var head = Train(
+            x,
+            y,
+            null,
+            null,
+            new TrainingOptions
+            {
+                Epochs = 6,
+                BatchSize = 16,
+                Optimizer = optimizer,
+                LearningRate = learningRate,
+                WeightDecay = 1e-4,
+            },
+            epochs
+        ).Head;
+        Assert.True(
+            epochs[^1].TrainLoss < epochs[0].TrainLoss * 0.6,
+            $"{optimizer}: {epochs[0].TrainLoss} -> {epochs[^1].TrainLoss}"
+        );
     }
 
     [Fact]
@@ -44,9 +80,23 @@ public class HeadOptionsTests
     {
         var (x, y) = Xor(400, 2);
         var (vx, vy) = Xor(200, 3);
-        var options = new TrainingOptions { Epochs = 30, BatchSize = 32, LearningRate = 0.01 };
+        var options = new TrainingOptions
+        {
+            Epochs = 30,
+            BatchSize = 32,
+            LearningRate = 0.01,
+        };
         var linear = Train(x, y, vx, vy, options with { Head = HeadSpec.Linear });
-        var mlp = Train(x, y, vx, vy, options with { Head = new HeadSpec(HeadKind.Mlp, HiddenUnits: 32, Dropout: 0.1) });
+        var mlp = Train(
+            x,
+            y,
+            vx,
+            vy,
+            options with
+            {
+                Head = new HeadSpec(HeadKind.Mlp, HiddenUnits: 32, Dropout: 0.1),
+            }
+        );
         Assert.InRange(linear.Metrics[^1].ValAccuracy!.Value, 0.3, 0.7);
         Assert.True(mlp.Metrics[^1].ValAccuracy > 0.95, $"MLP val accuracy {mlp.Metrics[^1].ValAccuracy}");
         linear.Head.Dispose();
@@ -58,8 +108,26 @@ public class HeadOptionsTests
     {
         var (x, y) = Clusters(16, 1);
         var epochs = new List<EpochMetrics>();
-        Train(x, y, null, null, new TrainingOptions { Epochs = 7, LearningRate = 0.1, Schedule = LrSchedule.Step, StepEpochs = 3, StepGamma = 0.5 }, epochs).Head.Dispose();
-        Assert.Equal(new[] { 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025 }, epochs.Select(e => Math.Round(e.LearningRate, 6)));
+        Train(
+            x,
+            y,
+            null,
+            null,
+            new TrainingOptions
+            {
+                Epochs = 7,
+                LearningRate = 0.1,
+                Schedule = LrSchedule.Step,
+                StepEpochs = 3,
+                StepGamma = 0.5,
+            },
+            epochs
+        )
+            .Head.Dispose();
+        Assert.Equal(
+            new[] { 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025 },
+            epochs.Select(e => Math.Round(e.LearningRate, 6))
+        );
     }
 
     [Fact]
@@ -67,7 +135,20 @@ public class HeadOptionsTests
     {
         var (x, y) = Clusters(16, 1);
         var epochs = new List<EpochMetrics>();
-        Train(x, y, null, null, new TrainingOptions { Epochs = 8, LearningRate = 0.1, Schedule = LrSchedule.Cosine }, epochs).Head.Dispose();
+        Train(
+            x,
+            y,
+            null,
+            null,
+            new TrainingOptions
+            {
+                Epochs = 8,
+                LearningRate = 0.1,
+                Schedule = LrSchedule.Cosine,
+            },
+            epochs
+        )
+            .Head.Dispose();
         for (var e = 0; e < 8; e++)
             Assert.Equal(0.1 * (1 + Math.Cos(Math.PI * e / 8)) / 2, epochs[e].LearningRate, 6);
     }
@@ -77,7 +158,21 @@ public class HeadOptionsTests
     {
         var (x, y) = Clusters(32, 1);
         var epochs = new List<EpochMetrics>();
-        Train(x, y, null, null, new TrainingOptions { Epochs = 10, BatchSize = 8, LearningRate = 0.1, Schedule = LrSchedule.OneCycle }, epochs).Head.Dispose();
+        Train(
+            x,
+            y,
+            null,
+            null,
+            new TrainingOptions
+            {
+                Epochs = 10,
+                BatchSize = 8,
+                LearningRate = 0.1,
+                Schedule = LrSchedule.OneCycle,
+            },
+            epochs
+        )
+            .Head.Dispose();
         var rates = epochs.Select(e => e.LearningRate).ToList();
         Assert.Equal(0.1 / 25, rates[0], 6);
         var peak = rates.IndexOf(rates.Max());
@@ -95,7 +190,19 @@ public class HeadOptionsTests
         var (vx, vy) = Clusters(20, 2);
         using var flipped = 1 - vy; // validation disagrees with training: it gets worse every epoch after the first
         var epochs = new List<EpochMetrics>();
-        var result = Train(x, y, vx, flipped, new TrainingOptions { Epochs = 50, LearningRate = 0.01, EarlyStopping = new(MonitoredMetric.ValLoss, Patience: 3) }, epochs);
+        var result = Train(
+            x,
+            y,
+            vx,
+            flipped,
+            new TrainingOptions
+            {
+                Epochs = 50,
+                LearningRate = 0.01,
+                EarlyStopping = new(MonitoredMetric.ValLoss, Patience: 3),
+            },
+            epochs
+        );
         Assert.Equal(4, epochs.Count);
         Assert.True(result.StoppedEarly);
         Assert.Equal(1, result.BestEpoch);
@@ -110,7 +217,19 @@ public class HeadOptionsTests
         var (x, y) = Clusters(40, 1);
         var (vx, vy) = Clusters(20, 2);
         using var cancel = new CancellationTokenSource();
-        var result = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(new TrainingOptions { Epochs = 50, LearningRate = 0.01 }, m => { if (m.Epoch == 3) cancel.Cancel(); }, (_, _, _) => { }, cancel.Token));
+        var result = HeadTrainer.Train(
+            new HeadTrainingSet(x, y, vx, vy, 2),
+            new EpochLoop(
+                new TrainingOptions { Epochs = 50, LearningRate = 0.01 },
+                m =>
+                {
+                    if (m.Epoch == 3)
+                        cancel.Cancel();
+                },
+                (_, _, _) => { },
+                cancel.Token
+            )
+        );
         Assert.True(result.Interrupted);
         Assert.False(result.StoppedEarly);
         Assert.Equal(3, result.Metrics.Count);
@@ -124,7 +243,21 @@ public class HeadOptionsTests
     {
         var (x, y) = Clusters(40, 1);
         using var cancel = new CancellationTokenSource();
-        Assert.ThrowsAny<OperationCanceledException>(() => HeadTrainer.Train(new HeadTrainingSet(x, y, null, null, 2), new EpochLoop(new TrainingOptions { Epochs = 5, BatchSize = 8 }, _ => { }, (_, batch, _) => { if (batch == 2) cancel.Cancel(); }, cancel.Token)));
+        Assert.ThrowsAny<OperationCanceledException>(() =>
+            HeadTrainer.Train(
+                new HeadTrainingSet(x, y, null, null, 2),
+                new EpochLoop(
+                    new TrainingOptions { Epochs = 5, BatchSize = 8 },
+                    _ => { },
+                    (_, batch, _) =>
+                    {
+                        if (batch == 2)
+                            cancel.Cancel();
+                    },
+                    cancel.Token
+                )
+            )
+        );
     }
 
     [Fact]
@@ -133,7 +266,18 @@ public class HeadOptionsTests
         var (x, y) = Clusters(40, 1, separation: 3);
         double MeanTopProbability(double smoothing)
         {
-            using var head = Train(x, y, null, null, new TrainingOptions { Epochs = 20, LearningRate = 0.05, LabelSmoothing = smoothing }).Head;
+            using var head = Train(
+                x,
+                y,
+                null,
+                null,
+                new TrainingOptions
+                {
+                    Epochs = 20,
+                    LearningRate = 0.05,
+                    LabelSmoothing = smoothing,
+                }
+            ).Head;
             using var probabilities = nn.functional.softmax(head.call(x), 1);
             return probabilities.max(1).values.mean().item<float>();
         }
@@ -152,7 +296,18 @@ public class HeadOptionsTests
         var y = cat([zeros(300, ScalarType.Int64), ones(20, ScalarType.Int64)], 0);
         double RareRecall(bool weighted)
         {
-            using var head = Train(x, y, null, null, new TrainingOptions { Epochs = 15, LearningRate = 0.01, ClassWeighted = weighted }).Head;
+            using var head = Train(
+                x,
+                y,
+                null,
+                null,
+                new TrainingOptions
+                {
+                    Epochs = 15,
+                    LearningRate = 0.01,
+                    ClassWeighted = weighted,
+                }
+            ).Head;
             using var predicted = head.call(x).argmax(1);
             return predicted[300..].eq(1).to_type(ScalarType.Float32).mean().item<float>();
         }
@@ -164,7 +319,16 @@ public class HeadOptionsTests
     [Fact]
     public void Invalid_options_are_named()
     {
-        var problems = new TrainingOptions { Epochs = 0, LabelSmoothing = 1, Head = new HeadSpec(HeadKind.Mlp, HiddenUnits: 0), EarlyStopping = new(Patience: 0) }.Problems();
-        Assert.Equal(["epochs", "hiddenUnits", "labelSmoothing", "earlyStopping.patience"], problems.Select(p => p.Field));
+        var problems = new TrainingOptions
+        {
+            Epochs = 0,
+            LabelSmoothing = 1,
+            Head = new HeadSpec(HeadKind.Mlp, HiddenUnits: 0),
+            EarlyStopping = new(Patience: 0),
+        }.Problems();
+        Assert.Equal(
+            ["epochs", "hiddenUnits", "labelSmoothing", "earlyStopping.patience"],
+            problems.Select(p => p.Field)
+        );
     }
 }

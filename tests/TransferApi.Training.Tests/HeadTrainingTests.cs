@@ -1,6 +1,6 @@
+using TransferApi.TestSupport;
 using TransferApi.Training.Checkpoints;
 using TransferApi.Training.Heads;
-using TransferApi.TestSupport;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Tests;
@@ -23,21 +23,51 @@ public class HeadTrainingTests(BackboneFixture fixture)
         var (x, y) = Clusters(40, 1);
         var (vx, vy) = Clusters(10, 2);
         var epochs = new List<EpochMetrics>();
-        using var head = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(new TrainingOptions { Epochs = 8, BatchSize = 16, LearningRate = 0.01 }, epochs.Add, (_, _, _) => { }, CancellationToken.None)).Head;
+        using var head = HeadTrainer
+            .Train(
+                new HeadTrainingSet(x, y, vx, vy, 2),
+                new EpochLoop(
+                    new TrainingOptions
+                    {
+                        Epochs = 8,
+                        BatchSize = 16,
+                        LearningRate = 0.01,
+                    },
+                    epochs.Add,
+                    (_, _, _) => { },
+                    CancellationToken.None
+                )
+            )
+            .Head;
         Assert.Equal(8, epochs.Count);
-        Assert.True(epochs[^1].TrainLoss < epochs[0].TrainLoss * 0.5, $"loss {epochs[0].TrainLoss} -> {epochs[^1].TrainLoss}");
+        Assert.True(
+            epochs[^1].TrainLoss < epochs[0].TrainLoss * 0.5,
+            $"loss {epochs[0].TrainLoss} -> {epochs[^1].TrainLoss}"
+        );
         Assert.Equal(1.0, epochs[^1].ValAccuracy!.Value, 3);
     }
 
     [Fact]
     public void Frozen_backbone_parameters_receive_no_gradient_while_the_head_does()
     {
-        var images = TestData.AntsBeesImages("train", "ants", 2).Concat(TestData.AntsBeesImages("train", "bees", 2)).Select(File.ReadAllBytes).ToList();
+        var images = TestData
+            .AntsBeesImages("train", "ants", 2)
+            .Concat(TestData.AntsBeesImages("train", "bees", 2))
+            .Select(File.ReadAllBytes)
+            .ToList();
         using var scope = NewDisposeScope();
         var pixels = fixture.Backbone.Preprocessor.ToTensor(images);
-        using var head = ClassifierHead.Create(new HeadSpec(HeadKind.Mlp, HiddenUnits: 16, Dropout: 0), fixture.Backbone.FeatureSize, 2, seed: 1);
+        using var head = ClassifierHead.Create(
+            new HeadSpec(HeadKind.Mlp, HiddenUnits: 16, Dropout: 0),
+            fixture.Backbone.FeatureSize,
+            2,
+            seed: 1
+        );
         // Through the network itself, with autograd on, to prove freezing holds even when gradients could flow.
-        var loss = nn.functional.cross_entropy(head.call(fixture.Backbone.Network.call(pixels)), tensor(new long[] { 0, 0, 1, 1 }));
+        var loss = nn.functional.cross_entropy(
+            head.call(fixture.Backbone.Network.call(pixels)),
+            tensor(new long[] { 0, 0, 1, 1 })
+        );
         loss.backward();
         Assert.All(fixture.Backbone.Network.parameters(), p => Assert.True(p.grad is null));
         Assert.All(head.parameters(), p => Assert.True(p.grad is not null && p.grad.abs().sum().item<float>() > 0));
@@ -50,8 +80,25 @@ public class HeadTrainingTests(BackboneFixture fixture)
     {
         var (x, y) = Clusters(20, 3);
         var spec = new HeadSpec(kind, HiddenUnits: 8);
-        using var head = HeadTrainer.Train(new HeadTrainingSet(x, y, null, null, 2), new EpochLoop(new TrainingOptions { Epochs = 3, Head = spec }, _ => { }, (_, _, _) => { }, CancellationToken.None)).Head;
-        var checkpoint = ModelCheckpoint.FromHead("resnet18-imagenet", Imaging.PreprocessingSpec.CntkResNet, ["a", "b"], 16, spec, head);
+        using var head = HeadTrainer
+            .Train(
+                new HeadTrainingSet(x, y, null, null, 2),
+                new EpochLoop(
+                    new TrainingOptions { Epochs = 3, Head = spec },
+                    _ => { },
+                    (_, _, _) => { },
+                    CancellationToken.None
+                )
+            )
+            .Head;
+        var checkpoint = ModelCheckpoint.FromHead(
+            "resnet18-imagenet",
+            Imaging.PreprocessingSpec.CntkResNet,
+            ["a", "b"],
+            16,
+            spec,
+            head
+        );
         using var restored = checkpoint.LoadHead();
         using var features = randn(7, 16);
         using var before = head.call(features);
@@ -64,8 +111,20 @@ public class HeadTrainingTests(BackboneFixture fixture)
     {
         var images = LabeledPhotos.AntsAndBees(6);
         var observer = new RecordingObserver();
-        var options = new TrainingOptions { Epochs = 4, BatchSize = 4, FeatureBatchSize = 5, ValidationFraction = 0.25, LearningRate = 0.01 };
-        var result = new TransferLearningTrainer(fixture.Backbone).Train(images, options, observer, CancellationToken.None);
+        var options = new TrainingOptions
+        {
+            Epochs = 4,
+            BatchSize = 4,
+            FeatureBatchSize = 5,
+            ValidationFraction = 0.25,
+            LearningRate = 0.01,
+        };
+        var result = new TransferLearningTrainer(fixture.Backbone).Train(
+            images,
+            options,
+            observer,
+            CancellationToken.None
+        );
 
         Assert.Equal(12, result.Timings.ImagesEmbedded);
         Assert.Equal(3, observer.Progress.Count(p => p.Stage == TrainingStage.ExtractingFeatures && p.Batch > 0));
@@ -82,14 +141,27 @@ public class HeadTrainingTests(BackboneFixture fixture)
     public void Cached_features_skip_the_backbone_and_train_the_same_head()
     {
         var images = LabeledPhotos.AntsAndBees(4, withContentKeys: true);
-        var options = new TrainingOptions { Epochs = 3, BatchSize = 4, ValidationFraction = 0.25 };
+        var options = new TrainingOptions
+        {
+            Epochs = 3,
+            BatchSize = 4,
+            ValidationFraction = 0.25,
+        };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         var first = new RecordingObserver();
         var fresh = trainer.Train(images, options, first, CancellationToken.None);
         Assert.Equal(8, first.Computed.Count);
 
         // Second run: every image comes with its cached features and no bytes at all, so the backbone cannot run.
-        var cached = images.Select(i => i with { Bytes = [], Features = first.Computed.Single(c => c.ContentKey == i.ContentKey).Features }).ToList();
+        var cached = images
+            .Select(i =>
+                i with
+                {
+                    Bytes = [],
+                    Features = first.Computed.Single(c => c.ContentKey == i.ContentKey).Features,
+                }
+            )
+            .ToList();
         var second = new RecordingObserver();
         var reused = trainer.Train(cached, options, second, CancellationToken.None);
 
@@ -106,13 +178,28 @@ public class HeadTrainingTests(BackboneFixture fixture)
         var images = LabeledPhotos.AntsAndBees(6);
         var options = new TrainingOptions
         {
-            Epochs = 6, BatchSize = 4, ValidationFraction = 0.25, Seed = 11, Head = new HeadSpec(HeadKind.Mlp, 32, 0.3),
-            Optimizer = OptimizerKind.AdamW, WeightDecay = 0.01, Schedule = LrSchedule.Cosine, LabelSmoothing = 0.1,
+            Epochs = 6,
+            BatchSize = 4,
+            ValidationFraction = 0.25,
+            Seed = 11,
+            Head = new HeadSpec(HeadKind.Mlp, 32, 0.3),
+            Optimizer = OptimizerKind.AdamW,
+            WeightDecay = 0.01,
+            Schedule = LrSchedule.Cosine,
+            LabelSmoothing = 0.1,
         };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         var first = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);
         var second = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);
-        var reseeded = trainer.Train(images, options with { Seed = 12 }, new RecordingObserver(), CancellationToken.None);
+        var reseeded = trainer.Train(
+            images,
+            options with
+            {
+                Seed = 12,
+            },
+            new RecordingObserver(),
+            CancellationToken.None
+        );
 
         foreach (var (a, b) in first.Metrics.Zip(second.Metrics))
         {
@@ -126,9 +213,18 @@ public class HeadTrainingTests(BackboneFixture fixture)
     [Fact]
     public void Trainer_refuses_a_single_class()
     {
-        var images = TestData.AntsBeesImages("train", "ants", 3).Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p))).ToList();
+        var images = TestData
+            .AntsBeesImages("train", "ants", 3)
+            .Select(p => new LabeledImage("ants", DataSplit.Unassigned, File.ReadAllBytes(p)))
+            .ToList();
         var error = Assert.Throws<TrainingInputException>(() =>
-            new TransferLearningTrainer(fixture.Backbone).Train(images, new TrainingOptions(), new RecordingObserver(), CancellationToken.None));
+            new TransferLearningTrainer(fixture.Backbone).Train(
+                images,
+                new TrainingOptions(),
+                new RecordingObserver(),
+                CancellationToken.None
+            )
+        );
         Assert.Contains("at least 2 classes", error.Message);
     }
 }

@@ -11,6 +11,9 @@ public class NativeLibraryTests
         using var product = a.matmul(a.t());
         Assert.Equal(new[] { 5f, 14f, 14f, 50f }, product.data<float>().ToArray());
         // TorchSharp copies ~500 MB of libtorch into ./cpu when its first load fails: it must not have needed to.
-        Assert.False(Directory.Exists(Path.Combine(AppContext.BaseDirectory, "cpu")), "TorchSharp fell back to copying libtorch");
+        Assert.False(
+            Directory.Exists(Path.Combine(AppContext.BaseDirectory, "cpu")),
+            "TorchSharp fell back to copying libtorch"
+        );
     }
 }

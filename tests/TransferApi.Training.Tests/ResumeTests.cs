@@ -13,20 +13,40 @@ public class ResumeTests(BackboneFixture fixture)
 {
     public static TheoryData<string> HeadRecipes => ["mlp-adamw-onecycle", "sgd-step-earlystop", "linear-adam-cosine"];
 
-    private static TrainingOptions Recipe(string name) => name switch
-    {
-        "mlp-adamw-onecycle" => new TrainingOptions
+    private static TrainingOptions Recipe(string name) =>
+        name switch
         {
-            Epochs = 6, BatchSize = 8, LearningRate = 0.01, Head = new HeadSpec(HeadKind.Mlp, 32, 0.3), Optimizer = OptimizerKind.AdamW,
-            WeightDecay = 0.01, Schedule = LrSchedule.OneCycle, LabelSmoothing = 0.1, ClassWeighted = true,
-        },
-        "sgd-step-earlystop" => new TrainingOptions
-        {
-            Epochs = 12, BatchSize = 8, LearningRate = 0.05, Optimizer = OptimizerKind.Sgd, Schedule = LrSchedule.Step, StepEpochs = 2, StepGamma = 0.5,
-            EarlyStopping = new EarlyStopping(MonitoredMetric.ValLoss, Patience: 2, MinDelta: 0.05),
-        },
-        _ => new TrainingOptions { Epochs = 6, BatchSize = 8, LearningRate = 0.01, Schedule = LrSchedule.Cosine },
-    };
+            "mlp-adamw-onecycle" => new TrainingOptions
+            {
+                Epochs = 6,
+                BatchSize = 8,
+                LearningRate = 0.01,
+                Head = new HeadSpec(HeadKind.Mlp, 32, 0.3),
+                Optimizer = OptimizerKind.AdamW,
+                WeightDecay = 0.01,
+                Schedule = LrSchedule.OneCycle,
+                LabelSmoothing = 0.1,
+                ClassWeighted = true,
+            },
+            "sgd-step-earlystop" => new TrainingOptions
+            {
+                Epochs = 12,
+                BatchSize = 8,
+                LearningRate = 0.05,
+                Optimizer = OptimizerKind.Sgd,
+                Schedule = LrSchedule.Step,
+                StepEpochs = 2,
+                StepGamma = 0.5,
+                EarlyStopping = new EarlyStopping(MonitoredMetric.ValLoss, Patience: 2, MinDelta: 0.05),
+            },
+            _ => new TrainingOptions
+            {
+                Epochs = 6,
+                BatchSize = 8,
+                LearningRate = 0.01,
+                Schedule = LrSchedule.Cosine,
+            },
+        };
 
     private static (Tensor X, Tensor Y, Tensor VX, Tensor VY) Data()
     {
@@ -38,7 +58,8 @@ public class ResumeTests(BackboneFixture fixture)
         return (x, y, vx, vy);
     }
 
-    private static TrainingCheckpoint ThroughStorage(TrainingCheckpoint checkpoint) => TrainingCheckpoint.FromBytes(checkpoint.ToBytes());
+    private static TrainingCheckpoint ThroughStorage(TrainingCheckpoint checkpoint) =>
+        TrainingCheckpoint.FromBytes(checkpoint.ToBytes());
 
     [Theory]
     [MemberData(nameof(HeadRecipes))]
@@ -47,14 +68,39 @@ public class ResumeTests(BackboneFixture fixture)
         var options = Recipe(recipe);
         var (x, y, vx, vy) = Data();
         var checkpoints = new List<TrainingCheckpoint>();
-        var full = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, Checkpoints: new CheckpointSink(() => true, checkpoints.Add)));
+        var full = HeadTrainer.Train(
+            new HeadTrainingSet(x, y, vx, vy, 2),
+            new EpochLoop(
+                options,
+                _ => { },
+                (_, _, _) => { },
+                CancellationToken.None,
+                Checkpoints: new CheckpointSink(() => true, checkpoints.Add)
+            )
+        );
         Assert.Equal(checkpoints.Count, full.Metrics.Count);
         Assert.Equal(checkpoints.Select(c => c.Epoch), full.Metrics.Select(m => m.Epoch));
-        if (recipe == "sgd-step-earlystop") Assert.True(full.StoppedEarly && full.BestEpoch < full.Metrics.Count, "this recipe must exercise early stopping's restore");
+        if (recipe == "sgd-step-earlystop")
+            Assert.True(
+                full.StoppedEarly && full.BestEpoch < full.Metrics.Count,
+                "this recipe must exercise early stopping's restore"
+            );
 
         foreach (var checkpoint in checkpoints.Take(checkpoints.Count - 1))
         {
-            AssertSameResult(full, HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(checkpoint))));
+            AssertSameResult(
+                full,
+                HeadTrainer.Train(
+                    new HeadTrainingSet(x, y, vx, vy, 2),
+                    new EpochLoop(
+                        options,
+                        _ => { },
+                        (_, _, _) => { },
+                        CancellationToken.None,
+                        ThroughStorage(checkpoint)
+                    )
+                )
+            );
         }
         full.Head.Dispose();
     }
@@ -63,12 +109,30 @@ public class ResumeTests(BackboneFixture fixture)
     public void Resuming_during_fine_tuning_or_just_before_it_reproduces_the_uninterrupted_run()
     {
         var images = LabeledPhotos.AntsAndBees(6);
-        var options = new TrainingOptions { Epochs = 2, BatchSize = 4, LearningRate = 0.01, ValidationFraction = 0.34, UnfreezeStages = 1, FineTuneEpochs = 3, FineTuneLrFactor = 2 };
+        var options = new TrainingOptions
+        {
+            Epochs = 2,
+            BatchSize = 4,
+            LearningRate = 0.01,
+            ValidationFraction = 0.34,
+            UnfreezeStages = 1,
+            FineTuneEpochs = 3,
+            FineTuneLrFactor = 2,
+        };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         var observer = new RecordingObserver();
         var full = trainer.Train(images, options, observer, CancellationToken.None);
         Assert.Equal([1, 2, 3, 4, 5], observer.Checkpoints.Select(c => c.Epoch));
-        Assert.Equal([TrainingPhase.Head, TrainingPhase.Head, TrainingPhase.FineTuning, TrainingPhase.FineTuning, TrainingPhase.FineTuning], observer.Checkpoints.Select(c => c.Phase));
+        Assert.Equal(
+            [
+                TrainingPhase.Head,
+                TrainingPhase.Head,
+                TrainingPhase.FineTuning,
+                TrainingPhase.FineTuning,
+                TrainingPhase.FineTuning,
+            ],
+            observer.Checkpoints.Select(c => c.Phase)
+        );
         // Fine-tuning checkpoints are complete: all metrics so far and the tail's weights.
         Assert.Equal([1, 2, 3, 4], observer.Checkpoints[3].Metrics.Select(m => m.Epoch));
         Assert.NotNull(observer.Checkpoints[3].TailWeights);
@@ -76,7 +140,13 @@ public class ResumeTests(BackboneFixture fixture)
         foreach (var after in new[] { 2, 4 })
         {
             var resumedObserver = new RecordingObserver();
-            var resumed = trainer.Train(images, options, resumedObserver, CancellationToken.None, ThroughStorage(observer.Checkpoints[after - 1]));
+            var resumed = trainer.Train(
+                images,
+                options,
+                resumedObserver,
+                CancellationToken.None,
+                ThroughStorage(observer.Checkpoints[after - 1])
+            );
             AssertSameResult(full, resumed);
             Assert.Equal(Enumerable.Range(after + 1, 5 - after), resumedObserver.Epochs.Select(m => m.Epoch));
         }
@@ -84,11 +154,16 @@ public class ResumeTests(BackboneFixture fixture)
 
     [Theory]
     [MemberData(nameof(HeadRecipes))]
-    public void A_head_phase_stopped_between_batches_checkpoints_there_and_resumes_to_the_uninterrupted_result(string recipe)
+    public void A_head_phase_stopped_between_batches_checkpoints_there_and_resumes_to_the_uninterrupted_result(
+        string recipe
+    )
     {
         var options = Recipe(recipe);
         var (x, y, vx, vy) = Data();
-        var full = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None));
+        var full = HeadTrainer.Train(
+            new HeadTrainingSet(x, y, vx, vy, 2),
+            new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None)
+        );
 
         // 60 rows in batches of 8: 8 batches an epoch. Stop in the first epoch (no model yet) and in a later one.
         foreach (var (epoch, batch) in new[] { (1, 3), (2, 5) })
@@ -97,7 +172,20 @@ public class ResumeTests(BackboneFixture fixture)
             var checkpoints = new List<TrainingCheckpoint>();
             try
             {
-                var stopped = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (e, b, _) => { if ((e, b) == (epoch, batch)) stop.Cancel(); }, stop.Token, Checkpoints: new CheckpointSink(() => true, checkpoints.Add)));
+                var stopped = HeadTrainer.Train(
+                    new HeadTrainingSet(x, y, vx, vy, 2),
+                    new EpochLoop(
+                        options,
+                        _ => { },
+                        (e, b, _) =>
+                        {
+                            if ((e, b) == (epoch, batch))
+                                stop.Cancel();
+                        },
+                        stop.Token,
+                        Checkpoints: new CheckpointSink(() => true, checkpoints.Add)
+                    )
+                );
                 Assert.True(stopped.Interrupted);
                 stopped.Head.Dispose();
             }
@@ -108,7 +196,13 @@ public class ResumeTests(BackboneFixture fixture)
             var last = checkpoints[^1];
             Assert.Equal((epoch - 1, batch), (last.Epoch, last.InProgress?.BatchesDone));
 
-            AssertSameResult(full, HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(last))));
+            AssertSameResult(
+                full,
+                HeadTrainer.Train(
+                    new HeadTrainingSet(x, y, vx, vy, 2),
+                    new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(last))
+                )
+            );
         }
         full.Head.Dispose();
     }
@@ -118,17 +212,42 @@ public class ResumeTests(BackboneFixture fixture)
     {
         var options = Recipe("linear-adam-cosine");
         var (x, y, vx, vy) = Data();
-        var full = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None));
+        var full = HeadTrainer.Train(
+            new HeadTrainingSet(x, y, vx, vy, 2),
+            new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None)
+        );
 
         // The worker wants one at most every Worker:CheckpointInterval: here once, after batch 4 of epoch 2 (of 8).
         var due = false;
         var checkpoints = new List<TrainingCheckpoint>();
-        var run = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (e, b, _) => due = (e, b) == (2, 4), CancellationToken.None,
-            Checkpoints: new CheckpointSink(() => due, c => { checkpoints.Add(c); due = false; }, () => due)));
+        var run = HeadTrainer.Train(
+            new HeadTrainingSet(x, y, vx, vy, 2),
+            new EpochLoop(
+                options,
+                _ => { },
+                (e, b, _) => due = (e, b) == (2, 4),
+                CancellationToken.None,
+                Checkpoints: new CheckpointSink(
+                    () => due,
+                    c =>
+                    {
+                        checkpoints.Add(c);
+                        due = false;
+                    },
+                    () => due
+                )
+            )
+        );
         var taken = Assert.Single(checkpoints);
         Assert.Equal((1, 4), (taken.Epoch, taken.InProgress?.BatchesDone));
         AssertSameResult(full, run);
-        AssertSameResult(full, HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken))));
+        AssertSameResult(
+            full,
+            HeadTrainer.Train(
+                new HeadTrainingSet(x, y, vx, vy, 2),
+                new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken))
+            )
+        );
         full.Head.Dispose();
     }
 
@@ -137,18 +256,39 @@ public class ResumeTests(BackboneFixture fixture)
     {
         var options = Recipe("linear-adam-cosine");
         var (x, y, vx, vy) = Data();
-        var full = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None));
+        var full = HeadTrainer.Train(
+            new HeadTrainingSet(x, y, vx, vy, 2),
+            new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None)
+        );
 
         // Cancelled on the last batch of epoch 3: the epoch completes, epoch 4 stops before its first batch.
         using var stop = new CancellationTokenSource();
         var checkpoints = new List<TrainingCheckpoint>();
-        var stopped = HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (e, b, _) => { if ((e, b) == (3, 8)) stop.Cancel(); }, stop.Token,
-            Checkpoints: new CheckpointSink(() => false, checkpoints.Add)));
+        var stopped = HeadTrainer.Train(
+            new HeadTrainingSet(x, y, vx, vy, 2),
+            new EpochLoop(
+                options,
+                _ => { },
+                (e, b, _) =>
+                {
+                    if ((e, b) == (3, 8))
+                        stop.Cancel();
+                },
+                stop.Token,
+                Checkpoints: new CheckpointSink(() => false, checkpoints.Add)
+            )
+        );
         Assert.True(stopped.Interrupted);
         stopped.Head.Dispose();
         var taken = Assert.Single(checkpoints);
         Assert.Equal((3, 0), (taken.Epoch, taken.InProgress?.BatchesDone));
-        AssertSameResult(full, HeadTrainer.Train(new HeadTrainingSet(x, y, vx, vy, 2), new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken))));
+        AssertSameResult(
+            full,
+            HeadTrainer.Train(
+                new HeadTrainingSet(x, y, vx, vy, 2),
+                new EpochLoop(options, _ => { }, (_, _, _) => { }, CancellationToken.None, ThroughStorage(taken))
+            )
+        );
         full.Head.Dispose();
     }
 
@@ -156,7 +296,16 @@ public class ResumeTests(BackboneFixture fixture)
     public void A_job_whose_checkpoints_are_never_due_writes_none()
     {
         var images = LabeledPhotos.AntsAndBees(6);
-        var options = new TrainingOptions { Epochs = 2, BatchSize = 4, LearningRate = 0.01, ValidationFraction = 0.34, UnfreezeStages = 1, FineTuneEpochs = 2, FineTuneLrFactor = 2 };
+        var options = new TrainingOptions
+        {
+            Epochs = 2,
+            BatchSize = 4,
+            LearningRate = 0.01,
+            ValidationFraction = 0.34,
+            UnfreezeStages = 1,
+            FineTuneEpochs = 2,
+            FineTuneLrFactor = 2,
+        };
         var observer = new RecordingObserver(checkpointDue: () => false);
         new TransferLearningTrainer(fixture.Backbone).Train(images, options, observer, CancellationToken.None);
         Assert.Equal(4, observer.Epochs.Count);
@@ -167,12 +316,25 @@ public class ResumeTests(BackboneFixture fixture)
     public void Fine_tuning_stopped_between_batches_checkpoints_there_and_resumes_to_the_uninterrupted_result()
     {
         var images = LabeledPhotos.AntsAndBees(6);
-        var options = new TrainingOptions { Epochs = 2, BatchSize = 2, LearningRate = 0.01, ValidationFraction = 0.34, UnfreezeStages = 1, FineTuneEpochs = 3, FineTuneLrFactor = 2 };
+        var options = new TrainingOptions
+        {
+            Epochs = 2,
+            BatchSize = 2,
+            LearningRate = 0.01,
+            ValidationFraction = 0.34,
+            UnfreezeStages = 1,
+            FineTuneEpochs = 3,
+            FineTuneLrFactor = 2,
+        };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         var full = trainer.Train(images, options, new RecordingObserver(), CancellationToken.None);
 
         using var stop = new CancellationTokenSource();
-        var stopping = new RecordingObserver(p => { if (p is { Stage: TrainingStage.FineTuning, Epoch: 4, Batch: 2 }) stop.Cancel(); });
+        var stopping = new RecordingObserver(p =>
+        {
+            if (p is { Stage: TrainingStage.FineTuning, Epoch: 4, Batch: 2 })
+                stop.Cancel();
+        });
         var stopped = trainer.Train(images, options, stopping, stop.Token);
         Assert.True(stopped.Interrupted);
         var last = stopping.Checkpoints[^1];
@@ -192,7 +354,11 @@ public class ResumeTests(BackboneFixture fixture)
         var options = new TrainingOptions { Epochs = 1, FeatureBatchSize = 4 };
         var trainer = new TransferLearningTrainer(fixture.Backbone);
         using var stop = new CancellationTokenSource();
-        var observer = new RecordingObserver(p => { if (p is { Stage: TrainingStage.ExtractingFeatures, Batch: 2 }) stop.Cancel(); });
+        var observer = new RecordingObserver(p =>
+        {
+            if (p is { Stage: TrainingStage.ExtractingFeatures, Batch: 2 })
+                stop.Cancel();
+        });
         Assert.ThrowsAny<OperationCanceledException>(() => trainer.Train(images, options, observer, stop.Token));
         Assert.Equal(8, observer.Computed.Count);
 
@@ -214,8 +380,21 @@ public class ResumeTests(BackboneFixture fixture)
         var observer = new RecordingObserver();
         trainer.Train(images, options, observer, CancellationToken.None);
 
-        Assert.Throws<ArgumentException>(() => trainer.Train(images, options with { LearningRate = 0.01 }, new RecordingObserver(), CancellationToken.None, observer.Checkpoints[0]));
-        Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.FromBytes(observer.Checkpoints[0].ToBytes()[..40]));
+        Assert.Throws<ArgumentException>(() =>
+            trainer.Train(
+                images,
+                options with
+                {
+                    LearningRate = 0.01,
+                },
+                new RecordingObserver(),
+                CancellationToken.None,
+                observer.Checkpoints[0]
+            )
+        );
+        Assert.Throws<InvalidDataException>(() =>
+            TrainingCheckpoint.FromBytes(observer.Checkpoints[0].ToBytes()[..40])
+        );
     }
 
     [Fact]
@@ -223,7 +402,12 @@ public class ResumeTests(BackboneFixture fixture)
     {
         var images = LabeledPhotos.AntsAndBees(2, DataSplit.Train);
         var observer = new RecordingObserver();
-        new TransferLearningTrainer(fixture.Backbone).Train(images, new TrainingOptions { Epochs = 1, BatchSize = 2 }, observer, CancellationToken.None);
+        new TransferLearningTrainer(fixture.Backbone).Train(
+            images,
+            new TrainingOptions { Epochs = 1, BatchSize = 2 },
+            observer,
+            CancellationToken.None
+        );
         var current = observer.Checkpoints[0].ToBytes();
         // Format 1 is format 2 without the trailing "no epoch in progress" flag.
         var formatOne = current[..^1];

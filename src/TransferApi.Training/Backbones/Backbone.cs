@@ -10,6 +10,7 @@ namespace TransferApi.Training.Backbones;
 public sealed class Backbone : IDisposable
 {
     private readonly FeatureNetwork network;
+
     // What inference runs: a copy with batch norms folded, channels-last. The unfolded network stays for
     // fine-tuning tails and exports.
     private readonly FeatureNetwork inference;
@@ -26,7 +27,8 @@ public sealed class Backbone : IDisposable
         Id = id;
         Preprocessor = preprocessor;
         this.network = network;
-        foreach (var p in network.parameters()) p.requires_grad = false;
+        foreach (var p in network.parameters())
+            p.requires_grad = false;
         // Frozen batch norm must use its ImageNet running statistics, never batch statistics.
         network.eval();
         ParameterCount = network.parameters().Sum(p => p.numel());
@@ -35,7 +37,8 @@ public sealed class Backbone : IDisposable
         inference.FoldForInference();
     }
 
-    /// <summary>Features [N, FeatureSize] of a preprocessed batch, as an ordinary tensor usable in autograd later.</summary>
+    /// <summary>Features [N, FeatureSize] of a preprocessed batch, as an ordinary tensor usable in autograd
+    /// later.</summary>
     public Tensor Forward(Tensor pixels)
     {
         using var scope = NewDisposeScope();
@@ -52,13 +55,18 @@ public sealed class Backbone : IDisposable
     /// The frozen network's activation entering stage <paramref name="firstTrainableStage"/>, as an ordinary tensor:
     /// the input of a fine-tuned <see cref="FeatureTail"/>, computed once per image.
     /// </summary>
-    public Tensor Activations(IReadOnlyList<byte[]> images, int firstTrainableStage, IReadOnlyList<ViewTransform?>? transforms = null)
+    public Tensor Activations(
+        IReadOnlyList<byte[]> images,
+        int firstTrainableStage,
+        IReadOnlyList<ViewTransform?>? transforms = null
+    )
     {
         using var pixels = Preprocessor.ToTensor(images, transforms);
         return Activations(pixels, firstTrainableStage);
     }
 
-    /// <summary>As <see cref="Activations(IReadOnlyList{byte[]}, int, IReadOnlyList{ViewTransform?}?)"/>, for an already preprocessed batch.</summary>
+    /// <summary>As <see cref="Activations(IReadOnlyList{byte[]}, int, IReadOnlyList{ViewTransform?}?)"/>, for an
+    /// already preprocessed batch.</summary>
     public Tensor Activations(Tensor pixels, int firstTrainableStage)
     {
         using var scope = NewDisposeScope();
@@ -70,7 +78,8 @@ public sealed class Backbone : IDisposable
         return activation.clone().MoveToOuterDisposeScope();
     }
 
-    /// <summary>A trainable copy of the last <paramref name="stages"/> stages, starting from the pretrained weights.</summary>
+    /// <summary>A trainable copy of the last <paramref name="stages"/> stages, starting from the pretrained
+    /// weights.</summary>
     public FeatureTail CreateTail(int stages) => new(network, Stages - stages);
 
     /// <summary>Decodes, preprocesses and runs encoded images through the network.</summary>
@@ -90,7 +99,8 @@ public sealed class Backbone : IDisposable
     }
 }
 
-/// <summary>The backbones this build ships; others are registered from weight files (<see cref="WeightsImport"/>).</summary>
+/// <summary>The backbones this build ships; others are registered from weight files (<see
+/// cref="WeightsImport"/>).</summary>
 public static class BackboneCatalog
 {
     public const string ResNet18ImageNet = "resnet18-imagenet";
@@ -102,15 +112,30 @@ public static class BackboneCatalog
 
     public static Backbone LoadBuiltIn(string id, string? modelDirectory = null, ImageLimits? limits = null)
     {
-        if (id != ResNet18ImageNet) throw new ArgumentException($"Unknown built-in backbone '{id}'. Built in: {string.Join(", ", BuiltIn)}.", nameof(id));
+        if (id != ResNet18ImageNet)
+            throw new ArgumentException(
+                $"Unknown built-in backbone '{id}'. Built in: {string.Join(", ", BuiltIn)}.",
+                nameof(id)
+            );
         var directory = modelDirectory ?? DefaultModelDirectory;
         var network = CntkResNet18Onnx.LoadFeatureExtractor(directory);
-        var preprocessor = new ImagePreprocessor(PreprocessingSpec.CntkResNet, limits ?? new ImageLimits(), CntkResNet18Onnx.LoadMeanImage(directory));
+        var preprocessor = new ImagePreprocessor(
+            PreprocessingSpec.CntkResNet,
+            limits ?? new ImageLimits(),
+            CntkResNet18Onnx.LoadMeanImage(directory)
+        );
         return new Backbone(id, network, preprocessor);
     }
 
-    /// <summary>A registered backbone from its stored weights (TorchSharp format, as <see cref="SaveWeights"/> wrote them).</summary>
-    public static Backbone Load(string id, BackboneArchitecture architecture, byte[] weights, PreprocessingSpec preprocessing, ImageLimits? limits = null)
+    /// <summary>A registered backbone from its stored weights (TorchSharp format, as <see cref="SaveWeights"/> wrote
+    /// them).</summary>
+    public static Backbone Load(
+        string id,
+        BackboneArchitecture architecture,
+        byte[] weights,
+        PreprocessingSpec preprocessing,
+        ImageLimits? limits = null
+    )
     {
         var network = architecture.Create();
         try
@@ -126,7 +151,8 @@ public static class BackboneCatalog
         }
     }
 
-    /// <summary>The canonical stored form of imported weights: float32, the architecture's own names, TorchSharp's format.</summary>
+    /// <summary>The canonical stored form of imported weights: float32, the architecture's own names, TorchSharp's
+    /// format.</summary>
     public static byte[] SaveWeights(FeatureNetwork network)
     {
         using var stream = new MemoryStream();

@@ -14,7 +14,8 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
 {
     private bool channelsLast;
 
-    protected FeatureNetwork(string name, BackboneArchitecture architecture) : base(name) => Architecture = architecture;
+    protected FeatureNetwork(string name, BackboneArchitecture architecture)
+        : base(name) => Architecture = architecture;
 
     public BackboneArchitecture Architecture { get; }
 
@@ -22,13 +23,16 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
 
     public int StageCount => Sections.Count - 1;
 
-    /// <summary>Whether batch norms are folded into their convolutions (then every <see cref="Norm"/> is the identity).</summary>
+    /// <summary>Whether batch norms are folded into their convolutions (then every <see cref="Norm"/> is the
+    /// identity).</summary>
     public Folding Folding { get; } = new();
 
-    /// <summary>The stem (index 0, always frozen) and then each stage: the modules it owns (state-dict prefixes) and how it runs.</summary>
+    /// <summary>The stem (index 0, always frozen) and then each stage: the modules it owns (state-dict prefixes) and
+    /// how it runs.</summary>
     protected abstract IReadOnlyList<Section> Sections { get; }
 
-    /// <summary>Every convolution whose output goes straight into a batch norm, with that norm: what folding merges.</summary>
+    /// <summary>Every convolution whose output goes straight into a batch norm, with that norm: what folding
+    /// merges.</summary>
     protected abstract IEnumerable<(Conv2d Conv, BatchNorm2d Norm)> ConvNormPairs();
 
     public override Tensor forward(Tensor pixels)
@@ -37,7 +41,8 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
         return Suffix(Run(Input(pixels), 0, Sections.Count), StageCount).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The activation entering stage <paramref name="firstTrainableStage"/> (0-based; <see cref="StageCount"/> = after the last), contiguous NCHW.</summary>
+    /// <summary>The activation entering stage <paramref name="firstTrainableStage"/> (0-based; <see cref="StageCount"/>
+    /// = after the last), contiguous NCHW.</summary>
     public Tensor Prefix(Tensor pixels, int firstTrainableStage)
     {
         ArgumentOutOfRangeException.ThrowIfGreaterThan(firstTrainableStage, StageCount);
@@ -45,7 +50,8 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
         return Run(Input(pixels), 0, firstTrainableStage + 1).contiguous().MoveToOuterDisposeScope();
     }
 
-    /// <summary>The stages from <paramref name="firstStage"/> on, then pooling: features of a <see cref="Prefix"/> activation.</summary>
+    /// <summary>The stages from <paramref name="firstStage"/> on, then pooling: features of a <see cref="Prefix"/>
+    /// activation.</summary>
     public Tensor Suffix(Tensor activation, int firstStage)
     {
         using var scope = NewDisposeScope();
@@ -69,11 +75,14 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
     /// </summary>
     public void FoldForInference()
     {
-        if (Folding.Folded) return;
+        if (Folding.Folded)
+            return;
         var pairs = ConvNormPairs().ToList();
         var norms = modules().OfType<BatchNorm2d>().ToList();
         if (norms.Count != pairs.Count || norms.Except(pairs.Select(p => p.Norm)).Any())
-            throw new InvalidOperationException($"{Architecture.Name}: every batch norm must follow a convolution to be folded.");
+            throw new InvalidOperationException(
+                $"{Architecture.Name}: every batch norm must follow a convolution to be folded."
+            );
         using (no_grad())
         {
             foreach (var (conv, norm) in pairs)
@@ -81,7 +90,8 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
                 using var scope = NewDisposeScope();
                 var scale = norm.weight!.div((norm.running_var! + norm.eps).sqrt());
                 var bias = norm.bias!.sub(norm.running_mean!.mul(scale));
-                if (conv.bias is { } existing) bias = bias.add(existing.mul(scale));
+                if (conv.bias is { } existing)
+                    bias = bias.add(existing.mul(scale));
                 var weight = conv.weight!.mul(scale.reshape(-1, 1, 1, 1));
                 Replace(conv, weight.DetachFromDisposeScope(), bias.DetachFromDisposeScope());
             }
@@ -96,13 +106,15 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
         eval();
     }
 
-    /// <summary>Swaps a convolution's weight (and bias, when given), releasing the replaced tensors now rather than at finalization.</summary>
+    /// <summary>Swaps a convolution's weight (and bias, when given), releasing the replaced tensors now rather than at
+    /// finalization.</summary>
     private static void Replace(Conv2d conv, Tensor weight, Tensor? bias)
     {
         var (oldWeight, oldBias) = (conv.weight, conv.bias);
         conv.weight = new Parameter(weight, requires_grad: false);
         oldWeight?.Dispose();
-        if (bias is null) return;
+        if (bias is null)
+            return;
         conv.bias = new Parameter(bias, requires_grad: false);
         oldBias?.Dispose();
     }
@@ -111,27 +123,40 @@ public abstract class FeatureNetwork : Module<Tensor, Tensor>
 
     private Tensor Run(Tensor x, int from, int to)
     {
-        for (var s = from; s < to; s++) x = Sections[s].Run(x);
+        for (var s = from; s < to; s++)
+            x = Sections[s].Run(x);
         return x;
     }
 
-    /// <summary>NCHW shape with NHWC strides: what libtorch's channels-last convolutions want (TorchSharp 0.107 has no memory-format argument).</summary>
+    /// <summary>NCHW shape with NHWC strides: what libtorch's channels-last convolutions want (TorchSharp 0.107 has no
+    /// memory-format argument).</summary>
     private static Tensor ChannelsLast(Tensor x) => x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
 
-    /// <summary>The network up to its last activation (before pooling) as ONNX nodes; <paramref name="pixels"/> is the normalized input.</summary>
-    public string EmitOnnx(IOnnxGraph graph, string pixels) => Sections.Aggregate(pixels, (x, section) => section.Emit(graph, x));
+    /// <summary>The network up to its last activation (before pooling) as ONNX nodes; <paramref name="pixels"/> is the
+    /// normalized input.</summary>
+    public string EmitOnnx(IOnnxGraph graph, string pixels) =>
+        Sections.Aggregate(pixels, (x, section) => section.Emit(graph, x));
 
-    /// <summary>One part of the network: the state-dict prefixes of the modules it owns, its forward pass, and the same as ONNX nodes.</summary>
-    protected sealed record Section(IReadOnlyList<string> Modules, Func<Tensor, Tensor> Run, Func<IOnnxGraph, string, string> Emit)
+    /// <summary>One part of the network: the state-dict prefixes of the modules it owns, its forward pass, and the same
+    /// as ONNX nodes.</summary>
+    protected sealed record Section(
+        IReadOnlyList<string> Modules,
+        Func<Tensor, Tensor> Run,
+        Func<IOnnxGraph, string, string> Emit
+    )
     {
         /// <summary>A section that runs (and emits) its blocks one after the other.</summary>
-        public static Section Of(IReadOnlyList<string> modules, IReadOnlyList<Module<Tensor, Tensor>> blocks) => new(modules,
-            x => blocks.Aggregate(x, (y, block) => block.call(y)),
-            (graph, x) => blocks.Aggregate(x, (y, block) => ((IOnnxBlock)block).Emit(graph, y)));
+        public static Section Of(IReadOnlyList<string> modules, IReadOnlyList<Module<Tensor, Tensor>> blocks) =>
+            new(
+                modules,
+                x => blocks.Aggregate(x, (y, block) => block.call(y)),
+                (graph, x) => blocks.Aggregate(x, (y, block) => ((IOnnxBlock)block).Emit(graph, y))
+            );
     }
 
     /// <summary>Looks up sub-modules by their state-dict path, e.g. "layer3" or "features.7".</summary>
-    public IReadOnlyDictionary<string, Module> ModulesByPath() => named_modules().ToDictionary(m => m.name, m => (Module)m.module);
+    public IReadOnlyDictionary<string, Module> ModulesByPath() =>
+        named_modules().ToDictionary(m => m.name, m => (Module)m.module);
 }
 
 /// <summary>Shared by a network and all its blocks: once folded, batch norms live inside the convolutions.</summary>
@@ -153,7 +178,8 @@ public sealed class FeatureTail : Module<Tensor, Tensor>
 
     public int FirstStage { get; }
 
-    public FeatureTail(FeatureNetwork pretrained, int firstStage) : base(nameof(FeatureTail))
+    public FeatureTail(FeatureNetwork pretrained, int firstStage)
+        : base(nameof(FeatureTail))
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(firstStage, 0);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(firstStage, pretrained.StageCount);
@@ -183,16 +209,19 @@ public sealed class FeatureTail : Module<Tensor, Tensor>
         }
     }
 
-    /// <summary>Trains the convolutions and batch-norm scales, but keeps every batch-norm's ImageNet statistics.</summary>
+    /// <summary>Trains the convolutions and batch-norm scales, but keeps every batch-norm's ImageNet
+    /// statistics.</summary>
     public void TrainKeepingNormStatistics()
     {
         train();
-        foreach (var module in modules().OfType<BatchNorm2d>()) module.eval();
+        foreach (var module in modules().OfType<BatchNorm2d>())
+            module.eval();
     }
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) copy.Dispose();
+        if (disposing)
+            copy.Dispose();
         base.Dispose(disposing);
     }
 }

@@ -8,11 +8,13 @@ namespace TransferApi.Training.Backbones;
 /// </summary>
 public interface IOnnxGraph
 {
-    /// <summary>The convolution (its stride, padding, groups and weights), then the batch norm when given (with its epsilon).</summary>
+    /// <summary>The convolution (its stride, padding, groups and weights), then the batch norm when given (with its
+    /// epsilon).</summary>
     string Conv(string input, Conv2d conv, BatchNorm2d? norm = null);
     string Relu(string input);
     string Relu6(string input);
     string MaxPool(string input, long kernel, long stride, long padding = 0);
+
     /// <summary>Average pooling counting padded zeros, as PyTorch's default.</summary>
     string AveragePool(string input, long kernel, long stride, long padding);
     string Add(string a, string b);

@@ -10,7 +10,12 @@ public static class WeightsImport
 {
     public static FeatureNetwork Load(BackboneArchitecture architecture, IReadOnlyDictionary<string, Tensor> stateDict)
     {
-        var supplied = stateDict.Where(p => !Ignored(p.Key) && !architecture.ClassifierPrefixes.Any(c => p.Key.StartsWith(c, StringComparison.Ordinal))).ToList();
+        var supplied = stateDict
+            .Where(p =>
+                !Ignored(p.Key)
+                && !architecture.ClassifierPrefixes.Any(c => p.Key.StartsWith(c, StringComparison.Ordinal))
+            )
+            .ToList();
         // nn.DataParallel saves every name under "module.".
         if (supplied.Count > 0 && supplied.All(p => p.Key.StartsWith("module.", StringComparison.Ordinal)))
             supplied = supplied.Select(p => KeyValuePair.Create(p.Key["module.".Length..], p.Value)).ToList();
@@ -18,21 +23,42 @@ public static class WeightsImport
         var network = architecture.Create();
         try
         {
-            var expected = network.state_dict().Where(p => !Ignored(p.Key)).ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
+            var expected = network
+                .state_dict()
+                .Where(p => !Ignored(p.Key))
+                .ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
             var byKey = supplied.ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
             // "First" in the architecture's own order (a pickled state dict's order does not survive reading).
             foreach (var (key, target) in expected)
             {
                 if (!byKey.TryGetValue(key, out var value))
-                    throw new WeightsRejectedException($"'{key}' is missing: the file holds {byKey.Count(p => expected.ContainsKey(p.Key))} of the {expected.Count} tensors {architecture.Name} needs.", key);
+                    throw new WeightsRejectedException(
+                        $"'{key}' is missing: the file holds {byKey.Count(p => expected.ContainsKey(p.Key))} of the "
+                            + $"{expected.Count} tensors {architecture.Name} needs.",
+                        key
+                    );
                 if (!value.shape.SequenceEqual(target.shape))
-                    throw new WeightsRejectedException($"'{key}' has shape [{string.Join(",", value.shape)}] but {architecture.Name} needs [{string.Join(",", target.shape)}].", key);
+                    throw new WeightsRejectedException(
+                        $"'{key}' has shape [{string.Join(",", value.shape)}] "
+                            + $"but {architecture.Name} needs [{string.Join(",", target.shape)}].",
+                        key
+                    );
                 if (!value.is_floating_point())
-                    throw new WeightsRejectedException($"'{key}' holds {value.dtype} values; weights must be floating point.", key);
+                    throw new WeightsRejectedException(
+                        $"'{key}' holds {value.dtype} values; weights must be floating point.",
+                        key
+                    );
             }
-            var unexpected = byKey.Keys.Where(k => !expected.ContainsKey(k)).Order(StringComparer.Ordinal).FirstOrDefault();
+            var unexpected = byKey
+                .Keys.Where(k => !expected.ContainsKey(k))
+                .Order(StringComparer.Ordinal)
+                .FirstOrDefault();
             if (unexpected is not null)
-                throw new WeightsRejectedException($"'{unexpected}' is not a parameter of {architecture.Name} (nor of its ImageNet classifier, which is dropped).", unexpected);
+                throw new WeightsRejectedException(
+                    $"'{unexpected}' is not a parameter of {architecture.Name} (nor of its ImageNet classifier, which "
+                        + "is dropped).",
+                    unexpected
+                );
             using (no_grad())
             {
                 foreach (var (key, value) in supplied)
@@ -43,7 +69,8 @@ public static class WeightsImport
             }
             using var scope = NewDisposeScope();
             var notFinite = expected.FirstOrDefault(p => !p.Value.isfinite().all().item<bool>()).Key;
-            if (notFinite is not null) throw new WeightsRejectedException($"'{notFinite}' holds NaN or infinite values.", notFinite);
+            if (notFinite is not null)
+                throw new WeightsRejectedException($"'{notFinite}' holds NaN or infinite values.", notFinite);
             return network;
         }
         catch

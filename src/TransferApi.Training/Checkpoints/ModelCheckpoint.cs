@@ -10,16 +10,31 @@ namespace TransferApi.Training.Checkpoints;
 /// and, when fine-tuned, the weights of the last <see cref="FineTunedStages"/> stages (only those).
 /// </summary>
 public sealed record ModelCheckpoint(
-    string BackboneId, PreprocessingSpec Preprocessing, IReadOnlyList<string> Labels, int FeatureSize, HeadSpec Head, byte[] HeadWeights,
-    int FineTunedStages = 0, byte[]? TailWeights = null)
+    string BackboneId,
+    PreprocessingSpec Preprocessing,
+    IReadOnlyList<string> Labels,
+    int FeatureSize,
+    HeadSpec Head,
+    byte[] HeadWeights,
+    int FineTunedStages = 0,
+    byte[]? TailWeights = null
+)
 {
-    public static ModelCheckpoint FromHead(string backboneId, PreprocessingSpec preprocessing, IReadOnlyList<string> labels, int featureSize, HeadSpec spec, nn.Module<Tensor, Tensor> head) =>
-        new(backboneId, preprocessing, labels, featureSize, spec, Save(head));
+    public static ModelCheckpoint FromHead(
+        string backboneId,
+        PreprocessingSpec preprocessing,
+        IReadOnlyList<string> labels,
+        int featureSize,
+        HeadSpec spec,
+        nn.Module<Tensor, Tensor> head
+    ) => new(backboneId, preprocessing, labels, featureSize, spec, Save(head));
 
-    /// <summary>The fine-tuned stages on top of <paramref name="backbone"/>, in evaluation mode; null for a frozen-backbone model.</summary>
+    /// <summary>The fine-tuned stages on top of <paramref name="backbone"/>, in evaluation mode; null for a
+    /// frozen-backbone model.</summary>
     public Backbones.FeatureTail? LoadTail(Backbones.Backbone backbone)
     {
-        if (FineTunedStages == 0 || TailWeights is null) return null;
+        if (FineTunedStages == 0 || TailWeights is null)
+            return null;
         var tail = backbone.CreateTail(FineTunedStages);
         Load(tail, TailWeights);
         tail.eval();
@@ -29,7 +44,8 @@ public sealed record ModelCheckpoint(
     public static byte[] Save(nn.Module<Tensor, Tensor> module)
     {
         // Sized for the tensors up front (a fine-tuned tail is tens of megabytes): no discarded growth buffers.
-        var tensorBytes = module.parameters().Sum(p => p.NumberOfElements * p.ElementSize)
+        var tensorBytes =
+            module.parameters().Sum(p => p.NumberOfElements * p.ElementSize)
             + module.buffers().Sum(b => b.NumberOfElements * b.ElementSize);
         using var stream = new MemoryStream((int)Math.Min(int.MaxValue, tensorBytes + 65536));
         module.save(stream);

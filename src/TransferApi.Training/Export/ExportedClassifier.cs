@@ -22,7 +22,8 @@ public sealed class ExportedClassifier : Module<Tensor, Tensor>
 
     public FeatureNetwork Backbone => backbone;
 
-    public ExportedClassifier(Backbone pretrained, ModelCheckpoint checkpoint) : base(nameof(ExportedClassifier))
+    public ExportedClassifier(Backbone pretrained, ModelCheckpoint checkpoint)
+        : base(nameof(ExportedClassifier))
     {
         Checkpoint = checkpoint;
         input_offset = pretrained.Preprocessor.InputOffset();
@@ -36,7 +37,8 @@ public sealed class ExportedClassifier : Module<Tensor, Tensor>
             using var tail = checkpoint.LoadTail(pretrained);
             tail?.CopyInto(backbone);
         }
-        foreach (var parameter in parameters()) parameter.requires_grad = false;
+        foreach (var parameter in parameters())
+            parameter.requires_grad = false;
         eval();
     }
 

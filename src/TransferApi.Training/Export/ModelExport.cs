@@ -4,7 +4,12 @@ using TransferApi.Training.Checkpoints;
 
 namespace TransferApi.Training.Export;
 
-public enum ExportFormat { Onnx, PyTorch, TorchSharp }
+public enum ExportFormat
+{
+    Onnx,
+    PyTorch,
+    TorchSharp,
+}
 
 /// <summary>
 /// A trained model as a file that runs without TransferApi: ONNX (ONNX Runtime and friends), a PyTorch state
@@ -13,7 +18,11 @@ public enum ExportFormat { Onnx, PyTorch, TorchSharp }
 /// </summary>
 public static class ModelExport
 {
-    public static (string FileName, byte[] Bytes) Write(Backbone backbone, ModelCheckpoint checkpoint, ExportFormat format)
+    public static (string FileName, byte[] Bytes) Write(
+        Backbone backbone,
+        ModelCheckpoint checkpoint,
+        ExportFormat format
+    )
     {
         using var model = new ExportedClassifier(backbone, checkpoint);
         switch (format)

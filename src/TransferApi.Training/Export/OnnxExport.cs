@@ -1,7 +1,7 @@
 using Google.Protobuf;
 using Onnx;
-using TransferApi.Training.Backbones;
 using TorchSharp.Modules;
+using TransferApi.Training.Backbones;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Export;
@@ -24,7 +24,13 @@ public static class OnnxExport
         var graph = new GraphProto { Name = "transferapi-classifier" };
         var builder = new GraphBuilder(graph);
 
-        var x = builder.Node("Mul", [builder.Node("Sub", [InputName, builder.Initializer(weights["input_offset"])]), builder.Initializer(weights["input_multiplier"])]);
+        var x = builder.Node(
+            "Mul",
+            [
+                builder.Node("Sub", [InputName, builder.Initializer(weights["input_offset"])]),
+                builder.Initializer(weights["input_multiplier"]),
+            ]
+        );
         x = model.Backbone.EmitOnnx(builder, x);
         x = builder.Node("Flatten", [builder.Node("GlobalAveragePool", [x])], Int("axis", 1));
         if (checkpoint.Head.Kind == HeadKind.Linear)
@@ -46,8 +52,12 @@ public static class OnnxExport
             IrVersion = 7,
             ProducerName = "TransferApi",
             Graph = graph,
-            DocString = $"Classes (output order): {string.Join(", ", checkpoint.Labels)}. Backbone: {model.Backbone.Architecture.Description}. "
-                + $"Input: {spec.ChannelOrder} 0..255 [N,3,{spec.InputSize},{spec.InputSize}] after {spec.Resize} (normalization is inside).",
+            DocString =
+                "Classes (output "
+                + "order): "
+                + $"{string.Join(", ", checkpoint.Labels)}. Backbone: {model.Backbone.Architecture.Description}. "
+                + $"Input: {spec.ChannelOrder} 0..255 [N,3,{spec.InputSize},{spec.InputSize}] after {spec.Resize} "
+                + "(normalization is inside).",
         };
         onnx.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 13 });
         return onnx.ToByteArray();
@@ -62,12 +72,15 @@ public static class OnnxExport
             using var value = tensor.detach().contiguous();
             var proto = new TensorProto { Name = $"w{next++}", DataType = (int)TensorProto.Types.DataType.Float };
             proto.Dims.AddRange(value.shape);
-            proto.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(value.data<float>().ToArray().AsSpan()));
+            proto.RawData = ByteString.CopyFrom(
+                System.Runtime.InteropServices.MemoryMarshal.AsBytes(value.data<float>().ToArray().AsSpan())
+            );
             graph.Initializer.Add(proto);
             return proto.Name;
         }
 
-        public string Node(string op, string[] inputs, params AttributeProto[] attributes) => Node(op, inputs, [$"{op.ToLowerInvariant()}_{next++}"], attributes);
+        public string Node(string op, string[] inputs, params AttributeProto[] attributes) =>
+            Node(op, inputs, [$"{op.ToLowerInvariant()}_{next++}"], attributes);
 
         public string Node(string op, string[] inputs, string[] outputs, params AttributeProto[] attributes)
         {
@@ -82,13 +95,36 @@ public static class OnnxExport
         public string Conv(string input, Conv2d conv, BatchNorm2d? norm = null)
         {
             var (padding, stride, kernel) = (conv.padding!, conv.stride, conv.kernel_size);
-            string[] inputs = conv.bias is { } bias ? [input, Initializer(conv.weight!), Initializer(bias)] : [input, Initializer(conv.weight!)];
-            var x = Node("Conv", inputs, Ints("kernel_shape", kernel), Ints("strides", stride), Ints("pads", padding[0], padding[1], padding[0], padding[1]),
-                Ints("dilations", conv.dilation), Int("group", conv.groups));
-            if (norm is null) return x;
-            return Node("BatchNormalization",
-                [x, Initializer(norm.weight!), Initializer(norm.bias!), Initializer(norm.running_mean!), Initializer(norm.running_var!)],
-                new AttributeProto { Name = "epsilon", Type = AttributeProto.Types.AttributeType.Float, F = (float)norm.eps });
+            string[] inputs = conv.bias is { } bias
+                ? [input, Initializer(conv.weight!), Initializer(bias)]
+                : [input, Initializer(conv.weight!)];
+            var x = Node(
+                "Conv",
+                inputs,
+                Ints("kernel_shape", kernel),
+                Ints("strides", stride),
+                Ints("pads", padding[0], padding[1], padding[0], padding[1]),
+                Ints("dilations", conv.dilation),
+                Int("group", conv.groups)
+            );
+            if (norm is null)
+                return x;
+            return Node(
+                "BatchNormalization",
+                [
+                    x,
+                    Initializer(norm.weight!),
+                    Initializer(norm.bias!),
+                    Initializer(norm.running_mean!),
+                    Initializer(norm.running_var!),
+                ],
+                new AttributeProto
+                {
+                    Name = "epsilon",
+                    Type = AttributeProto.Types.AttributeType.Float,
+                    F = (float)norm.eps,
+                }
+            );
         }
 
         public string Relu(string input) => Node("Relu", [input]);
@@ -107,20 +143,39 @@ public static class OnnxExport
         }
 
         public string MaxPool(string input, long kernel, long stride, long padding = 0) =>
-            Node("MaxPool", [input], Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride), Ints("pads", padding, padding, padding, padding));
+            Node(
+                "MaxPool",
+                [input],
+                Ints("kernel_shape", kernel, kernel),
+                Ints("strides", stride, stride),
+                Ints("pads", padding, padding, padding, padding)
+            );
 
         public string AveragePool(string input, long kernel, long stride, long padding) =>
-            Node("AveragePool", [input], Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride), Ints("pads", padding, padding, padding, padding),
-                Int("count_include_pad", 1));
+            Node(
+                "AveragePool",
+                [input],
+                Ints("kernel_shape", kernel, kernel),
+                Ints("strides", stride, stride),
+                Ints("pads", padding, padding, padding, padding),
+                Int("count_include_pad", 1)
+            );
 
         public string Add(string a, string b) => Node("Add", [a, b]);
 
         public string Concat(params string[] inputs) => Node("Concat", inputs, Int("axis", 1));
 
-        public string Gemm(string input, Tensor weight, Tensor bias) => Node("Gemm", [input, Initializer(weight), Initializer(bias)], Int("transB", 1));
+        public string Gemm(string input, Tensor weight, Tensor bias) =>
+            Node("Gemm", [input, Initializer(weight), Initializer(bias)], Int("transB", 1));
     }
 
-    private static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
+    private static AttributeProto Int(string name, long value) =>
+        new()
+        {
+            Name = name,
+            Type = AttributeProto.Types.AttributeType.Int,
+            I = value,
+        };
 
     private static AttributeProto Ints(string name, params long[] values)
     {
@@ -131,9 +186,21 @@ public static class OnnxExport
 
     private static ValueInfoProto ValueInfo(string name, long[] shape)
     {
-        var tensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = new TensorShapeProto() };
+        var tensorType = new TypeProto.Types.Tensor
+        {
+            ElemType = (int)TensorProto.Types.DataType.Float,
+            Shape = new TensorShapeProto(),
+        };
         foreach (var dim in shape)
-            tensorType.Shape.Dim.Add(dim < 0 ? new TensorShapeProto.Types.Dimension { DimParam = "N" } : new TensorShapeProto.Types.Dimension { DimValue = dim });
-        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = tensorType } };
+            tensorType.Shape.Dim.Add(
+                dim < 0
+                    ? new TensorShapeProto.Types.Dimension { DimParam = "N" }
+                    : new TensorShapeProto.Types.Dimension { DimValue = dim }
+            );
+        return new ValueInfoProto
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = tensorType },
+        };
     }
 }

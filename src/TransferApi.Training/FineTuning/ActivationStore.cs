@@ -4,7 +4,12 @@ using static TorchSharp.torch;
 namespace TransferApi.Training.FineTuning;
 
 /// <summary>Where fine-tuning kept the activation entering its first trained stage, for every image.</summary>
-public enum ActivationStorage { Memory, Spilled, Recomputed }
+public enum ActivationStorage
+{
+    Memory,
+    Spilled,
+    Recomputed,
+}
 
 /// <summary>What to do with activations that do not fit the memory budget.</summary>
 /// <remarks>
@@ -12,12 +17,20 @@ public enum ActivationStorage { Memory, Spilled, Recomputed }
 /// far cheaper (docs/configuration.md: an epoch reads the file back at disk or page-cache speed, where
 /// recomputing decodes every image and runs the frozen prefix again).
 /// </remarks>
-public enum ActivationOverflow { Auto, Spill, Recompute }
+public enum ActivationOverflow
+{
+    Auto,
+    Spill,
+    Recompute,
+}
 
 /// <param name="MemoryBytes">Most bytes of activations a fine-tuning run keeps in memory.</param>
 /// <param name="SpillDirectory">Where spilled activations go (default: the system's temporary directory).</param>
 public sealed record ActivationBudget(
-    long MemoryBytes = long.MaxValue, ActivationOverflow Overflow = ActivationOverflow.Auto, string? SpillDirectory = null)
+    long MemoryBytes = long.MaxValue,
+    ActivationOverflow Overflow = ActivationOverflow.Auto,
+    string? SpillDirectory = null
+)
 {
     public static ActivationBudget Unbounded { get; } = new();
 }
@@ -56,17 +69,23 @@ public abstract class ActivationStore : IDisposable
 
     public virtual void Dispose() => GC.SuppressFinalize(this);
 
-    private static long BytesPerRow(long[] rowShape) => rowShape.Aggregate((long)sizeof(float), (bytes, size) => bytes * size);
+    private static long BytesPerRow(long[] rowShape) =>
+        rowShape.Aggregate((long)sizeof(float), (bytes, size) => bytes * size);
 
     /// <summary>
     /// A store for <paramref name="count"/> rows of <paramref name="rowShape"/>, in memory when they fit the budget.
     /// </summary>
     /// <param name="recompute">Computes the given rows again (for <see cref="ActivationStorage.Recomputed"/>).</param>
     public static ActivationStore Create(
-        long count, long[] rowShape, ActivationBudget budget, Func<long[], Tensor> recompute)
+        long count,
+        long[] rowShape,
+        ActivationBudget budget,
+        Func<long[], Tensor> recompute
+    )
     {
         var bytes = count * BytesPerRow(rowShape);
-        if (bytes <= budget.MemoryBytes) return new InMemory(count, rowShape);
+        if (bytes <= budget.MemoryBytes)
+            return new InMemory(count, rowShape);
         var directory = budget.SpillDirectory ?? Path.GetTempPath();
         var spill = budget.Overflow switch
         {
@@ -107,11 +126,17 @@ public abstract class ActivationStore : IDisposable
         private readonly SafeFileHandle file;
         private long written;
 
-        public Spilled(long count, long[] rowShape, string directory) : base(count, rowShape)
+        public Spilled(long count, long[] rowShape, string directory)
+            : base(count, rowShape)
         {
             Directory.CreateDirectory(directory);
-            file = File.OpenHandle(Path.Combine(directory, $"transferapi-activations-{Guid.NewGuid():N}.f32"),
-                FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, FileOptions.DeleteOnClose);
+            file = File.OpenHandle(
+                Path.Combine(directory, $"transferapi-activations-{Guid.NewGuid():N}.f32"),
+                FileMode.CreateNew,
+                FileAccess.ReadWrite,
+                FileShare.None,
+                FileOptions.DeleteOnClose
+            );
         }
 
         public override ActivationStorage Storage => ActivationStorage.Spilled;
@@ -131,10 +156,11 @@ public abstract class ActivationStore : IDisposable
             for (var k = 0; k < numbers.Length; k++)
             {
                 var row = target.Slice((int)(k * RowBytes), (int)RowBytes);
-                for (var read = 0; read < row.Length;)
+                for (var read = 0; read < row.Length; )
                 {
                     var n = RandomAccess.Read(file, row[read..], numbers[k] * RowBytes + read);
-                    if (n == 0) throw new EndOfStreamException($"Spilled activation row {numbers[k]} is incomplete.");
+                    if (n == 0)
+                        throw new EndOfStreamException($"Spilled activation row {numbers[k]} is incomplete.");
                     read += n;
                 }
             }
@@ -153,9 +179,7 @@ public abstract class ActivationStore : IDisposable
     {
         public override ActivationStorage Storage => ActivationStorage.Recomputed;
 
-        public override void Append(Tensor rows)
-        {
-        }
+        public override void Append(Tensor rows) { }
 
         public override Tensor Rows(Tensor rows) => recompute(rows.data<long>().ToArray());
     }

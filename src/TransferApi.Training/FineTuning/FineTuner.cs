@@ -1,21 +1,35 @@
+using TorchSharp.Modules;
+using TransferApi.Training.Backbones;
 using TransferApi.Training.Checkpoints;
 using TransferApi.Training.Heads;
-using TransferApi.Training.Backbones;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.FineTuning;
 
-/// <summary>What fine-tuning trains on: the pretrained tail, the trained head and the activations entering the tail.</summary>
+/// <summary>What fine-tuning trains on: the pretrained tail, the trained head and the activations entering the
+/// tail.</summary>
 /// <param name="TrainRows">Rows of <paramref name="Activations"/> to train on, in label order.</param>
 /// <param name="ValRows">Rows to validate on (null: no validation).</param>
 /// <param name="FirstEpoch">The number of its first epoch (the head phase's epochs come before).</param>
 public sealed record FineTuningSet(
-    FeatureTail Tail, nn.Module<Tensor, Tensor> Head, ActivationStore Activations, long[] TrainRows, Tensor TrainLabels,
-    long[]? ValRows, Tensor? ValLabels, int FirstEpoch);
+    FeatureTail Tail,
+    nn.Module<Tensor, Tensor> Head,
+    ActivationStore Activations,
+    long[] TrainRows,
+    Tensor TrainLabels,
+    long[]? ValRows,
+    Tensor? ValLabels,
+    int FirstEpoch
+);
 
-/// <param name="Improved">Whether fine-tuning beat the frozen backbone (with its trained head) on validation loss.</param>
-public sealed record FineTuneResult(IReadOnlyList<EpochMetrics> Metrics, bool Improved, int BestEpoch, bool Interrupted);
+/// <param name="Improved">Whether fine-tuning beat the frozen backbone (with its trained head) on validation
+/// loss.</param>
+public sealed record FineTuneResult(
+    IReadOnlyList<EpochMetrics> Metrics,
+    bool Improved,
+    int BestEpoch,
+    bool Interrupted
+);
 
 /// <summary>
 /// The second half of the recipe: after the head has converged on frozen features, train the last stages
@@ -30,16 +44,20 @@ public static class FineTuner
     {
         var (tail, head, activations, trainRows, trainLabels, valRows, valLabels, firstEpoch) = data;
         var (options, onEpoch, onBatch, cancellation, resume, checkpoints) = loop;
-        if (resume is not null && resume.Phase != TrainingPhase.FineTuning) throw new ArgumentException("Not a fine-tuning checkpoint.", nameof(loop));
+        if (resume is not null && resume.Phase != TrainingPhase.FineTuning)
+            throw new ArgumentException("Not a fine-tuning checkpoint.", nameof(loop));
         var hasValidation = valRows is { Length: > 0 } && valLabels is not null;
         (double Loss, double Accuracy) Validate() =>
             Evaluate(tail, head, activations, valRows!, valLabels!, options.FeatureBatchSize);
         using var trainRowNumbers = tensor(trainRows);
         var tailRate = options.LearningRate / options.FineTuneLrFactor;
         using var optimizer = optim.Adam(
-            [new Adam.ParamGroup(head.parameters(), lr: options.LearningRate, weight_decay: options.WeightDecay),
-             new Adam.ParamGroup(tail.parameters(), lr: tailRate, weight_decay: options.WeightDecay)],
-            options.LearningRate);
+            [
+                new Adam.ParamGroup(head.parameters(), lr: options.LearningRate, weight_decay: options.WeightDecay),
+                new Adam.ParamGroup(tail.parameters(), lr: tailRate, weight_decay: options.WeightDecay),
+            ],
+            options.LearningRate
+        );
         long count = trainRows.Length;
         var batches = HeadTrainer.Batches(count, options.BatchSize);
 
@@ -70,21 +88,51 @@ public static class FineTuner
             var progress = partial ?? new EpochInProgress(0, 0, tailRate);
             while (true)
             {
-                var (done, lossSum) = HeadTrainer.RunEpoch(head, count, options, epoch, stream: 1, progress, index =>
-                {
-                    optimizer.zero_grad();
-                    var logits = head.call(tail.call(activations.Rows(trainRowNumbers.index_select(0, index))));
-                    var loss = nn.functional.cross_entropy(logits, trainLabels.index_select(0, index), label_smoothing: options.LabelSmoothing);
-                    loss.backward();
-                    optimizer.step();
-                    return loss;
-                }, onBatch, cancellation, checkpoints?.IsDueMidEpoch);
+                var (done, lossSum) = HeadTrainer.RunEpoch(
+                    head,
+                    count,
+                    options,
+                    epoch,
+                    stream: 1,
+                    progress,
+                    index =>
+                    {
+                        optimizer.zero_grad();
+                        var logits = head.call(tail.call(activations.Rows(trainRowNumbers.index_select(0, index))));
+                        var loss = nn.functional.cross_entropy(
+                            logits,
+                            trainLabels.index_select(0, index),
+                            label_smoothing: options.LabelSmoothing
+                        );
+                        loss.backward();
+                        optimizer.step();
+                        return loss;
+                    },
+                    onBatch,
+                    cancellation,
+                    checkpoints?.IsDueMidEpoch
+                );
                 progress = new EpochInProgress(done, lossSum, tailRate);
-                if (done == batches) break;
-                // Stopped between batches: cancelled (always checkpointed: the head phase is done) or a checkpoint is due.
-                checkpoints?.Save(new TrainingCheckpoint("", TrainingPhase.FineTuning, epoch - 1, metrics.ToList(), ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail),
-                    TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestLoss, 0, best.Head, best.Tail), null, progress));
-                if (cancellation.IsCancellationRequested) break;
+                if (done == batches)
+                    break;
+                // Stopped between batches: cancelled (always checkpointed: the head phase is done) or a checkpoint is
+                // due.
+                checkpoints?.Save(
+                    new TrainingCheckpoint(
+                        "",
+                        TrainingPhase.FineTuning,
+                        epoch - 1,
+                        metrics.ToList(),
+                        ModelCheckpoint.Save(head),
+                        ModelCheckpoint.Save(tail),
+                        TrainingCheckpoint.SaveOptimizer(optimizer),
+                        new BestSoFar(bestEpoch, bestLoss, 0, best.Head, best.Tail),
+                        null,
+                        progress
+                    )
+                );
+                if (cancellation.IsCancellationRequested)
+                    break;
             }
             partial = null;
             if (progress.BatchesDone < batches)
@@ -97,11 +145,26 @@ public static class FineTuner
             metrics.Add(epochMetrics);
             onEpoch(epochMetrics);
             var isBest = !hasValidation || valLoss < bestLoss;
-            if (isBest) (best, bestLoss, bestEpoch) = ((ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail)), valLoss ?? double.NaN, epoch);
+            if (isBest)
+                (best, bestLoss, bestEpoch) = (
+                    (ModelCheckpoint.Save(head), ModelCheckpoint.Save(tail)),
+                    valLoss ?? double.NaN,
+                    epoch
+                );
             if (checkpoints?.IsDue() == true)
-                checkpoints.Save(new TrainingCheckpoint("", TrainingPhase.FineTuning, epoch, metrics.ToList(),
-                    isBest ? best.Head : ModelCheckpoint.Save(head), isBest ? best.Tail : ModelCheckpoint.Save(tail), TrainingCheckpoint.SaveOptimizer(optimizer),
-                    new BestSoFar(bestEpoch, bestLoss, 0, isBest ? null : best.Head, isBest ? null : best.Tail), null));
+                checkpoints.Save(
+                    new TrainingCheckpoint(
+                        "",
+                        TrainingPhase.FineTuning,
+                        epoch,
+                        metrics.ToList(),
+                        isBest ? best.Head : ModelCheckpoint.Save(head),
+                        isBest ? best.Tail : ModelCheckpoint.Save(tail),
+                        TrainingCheckpoint.SaveOptimizer(optimizer),
+                        new BestSoFar(bestEpoch, bestLoss, 0, isBest ? null : best.Head, isBest ? null : best.Tail),
+                        null
+                    )
+                );
         }
         ModelCheckpoint.Load(head, best.Head);
         ModelCheckpoint.Load(tail, best.Tail);
@@ -112,8 +175,13 @@ public static class FineTuner
 
     /// <summary>Mean cross-entropy and accuracy of tail and head on the given rows, a batch at a time.</summary>
     public static (double Loss, double Accuracy) Evaluate(
-        FeatureTail tail, nn.Module<Tensor, Tensor> head, ActivationStore activations, long[] rows, Tensor labels,
-        int batchSize)
+        FeatureTail tail,
+        nn.Module<Tensor, Tensor> head,
+        ActivationStore activations,
+        long[] rows,
+        Tensor labels,
+        int batchSize
+    )
     {
         using var features = PooledFeatures(tail, activations, rows, batchSize);
         return HeadTrainer.Evaluate(head, features, labels);
@@ -132,9 +200,11 @@ public static class FineTuner
                 parts.Add(tail.call(activations.Rows(tensor(chunk))).MoveToOuterDisposeScope());
             }
         }
-        if (parts.Count == 0) return empty(0, 0);
+        if (parts.Count == 0)
+            return empty(0, 0);
         var features = cat(parts, 0);
-        foreach (var part in parts) part.Dispose();
+        foreach (var part in parts)
+            part.Dispose();
         return features;
     }
 }

@@ -28,7 +28,8 @@ public static class ClassifierHead
             foreach (var (layer, fanIn) in new[] { (hidden, features), (output, spec.HiddenUnits) })
             {
                 var bound = 1.0 / Math.Sqrt(fanIn);
-                // Drawn with rand(generator) and copied: init.uniform_ in TorchSharp 0.107 did not honour its generator (measured).
+                // Drawn with rand(generator) and copied: init.uniform_ in TorchSharp 0.107 did not honour its generator
+                // (measured).
                 foreach (var parameter in new[] { layer.weight!, layer.bias! })
                 {
                     using var draw = rand(parameter.shape, generator: generator).mul_(2 * bound).sub_(bound);
@@ -62,14 +63,16 @@ public static class ClassifierHead
 
         public override Tensor forward(Tensor input)
         {
-            if (!training || probability == 0) return input.alias();
+            if (!training || probability == 0)
+                return input.alias();
             using var keep = rand(input.shape, generator: generator).ge_(probability);
             return input.mul(keep).div_(1 - probability);
         }
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing) generator.Dispose();
+            if (disposing)
+                generator.Dispose();
             base.Dispose(disposing);
         }
     }

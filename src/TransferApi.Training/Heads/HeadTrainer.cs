@@ -1,15 +1,28 @@
-using TransferApi.Training.Checkpoints;
 using TorchSharp.Modules;
+using TransferApi.Training.Checkpoints;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Heads;
 
 /// <summary>Labelled features a head trains on, and optionally validates on.</summary>
 /// <param name="Classes">The number of classes (labels are their indices).</param>
-public sealed record HeadTrainingSet(Tensor Features, Tensor Labels, Tensor? ValFeatures, Tensor? ValLabels, int Classes);
+public sealed record HeadTrainingSet(
+    Tensor Features,
+    Tensor Labels,
+    Tensor? ValFeatures,
+    Tensor? ValLabels,
+    int Classes
+);
 
-/// <param name="Interrupted">Cancellation arrived after at least one epoch: <see cref="Head"/> holds the best completed epoch.</param>
-public sealed record HeadTrainingResult(nn.Module<Tensor, Tensor> Head, IReadOnlyList<EpochMetrics> Metrics, int BestEpoch, bool StoppedEarly, bool Interrupted = false);
+/// <param name="Interrupted">Cancellation arrived after at least one epoch: <see cref="Head"/> holds the best completed
+/// epoch.</param>
+public sealed record HeadTrainingResult(
+    nn.Module<Tensor, Tensor> Head,
+    IReadOnlyList<EpochMetrics> Metrics,
+    int BestEpoch,
+    bool StoppedEarly,
+    bool Interrupted = false
+);
 
 /// <summary>
 /// Trains a head on cached backbone features (the backbone is never touched here): the chosen optimizer,
@@ -24,7 +37,8 @@ public static class HeadTrainer
     {
         var (trainFeatures, trainLabels, valFeatures, valLabels, classes) = data;
         var (options, onEpoch, onBatch, cancellation, resume, checkpoints) = loop;
-        if (resume is not null && resume.Phase != TrainingPhase.Head) throw new ArgumentException("Not a head-phase checkpoint.", nameof(loop));
+        if (resume is not null && resume.Phase != TrainingPhase.Head)
+            throw new ArgumentException("Not a head-phase checkpoint.", nameof(loop));
         var hasValidation = valFeatures is not null && valLabels is not null && valFeatures.shape[0] > 0;
         var head = ClassifierHead.Create(options.Head, (int)trainFeatures.shape[1], classes, options.Seed);
         using var classWeights = options.ClassWeighted ? BalancedWeights(trainLabels, classes) : null;
@@ -45,7 +59,8 @@ public static class HeadTrainer
             ModelCheckpoint.Load(head, resume.HeadWeights);
             // Schedules are pure functions of their step count: replay them, then restore the optimizer.
             var steps = stepPerBatch ? resume.Epoch * batches + (partial?.BatchesDone ?? 0) : resume.Epoch;
-            for (var s = 0; s < steps; s++) scheduler?.step();
+            for (var s = 0; s < steps; s++)
+                scheduler?.step();
             TrainingCheckpoint.LoadOptimizer(optimizer, resume.OptimizerState);
             metrics.AddRange(resume.Metrics);
             best = resume.Best.Epoch == 0 ? null : resume.Best.HeadWeights ?? resume.HeadWeights;
@@ -53,57 +68,116 @@ public static class HeadTrainer
         }
         var stopping = options.EarlyStopping is { } early && hasValidation ? early : null;
         var interrupted = false;
-        for (var epoch = metrics.Count + 1; epoch <= options.Epochs && !(stopping is not null && sinceBest >= stopping.Patience); epoch++)
+        for (
+            var epoch = metrics.Count + 1;
+            epoch <= options.Epochs && !(stopping is not null && sinceBest >= stopping.Patience);
+            epoch++
+        )
         {
             head.train();
             var learningRate = partial?.LearningRate ?? optimizer.ParamGroups.First().LearningRate;
             var progress = partial ?? new EpochInProgress(0, 0, learningRate);
             while (true)
             {
-                var (done, lossSum) = RunEpoch(head, count, options, epoch, stream: 0, progress, index =>
-                {
-                    optimizer.zero_grad();
-                    var loss = nn.functional.cross_entropy(head.call(trainFeatures.index_select(0, index)), trainLabels.index_select(0, index),
-                        weight: classWeights, label_smoothing: options.LabelSmoothing);
-                    loss.backward();
-                    optimizer.step();
-                    if (stepPerBatch) scheduler?.step();
-                    return loss;
-                }, onBatch, cancellation, checkpoints?.IsDueMidEpoch);
+                var (done, lossSum) = RunEpoch(
+                    head,
+                    count,
+                    options,
+                    epoch,
+                    stream: 0,
+                    progress,
+                    index =>
+                    {
+                        optimizer.zero_grad();
+                        var loss = nn.functional.cross_entropy(
+                            head.call(trainFeatures.index_select(0, index)),
+                            trainLabels.index_select(0, index),
+                            weight: classWeights,
+                            label_smoothing: options.LabelSmoothing
+                        );
+                        loss.backward();
+                        optimizer.step();
+                        if (stepPerBatch)
+                            scheduler?.step();
+                        return loss;
+                    },
+                    onBatch,
+                    cancellation,
+                    checkpoints?.IsDueMidEpoch
+                );
                 progress = new EpochInProgress(done, lossSum, learningRate);
-                if (done == batches) break;
+                if (done == batches)
+                    break;
                 // Stopped between batches: cancelled (always checkpointed) or a checkpoint is due (the epoch goes on).
                 if (done > 0 || metrics.Count > 0)
-                    checkpoints?.Save(new TrainingCheckpoint("", TrainingPhase.Head, epoch - 1, metrics.ToList(), ModelCheckpoint.Save(head), null,
-                        TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestScore, sinceBest, best, null), null, progress));
-                if (cancellation.IsCancellationRequested) break;
+                    checkpoints?.Save(
+                        new TrainingCheckpoint(
+                            "",
+                            TrainingPhase.Head,
+                            epoch - 1,
+                            metrics.ToList(),
+                            ModelCheckpoint.Save(head),
+                            null,
+                            TrainingCheckpoint.SaveOptimizer(optimizer),
+                            new BestSoFar(bestEpoch, bestScore, sinceBest, best, null),
+                            null,
+                            progress
+                        )
+                    );
+                if (cancellation.IsCancellationRequested)
+                    break;
             }
             partial = null;
             if (progress.BatchesDone < batches)
             {
-                if (metrics.Count == 0) cancellation.ThrowIfCancellationRequested();
+                if (metrics.Count == 0)
+                    cancellation.ThrowIfCancellationRequested();
                 interrupted = true;
                 break;
             }
-            if (!stepPerBatch) scheduler?.step();
-            var (valLoss, valAccuracy) = hasValidation ? Evaluate(head, valFeatures!, valLabels!) : ((double?)null, (double?)null);
+            if (!stepPerBatch)
+                scheduler?.step();
+            var (valLoss, valAccuracy) = hasValidation
+                ? Evaluate(head, valFeatures!, valLabels!)
+                : ((double?)null, (double?)null);
             var epochMetrics = new EpochMetrics(epoch, progress.LossSum / count, valLoss, valAccuracy, learningRate);
             metrics.Add(epochMetrics);
             onEpoch(epochMetrics);
 
-            var score = stopping is null ? double.NaN : stopping.Monitor == MonitoredMetric.ValLoss ? -valLoss!.Value : valAccuracy!.Value;
+            var score =
+                stopping is null ? double.NaN
+                : stopping.Monitor == MonitoredMetric.ValLoss ? -valLoss!.Value
+                : valAccuracy!.Value;
             if (stopping is null || double.IsNaN(bestScore) || score > bestScore + stopping.MinDelta)
                 (best, bestEpoch, bestScore, sinceBest) = (ModelCheckpoint.Save(head), epoch, score, 0);
             else
                 sinceBest++;
             var isBest = bestEpoch == epoch;
             if (checkpoints?.IsDue() == true)
-                checkpoints.Save(new TrainingCheckpoint("", TrainingPhase.Head, epoch, metrics.ToList(), isBest ? best! : ModelCheckpoint.Save(head), null,
-                    TrainingCheckpoint.SaveOptimizer(optimizer), new BestSoFar(bestEpoch, bestScore, sinceBest, isBest ? null : best, null), null));
+                checkpoints.Save(
+                    new TrainingCheckpoint(
+                        "",
+                        TrainingPhase.Head,
+                        epoch,
+                        metrics.ToList(),
+                        isBest ? best! : ModelCheckpoint.Save(head),
+                        null,
+                        TrainingCheckpoint.SaveOptimizer(optimizer),
+                        new BestSoFar(bestEpoch, bestScore, sinceBest, isBest ? null : best, null),
+                        null
+                    )
+                );
         }
-        if (best is not null) ModelCheckpoint.Load(head, best);
+        if (best is not null)
+            ModelCheckpoint.Load(head, best);
         head.eval();
-        return new HeadTrainingResult(head, metrics, bestEpoch, !interrupted && metrics.Count < options.Epochs, interrupted);
+        return new HeadTrainingResult(
+            head,
+            metrics,
+            bestEpoch,
+            !interrupted && metrics.Count < options.Epochs,
+            interrupted
+        );
     }
 
     internal static int Batches(long count, int batchSize) => (int)((count + batchSize - 1) / batchSize);
@@ -116,8 +190,17 @@ public static class HeadTrainer
     /// <param name="step">Applies one batch (the row indices) and returns its mean loss.</param>
     /// <returns>Batches of the epoch done (all unless cancelled) and their summed, size-weighted loss.</returns>
     internal static (int Done, double LossSum) RunEpoch(
-        nn.Module<Tensor, Tensor> head, long count, TrainingOptions options, int epoch, int stream, EpochInProgress? from,
-        Func<Tensor, Tensor> step, Action<int, int, int> onBatch, CancellationToken cancellation, Func<bool>? pause = null)
+        nn.Module<Tensor, Tensor> head,
+        long count,
+        TrainingOptions options,
+        int epoch,
+        int stream,
+        EpochInProgress? from,
+        Func<Tensor, Tensor> step,
+        Action<int, int, int> onBatch,
+        CancellationToken cancellation,
+        Func<bool>? pause = null
+    )
     {
         var batches = Batches(count, options.BatchSize);
         var (b, lossSum) = (from?.BatchesDone ?? 0, from?.LossSum ?? 0);
@@ -128,7 +211,11 @@ public static class HeadTrainer
         {
             using var scope = NewDisposeScope();
             ClassifierHead.SeedBatch(head, options.Seed, epoch, b);
-            var index = order.narrow(0, b * options.BatchSize, Math.Min(options.BatchSize, count - (long)b * options.BatchSize));
+            var index = order.narrow(
+                0,
+                b * options.BatchSize,
+                Math.Min(options.BatchSize, count - (long)b * options.BatchSize)
+            );
             lossSum += step(index).item<float>() * index.shape[0];
             onBatch(epoch, b + 1, batches);
         }
@@ -136,7 +223,11 @@ public static class HeadTrainer
     }
 
     /// <summary>Mean cross-entropy and accuracy of the head on labelled features.</summary>
-    public static (double Loss, double Accuracy) Evaluate(nn.Module<Tensor, Tensor> head, Tensor features, Tensor labels)
+    public static (double Loss, double Accuracy) Evaluate(
+        nn.Module<Tensor, Tensor> head,
+        Tensor features,
+        Tensor labels
+    )
     {
         var wasTraining = head.training;
         head.eval();
@@ -145,7 +236,8 @@ public static class HeadTrainer
         var logits = head.call(features);
         var loss = nn.functional.cross_entropy(logits, labels).item<float>();
         var accuracy = logits.argmax(1).eq(labels).to_type(ScalarType.Float32).mean().item<float>();
-        if (wasTraining) head.train();
+        if (wasTraining)
+            head.train();
         return (loss, accuracy);
     }
 
@@ -155,22 +247,43 @@ public static class HeadTrainer
         return (labels.shape[0] / (classes * counts.clamp_min(1))).to_type(ScalarType.Float32);
     }
 
-    /// <summary>The seed of one epoch's shuffling (and, mixed with the batch, of dropout masks): resuming needs no generator state.</summary>
-    internal static ulong EpochSeed(long seed, int epoch, int stream = 0) => unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)epoch * 1_000_003UL + (ulong)stream);
+    /// <summary>The seed of one epoch's shuffling (and, mixed with the batch, of dropout masks): resuming needs no
+    /// generator state.</summary>
+    internal static ulong EpochSeed(long seed, int epoch, int stream = 0) =>
+        unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)epoch * 1_000_003UL + (ulong)stream);
 
-    private static OptimizerHelper CreateOptimizer(IEnumerable<Parameter> parameters, TrainingOptions options) => options.Optimizer switch
-    {
-        OptimizerKind.AdamW => optim.AdamW(parameters, options.LearningRate, weight_decay: options.WeightDecay),
-        OptimizerKind.Sgd => optim.SGD(parameters, options.LearningRate, momentum: options.Momentum, weight_decay: options.WeightDecay),
-        _ => optim.Adam(parameters, options.LearningRate, weight_decay: options.WeightDecay),
-    };
+    private static OptimizerHelper CreateOptimizer(IEnumerable<Parameter> parameters, TrainingOptions options) =>
+        options.Optimizer switch
+        {
+            OptimizerKind.AdamW => optim.AdamW(parameters, options.LearningRate, weight_decay: options.WeightDecay),
+            OptimizerKind.Sgd => optim.SGD(
+                parameters,
+                options.LearningRate,
+                momentum: options.Momentum,
+                weight_decay: options.WeightDecay
+            ),
+            _ => optim.Adam(parameters, options.LearningRate, weight_decay: options.WeightDecay),
+        };
 
-    private static optim.lr_scheduler.LRScheduler? CreateScheduler(OptimizerHelper optimizer, TrainingOptions options, int batchesPerEpoch) => options.Schedule switch
-    {
-        LrSchedule.Step => optim.lr_scheduler.StepLR(optimizer, options.StepEpochs ?? Math.Max(1, options.Epochs / 3), options.StepGamma),
-        LrSchedule.Cosine => optim.lr_scheduler.CosineAnnealingLR(optimizer, options.Epochs),
-        LrSchedule.OneCycle => optim.lr_scheduler.OneCycleLR(optimizer, options.LearningRate, total_steps: options.Epochs * batchesPerEpoch,
-            cycle_momentum: options.Optimizer == OptimizerKind.Sgd && options.Momentum > 0),
-        _ => null,
-    };
+    private static optim.lr_scheduler.LRScheduler? CreateScheduler(
+        OptimizerHelper optimizer,
+        TrainingOptions options,
+        int batchesPerEpoch
+    ) =>
+        options.Schedule switch
+        {
+            LrSchedule.Step => optim.lr_scheduler.StepLR(
+                optimizer,
+                options.StepEpochs ?? Math.Max(1, options.Epochs / 3),
+                options.StepGamma
+            ),
+            LrSchedule.Cosine => optim.lr_scheduler.CosineAnnealingLR(optimizer, options.Epochs),
+            LrSchedule.OneCycle => optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                options.LearningRate,
+                total_steps: options.Epochs * batchesPerEpoch,
+                cycle_momentum: options.Optimizer == OptimizerKind.Sgd && options.Momentum > 0
+            ),
+            _ => null,
+        };
 }

@@ -4,8 +4,14 @@ using SixLabors.ImageSharp.Processing;
 
 namespace TransferApi.Training.Imaging;
 
-/// <summary>How training images are varied; <see cref="Views"/> augmented views per image are embedded once per job.</summary>
-public sealed record AugmentationOptions(int Views = 0, bool RandomResizedCrop = true, bool HorizontalFlip = true, double ColorJitter = 0.2)
+/// <summary>How training images are varied; <see cref="Views"/> augmented views per image are embedded once per
+/// job.</summary>
+public sealed record AugmentationOptions(
+    int Views = 0,
+    bool RandomResizedCrop = true,
+    bool HorizontalFlip = true,
+    double ColorJitter = 0.2
+)
 {
     public static AugmentationOptions None { get; } = new();
 }
@@ -14,7 +20,16 @@ public sealed record AugmentationOptions(int Views = 0, bool RandomResizedCrop =
 /// One drawn augmentation: a crop (fractions of the image), a mirror flip and colour factors. Drawn from a
 /// seeded generator before any image is decoded, so views are reproducible whatever the thread scheduling.
 /// </summary>
-public sealed record ViewTransform(float CropX, float CropY, float CropWidth, float CropHeight, bool Flip, float Brightness, float Contrast, float Saturation)
+public sealed record ViewTransform(
+    float CropX,
+    float CropY,
+    float CropWidth,
+    float CropHeight,
+    bool Flip,
+    float Brightness,
+    float Contrast,
+    float Saturation
+)
 {
     public static ViewTransform Draw(Random random, AugmentationOptions options)
     {
@@ -38,16 +53,24 @@ public sealed record ViewTransform(float CropX, float CropY, float CropWidth, fl
     public void Apply(Image<Rgb24> image)
     {
         var crop = new Rectangle(
-            (int)(CropX * image.Width), (int)(CropY * image.Height),
-            Math.Max(1, (int)(CropWidth * image.Width)), Math.Max(1, (int)(CropHeight * image.Height)));
+            (int)(CropX * image.Width),
+            (int)(CropY * image.Height),
+            Math.Max(1, (int)(CropWidth * image.Width)),
+            Math.Max(1, (int)(CropHeight * image.Height))
+        );
         crop.Intersect(new Rectangle(0, 0, image.Width, image.Height));
         image.Mutate(x =>
         {
-            if (crop.Width < image.Width || crop.Height < image.Height) x.Crop(crop);
-            if (Flip) x.Flip(FlipMode.Horizontal);
-            if (Brightness != 1) x.Brightness(Brightness);
-            if (Contrast != 1) x.Contrast(Contrast);
-            if (Saturation != 1) x.Saturate(Saturation);
+            if (crop.Width < image.Width || crop.Height < image.Height)
+                x.Crop(crop);
+            if (Flip)
+                x.Flip(FlipMode.Horizontal);
+            if (Brightness != 1)
+                x.Brightness(Brightness);
+            if (Contrast != 1)
+                x.Contrast(Contrast);
+            if (Saturation != 1)
+                x.Saturate(Saturation);
         });
     }
 }

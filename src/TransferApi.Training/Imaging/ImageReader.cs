@@ -25,9 +25,11 @@ public sealed class ImageRejectedException(string reason, bool exceedsLimits = f
 public static class ImageReader
 {
     /// <summary>Formats accepted from clients (ImageSharp's names); others are refused before decoding.</summary>
-    public static IReadOnlySet<string> AcceptedFormats { get; } = new HashSet<string>(StringComparer.OrdinalIgnoreCase) { "JPEG", "PNG", "BMP", "GIF", "WEBP" };
+    public static IReadOnlySet<string> AcceptedFormats { get; } =
+        new HashSet<string>(StringComparer.OrdinalIgnoreCase) { "JPEG", "PNG", "BMP", "GIF", "WEBP" };
 
-    /// <summary>Checks limits, decodes every pixel, and answers the header with the size after EXIF orientation.</summary>
+    /// <summary>Checks limits, decodes every pixel, and answers the header with the size after EXIF
+    /// orientation.</summary>
     public static ImageHeader Validate(byte[] bytes, ImageLimits limits)
     {
         var header = ReadHeader(bytes, limits);
@@ -43,16 +45,33 @@ public static class ImageReader
         {
             info = Image.Identify(bytes, out format);
         }
-        catch (Exception e) when (e is ImageFormatException or InvalidDataException or NotSupportedException or ArgumentException or IndexOutOfRangeException)
+        catch (Exception e)
+            when (e
+                    is ImageFormatException
+                        or InvalidDataException
+                        or NotSupportedException
+                        or ArgumentException
+                        or IndexOutOfRangeException
+            )
         {
             throw new ImageRejectedException($"not a readable image ({e.Message})", inner: e);
         }
-        if (info is null || format is null) throw new ImageRejectedException("not an image in a supported format (JPEG, PNG, BMP, GIF, WebP)");
-        if (!AcceptedFormats.Contains(format.Name)) throw new ImageRejectedException($"{format.Name} images are not accepted (JPEG, PNG, BMP, GIF, WebP)");
-        if (info.Width <= 0 || info.Height <= 0) throw new ImageRejectedException("image has no pixels");
-        if (info.Width > limits.MaxSide || info.Height > limits.MaxSide || (long)info.Width * info.Height > limits.MaxPixels)
+        if (info is null || format is null)
+            throw new ImageRejectedException("not an image in a supported format (JPEG, PNG, BMP, GIF, WebP)");
+        if (!AcceptedFormats.Contains(format.Name))
+            throw new ImageRejectedException($"{format.Name} images are not accepted (JPEG, PNG, BMP, GIF, WebP)");
+        if (info.Width <= 0 || info.Height <= 0)
+            throw new ImageRejectedException("image has no pixels");
+        if (
+            info.Width > limits.MaxSide
+            || info.Height > limits.MaxSide
+            || (long)info.Width * info.Height > limits.MaxPixels
+        )
             throw new ImageRejectedException(
-                $"image is {info.Width}x{info.Height} pixels; the limit is {limits.MaxPixels:N0} pixels and {limits.MaxSide} per side", exceedsLimits: true);
+                $"image is {info.Width}x{info.Height} pixels; the limit is {limits.MaxPixels:N0} pixels and "
+                    + $"{limits.MaxSide} per side",
+                exceedsLimits: true
+            );
         return new ImageHeader(format.Name, info.Width, info.Height);
     }
 
@@ -66,7 +85,14 @@ public static class ImageReader
             image.Mutate(x => x.AutoOrient());
             return image;
         }
-        catch (Exception e) when (e is ImageFormatException or InvalidDataException or NotSupportedException or ArgumentException or IndexOutOfRangeException)
+        catch (Exception e)
+            when (e
+                    is ImageFormatException
+                        or InvalidDataException
+                        or NotSupportedException
+                        or ArgumentException
+                        or IndexOutOfRangeException
+            )
         {
             throw new ImageRejectedException($"image data is corrupt ({e.Message})", inner: e);
         }

@@ -1,12 +1,13 @@
-using TransferApi.Training.Checkpoints;
 using TransferApi.Training.Backbones;
+using TransferApi.Training.Checkpoints;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training.Inference;
 
 public sealed record LabelProbability(string Label, double Probability);
 
-/// <summary>A trained model ready to predict: the shared frozen backbone, the model's fine-tuned stages if any, and its head.</summary>
+/// <summary>A trained model ready to predict: the shared frozen backbone, the model's fine-tuned stages if any, and its
+/// head.</summary>
 public sealed class ImageClassifier : IDisposable
 {
     private readonly Backbone backbone;
@@ -18,7 +19,10 @@ public sealed class ImageClassifier : IDisposable
     public ImageClassifier(Backbone backbone, ModelCheckpoint checkpoint)
     {
         if (backbone.Id != checkpoint.BackboneId)
-            throw new ArgumentException($"The model was trained on backbone '{checkpoint.BackboneId}', not '{backbone.Id}'.", nameof(checkpoint));
+            throw new ArgumentException(
+                $"The model was trained on backbone '{checkpoint.BackboneId}', not '{backbone.Id}'.",
+                nameof(checkpoint)
+            );
         if (backbone.Preprocessor.Spec != checkpoint.Preprocessing)
             throw new ArgumentException("The model's preprocessing differs from its backbone's.", nameof(checkpoint));
         this.backbone = backbone;
@@ -27,13 +31,16 @@ public sealed class ImageClassifier : IDisposable
         tail = checkpoint.LoadTail(backbone);
     }
 
-    /// <summary>Decodes and crops encoded images exactly as training did, without touching libtorch: the per-image CPU work any thread may do.</summary>
+    /// <summary>Decodes and crops encoded images exactly as training did, without touching libtorch: the per-image CPU
+    /// work any thread may do.</summary>
     public float[] Decode(IReadOnlyList<byte[]> images) => backbone.Preprocessor.DecodePlanar(images);
 
-    /// <summary>Several <see cref="Decode"/> results as one batch (block copies: this runs on the critical path of batching).</summary>
+    /// <summary>Several <see cref="Decode"/> results as one batch (block copies: this runs on the critical path of
+    /// batching).</summary>
     public static float[] Concat(IReadOnlyList<float[]> decoded)
     {
-        if (decoded.Count == 1) return decoded[0];
+        if (decoded.Count == 1)
+            return decoded[0];
         var all = new float[decoded.Sum(d => (long)d.Length)];
         var offset = 0;
         foreach (var part in decoded)
@@ -44,7 +51,8 @@ public sealed class ImageClassifier : IDisposable
         return all;
     }
 
-    /// <summary>Class probabilities [N, classes] of <paramref name="count"/> images decoded by <see cref="Decode"/>, in one forward pass.</summary>
+    /// <summary>Class probabilities [N, classes] of <paramref name="count"/> images decoded by <see cref="Decode"/>, in
+    /// one forward pass.</summary>
     public float[][] Probabilities(float[] decoded, int count)
     {
         using var scope = NewDisposeScope();
@@ -59,24 +67,30 @@ public sealed class ImageClassifier : IDisposable
     public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK) =>
         Probabilities(Decode(images), images.Count).Select(p => Ranked(p, topK)).ToList();
 
-    /// <summary>Labels by probability, most probable first (ties by label), at most <paramref name="topK"/>, none below <paramref name="threshold"/>.</summary>
+    /// <summary>Labels by probability, most probable first (ties by label), at most <paramref name="topK"/>, none below
+    /// <paramref name="threshold"/>.</summary>
     public IReadOnlyList<LabelProbability> Ranked(float[] probabilities, int topK, double threshold = 0) =>
-        probabilities.Select((value, i) => new LabelProbability(Checkpoint.Labels[i], value))
+        probabilities
+            .Select((value, i) => new LabelProbability(Checkpoint.Labels[i], value))
             .Where(l => l.Probability >= threshold)
-            .OrderByDescending(l => l.Probability).ThenBy(l => l.Label, StringComparer.Ordinal)
-            .Take(topK).ToList();
+            .OrderByDescending(l => l.Probability)
+            .ThenBy(l => l.Label, StringComparer.Ordinal)
+            .Take(topK)
+            .ToList();
 
     /// <summary>The same network path as training: frozen prefix, fine-tuned stages, pooling.</summary>
     private Tensor Features(Tensor pixels)
     {
-        if (tail is null) return backbone.Forward(pixels);
+        if (tail is null)
+            return backbone.Forward(pixels);
         using var activations = backbone.Activations(pixels, tail.FirstStage);
         using var mode = inference_mode();
         using var features = tail.call(activations);
         return features.clone();
     }
 
-    /// <summary>Bytes this model holds beyond the shared backbone (its head and fine-tuned stages), for cache budgets.</summary>
+    /// <summary>Bytes this model holds beyond the shared backbone (its head and fine-tuned stages), for cache
+    /// budgets.</summary>
     public long SizeBytes => Checkpoint.HeadWeights.LongLength + (Checkpoint.TailWeights?.LongLength ?? 0);
 
     public void Dispose()

@@ -6,14 +6,17 @@ namespace TransferApi.Hosting;
 
 public static class AuthenticationRegistration
 {
-    /// <summary>X-Api-Key authentication; every endpoint needs a key unless it says otherwise (health checks).</summary>
+    /// <summary>X-Api-Key authentication; every endpoint needs a key unless it says otherwise (health
+    /// checks).</summary>
     public static void AddApiKeyAuthentication(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section));
         services.AddMemoryCache();
-        services.AddAuthentication(Caller.Scheme)
+        services
+            .AddAuthentication(Caller.Scheme)
             .AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(Caller.Scheme, null);
-        services.AddAuthorizationBuilder()
+        services
+            .AddAuthorizationBuilder()
             // Scopes nest: admin > train > predict.
             .SetFallbackPolicy(new AuthorizationPolicyBuilder(Caller.Scheme).RequireAuthenticatedUser().Build())
             .AddPolicy(Caller.Predict, p => p.RequireRole(Caller.Predict))

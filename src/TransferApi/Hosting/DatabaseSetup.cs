@@ -9,7 +9,8 @@ public static class DatabaseSetup
         configuration.GetConnectionString("Postgres") is { Length: > 0 } connection
             ? connection
             : throw new InvalidOperationException(
-                "ConnectionStrings:Postgres is not set (environment variable ConnectionStrings__Postgres).");
+                "ConnectionStrings:Postgres is not set (environment variable ConnectionStrings__Postgres)."
+            );
 
     public static async Task MigrateDatabaseAsync(this IServiceProvider services)
     {

@@ -20,8 +20,9 @@ public static class EndpointRegistration
     /// </summary>
     public static WebApplication MapTransferApi(this WebApplication app)
     {
-        var servesApi = app.Services.GetRequiredService<IOptions<ServiceOptions>>().Value.Roles
-            .HasFlag(ServiceRoles.Api);
+        var servesApi = app
+            .Services.GetRequiredService<IOptions<ServiceOptions>>()
+            .Value.Roles.HasFlag(ServiceRoles.Api);
         CheckBootstrapKey(app);
 
         app.UseExceptionHandler();
@@ -31,10 +32,10 @@ public static class EndpointRegistration
             app.UseSwagger();
             app.UseSwaggerUI(o => o.DocumentTitle = "TransferApi");
             // The dashboard shows and deletes every tenant's jobs: admin keys only (X-Api-Key, as everywhere).
-            app.UseHangfireDashboard("/hangfire", new DashboardOptions
-            {
-                Authorization = [], AsyncAuthorization = [new AdminKeyDashboardFilter()],
-            });
+            app.UseHangfireDashboard(
+                "/hangfire",
+                new DashboardOptions { Authorization = [], AsyncAuthorization = [new AdminKeyDashboardFilter()] }
+            );
         }
         app.UseAuthentication();
         app.UseAuthorization();
@@ -49,7 +50,8 @@ public static class EndpointRegistration
         // Every tenant's numbers: admin keys only, sent as X-Api-Key or as Prometheus's `authorization` bearer
         // credentials.
         app.MapPrometheusScrapingEndpoint("/metrics").RequireAuthorization(Caller.Admin);
-        if (!servesApi) return app;
+        if (!servesApi)
+            return app;
 
         app.MapGet("/", () => Results.Redirect("/swagger")).ExcludeFromDescription().AllowAnonymous();
         app.MapKeyEndpoints();
@@ -64,11 +66,17 @@ public static class EndpointRegistration
     private static void CheckBootstrapKey(WebApplication app)
     {
         var auth = app.Services.GetRequiredService<IOptions<AuthOptions>>().Value;
-        if (!string.IsNullOrEmpty(auth.BootstrapAdminKey)) return;
+        if (!string.IsNullOrEmpty(auth.BootstrapAdminKey))
+            return;
         if (!app.Environment.IsDevelopment())
-            throw new InvalidOperationException("Auth:BootstrapAdminKey (environment Auth__BootstrapAdminKey) is not "
-                + "set: outside Development the service needs a bootstrap admin key to start.");
-        app.Logger.LogWarning("Auth:BootstrapAdminKey is not set: in Development every request without a key acts "
-            + "as an admin of tenant '{Tenant}'", Caller.DefaultTenant);
+            throw new InvalidOperationException(
+                "Auth:BootstrapAdminKey (environment Auth__BootstrapAdminKey) is not "
+                    + "set: outside Development the service needs a bootstrap admin key to start."
+            );
+        app.Logger.LogWarning(
+            "Auth:BootstrapAdminKey is not set: in Development every request without a key acts "
+                + "as an admin of tenant '{Tenant}'",
+            Caller.DefaultTenant
+        );
     }
 }

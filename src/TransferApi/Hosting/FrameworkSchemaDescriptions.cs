@@ -31,10 +31,12 @@ internal sealed class FrameworkSchemaDescriptions : ISchemaFilter
 
     public void Apply(IOpenApiSchema schema, SchemaFilterContext context)
     {
-        var fields = typeof(ProblemDetails).IsAssignableFrom(context.Type) ? ProblemFields
+        var fields =
+            typeof(ProblemDetails).IsAssignableFrom(context.Type) ? ProblemFields
             : context.Type.IsGenericType && context.Type.GetGenericTypeDefinition() == typeof(SseItem<>) ? EventFields
             : null;
-        if (fields is null || schema is not OpenApiSchema concrete || concrete.Properties is null) return;
+        if (fields is null || schema is not OpenApiSchema concrete || concrete.Properties is null)
+            return;
         foreach (var (name, property) in concrete.Properties)
             if (fields.TryGetValue(name, out var description) && property is OpenApiSchema described)
                 described.Description ??= description;

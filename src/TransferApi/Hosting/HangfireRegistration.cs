@@ -13,24 +13,32 @@ public static class HangfireRegistration
     /// </summary>
     public static void AddHangfire(this WebApplicationBuilder builder, string connectionString)
     {
-        var worker = builder.Configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
-        var service = builder.Configuration.GetSection(ServiceOptions.Section).Get<ServiceOptions>() ?? new ServiceOptions();
-        builder.Services.AddHangfire(config => config
-            .SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
-            .UseSimpleAssemblyNameTypeSerializer()
-            .UseRecommendedSerializerSettings()
-            .UsePostgreSqlStorage(o => o.UseNpgsqlConnection(connectionString), new PostgreSqlStorageOptions
-            {
-                QueuePollInterval = worker.QueuePollInterval,
-                PrepareSchemaIfNecessary = true,
-                // Training can outlast any fixed timeout; a live worker keeps extending its claim instead,
-                // and a crashed worker's job goes to another worker once the claim lapses.
-                UseSlidingInvisibilityTimeout = true,
-                InvisibilityTimeout = worker.InvisibilityTimeout,
-            }));
+        var worker = builder.Configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>()
+            ?? new WorkerOptions();
+        var service = builder.Configuration.GetSection(ServiceOptions.Section).Get<ServiceOptions>()
+            ?? new ServiceOptions();
+        builder.Services.AddHangfire(config =>
+            config
+                .SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
+                .UseSimpleAssemblyNameTypeSerializer()
+                .UseRecommendedSerializerSettings()
+                .UsePostgreSqlStorage(
+                    o => o.UseNpgsqlConnection(connectionString),
+                    new PostgreSqlStorageOptions
+                    {
+                        QueuePollInterval = worker.QueuePollInterval,
+                        PrepareSchemaIfNecessary = true,
+                        // Training can outlast any fixed timeout; a live worker keeps extending its claim instead,
+                        // and a crashed worker's job goes to another worker once the claim lapses.
+                        UseSlidingInvisibilityTimeout = true,
+                        InvisibilityTimeout = worker.InvisibilityTimeout,
+                    }
+                )
+        );
         // SIGTERM: Kestrel drains in-flight requests and Hangfire's jobs checkpoint and requeue, both within this.
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = service.ShutdownTimeout);
-        if (!service.Roles.HasFlag(ServiceRoles.Worker)) return;
+        if (!service.Roles.HasFlag(ServiceRoles.Worker))
+            return;
         builder.Services.AddHostedService<MigrationGate>();
         builder.Services.AddHostedService<JobDispatchService>();
         builder.Services.AddHangfireServer(o =>

@@ -6,7 +6,8 @@ public static class HealthCheckRegistration
 {
     /// <summary>Checks tagged "ready" make /health/ready; /health/live runs none.</summary>
     public static void AddHealthChecks(this IServiceCollection services, string connectionString) =>
-        services.AddHealthChecks()
+        services
+            .AddHealthChecks()
             .AddNpgSql(connectionString, name: "postgres", tags: ["ready"])
             .AddCheck<MigrationsHealthCheck>("migrations", tags: ["ready"])
             .AddCheck<HangfireStorageHealthCheck>("hangfire-storage", tags: ["ready"])

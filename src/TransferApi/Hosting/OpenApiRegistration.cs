@@ -14,13 +14,17 @@ public static class OpenApiRegistration
         services.AddEndpointsApiExplorer();
         services.AddSwaggerGen(o =>
         {
-            o.SwaggerDoc(DocumentName, new()
-            {
-                Title = "TransferApi",
-                Version = DocumentName,
-                Description = "Transfer learning as a service: upload labelled images, train a classifier on a "
-                    + "pretrained backbone (frozen, or with its last stages fine-tuned), predict, export.",
-            });
+            o.SwaggerDoc(
+                DocumentName,
+                new()
+                {
+                    Title = "TransferApi",
+                    Version = DocumentName,
+                    Description =
+                        "Transfer learning as a service: upload labelled images, train a classifier on a "
+                        + "pretrained backbone (frozen, or with its last stages fine-tuned), predict, export.",
+                }
+            );
             o.IncludeXmlComments(Path.Combine(AppContext.BaseDirectory, "TransferApi.xml"));
             o.SupportNonNullableReferenceTypes();
             // Properties of a record type keep their own description (allOf around the reference).
@@ -28,13 +32,17 @@ public static class OpenApiRegistration
             o.OperationFilter<PredictBodyOperationFilter>();
             o.SchemaFilter<FrameworkSchemaDescriptions>();
             // The Authorize button: one X-Api-Key for every call made from Swagger UI.
-            o.AddSecurityDefinition(Caller.Scheme, new OpenApiSecurityScheme
-            {
-                Type = SecuritySchemeType.ApiKey,
-                In = ParameterLocation.Header,
-                Name = Caller.Header,
-                Description = "An API key (POST /api/keys with an admin key creates one). Scopes: predict < train < admin.",
-            });
+            o.AddSecurityDefinition(
+                Caller.Scheme,
+                new OpenApiSecurityScheme
+                {
+                    Type = SecuritySchemeType.ApiKey,
+                    In = ParameterLocation.Header,
+                    Name = Caller.Header,
+                    Description =
+                        "An API key (POST /api/keys with an admin key creates one). Scopes: predict < train < admin.",
+                }
+            );
             o.AddSecurityRequirement(document => new OpenApiSecurityRequirement
             {
                 [new OpenApiSecuritySchemeReference(Caller.Scheme, document)] = [],

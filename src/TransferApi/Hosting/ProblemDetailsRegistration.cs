@@ -11,14 +11,19 @@ public static class ProblemDetailsRegistration
     public static void AddHttpProblemDetails(this IServiceCollection services)
     {
         // Routing refuses other content types with a bare 415; say which one and where the accepted ones are listed.
-        services.AddProblemDetails(o => o.CustomizeProblemDetails = context =>
-        {
-            var request = context.HttpContext.Request;
-            if (context.ProblemDetails.Status == StatusCodes.Status415UnsupportedMediaType
-                && context.ProblemDetails.Detail is null)
-                context.ProblemDetails.Detail = $"Content-Type: '{request.ContentType}' is not accepted by "
-                    + $"{request.Method} {request.Path}; /swagger lists what is.";
-        });
+        services.AddProblemDetails(o =>
+            o.CustomizeProblemDetails = context =>
+            {
+                var request = context.HttpContext.Request;
+                if (
+                    context.ProblemDetails.Status == StatusCodes.Status415UnsupportedMediaType
+                    && context.ProblemDetails.Detail is null
+                )
+                    context.ProblemDetails.Detail =
+                        $"Content-Type: '{request.ContentType}' is not accepted by "
+                        + $"{request.Method} {request.Path}; /swagger lists what is.";
+            }
+        );
         services.AddExceptionHandler<ProblemDetailsExceptionHandler>();
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
     }
@@ -32,23 +37,33 @@ public static class ProblemDetailsRegistration
 internal sealed class ProblemDetailsExceptionHandler(IProblemDetailsService problemDetails) : IExceptionHandler
 {
     public async ValueTask<bool> TryHandleAsync(
-        HttpContext context, Exception exception, CancellationToken cancellationToken)
+        HttpContext context,
+        Exception exception,
+        CancellationToken cancellationToken
+    )
     {
         var problem = exception switch
         {
             DomainException error => new ProblemDetails
             {
-                Status = Problems.StatusOf(error.Kind), Title = error.Title, Detail = error.Message,
+                Status = Problems.StatusOf(error.Kind),
+                Title = error.Title,
+                Detail = error.Message,
             },
             BadHttpRequestException bad => BindingProblem(bad),
             _ => null,
         };
-        if (problem is null) return false;
+        if (problem is null)
+            return false;
         context.Response.StatusCode = problem.Status!.Value;
-        return await problemDetails.TryWriteAsync(new ProblemDetailsContext
-        {
-            HttpContext = context, Exception = exception, ProblemDetails = problem,
-        });
+        return await problemDetails.TryWriteAsync(
+            new ProblemDetailsContext
+            {
+                HttpContext = context,
+                Exception = exception,
+                ProblemDetails = problem,
+            }
+        );
     }
 
     private static ProblemDetails BindingProblem(BadHttpRequestException bad)

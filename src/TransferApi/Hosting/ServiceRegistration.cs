@@ -62,7 +62,11 @@ public static class ServiceRegistration
         services.Configure<FormOptions>(f => f.MultipartBodyLengthLimit = uploads.MaxRequestBytes);
     }
 
-    private static void AddValidatedOptions<T>(this IServiceCollection services, ConfigurationManager configuration, string section)
+    private static void AddValidatedOptions<T>(
+        this IServiceCollection services,
+        ConfigurationManager configuration,
+        string section
+    )
         where T : class =>
         services.AddOptions<T>().Bind(configuration.GetSection(section)).ValidateDataAnnotations().ValidateOnStart();
 

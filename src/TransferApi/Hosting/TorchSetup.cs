@@ -14,12 +14,19 @@ public static class TorchSetup
         TorchRuntime.SetThreads(worker.EffectiveTorchThreads);
         app.Logger.LogInformation(
             "libtorch uses {Threads} thread(s) per job, {Jobs} concurrent job(s) on {Cores} core(s)",
-            worker.EffectiveTorchThreads, worker.ConcurrentJobs, Environment.ProcessorCount);
+            worker.EffectiveTorchThreads,
+            worker.ConcurrentJobs,
+            Environment.ProcessorCount
+        );
         var roles = app.Services.GetRequiredService<IOptions<ServiceOptions>>().Value.Roles;
-        if (roles.HasFlag(ServiceRoles.Worker) && worker.MallocMmapThresholdBytes > 0
-            && NativeMemory.SetMmapThreshold(worker.MallocMmapThresholdBytes))
+        if (
+            roles.HasFlag(ServiceRoles.Worker)
+            && worker.MallocMmapThresholdBytes > 0
+            && NativeMemory.SetMmapThreshold(worker.MallocMmapThresholdBytes)
+        )
             app.Logger.LogInformation(
                 "glibc mmap threshold fixed at {Bytes:N0} bytes for training's large buffers",
-                worker.MallocMmapThresholdBytes);
+                worker.MallocMmapThresholdBytes
+            );
     }
 }

@@ -16,7 +16,12 @@ public static class Paging
     public static (int Page, int PageSize) Normalize(int? page, int? pageSize) =>
         (Math.Max(1, page ?? 1), Math.Clamp(pageSize ?? 20, 1, MaxPageSize));
 
-    public static async Task<Page<T>> ToPageAsync<T>(this IQueryable<T> query, int? page, int? pageSize, CancellationToken cancellation)
+    public static async Task<Page<T>> ToPageAsync<T>(
+        this IQueryable<T> query,
+        int? page,
+        int? pageSize,
+        CancellationToken cancellation
+    )
     {
         var (p, size) = Normalize(page, pageSize);
         var total = await query.CountAsync(cancellation);

@@ -10,8 +10,11 @@ namespace TransferApi.Http;
 public static class Problems
 {
     public static ProblemHttpResult NotFound(string what, Guid id) =>
-        TypedResults.Problem($"id: no {what} has id {id}.", statusCode: StatusCodes.Status404NotFound,
-            title: $"{char.ToUpperInvariant(what[0])}{what[1..]} not found");
+        TypedResults.Problem(
+            $"id: no {what} has id {id}.",
+            statusCode: StatusCodes.Status404NotFound,
+            title: $"{char.ToUpperInvariant(what[0])}{what[1..]} not found"
+        );
 
     public static ProblemHttpResult Conflict(string title, string detail) =>
         TypedResults.Problem(detail, statusCode: StatusCodes.Status409Conflict, title: title);
@@ -19,14 +22,15 @@ public static class Problems
     public static ProblemHttpResult From(DomainException error) =>
         TypedResults.Problem(error.Message, statusCode: StatusOf(error.Kind), title: error.Title);
 
-    public static int StatusOf(ErrorKind kind) => kind switch
-    {
-        ErrorKind.InvalidInput => StatusCodes.Status400BadRequest,
-        ErrorKind.LimitExceeded => StatusCodes.Status413PayloadTooLarge,
-        ErrorKind.Unusable => StatusCodes.Status422UnprocessableEntity,
-        ErrorKind.UnsupportedFormat => StatusCodes.Status415UnsupportedMediaType,
-        ErrorKind.Conflict => StatusCodes.Status409Conflict,
-        ErrorKind.NotFound => StatusCodes.Status404NotFound,
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
-    };
+    public static int StatusOf(ErrorKind kind) =>
+        kind switch
+        {
+            ErrorKind.InvalidInput => StatusCodes.Status400BadRequest,
+            ErrorKind.LimitExceeded => StatusCodes.Status413PayloadTooLarge,
+            ErrorKind.Unusable => StatusCodes.Status422UnprocessableEntity,
+            ErrorKind.UnsupportedFormat => StatusCodes.Status415UnsupportedMediaType,
+            ErrorKind.Conflict => StatusCodes.Status409Conflict,
+            ErrorKind.NotFound => StatusCodes.Status404NotFound,
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+        };
 }

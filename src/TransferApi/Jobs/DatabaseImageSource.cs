@@ -11,22 +11,30 @@ namespace TransferApi.Jobs;
 /// thread only reads from a channel; its own context does the reading.
 /// </summary>
 /// <param name="imageIds">The job's images in the order the trainer numbers them.</param>
-public sealed class DatabaseImageSource(IDbContextFactory<TransferDbContext> dbFactory, IReadOnlyList<Guid> imageIds) : IImageSource
+public sealed class DatabaseImageSource(IDbContextFactory<TransferDbContext> dbFactory, IReadOnlyList<Guid> imageIds)
+    : IImageSource
 {
     private const int Prefetch = 2;
 
-    public IEnumerable<IReadOnlyList<byte[]>> Batches(IReadOnlyList<int> images, int batchSize, CancellationToken cancellation)
+    public IEnumerable<IReadOnlyList<byte[]>> Batches(
+        IReadOnlyList<int> images,
+        int batchSize,
+        CancellationToken cancellation
+    )
     {
-        if (images.Count == 0) yield break;
-        var batches = Channel.CreateBounded<IReadOnlyList<byte[]>>(new BoundedChannelOptions(Prefetch) { SingleReader = true, SingleWriter = true });
+        if (images.Count == 0)
+            yield break;
+        var batches = Channel.CreateBounded<IReadOnlyList<byte[]>>(
+            new BoundedChannelOptions(Prefetch) { SingleReader = true, SingleWriter = true }
+        );
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
         var reader = Task.Run(() => ReadAsync(images, batchSize, batches.Writer, stop.Token), CancellationToken.None);
         try
         {
             // The training thread is a dedicated one: blocking it while the next batch is read costs no pool thread.
             while (batches.Reader.WaitToReadAsync(cancellation).AsTask().GetAwaiter().GetResult())
-                while (batches.Reader.TryRead(out var batch))
-                    yield return batch;
+            while (batches.Reader.TryRead(out var batch))
+                yield return batch;
         }
         finally
         {
@@ -35,7 +43,12 @@ public sealed class DatabaseImageSource(IDbContextFactory<TransferDbContext> dbF
         }
     }
 
-    private async Task ReadAsync(IReadOnlyList<int> images, int batchSize, ChannelWriter<IReadOnlyList<byte[]>> batches, CancellationToken cancellation)
+    private async Task ReadAsync(
+        IReadOnlyList<int> images,
+        int batchSize,
+        ChannelWriter<IReadOnlyList<byte[]>> batches,
+        CancellationToken cancellation
+    )
     {
         try
         {
@@ -43,10 +56,16 @@ public sealed class DatabaseImageSource(IDbContextFactory<TransferDbContext> dbF
             foreach (var chunk in images.Chunk(batchSize))
             {
                 var ids = chunk.Select(i => imageIds[i]).ToArray();
-                var bytes = await db.DatasetImages.AsNoTracking().Where(i => ids.Contains(i.Id)).Select(i => new { i.Id, i.Data })
+                var bytes = await db
+                    .DatasetImages.AsNoTracking()
+                    .Where(i => ids.Contains(i.Id))
+                    .Select(i => new { i.Id, i.Data })
                     .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
                 if (ids.Where(id => !bytes.ContainsKey(id)).ToList() is { Count: > 0 } gone)
-                    throw new TrainingInputException($"Image(s) {string.Join(", ", gone)} were deleted from the data set while the job was reading them; start the job again.");
+                    throw new TrainingInputException(
+                        $"Image(s) {string.Join(", ", gone)} "
+                            + $"were deleted from the data set while the job was reading them; start the job again."
+                    );
                 await batches.WriteAsync(ids.Select(id => bytes[id]).ToList(), cancellation);
             }
             batches.Complete();

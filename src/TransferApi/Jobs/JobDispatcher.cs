@@ -14,8 +14,12 @@ namespace TransferApi.Jobs;
 /// periodically by every worker (<see cref="JobDispatchService"/>); an advisory lock makes concurrent calls take turns.
 /// </summary>
 public sealed class JobDispatcher(
-    IDbContextFactory<TransferDbContext> dbFactory, IBackgroundJobClient jobs, JobStorage storage, IOptions<QuotaOptions> quotas,
-    ILogger<JobDispatcher> logger)
+    IDbContextFactory<TransferDbContext> dbFactory,
+    IBackgroundJobClient jobs,
+    JobStorage storage,
+    IOptions<QuotaOptions> quotas,
+    ILogger<JobDispatcher> logger
+)
 {
     private const string LockName = "training-dispatch";
 
@@ -27,17 +31,27 @@ public sealed class JobDispatcher(
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
         await RowLocks.AdvisoryAsync(db, LockName, shared: false, cancellation);
         // In flight: running, or handed to Hangfire and waiting for (or handed back to) a worker.
-        var inFlight = await db.TrainingJobs
-            .Where(j => j.Status == JobStatus.Running || (j.Status == JobStatus.Queued && j.DispatchedAt != null))
-            .GroupBy(j => j.Tenant).Select(g => new { Tenant = g.Key, Count = g.Count() })
+        var inFlight = await db
+            .TrainingJobs.Where(j =>
+                j.Status == JobStatus.Running || (j.Status == JobStatus.Queued && j.DispatchedAt != null)
+            )
+            .GroupBy(j => j.Tenant)
+            .Select(g => new { Tenant = g.Key, Count = g.Count() })
             .ToDictionaryAsync(g => g.Tenant, g => g.Count, cancellation);
         var free = capacity - inFlight.Values.Sum();
-        if (free <= 0) return 0;
-        var waiting = await db.TrainingJobs.Where(j => j.Status == JobStatus.Queued && j.DispatchedAt == null)
-            .GroupBy(j => j.Tenant).Select(g => g.Key).ToListAsync(cancellation);
-        if (waiting.Count == 0) return 0;
-        var lastDispatch = await db.TrainingJobs.Where(j => waiting.Contains(j.Tenant) && j.DispatchedAt != null)
-            .GroupBy(j => j.Tenant).Select(g => new { Tenant = g.Key, Last = g.Max(j => j.DispatchedAt) })
+        if (free <= 0)
+            return 0;
+        var waiting = await db
+            .TrainingJobs.Where(j => j.Status == JobStatus.Queued && j.DispatchedAt == null)
+            .GroupBy(j => j.Tenant)
+            .Select(g => g.Key)
+            .ToListAsync(cancellation);
+        if (waiting.Count == 0)
+            return 0;
+        var lastDispatch = await db
+            .TrainingJobs.Where(j => waiting.Contains(j.Tenant) && j.DispatchedAt != null)
+            .GroupBy(j => j.Tenant)
+            .Select(g => new { Tenant = g.Key, Last = g.Max(j => j.DispatchedAt) })
             .ToDictionaryAsync(g => g.Tenant, g => g.Last, cancellation);
 
         var dispatched = new List<TrainingJob>();
@@ -45,14 +59,22 @@ public sealed class JobDispatcher(
         while (free > 0)
         {
             // The tenant with the fewest jobs in flight goes first; among equals, the one served longest ago.
-            var tenant = waiting.Where(t => inFlight.GetValueOrDefault(t) < maxRunning)
-                .OrderBy(t => inFlight.GetValueOrDefault(t)).ThenBy(t => lastDispatch.GetValueOrDefault(t) ?? DateTime.MinValue).ThenBy(t => t, StringComparer.Ordinal)
+            var tenant = waiting
+                .Where(t => inFlight.GetValueOrDefault(t) < maxRunning)
+                .OrderBy(t => inFlight.GetValueOrDefault(t))
+                .ThenBy(t => lastDispatch.GetValueOrDefault(t) ?? DateTime.MinValue)
+                .ThenBy(t => t, StringComparer.Ordinal)
                 .FirstOrDefault();
-            if (tenant is null) break;
+            if (tenant is null)
+                break;
             var skip = dispatched.Where(j => j.Tenant == tenant).Select(j => j.Id).ToList();
-            var job = await db.TrainingJobs
-                .Where(j => j.Tenant == tenant && j.Status == JobStatus.Queued && j.DispatchedAt == null && !skip.Contains(j.Id))
-                .OrderBy(j => j.CreatedAt).ThenBy(j => j.Id).FirstOrDefaultAsync(cancellation);
+            var job = await db
+                .TrainingJobs.Where(j =>
+                    j.Tenant == tenant && j.Status == JobStatus.Queued && j.DispatchedAt == null && !skip.Contains(j.Id)
+                )
+                .OrderBy(j => j.CreatedAt)
+                .ThenBy(j => j.Id)
+                .FirstOrDefaultAsync(cancellation);
             if (job is null)
             {
                 waiting.Remove(tenant);
@@ -64,7 +86,8 @@ public sealed class JobDispatcher(
             lastDispatch[tenant] = job.DispatchedAt;
             free--;
         }
-        if (dispatched.Count == 0) return 0;
+        if (dispatched.Count == 0)
+            return 0;
         // The rows say "dispatched" before Hangfire hears of them: a worker never sees a job it would not count.
         await db.SaveChangesAsync(cancellation);
         await transaction.CommitAsync(cancellation);
@@ -72,13 +95,16 @@ public sealed class JobDispatcher(
         {
             // Only the id travels through Hangfire; the runner reads everything else from PostgreSQL.
             var hangfireId = jobs.Enqueue<TrainingJobRunner>(runner => runner.RunAsync(job.Id, CancellationToken.None));
-            await db.TrainingJobs.Where(j => j.Id == job.Id).ExecuteUpdateAsync(s => s.SetProperty(j => j.HangfireJobId, hangfireId), CancellationToken.None);
+            await db
+                .TrainingJobs.Where(j => j.Id == job.Id)
+                .ExecuteUpdateAsync(s => s.SetProperty(j => j.HangfireJobId, hangfireId), CancellationToken.None);
             logger.LogInformation("Training job {JobId} of tenant {Tenant} handed to the workers", job.Id, job.Tenant);
         }
         return dispatched.Count;
     }
 
-    /// <summary>Hangfire workers serving the training queue across every live server (at least one, so a lone API still queues one ahead).</summary>
+    /// <summary>Hangfire workers serving the training queue across every live server (at least one, so a lone API still
+    /// queues one ahead).</summary>
     private int TrainingWorkers()
     {
         var servers = storage.GetMonitoringApi().Servers();
@@ -86,8 +112,13 @@ public sealed class JobDispatcher(
     }
 }
 
-/// <summary>Runs the dispatcher now and then in every worker process: nothing queued waits for a notification that was lost.</summary>
-public sealed class JobDispatchService(JobDispatcher dispatcher, IOptions<WorkerOptions> worker, ILogger<JobDispatchService> logger) : BackgroundService
+/// <summary>Runs the dispatcher now and then in every worker process: nothing queued waits for a notification that was
+/// lost.</summary>
+public sealed class JobDispatchService(
+    JobDispatcher dispatcher,
+    IOptions<WorkerOptions> worker,
+    ILogger<JobDispatchService> logger
+) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {

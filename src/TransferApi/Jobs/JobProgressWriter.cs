@@ -19,7 +19,9 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
 {
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromMilliseconds(500);
 
-    private readonly Channel<object> events = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<object> events = Channel.CreateUnbounded<object>(
+        new UnboundedChannelOptions { SingleReader = true }
+    );
     private readonly IDbContextFactory<TransferDbContext> dbFactory;
     private readonly Guid jobId;
     private readonly Task consumer;
@@ -33,7 +35,13 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
     private readonly ILogger logger;
 
     public JobProgressWriter(
-        IDbContextFactory<TransferDbContext> dbFactory, CheckpointStore checkpoints, TimeSpan checkpointInterval, Guid jobId, string backboneId, ILogger logger)
+        IDbContextFactory<TransferDbContext> dbFactory,
+        CheckpointStore checkpoints,
+        TimeSpan checkpointInterval,
+        Guid jobId,
+        string backboneId,
+        ILogger logger
+    )
     {
         this.dbFactory = dbFactory;
         this.checkpoints = checkpoints;
@@ -54,7 +62,8 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
     {
         var now = Environment.TickCount64;
         var important = progress.Stage == TrainingStage.Done || progress.Batch == progress.TotalBatches;
-        if (!important && now - Interlocked.Read(ref lastProgressTicks) < ProgressInterval.TotalMilliseconds) return;
+        if (!important && now - Interlocked.Read(ref lastProgressTicks) < ProgressInterval.TotalMilliseconds)
+            return;
         Interlocked.Exchange(ref lastProgressTicks, now);
         events.Writer.TryWrite(progress);
     }
@@ -65,8 +74,13 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
 
     public void OnActivations(ActivationUsage usage)
     {
-        logger.LogInformation("Training job {JobId}: fine-tuning activations {Megabytes:N0} MB, budget {Budget:N0} MB: {Storage}",
-            jobId, usage.Bytes / 1e6, usage.BudgetBytes / 1e6, usage.Storage);
+        logger.LogInformation(
+            "Training job {JobId}: fine-tuning activations {Megabytes:N0} MB, budget {Budget:N0} MB: {Storage}",
+            jobId,
+            usage.Bytes / 1e6,
+            usage.BudgetBytes / 1e6,
+            usage.Storage
+        );
         events.Writer.TryWrite(usage);
     }
 
@@ -92,34 +106,60 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
             switch (item)
             {
                 case EpochMetrics m:
-                    db.TrainingMetrics.Add(new TrainingMetric
-                    {
-                        JobId = jobId, Epoch = m.Epoch, TrainLoss = m.TrainLoss, ValLoss = m.ValLoss, ValAccuracy = m.ValAccuracy, LearningRate = m.LearningRate,
-                        RecordedAt = DateTime.UtcNow,
-                    });
+                    db.TrainingMetrics.Add(
+                        new TrainingMetric
+                        {
+                            JobId = jobId,
+                            Epoch = m.Epoch,
+                            TrainLoss = m.TrainLoss,
+                            ValLoss = m.ValLoss,
+                            ValAccuracy = m.ValAccuracy,
+                            LearningRate = m.LearningRate,
+                            RecordedAt = DateTime.UtcNow,
+                        }
+                    );
                     break;
                 case IReadOnlyList<ComputedFeatures> computed:
                     // Another job may have cached the same image meanwhile: the first one stays.
                     foreach (var f in computed)
                         await db.Database.ExecuteSqlInterpolatedAsync(
-                            $"INSERT INTO image_features (\"BackboneId\", \"Sha256\", \"Values\", \"CreatedAt\") VALUES ({backboneId}, {Convert.FromHexString(f.ContentKey)}, {f.Features}, {DateTime.UtcNow}) ON CONFLICT DO NOTHING");
+                            $"""
+                            INSERT INTO image_features ("BackboneId", "Sha256", "Values", "CreatedAt")
+                            VALUES ({backboneId}, {Convert.FromHexString(f.ContentKey)}, {f.Features},
+                                {DateTime.UtcNow})
+                            ON CONFLICT DO NOTHING
+                            """
+                        );
                     continue;
                 case ActivationUsage usage:
-                    await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
-                        .SetProperty(j => j.ActivationStorage, (ActivationStorage?)usage.Storage).SetProperty(j => j.ActivationBytes, (long?)usage.Bytes)
-                        .SetProperty(j => j.ActivationBudgetBytes, (long?)usage.BudgetBytes));
+                    await db
+                        .TrainingJobs.Where(j => j.Id == jobId)
+                        .ExecuteUpdateAsync(s =>
+                            s.SetProperty(j => j.ActivationStorage, (ActivationStorage?)usage.Storage)
+                                .SetProperty(j => j.ActivationBytes, (long?)usage.Bytes)
+                                .SetProperty(j => j.ActivationBudgetBytes, (long?)usage.BudgetBytes)
+                        );
                     continue;
                 case TrainingCheckpoint checkpoint:
-                    if (checkpoint.Epoch < Volatile.Read(ref latestCheckpointEpoch)) continue;
+                    if (checkpoint.Epoch < Volatile.Read(ref latestCheckpointEpoch))
+                        continue;
                     var clock = System.Diagnostics.Stopwatch.StartNew();
                     // Metrics of this epoch were queued before it, so they are already stored.
                     var bytes = await checkpoints.SaveAsync(jobId, checkpoint, CancellationToken.None);
-                    logger.LogInformation("Training job {JobId}: checkpoint after epoch {Epoch}{Batches} saved ({Megabytes:N1} MB in {Milliseconds} ms)",
-                        jobId, checkpoint.Epoch, checkpoint.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es)" : "", bytes / 1e6, clock.ElapsedMilliseconds);
+                    logger.LogInformation(
+                        "Training job {JobId}: checkpoint after epoch {Epoch}{Batches} saved ({Megabytes:N1} MB in "
+                            + "{Milliseconds} ms)",
+                        jobId,
+                        checkpoint.Epoch,
+                        checkpoint.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es)" : "",
+                        bytes / 1e6,
+                        clock.ElapsedMilliseconds
+                    );
                     continue;
                 case TrainingProgress p:
                     // Skip stale reports when newer ones are already queued.
-                    if (events.Reader.TryPeek(out var next) && next is TrainingProgress) continue;
+                    if (events.Reader.TryPeek(out var next) && next is TrainingProgress)
+                        continue;
                     var job = await db.TrainingJobs.FirstAsync(j => j.Id == jobId);
                     job.Progress = p;
                     break;

@@ -10,7 +10,8 @@ namespace TransferApi.Jobs;
 /// meanwhile must not run jobs against the older schema. Registered before the Hangfire server, whose start
 /// waits for this one's.
 /// </summary>
-internal sealed class MigrationGate(IDbContextFactory<TransferDbContext> dbFactory, ILogger<MigrationGate> logger) : IHostedService
+internal sealed class MigrationGate(IDbContextFactory<TransferDbContext> dbFactory, ILogger<MigrationGate> logger)
+    : IHostedService
 {
     private static readonly TimeSpan Poll = TimeSpan.FromSeconds(2);
     private static readonly TimeSpan LogEvery = TimeSpan.FromSeconds(30);
@@ -28,10 +29,15 @@ internal sealed class MigrationGate(IDbContextFactory<TransferDbContext> dbFacto
                 var pending = (await db.Database.GetPendingMigrationsAsync(cancellationToken)).ToList();
                 if (pending.Count == 0)
                 {
-                    if (waited.Elapsed > Poll) logger.LogInformation("The database schema is current after {Seconds:N0} s; taking training jobs", waited.Elapsed.TotalSeconds);
+                    if (waited.Elapsed > Poll)
+                        logger.LogInformation(
+                            "The database schema is current after {Seconds:N0} s; taking training jobs",
+                            waited.Elapsed.TotalSeconds
+                        );
                     return;
                 }
-                problem = $"{pending.Count} migration(s) pending ({string.Join(", ", pending)}); run `TransferApi migrate`";
+                problem =
+                    $"{pending.Count} migration(s) pending ({string.Join(", ", pending)}); run `TransferApi migrate`";
             }
             catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException)
             {

@@ -1,9 +1,9 @@
 using Hangfire;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
-using TransferApi.Services;
 using TransferApi.Options;
 using TransferApi.Persistence;
+using TransferApi.Services;
 using TransferApi.Training;
 using TransferApi.Training.Checkpoints;
 
@@ -18,8 +18,14 @@ namespace TransferApi.Jobs;
 /// stopped at and hands it back to the queue (Queued again).
 /// </summary>
 public sealed class TrainingJobRunner(
-    IDbContextFactory<TransferDbContext> dbFactory, BackboneRegistry backbones, CheckpointStore checkpoints, JobDispatcher dispatcher,
-    IOptions<WorkerOptions> worker, Telemetry telemetry, ILogger<TrainingJobRunner> logger)
+    IDbContextFactory<TransferDbContext> dbFactory,
+    BackboneRegistry backbones,
+    CheckpointStore checkpoints,
+    JobDispatcher dispatcher,
+    IOptions<WorkerOptions> worker,
+    Telemetry telemetry,
+    ILogger<TrainingJobRunner> logger
+)
 {
     public const string Queue = "training";
 
@@ -30,20 +36,35 @@ public sealed class TrainingJobRunner(
         using var logScope = logger.BeginScope("Job {JobId}", jobId);
         await using var db = await dbFactory.CreateDbContextAsync(shutdown);
         // Only a queued (or interrupted running) job starts; a cancel that won the race leaves it alone.
-        var started = await db.TrainingJobs
-            .Where(j => j.Id == jobId && (j.Status == JobStatus.Queued || j.Status == JobStatus.Running) && !j.CancelRequested)
-            .ExecuteUpdateAsync(s => s.SetProperty(j => j.Status, JobStatus.Running).SetProperty(j => j.StartedAt, DateTime.UtcNow).SetProperty(j => j.Error, (string?)null), shutdown);
+        var started = await db
+            .TrainingJobs.Where(j =>
+                j.Id == jobId && (j.Status == JobStatus.Queued || j.Status == JobStatus.Running) && !j.CancelRequested
+            )
+            .ExecuteUpdateAsync(
+                s =>
+                    s.SetProperty(j => j.Status, JobStatus.Running)
+                        .SetProperty(j => j.StartedAt, DateTime.UtcNow)
+                        .SetProperty(j => j.Error, (string?)null),
+                shutdown
+            );
         var job = await db.TrainingJobs.FirstOrDefaultAsync(j => j.Id == jobId, shutdown);
-        if (job is null) return;
+        if (job is null)
+            return;
         if (started == 0)
         {
-            if (job.CancelRequested && job.Status == JobStatus.Running) await FinishAsync(db, jobId, JobStatus.Cancelled, model: null, error: null);
+            if (job.CancelRequested && job.Status == JobStatus.Running)
+                await FinishAsync(db, jobId, JobStatus.Cancelled, model: null, error: null);
             logger.LogInformation("Training job {JobId} is {Status}; nothing to do", jobId, job.Status);
             await dispatcher.DispatchAsync(CancellationToken.None);
             return;
         }
         using var datasetScope = logger.BeginScope("Dataset {DatasetId}", job.DatasetId);
-        using var span = Telemetry.StartSpan("training job", ("transferapi.job.id", jobId), ("transferapi.dataset.id", job.DatasetId), ("transferapi.backbone", job.Backbone));
+        using var span = Telemetry.StartSpan(
+            "training job",
+            ("transferapi.job.id", jobId),
+            ("transferapi.dataset.id", job.DatasetId),
+            ("transferapi.backbone", job.Backbone)
+        );
         var clock = System.Diagnostics.Stopwatch.StartNew();
         // What the run came to; an exception that escapes (a database outage) is retried by Hangfire.
         var outcome = "retried";
@@ -65,23 +86,38 @@ public sealed class TrainingJobRunner(
         {
             ReleaseNativeMemory(jobId);
             span?.SetTag("transferapi.outcome", outcome);
-            telemetry.JobDuration.Record(clock.Elapsed.TotalSeconds, new("outcome", outcome), new("transferapi.backbone", job.Backbone));
+            telemetry.JobDuration.Record(
+                clock.Elapsed.TotalSeconds,
+                new("outcome", outcome),
+                new("transferapi.backbone", job.Backbone)
+            );
         }
     }
 
-    /// <summary>Hands the memory the job's tensors and decoded images freed back to the system (glibc keeps it otherwise).</summary>
+    /// <summary>Hands the memory the job's tensors and decoded images freed back to the system (glibc keeps it
+    /// otherwise).</summary>
     private void ReleaseNativeMemory(Guid jobId)
     {
         var before = Environment.WorkingSet;
         if (NativeMemory.Trim())
-            logger.LogInformation("Training job {JobId}: freed native memory returned, resident {Before:N0} MB -> {After:N0} MB (managed heap {Heap:N0} MB)",
-                jobId, before / 1e6, Environment.WorkingSet / 1e6, GC.GetGCMemoryInfo().HeapSizeBytes / 1e6);
+            logger.LogInformation(
+                "Training job {JobId}: freed native memory returned, resident {Before:N0} MB -> {After:N0} MB "
+                    + "(managed heap {Heap:N0} MB)",
+                jobId,
+                before / 1e6,
+                Environment.WorkingSet / 1e6,
+                GC.GetGCMemoryInfo().HeapSizeBytes / 1e6
+            );
     }
 
     /// <summary>Trains a started job to its end and stores the outcome; returns it for metrics.</summary>
     private async Task<string> TrainAsync(
-        TransferDbContext db, TrainingJob job, CancellationWatcher cancelWatch, CancellationToken shutdown,
-        CancellationToken either)
+        TransferDbContext db,
+        TrainingJob job,
+        CancellationWatcher cancelWatch,
+        CancellationToken shutdown,
+        CancellationToken either
+    )
     {
         try
         {
@@ -89,10 +125,12 @@ public sealed class TrainingJobRunner(
             var result = await RunTrainerAsync(job, run, either);
             // Before the job reads as ended: a client seeing it done sees the memory back too.
             ReleaseNativeMemory(job.Id);
-            if (result.Interrupted && !cancelWatch.IsCancellationRequested) throw new OperationCanceledException(shutdown);
+            if (result.Interrupted && !cancelWatch.IsCancellationRequested)
+                throw new OperationCanceledException(shutdown);
             return await StoreResultAsync(db, job, result);
         }
-        catch (OperationCanceledException) when (cancelWatch.IsCancellationRequested && !shutdown.IsCancellationRequested)
+        catch (OperationCanceledException)
+            when (cancelWatch.IsCancellationRequested && !shutdown.IsCancellationRequested)
         {
             await FinishAsync(db, job.Id, JobStatus.Cancelled, model: null, error: null);
             logger.LogInformation("Training job {JobId} cancelled before its first epoch ended; no model", job.Id);
@@ -103,13 +141,19 @@ public sealed class TrainingJobRunner(
             await RequeueAsync(db, job.Id);
             throw;
         }
-        catch (Exception e) when (e is not DbUpdateException and not Npgsql.NpgsqlException and not OperationCanceledException)
+        catch (Exception e)
+            when (e is not DbUpdateException and not Npgsql.NpgsqlException and not OperationCanceledException)
         {
             // Bad input or a bug: retrying would fail the same way. Database outages propagate and are retried.
             logger.LogError(e, "Training job {JobId} failed", job.Id);
             db.ChangeTracker.Clear();
-            await FinishAsync(db, job.Id, JobStatus.Failed, model: null,
-                error: e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}");
+            await FinishAsync(
+                db,
+                job.Id,
+                JobStatus.Failed,
+                model: null,
+                error: e is TrainingInputException ? e.Message : $"{e.GetType().Name}: {e.Message}"
+            );
             System.Diagnostics.Activity.Current?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, e.Message);
             return "failed";
         }
@@ -117,7 +161,11 @@ public sealed class TrainingJobRunner(
 
     /// <summary>What the trainer gets: the backbone's trainer, the images without bytes, and where to resume.</summary>
     private sealed record PreparedRun(
-        TransferLearningTrainer Trainer, List<LabeledImage> Images, List<Guid> ImageIds, TrainingCheckpoint? Resume);
+        TransferLearningTrainer Trainer,
+        List<LabeledImage> Images,
+        List<Guid> ImageIds,
+        TrainingCheckpoint? Resume
+    );
 
     /// <summary>Loads the images and the resume point, and drops metrics of a lost run after that point.</summary>
     private async Task<PreparedRun> PrepareAsync(TransferDbContext db, TrainingJob job, CancellationToken cancellation)
@@ -132,12 +180,18 @@ public sealed class TrainingJobRunner(
         job.ResumedFromEpoch = resume?.Epoch;
         job.ResumedFromBatch = resume?.InProgress?.BatchesDone;
         await db.SaveChangesAsync(cancellation);
-        var resuming = resume is null ? ""
+        var resuming = resume is null
+            ? ""
             : $", resuming after epoch {resume.Epoch}"
-              + (resume.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es) of the next" : "");
+                + (resume.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es) of the next" : "");
         logger.LogInformation(
             "Training job {JobId} started on {Images} images ({Cached} with cached features) with {Backbone}{Resume}",
-            job.Id, images.Count, images.Count(i => i.Features is not null), job.Backbone, resuming);
+            job.Id,
+            images.Count,
+            images.Count(i => i.Features is not null),
+            job.Backbone,
+            resuming
+        );
         return new PreparedRun(trainer, images, imageIds, resume);
     }
 
@@ -148,16 +202,32 @@ public sealed class TrainingJobRunner(
     private async Task<TrainingResult> RunTrainerAsync(TrainingJob job, PreparedRun run, CancellationToken cancellation)
     {
         await using var progress = new JobProgressWriter(
-            dbFactory, checkpoints, worker.Value.CheckpointInterval, job.Id, job.Backbone, logger);
+            dbFactory,
+            checkpoints,
+            worker.Value.CheckpointInterval,
+            job.Id,
+            job.Backbone,
+            logger
+        );
         var threads = worker.Value.EffectiveTorchThreads;
         return await Task.Factory.StartNew(
             () =>
             {
                 TorchRuntime.SetThreads(threads);
-                return run.Trainer.Train(run.Images, job.Options, progress, cancellation, run.Resume,
-                    new DatabaseImageSource(dbFactory, run.ImageIds), worker.Value.ActivationBudget);
+                return run.Trainer.Train(
+                    run.Images,
+                    job.Options,
+                    progress,
+                    cancellation,
+                    run.Resume,
+                    new DatabaseImageSource(dbFactory, run.ImageIds),
+                    worker.Value.ActivationBudget
+                );
             },
-            cancellation, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            cancellation,
+            TaskCreationOptions.LongRunning,
+            TaskScheduler.Default
+        );
     }
 
     /// <summary>Stores the model and ends the job: Succeeded, or Cancelled with the best epoch so far.</summary>
@@ -165,19 +235,35 @@ public sealed class TrainingJobRunner(
     {
         var model = ToModel(job, result);
         job.Report = result.Report;
-        await FinishAsync(db, job.Id, result.Interrupted ? JobStatus.Cancelled : JobStatus.Succeeded, model, error: null,
-            result.Interrupted ? null : job.ModelName);
+        await FinishAsync(
+            db,
+            job.Id,
+            result.Interrupted ? JobStatus.Cancelled : JobStatus.Succeeded,
+            model,
+            error: null,
+            result.Interrupted ? null : job.ModelName
+        );
         if (result.Interrupted)
         {
-            logger.LogInformation("Training job {JobId} cancelled after {Epochs} epoch(s); model {ModelId} keeps epoch {BestEpoch}",
-                job.Id, result.Metrics.Count, model.Id, result.BestEpoch);
+            logger.LogInformation(
+                "Training job {JobId} cancelled after {Epochs} epoch(s); model {ModelId} keeps epoch {BestEpoch}",
+                job.Id,
+                result.Metrics.Count,
+                model.Id,
+                result.BestEpoch
+            );
             return "cancelled";
         }
         logger.LogInformation(
             "Training job {JobId} succeeded: val accuracy {ValAccuracy:P1} at epoch {BestEpoch}; features "
-            + "{FeatureSeconds:N1} s ({ImagesPerSecond:N1} img/s), head {HeadSeconds:N2} s",
-            job.Id, model.ValAccuracy, result.BestEpoch, result.Timings.FeatureExtraction.TotalSeconds,
-            result.Timings.ImagesPerSecond, result.Timings.HeadTraining.TotalSeconds);
+                + "{FeatureSeconds:N1} s ({ImagesPerSecond:N1} img/s), head {HeadSeconds:N2} s",
+            job.Id,
+            model.ValAccuracy,
+            result.BestEpoch,
+            result.Timings.FeatureExtraction.TotalSeconds,
+            result.Timings.ImagesPerSecond,
+            result.Timings.HeadTraining.TotalSeconds
+        );
         return "succeeded";
     }
 
@@ -193,24 +279,46 @@ public sealed class TrainingJobRunner(
         {
             // Waiting for a worker again; the progress says how far it got, without a rate or an ETA.
             stopped.Status = JobStatus.Queued;
-            stopped.Progress = stopped.Progress with { Stage = TrainingStage.Queued, ImagesPerSecond = null, EtaSeconds = null };
+            stopped.Progress = stopped.Progress with
+            {
+                Stage = TrainingStage.Queued,
+                ImagesPerSecond = null,
+                EtaSeconds = null,
+            };
             await db.SaveChangesAsync(CancellationToken.None);
         }
         logger.LogWarning(
             "Training job {JobId} handed back to the queue by shutdown; the next worker resumes it from its checkpoint",
-            jobId);
+            jobId
+        );
     }
 
-    /// <summary>The job's last checkpoint when it is this job's (same images, options and backbone) and readable; otherwise it is dropped.</summary>
-    private async Task<TrainingCheckpoint?> ResumePointAsync(TransferDbContext db, TrainingJob job, string fingerprint, CancellationToken cancellation)
+    /// <summary>The job's last checkpoint when it is this job's (same images, options and backbone) and readable;
+    /// otherwise it is dropped.</summary>
+    private async Task<TrainingCheckpoint?> ResumePointAsync(
+        TransferDbContext db,
+        TrainingJob job,
+        string fingerprint,
+        CancellationToken cancellation
+    )
     {
-        var stored = await db.TrainingCheckpoints.AsNoTracking().Where(c => c.JobId == job.Id).Select(c => c.Data).FirstOrDefaultAsync(cancellation);
-        if (stored is null) return null;
+        var stored = await db
+            .TrainingCheckpoints.AsNoTracking()
+            .Where(c => c.JobId == job.Id)
+            .Select(c => c.Data)
+            .FirstOrDefaultAsync(cancellation);
+        if (stored is null)
+            return null;
         try
         {
             var checkpoint = TrainingCheckpoint.FromBytes(stored);
-            if (checkpoint.Fingerprint == fingerprint) return checkpoint;
-            logger.LogWarning("Training job {JobId}: the stored checkpoint does not match the job's images or options; starting afresh", job.Id);
+            if (checkpoint.Fingerprint == fingerprint)
+                return checkpoint;
+            logger.LogWarning(
+                "Training job {JobId}: the stored checkpoint does not match the job's images or options; starting "
+                    + "afresh",
+                job.Id
+            );
         }
         catch (InvalidDataException e)
         {
@@ -226,19 +334,41 @@ public sealed class TrainingJobRunner(
     /// (for images without cached features, or every image when fine-tuning or augmenting: activations and
     /// augmented views are not cached across jobs).
     /// </summary>
-    private static async Task<(List<LabeledImage> Images, List<Guid> Ids)> LoadImagesAsync(TransferDbContext db, TrainingJob job, CancellationToken cancellation)
+    private static async Task<(List<LabeledImage> Images, List<Guid> Ids)> LoadImagesAsync(
+        TransferDbContext db,
+        TrainingJob job,
+        CancellationToken cancellation
+    )
     {
-        var rows = await db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == job.DatasetId).OrderBy(i => i.Id)
+        var rows = await db
+            .DatasetImages.AsNoTracking()
+            .Where(i => i.DatasetId == job.DatasetId)
+            .OrderBy(i => i.Id)
             .Select(i => new
             {
-                i.Id, i.Label, i.Split, i.Sha256,
-                Features = db.ImageFeatures.Where(f => f.BackboneId == job.Backbone && f.Sha256 == i.Sha256).Select(f => f.Values).FirstOrDefault(),
+                i.Id,
+                i.Label,
+                i.Split,
+                i.Sha256,
+                Features = db
+                    .ImageFeatures.Where(f => f.BackboneId == job.Backbone && f.Sha256 == i.Sha256)
+                    .Select(f => f.Values)
+                    .FirstOrDefault(),
             })
             .ToListAsync(cancellation);
         // Fine-tuning trains on activations, never on pooled features: it runs every image through the prefix.
         var fineTuning = job.Options.UnfreezeStages > 0;
-        return (rows.Select(r => new LabeledImage(r.Label, r.Split, [], Convert.ToHexString(r.Sha256), fineTuning ? null : r.Features)).ToList(),
-            rows.Select(r => r.Id).ToList());
+        return (
+            rows.Select(r => new LabeledImage(
+                    r.Label,
+                    r.Split,
+                    [],
+                    Convert.ToHexString(r.Sha256),
+                    fineTuning ? null : r.Features
+                ))
+                .ToList(),
+            rows.Select(r => r.Id).ToList()
+        );
     }
 
     /// <summary>
@@ -246,19 +376,35 @@ public sealed class TrainingJobRunner(
     /// and whatever else the context holds (the report): a crash before the commit leaves it Running with its
     /// checkpoint, to be resumed; after, it is done and the checkpoint gone.
     /// </summary>
-    private async Task FinishAsync(TransferDbContext db, Guid jobId, JobStatus status, TrainedModel? model, string? error, string? modelName = null)
+    private async Task FinishAsync(
+        TransferDbContext db,
+        Guid jobId,
+        JobStatus status,
+        TrainedModel? model,
+        string? error,
+        string? modelName = null
+    )
     {
         var modelId = model?.Id;
         await using var transaction = await db.Database.BeginTransactionAsync(CancellationToken.None);
         if (model is not null)
         {
             db.Models.Add(model);
-            if (modelName is not null) await ModelNames.AssignAsync(db, model, modelName, CancellationToken.None);
+            if (modelName is not null)
+                await ModelNames.AssignAsync(db, model, modelName, CancellationToken.None);
         }
         await db.SaveChangesAsync(CancellationToken.None);
-        await db.TrainingJobs.Where(j => j.Id == jobId).ExecuteUpdateAsync(s => s
-            .SetProperty(j => j.Status, status).SetProperty(j => j.FinishedAt, DateTime.UtcNow).SetProperty(j => j.ModelId, modelId)
-            .SetProperty(j => j.Error, error).SetProperty(j => j.CheckpointEpoch, (int?)null), CancellationToken.None);
+        await db
+            .TrainingJobs.Where(j => j.Id == jobId)
+            .ExecuteUpdateAsync(
+                s =>
+                    s.SetProperty(j => j.Status, status)
+                        .SetProperty(j => j.FinishedAt, DateTime.UtcNow)
+                        .SetProperty(j => j.ModelId, modelId)
+                        .SetProperty(j => j.Error, error)
+                        .SetProperty(j => j.CheckpointEpoch, (int?)null),
+                CancellationToken.None
+            );
         await db.TrainingCheckpoints.Where(c => c.JobId == jobId).ExecuteDeleteAsync(CancellationToken.None);
         await transaction.CommitAsync(CancellationToken.None);
         await checkpoints.ReclaimAsync(CancellationToken.None);

@@ -5,7 +5,13 @@ namespace TransferApi.Options;
 
 /// <summary>Which roles this process plays: one image scales out as API replicas and worker replicas.</summary>
 [Flags]
-public enum ServiceRoles { None = 0, Api = 1, Worker = 2, All = Api | Worker }
+public enum ServiceRoles
+{
+    None = 0,
+    Api = 1,
+    Worker = 2,
+    All = Api | Worker,
+}
 
 /// <summary>Section "Service".</summary>
 public sealed class ServiceOptions
@@ -14,7 +20,8 @@ public sealed class ServiceOptions
 
     public ServiceRoles Roles { get; set; } = ServiceRoles.All;
 
-    /// <summary>Apply EF Core migrations at start-up (on in Development; production runs `TransferApi migrate` once).</summary>
+    /// <summary>Apply EF Core migrations at start-up (on in Development; production runs `TransferApi migrate`
+    /// once).</summary>
     public bool MigrateOnStartup { get; set; }
 
     /// <summary>
@@ -54,7 +61,8 @@ public sealed class WorkerOptions
     [Range(typeof(TimeSpan), "00:00:00", "1.00:00:00")]
     public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromSeconds(60);
 
-    /// <summary>How often a worker hands queued jobs to free workers even when nothing else prompts it (a lost notification, a restarted worker).</summary>
+    /// <summary>How often a worker hands queued jobs to free workers even when nothing else prompts it (a lost
+    /// notification, a restarted worker).</summary>
     [Range(typeof(TimeSpan), "00:00:00.1", "01:00:00")]
     public TimeSpan DispatchInterval { get; set; } = TimeSpan.FromSeconds(5);
 
@@ -68,10 +76,12 @@ public sealed class WorkerOptions
     [Range(0, long.MaxValue)]
     public long ActivationMemoryBytes { get; set; } = 512L * 1024 * 1024;
 
-    /// <summary>Auto spills to <see cref="ActivationSpillDirectory"/> when its disk has room and recomputes otherwise.</summary>
+    /// <summary>Auto spills to <see cref="ActivationSpillDirectory"/> when its disk has room and recomputes
+    /// otherwise.</summary>
     public ActivationOverflow ActivationOverflow { get; set; } = ActivationOverflow.Auto;
 
-    /// <summary>Where spilled activations go (a file per job, deleted when it ends); default: the system's temporary folder.</summary>
+    /// <summary>Where spilled activations go (a file per job, deleted when it ends); default: the system's temporary
+    /// folder.</summary>
     public string? ActivationSpillDirectory { get; set; }
 
     /// <summary>
@@ -82,7 +92,8 @@ public sealed class WorkerOptions
     [Range(0, 32 * 1024 * 1024)]
     public int MallocMmapThresholdBytes { get; set; } = 4 * 1024 * 1024;
 
-    public ActivationBudget ActivationBudget => new(ActivationMemoryBytes, ActivationOverflow, ActivationSpillDirectory);
+    public ActivationBudget ActivationBudget =>
+        new(ActivationMemoryBytes, ActivationOverflow, ActivationSpillDirectory);
 
     public int EffectiveTorchThreads => TorchThreads ?? Math.Max(1, Environment.ProcessorCount / ConcurrentJobs);
 }
@@ -96,7 +107,8 @@ public sealed class UploadOptions
     [Range(1024, long.MaxValue)]
     public long MaxRequestBytes { get; set; } = 4L * 1024 * 1024 * 1024;
 
-    /// <summary>Largest backbone weights file accepted by POST /api/backbones (a full VGG16 checkpoint is 528 MB).</summary>
+    /// <summary>Largest backbone weights file accepted by POST /api/backbones (a full VGG16 checkpoint is 528
+    /// MB).</summary>
     [Range(1024, 2L * 1024 * 1024 * 1024)]
     public long MaxBackboneWeightsBytes { get; set; } = 1024L * 1024 * 1024;
 
@@ -154,7 +166,8 @@ public sealed class DatasetOptions
 
     public long DefaultSplitSeed { get; set; } = 42;
 
-    /// <summary>Images written per database round trip while ingesting; bounds memory with <see cref="IngestBatchBytes"/>.</summary>
+    /// <summary>Images written per database round trip while ingesting; bounds memory with <see
+    /// cref="IngestBatchBytes"/>.</summary>
     [Range(1, 10_000)]
     public int IngestBatchSize { get; set; } = 64;
 
@@ -168,7 +181,8 @@ public sealed class ServingOptions
 {
     public const string Section = "Serving";
 
-    /// <summary>Bytes of loaded models (heads and fine-tuned stages; the shared backbone is not counted) kept in memory; least recently used go first.</summary>
+    /// <summary>Bytes of loaded models (heads and fine-tuned stages; the shared backbone is not counted) kept in
+    /// memory; least recently used go first.</summary>
     [Range(1024, long.MaxValue)]
     public long ModelCacheBytes { get; set; } = 512L * 1024 * 1024;
 
@@ -187,20 +201,24 @@ public sealed class ServingOptions
     public int MaxImagesPerRequest { get; set; } = 32;
 }
 
-/// <summary>Section "Quotas": how much work and storage one tenant may hold, so no tenant can starve the others.</summary>
+/// <summary>Section "Quotas": how much work and storage one tenant may hold, so no tenant can starve the
+/// others.</summary>
 public sealed class QuotaOptions
 {
     public const string Section = "Quotas";
 
-    /// <summary>Jobs a tenant may have waiting (Queued); one more is refused with 429 and Retry-After. Null: no limit.</summary>
+    /// <summary>Jobs a tenant may have waiting (Queued); one more is refused with 429 and Retry-After. Null: no
+    /// limit.</summary>
     [Range(1, 1_000_000)]
     public int? MaxQueuedJobsPerTenant { get; set; } = 20;
 
-    /// <summary>Jobs of one tenant the workers run at once; the rest wait even when workers are free. Null: no limit.</summary>
+    /// <summary>Jobs of one tenant the workers run at once; the rest wait even when workers are free. Null: no
+    /// limit.</summary>
     [Range(1, 10_000)]
     public int? MaxRunningJobsPerTenant { get; set; }
 
-    /// <summary>Bytes of images and models a tenant may store; an upload beyond it is refused with 413. Null (the default): no limit.</summary>
+    /// <summary>Bytes of images and models a tenant may store; an upload beyond it is refused with 413. Null (the
+    /// default): no limit.</summary>
     [Range(1, long.MaxValue)]
     public long? MaxStoredBytesPerTenant { get; set; }
 }

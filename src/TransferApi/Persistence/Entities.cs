@@ -4,7 +4,8 @@ using TransferApi.Training.FineTuning;
 
 namespace TransferApi.Persistence;
 
-/// <summary>Rows that belong to one tenant: only keys of that tenant see them (a query filter on the context).</summary>
+/// <summary>Rows that belong to one tenant: only keys of that tenant see them (a query filter on the
+/// context).</summary>
 public interface ITenantOwned
 {
     string Tenant { get; set; }
@@ -16,10 +17,12 @@ public sealed class Dataset : ITenantOwned
     public string Tenant { get; set; } = "";
     public required string Name { get; set; }
     public DateTime CreatedAt { get; set; }
+
     /// <summary>How images without a split from the archive's folders are split: shares and seed.</summary>
     public double ValidationFraction { get; set; }
     public double TestFraction { get; set; }
     public long SplitSeed { get; set; }
+
     /// <summary>Entries of the uploaded archive that were not stored, with the reason.</summary>
     public List<RejectedEntry> Rejected { get; set; } = [];
     public List<DatasetImage> Images { get; set; } = [];
@@ -37,8 +40,11 @@ public sealed class DatasetImage
     public Guid DatasetId { get; set; }
     public required string Label { get; set; }
     public DataSplit Split { get; set; }
-    /// <summary>True when the split came from the archive's train/ val/ test/ folders (or a client) and re-splitting keeps it.</summary>
+
+    /// <summary>True when the split came from the archive's train/ val/ test/ folders (or a client) and re-splitting
+    /// keeps it.</summary>
     public bool SplitFixed { get; set; }
+
     /// <summary>Path of the image inside the uploaded archive, or the uploaded file name.</summary>
     public required string FileName { get; set; }
     public required string Format { get; set; }
@@ -46,11 +52,19 @@ public sealed class DatasetImage
     public int Height { get; set; }
     public int SizeBytes { get; set; }
     public required byte[] Sha256 { get; set; }
+
     /// <summary>The encoded image exactly as uploaded (validated by a full decode first).</summary>
     public required byte[] Data { get; set; }
 }
 
-public enum JobStatus { Queued, Running, Succeeded, Failed, Cancelled }
+public enum JobStatus
+{
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
 
 public sealed class TrainingJob : ITenantOwned
 {
@@ -62,36 +76,52 @@ public sealed class TrainingJob : ITenantOwned
     public DateTime? StartedAt { get; set; }
     public DateTime? FinishedAt { get; set; }
     public required string Backbone { get; set; }
+
     /// <summary>Every training option of the job (the training core's own record, stored as JSON).</summary>
     public required TrainingOptions Options { get; set; }
+
     /// <summary>The latest progress report (the training core's record, stored as JSON on the job row).</summary>
     public required TrainingProgress Progress { get; set; }
     public Guid? ModelId { get; set; }
     public string? Error { get; set; }
     public string? HangfireJobId { get; set; }
-    /// <summary>When the job was handed to Hangfire (only as workers free up, round-robin across tenants); null while it waits its turn.</summary>
+
+    /// <summary>When the job was handed to Hangfire (only as workers free up, round-robin across tenants); null while
+    /// it waits its turn.</summary>
     public DateTime? DispatchedAt { get; set; }
+
     /// <summary>The model on held-out images, written when the job ends with a model.</summary>
     public ClassificationReport? Report { get; set; }
+
     /// <summary>Set by POST …/cancel on a running job; the worker notices within one batch.</summary>
     public bool CancelRequested { get; set; }
+
     /// <summary>Name the model gets when the job succeeds (as its next version), if the client gave one.</summary>
     public string? ModelName { get; set; }
-    /// <summary>The last epoch saved in <see cref="TrainingCheckpointRow"/> while the job runs: a lost worker's job resumes after it.</summary>
+
+    /// <summary>The last epoch saved in <see cref="TrainingCheckpointRow"/> while the job runs: a lost worker's job
+    /// resumes after it.</summary>
     public int? CheckpointEpoch { get; set; }
+
     /// <summary>Set when a worker took the job over from a checkpoint: the epoch it continued after.</summary>
     public int? ResumedFromEpoch { get; set; }
-    /// <summary>Set when that checkpoint was taken between batches (a worker shutting down): the batches of the next epoch already done.</summary>
+
+    /// <summary>Set when that checkpoint was taken between batches (a worker shutting down): the batches of the next
+    /// epoch already done.</summary>
     public int? ResumedFromBatch { get; set; }
-    /// <summary>Fine-tuning only: where the job keeps its activations (set once the first batch shows their size).</summary>
+
+    /// <summary>Fine-tuning only: where the job keeps its activations (set once the first batch shows their
+    /// size).</summary>
     public ActivationStorage? ActivationStorage { get; set; }
     public long? ActivationBytes { get; set; }
+
     /// <summary>The worker's Worker:ActivationMemoryBytes when it decided.</summary>
     public long? ActivationBudgetBytes { get; set; }
     public List<TrainingMetric> Metrics { get; set; } = [];
 }
 
-/// <summary>The latest resumable point of a running job (the training core's opaque checkpoint); deleted when the job ends.</summary>
+/// <summary>The latest resumable point of a running job (the training core's opaque checkpoint); deleted when the job
+/// ends.</summary>
 public sealed class TrainingCheckpointRow
 {
     public Guid JobId { get; set; }
@@ -122,9 +152,13 @@ public sealed class TrainedModel : ITenantOwned
     public required TransferApi.Training.Imaging.PreprocessingSpec Preprocessing { get; set; }
     public int FeatureSize { get; set; }
     public required HeadSpec Head { get; set; }
-    /// <summary>The trained head only (kilobytes); the frozen backbone is referenced by <see cref="Backbone"/>.</summary>
+
+    /// <summary>The trained head only (kilobytes); the frozen backbone is referenced by <see
+    /// cref="Backbone"/>.</summary>
     public required byte[] HeadWeights { get; set; }
-    /// <summary>Backbone stages the model fine-tuned (0: frozen backbone) and their weights, the only part of the backbone it stores.</summary>
+
+    /// <summary>Backbone stages the model fine-tuned (0: frozen backbone) and their weights, the only part of the
+    /// backbone it stores.</summary>
     public int FineTunedStages { get; set; }
     public byte[]? TailWeights { get; set; }
     public DateTime CreatedAt { get; set; }
@@ -135,12 +169,16 @@ public sealed class TrainedModel : ITenantOwned
     public int ValidationImages { get; set; }
     public double FeatureExtractionSeconds { get; set; }
     public double HeadTrainingSeconds { get; set; }
+
     /// <summary>Images this job ran through the backbone, and images whose features came from the cache.</summary>
     public int ImagesEmbedded { get; set; }
     public int FeaturesFromCache { get; set; }
-    /// <summary>The epoch whose weights the model holds (early stopping may choose an earlier one than the last).</summary>
+
+    /// <summary>The epoch whose weights the model holds (early stopping may choose an earlier one than the
+    /// last).</summary>
     public int BestEpoch { get; set; }
     public bool StoppedEarly { get; set; }
+
     /// <summary>Models sharing a name are versions of one model (1, 2, …, in the order they were named).</summary>
     public string? Name { get; set; }
     public int? Version { get; set; }
@@ -157,7 +195,8 @@ public sealed class ModelAlias : ITenantOwned
     public DateTime UpdatedAt { get; set; }
 }
 
-/// <summary>A backbone an operator registered from a weights file: an architecture, its weights (shared by content hash) and preprocessing.</summary>
+/// <summary>A backbone an operator registered from a weights file: an architecture, its weights (shared by content
+/// hash) and preprocessing.</summary>
 public sealed class RegisteredBackbone
 {
     public required string Id { get; set; }
@@ -165,6 +204,7 @@ public sealed class RegisteredBackbone
     public required TransferApi.Training.Imaging.PreprocessingSpec Preprocessing { get; set; }
     public required byte[] WeightsSha256 { get; set; }
     public long ParameterCount { get; set; }
+
     /// <summary>Where the weights came from: the uploaded file's name, format and size.</summary>
     public required string Source { get; set; }
     public DateTime CreatedAt { get; set; }
@@ -193,8 +233,14 @@ public sealed class ImageFeatures
     public DateTime CreatedAt { get; set; }
 }
 
-/// <summary>What a key may do: predict only, train (data sets, jobs, models, predict), or everything including keys and backbones.</summary>
-public enum KeyScope { Predict, Train, Admin }
+/// <summary>What a key may do: predict only, train (data sets, jobs, models, predict), or everything including keys and
+/// backbones.</summary>
+public enum KeyScope
+{
+    Predict,
+    Train,
+    Admin,
+}
 
 /// <summary>
 /// An API key. Only its SHA-256 is stored (keys are 256 random bits, so a fast hash is enough); the secret is
@@ -204,10 +250,12 @@ public sealed class ApiKey
 {
     public Guid Id { get; set; }
     public required string Name { get; set; }
+
     /// <summary>The tenant whose data sets, jobs and models the key works with.</summary>
     public required string Tenant { get; set; }
     public KeyScope Scope { get; set; }
     public required byte[] Sha256 { get; set; }
+
     /// <summary>The secret's first characters, to tell keys apart in listings and logs.</summary>
     public required string Prefix { get; set; }
     public DateTime CreatedAt { get; set; }

@@ -5,10 +5,10 @@ using Microsoft.EntityFrameworkCore.ChangeTracking;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
 using Microsoft.EntityFrameworkCore.Storage.ValueConversion;
 using TransferApi.Persistence.Documents;
+using TransferApi.Services;
 using TransferApi.Training;
 using TransferApi.Training.Evaluation;
 using TransferApi.Training.Imaging;
-using TransferApi.Services;
 
 namespace TransferApi.Persistence;
 
@@ -53,18 +53,36 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
         builder.Property(j => j.Backbone).HasMaxLength(100);
         builder.Property(j => j.HangfireJobId).HasMaxLength(100);
         builder.Property(j => j.ModelName).HasMaxLength(ModelNames.MaxLength);
-        builder.Property(j => j.Report).HasColumnType("jsonb").HasConversion(
-            JsonColumn.NullableConverter<ClassificationReport, ClassificationReportDocument>(d => d.ToReport(), r => r.ToDocument()),
-            JsonColumn.Comparer<ClassificationReport>());
-        builder.Property(j => j.Options).HasColumnType("jsonb").HasConversion(
-            JsonColumn.Converter<TrainingOptions, TrainingOptionsDocument>(d => d.ToOptions(), o => o.ToDocument()),
-            JsonColumn.Comparer<TrainingOptions>());
+        builder
+            .Property(j => j.Report)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.NullableConverter<ClassificationReport, ClassificationReportDocument>(
+                    d => d.ToReport(),
+                    r => r.ToDocument()
+                ),
+                JsonColumn.Comparer<ClassificationReport>()
+            );
+        builder
+            .Property(j => j.Options)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.Converter<TrainingOptions, TrainingOptionsDocument>(d => d.ToOptions(), o => o.ToDocument()),
+                JsonColumn.Comparer<TrainingOptions>()
+            );
         builder.HasIndex(j => j.CreatedAt);
         // The dispatcher and the quotas look up a tenant's jobs by status.
         builder.HasIndex(j => new { j.Status, j.Tenant });
-        builder.Property(j => j.Progress).HasColumnType("jsonb").HasConversion(
-            JsonColumn.Converter<TrainingProgress, TrainingProgressDocument>(d => d.ToProgress(), p => p.ToDocument()),
-            JsonColumn.Comparer<TrainingProgress>());
+        builder
+            .Property(j => j.Progress)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.Converter<TrainingProgress, TrainingProgressDocument>(
+                    d => d.ToProgress(),
+                    p => p.ToDocument()
+                ),
+                JsonColumn.Comparer<TrainingProgress>()
+            );
         // A data set that jobs were trained on cannot disappear under them (DELETE answers 409).
         builder.HasOne<Dataset>().WithMany().HasForeignKey(j => j.DatasetId).OnDelete(DeleteBehavior.Restrict);
         builder.HasMany(j => j.Metrics).WithOne().HasForeignKey(m => m.JobId).OnDelete(DeleteBehavior.Cascade);
@@ -78,7 +96,11 @@ internal sealed class TrainingCheckpointConfiguration : IEntityTypeConfiguration
         builder.ToTable("training_checkpoints");
         // One row per job, overwritten after every epoch.
         builder.HasKey(c => c.JobId);
-        builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainingCheckpointRow>(c => c.JobId).OnDelete(DeleteBehavior.Cascade);
+        builder
+            .HasOne<TrainingJob>()
+            .WithOne()
+            .HasForeignKey<TrainingCheckpointRow>(c => c.JobId)
+            .OnDelete(DeleteBehavior.Cascade);
     }
 }
 
@@ -101,15 +123,33 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
         builder.Property(m => m.Backbone).HasMaxLength(100);
         builder.HasIndex(m => m.JobId).IsUnique();
         builder.HasIndex(m => m.CreatedAt);
-        builder.Property(m => m.Preprocessing).HasColumnName("preprocessing").HasColumnType("jsonb")
+        builder
+            .Property(m => m.Preprocessing)
+            .HasColumnName("preprocessing")
+            .HasColumnType("jsonb")
             .HasConversion(JsonColumn.Preprocessing(), JsonColumn.Comparer<PreprocessingSpec>());
-        builder.Property(m => m.Head).HasColumnType("jsonb").HasConversion(
-            JsonColumn.Converter<HeadSpec, StoredHeadDocument>(d => d.ToSpec(), h => h.ToDocument()),
-            JsonColumn.Comparer<HeadSpec>());
-        builder.HasOne<TrainingJob>().WithOne().HasForeignKey<TrainedModel>(m => m.JobId).OnDelete(DeleteBehavior.Restrict);
+        builder
+            .Property(m => m.Head)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.Converter<HeadSpec, StoredHeadDocument>(d => d.ToSpec(), h => h.ToDocument()),
+                JsonColumn.Comparer<HeadSpec>()
+            );
+        builder
+            .HasOne<TrainingJob>()
+            .WithOne()
+            .HasForeignKey<TrainedModel>(m => m.JobId)
+            .OnDelete(DeleteBehavior.Restrict);
         builder.Property(m => m.Name).HasMaxLength(ModelNames.MaxLength);
         // Names and versions are per tenant.
-        builder.HasIndex(m => new { m.Tenant, m.Name, m.Version }).IsUnique();
+        builder
+            .HasIndex(m => new
+            {
+                m.Tenant,
+                m.Name,
+                m.Version,
+            })
+            .IsUnique();
         builder.HasMany(m => m.Aliases).WithOne().HasForeignKey(a => a.ModelId).OnDelete(DeleteBehavior.Cascade);
     }
 }
@@ -120,7 +160,12 @@ internal sealed class ModelAliasConfiguration : IEntityTypeConfiguration<ModelAl
     {
         builder.ToTable("model_aliases");
         // An alias names one version of a name at a time; moving it replaces the row.
-        builder.HasKey(a => new { a.Tenant, a.Name, a.Alias });
+        builder.HasKey(a => new
+        {
+            a.Tenant,
+            a.Name,
+            a.Alias,
+        });
         builder.Property(a => a.Tenant).HasMaxLength(100);
         builder.Property(a => a.Name).HasMaxLength(ModelNames.MaxLength);
         builder.Property(a => a.Alias).HasMaxLength(ModelNames.MaxLength);
@@ -136,9 +181,15 @@ internal sealed class RegisteredBackboneConfiguration : IEntityTypeConfiguration
         builder.Property(b => b.Id).HasMaxLength(100);
         builder.Property(b => b.Architecture).HasMaxLength(50);
         builder.Property(b => b.Source).HasMaxLength(500);
-        builder.Property(b => b.Preprocessing).HasColumnType("jsonb")
+        builder
+            .Property(b => b.Preprocessing)
+            .HasColumnType("jsonb")
             .HasConversion(JsonColumn.Preprocessing(), JsonColumn.Comparer<PreprocessingSpec>());
-        builder.HasOne<BackboneWeights>().WithMany().HasForeignKey(b => b.WeightsSha256).OnDelete(DeleteBehavior.Restrict);
+        builder
+            .HasOne<BackboneWeights>()
+            .WithMany()
+            .HasForeignKey(b => b.WeightsSha256)
+            .OnDelete(DeleteBehavior.Restrict);
         builder.HasIndex(b => b.WeightsSha256);
     }
 }
@@ -183,21 +234,28 @@ internal static class JsonColumn
 {
     private static readonly JsonSerializerOptions Options = new() { Converters = { new JsonStringEnumConverter() } };
 
-    public static ValueConverter<T, string> Converter<T, TDocument>(
-        Func<TDocument, T> read, Func<T, TDocument> write) where T : class =>
-        new(value => JsonSerializer.Serialize(write(value), Options),
-            json => read(JsonSerializer.Deserialize<TDocument>(json, Options)!));
+    public static ValueConverter<T, string> Converter<T, TDocument>(Func<TDocument, T> read, Func<T, TDocument> write)
+        where T : class =>
+        new(
+            value => JsonSerializer.Serialize(write(value), Options),
+            json => read(JsonSerializer.Deserialize<TDocument>(json, Options)!)
+        );
 
     /// <summary>For optional columns (EF never hands a null to a converter; this only states the type).</summary>
     public static ValueConverter<T?, string> NullableConverter<T, TDocument>(
-        Func<TDocument, T> read, Func<T, TDocument> write) where T : class =>
-        new(value => JsonSerializer.Serialize(write(value!), Options),
-            json => read(JsonSerializer.Deserialize<TDocument>(json, Options)!));
+        Func<TDocument, T> read,
+        Func<T, TDocument> write
+    )
+        where T : class =>
+        new(
+            value => JsonSerializer.Serialize(write(value!), Options),
+            json => read(JsonSerializer.Deserialize<TDocument>(json, Options)!)
+        );
 
     public static ValueConverter<PreprocessingSpec, string> Preprocessing() =>
         Converter<PreprocessingSpec, PreprocessingDocument>(d => d.ToSpec(), s => s.ToDocument());
 
     /// <summary>Records compare by value, so EF sees a replaced record as a change and an equal one as none.</summary>
-    public static ValueComparer<T> Comparer<T>() where T : class =>
-        new((a, b) => Equals(a, b), value => value.GetHashCode(), value => value);
+    public static ValueComparer<T> Comparer<T>()
+        where T : class => new((a, b) => Equals(a, b), value => value.GetHashCode(), value => value);
 }

@@ -16,11 +16,13 @@ public static class RowLocks
     public static async Task<bool> KeepDatasetAsync(TransferDbContext db, Guid id, CancellationToken cancellation) =>
         await db.Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {id} FOR KEY SHARE").AnyAsync(cancellation);
 
-    /// <summary>Holds the data set exclusively (deleting it or changing its rows); null when it does not exist for this tenant.</summary>
+    /// <summary>Holds the data set exclusively (deleting it or changing its rows); null when it does not exist for this
+    /// tenant.</summary>
     public static Task<Dataset?> LockDatasetAsync(TransferDbContext db, Guid id, CancellationToken cancellation) =>
         db.Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {id} FOR UPDATE").FirstOrDefaultAsync(cancellation);
 
-    /// <summary>Holds the model exclusively (renaming it, deleting it); null when it does not exist for this tenant.</summary>
+    /// <summary>Holds the model exclusively (renaming it, deleting it); null when it does not exist for this
+    /// tenant.</summary>
     public static Task<TrainedModel?> LockModelAsync(TransferDbContext db, Guid id, CancellationToken cancellation) =>
         db.Models.FromSql($"SELECT * FROM models WHERE \"Id\" = {id} FOR UPDATE").FirstOrDefaultAsync(cancellation);
 
@@ -28,10 +30,16 @@ public static class RowLocks
     /// Keeps the model and its name unchanged until the transaction ends (pointing an alias at it): a rename or a
     /// delete waits. Returns its name and tenant, or null when it does not exist for this tenant.
     /// </summary>
-    public static async Task<(string? Name, string Tenant)?> KeepModelAsync(TransferDbContext db, Guid id, CancellationToken cancellation)
+    public static async Task<(string? Name, string Tenant)?> KeepModelAsync(
+        TransferDbContext db,
+        Guid id,
+        CancellationToken cancellation
+    )
     {
-        var row = await db.Models.FromSql($"SELECT * FROM models WHERE \"Id\" = {id} FOR SHARE")
-            .Select(m => new { m.Name, m.Tenant }).FirstOrDefaultAsync(cancellation);
+        var row = await db
+            .Models.FromSql($"SELECT * FROM models WHERE \"Id\" = {id} FOR SHARE")
+            .Select(m => new { m.Name, m.Tenant })
+            .FirstOrDefaultAsync(cancellation);
         return row is null ? null : (row.Name, row.Tenant);
     }
 
@@ -39,12 +47,23 @@ public static class RowLocks
     /// A named lock for things that are not rows (a backbone id, a tenant's job count): shared holders exclude
     /// only exclusive ones. Released when the transaction ends.
     /// </summary>
-    public static async Task AdvisoryAsync(TransferDbContext db, string name, bool shared, CancellationToken cancellation)
+    public static async Task AdvisoryAsync(
+        TransferDbContext db,
+        string name,
+        bool shared,
+        CancellationToken cancellation
+    )
     {
         if (shared)
-            await db.Database.ExecuteSqlInterpolatedAsync($"SELECT pg_advisory_xact_lock_shared(hashtext({name}))", cancellation);
+            await db.Database.ExecuteSqlInterpolatedAsync(
+                $"SELECT pg_advisory_xact_lock_shared(hashtext({name}))",
+                cancellation
+            );
         else
-            await db.Database.ExecuteSqlInterpolatedAsync($"SELECT pg_advisory_xact_lock(hashtext({name}))", cancellation);
+            await db.Database.ExecuteSqlInterpolatedAsync(
+                $"SELECT pg_advisory_xact_lock(hashtext({name}))",
+                cancellation
+            );
     }
 
     /// <summary>The lock name that keeps a backbone from being deleted while a job that uses it is created.</summary>

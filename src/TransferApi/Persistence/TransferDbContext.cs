@@ -30,15 +30,28 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
         modelBuilder.Entity<TrainingJob>().HasQueryFilter(j => Tenant == null || j.Tenant == Tenant);
         modelBuilder.Entity<TrainedModel>().HasQueryFilter(m => Tenant == null || m.Tenant == Tenant);
         modelBuilder.Entity<ModelAlias>().HasQueryFilter(a => Tenant == null || a.Tenant == Tenant);
-        modelBuilder.Entity<DatasetImage>().HasQueryFilter(i => Tenant == null || Set<Dataset>().Any(d => d.Id == i.DatasetId && d.Tenant == Tenant));
-        modelBuilder.Entity<TrainingMetric>().HasQueryFilter(m => Tenant == null || Set<TrainingJob>().Any(j => j.Id == m.JobId && j.Tenant == Tenant));
+        modelBuilder
+            .Entity<DatasetImage>()
+            .HasQueryFilter(i => Tenant == null || Set<Dataset>().Any(d => d.Id == i.DatasetId && d.Tenant == Tenant));
+        modelBuilder
+            .Entity<TrainingMetric>()
+            .HasQueryFilter(m => Tenant == null || Set<TrainingJob>().Any(j => j.Id == m.JobId && j.Tenant == Tenant));
     }
 
-    /// <summary>New tenant-owned rows get this context's tenant unless they name one (the workers copy the job's).</summary>
-    public override Task<int> SaveChangesAsync(bool acceptAllChangesOnSuccess, CancellationToken cancellationToken = default)
+    /// <summary>New tenant-owned rows get this context's tenant unless they name one (the workers copy the
+    /// job's).</summary>
+    public override Task<int> SaveChangesAsync(
+        bool acceptAllChangesOnSuccess,
+        CancellationToken cancellationToken = default
+    )
     {
-        foreach (var entry in ChangeTracker.Entries<ITenantOwned>().Where(e => e.State == EntityState.Added && string.IsNullOrEmpty(e.Entity.Tenant)))
-            entry.Entity.Tenant = Tenant ?? throw new InvalidOperationException($"A new {entry.Entity.GetType().Name} needs a tenant.");
+        foreach (
+            var entry in ChangeTracker
+                .Entries<ITenantOwned>()
+                .Where(e => e.State == EntityState.Added && string.IsNullOrEmpty(e.Entity.Tenant))
+        )
+            entry.Entity.Tenant = Tenant
+                ?? throw new InvalidOperationException($"A new {entry.Entity.GetType().Name} needs a tenant.");
         return base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
     }
 }

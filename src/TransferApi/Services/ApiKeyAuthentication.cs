@@ -21,7 +21,8 @@ public sealed class AuthOptions
     /// </summary>
     public string? BootstrapAdminKey { get; set; }
 
-    /// <summary>How long a looked-up key is trusted before the database is asked again (a revocation takes effect within it).</summary>
+    /// <summary>How long a looked-up key is trusted before the database is asked again (a revocation takes effect
+    /// within it).</summary>
     public TimeSpan KeyCacheDuration { get; set; } = TimeSpan.FromSeconds(10);
 }
 
@@ -34,7 +35,9 @@ public static class Caller
     public const string DefaultTenant = "default";
 
     /// <summary>Policies by the least scope they need: admin ⊃ train ⊃ predict.</summary>
-    public const string Predict = "predict", Train = "train", Admin = "admin";
+    public const string Predict = "predict",
+        Train = "train",
+        Admin = "admin";
 
     public static string Tenant(this ClaimsPrincipal user) => user.FindFirstValue(TenantClaim) ?? DefaultTenant;
 
@@ -43,7 +46,8 @@ public static class Caller
     /// <summary>A new secret: "tak_" and 256 random bits, base64url.</summary>
     public static string NewKey() => "tak_" + Base64Url(RandomNumberGenerator.GetBytes(32));
 
-    private static string Base64Url(byte[] bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+    private static string Base64Url(byte[] bytes) =>
+        Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
 }
 
 /// <summary>
@@ -52,10 +56,15 @@ public static class Caller
 /// </summary>
 public sealed class TenantContext(IHttpContextAccessor accessor)
 {
-    public string? Tenant => accessor.HttpContext?.User is { Identity.IsAuthenticated: true } user ? user.Tenant() : null;
+    public string? Tenant =>
+        accessor.HttpContext?.User is { Identity.IsAuthenticated: true } user ? user.Tenant() : null;
 
-    /// <summary>A context from <paramref name="factory"/> that sees only this tenant's rows (all rows outside requests).</summary>
-    public async Task<TransferDbContext> CreateDbContextAsync(IDbContextFactory<TransferDbContext> factory, CancellationToken cancellation)
+    /// <summary>A context from <paramref name="factory"/> that sees only this tenant's rows (all rows outside
+    /// requests).</summary>
+    public async Task<TransferDbContext> CreateDbContextAsync(
+        IDbContextFactory<TransferDbContext> factory,
+        CancellationToken cancellation
+    )
     {
         var db = await factory.CreateDbContextAsync(cancellation);
         db.Tenant = Tenant;
@@ -63,11 +72,17 @@ public sealed class TenantContext(IHttpContextAccessor accessor)
     }
 }
 
-/// <summary>Reads X-Api-Key (or a bearer token): the bootstrap admin key from configuration, or a stored key by its hash (cached briefly).</summary>
+/// <summary>Reads X-Api-Key (or a bearer token): the bootstrap admin key from configuration, or a stored key by its
+/// hash (cached briefly).</summary>
 public sealed class ApiKeyAuthenticationHandler(
-    IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder,
-    IDbContextFactory<TransferDbContext> dbFactory, IMemoryCache cache, IOptions<AuthOptions> auth, IHostEnvironment environment)
-    : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
+    IOptionsMonitor<AuthenticationSchemeOptions> options,
+    ILoggerFactory logger,
+    UrlEncoder encoder,
+    IDbContextFactory<TransferDbContext> dbFactory,
+    IMemoryCache cache,
+    IOptions<AuthOptions> auth,
+    IHostEnvironment environment
+) : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {
@@ -89,26 +104,39 @@ public sealed class ApiKeyAuthenticationHandler(
         {
             await using var db = await dbFactory.CreateDbContextAsync(Context.RequestAborted);
             key = await db.ApiKeys.AsNoTracking().FirstOrDefaultAsync(k => k.Sha256 == hash, Context.RequestAborted);
-            if (key is not null) cache.Set(cacheKey, key, auth.Value.KeyCacheDuration);
+            if (key is not null)
+                cache.Set(cacheKey, key, auth.Value.KeyCacheDuration);
         }
-        if (key is null) return AuthenticateResult.Fail("X-Api-Key: the key is not known.");
-        if (key.RevokedAt is not null) return AuthenticateResult.Fail($"X-Api-Key: the key {key.Prefix}… was revoked at {key.RevokedAt:u}.");
+        if (key is null)
+            return AuthenticateResult.Fail("X-Api-Key: the key is not known.");
+        if (key.RevokedAt is not null)
+            return AuthenticateResult.Fail($"X-Api-Key: the key {key.Prefix}… was revoked at {key.RevokedAt:u}.");
         return Success(key.Id.ToString(), key.Tenant, key.Scope);
     }
 
     /// <summary>X-Api-Key, or a bearer token (what scrapers such as Prometheus send).</summary>
     private string? PresentedKey()
     {
-        if (Request.Headers.TryGetValue(Caller.Header, out var values) && !string.IsNullOrEmpty(values[0])) return values[0];
+        if (Request.Headers.TryGetValue(Caller.Header, out var values) && !string.IsNullOrEmpty(values[0]))
+            return values[0];
         var authorization = Request.Headers.Authorization.ToString();
-        return authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) && authorization.Length > 7 ? authorization[7..].Trim() : null;
+        return authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) && authorization.Length > 7
+            ? authorization[7..].Trim()
+            : null;
     }
 
     private static AuthenticateResult Success(string keyId, string tenant, KeyScope scope)
     {
         var identity = new ClaimsIdentity(
-            [new Claim(ClaimTypes.NameIdentifier, keyId), new Claim(Caller.TenantClaim, tenant), new Claim("scope", scope.ToString())], Caller.Scheme);
-        foreach (var granted in Enum.GetValues<KeyScope>().Where(s => s <= scope)) identity.AddClaim(new Claim(ClaimTypes.Role, granted.ToString().ToLowerInvariant()));
+            [
+                new Claim(ClaimTypes.NameIdentifier, keyId),
+                new Claim(Caller.TenantClaim, tenant),
+                new Claim("scope", scope.ToString()),
+            ],
+            Caller.Scheme
+        );
+        foreach (var granted in Enum.GetValues<KeyScope>().Where(s => s <= scope))
+            identity.AddClaim(new Claim(ClaimTypes.Role, granted.ToString().ToLowerInvariant()));
         return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), Caller.Scheme));
     }
 
@@ -116,21 +144,40 @@ public sealed class ApiKeyAuthenticationHandler(
     {
         // The result of this request's authentication (computed once): why a presented key was refused.
         var result = await HandleAuthenticateOnceSafeAsync();
-        await Problem(StatusCodes.Status401Unauthorized, "API key required",
-            result.Failure?.Message ?? $"{Caller.Header}: send an API key in the {Caller.Header} header (POST /api/keys with an admin key creates one).");
+        await Problem(
+            StatusCodes.Status401Unauthorized,
+            "API key required",
+            result.Failure?.Message
+                ?? $"{Caller.Header}: send an API key in the {Caller.Header} header (POST /api/keys with an admin key "
+                    + "creates one)."
+        );
     }
 
     protected override Task HandleForbiddenAsync(AuthenticationProperties properties) =>
-        Problem(StatusCodes.Status403Forbidden, "Scope too narrow",
-            $"{Caller.Header}: this key's scope is {Context.User.FindFirstValue("scope")}; {Context.Request.Method} {Context.Request.Path} needs a wider one (predict < train < admin).");
+        Problem(
+            StatusCodes.Status403Forbidden,
+            "Scope too narrow",
+            $"{Caller.Header}: this key's scope is {Context.User.FindFirstValue("scope")}; "
+                + $"{Context.Request.Method} {Context.Request.Path} needs a wider one (predict < train < admin)."
+        );
 
     private Task Problem(int status, string title, string detail)
     {
         Response.StatusCode = status;
-        return Context.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
-        {
-            HttpContext = Context,
-            ProblemDetails = { Status = status, Title = title, Detail = detail },
-        }).AsTask();
+        return Context
+            .RequestServices.GetRequiredService<IProblemDetailsService>()
+            .WriteAsync(
+                new ProblemDetailsContext
+                {
+                    HttpContext = Context,
+                    ProblemDetails =
+                    {
+                        Status = status,
+                        Title = title,
+                        Detail = detail,
+                    },
+                }
+            )
+            .AsTask();
     }
 }

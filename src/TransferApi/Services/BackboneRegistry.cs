@@ -19,8 +19,12 @@ public sealed class UnknownBackboneException(string id) : Exception($"No backbon
 /// (libtorch work stays off request threads), and is shared by training and prediction.
 /// </summary>
 public sealed class BackboneRegistry(
-    IDbContextFactory<TransferDbContext> dbFactory, InferenceThread inference, IOptions<WorkerOptions> worker, IOptions<UploadOptions> uploads, ILogger<BackboneRegistry> logger)
-    : IDisposable
+    IDbContextFactory<TransferDbContext> dbFactory,
+    InferenceThread inference,
+    IOptions<WorkerOptions> worker,
+    IOptions<UploadOptions> uploads,
+    ILogger<BackboneRegistry> logger
+) : IDisposable
 {
     private readonly ConcurrentDictionary<string, Lazy<Task<Backbone>>> loaded = new(StringComparer.Ordinal);
 
@@ -52,24 +56,40 @@ public sealed class BackboneRegistry(
         Backbone backbone;
         if (BackboneCatalog.BuiltIn.Contains(id))
         {
-            backbone = await inference.RunAsync(() => BackboneCatalog.LoadBuiltIn(id, worker.Value.BackboneDirectory, uploads.Value.ImageLimits));
+            backbone = await inference.RunAsync(() =>
+                BackboneCatalog.LoadBuiltIn(id, worker.Value.BackboneDirectory, uploads.Value.ImageLimits)
+            );
         }
         else
         {
             await using var db = await dbFactory.CreateDbContextAsync();
-            var row = await db.Backbones.AsNoTracking().FirstOrDefaultAsync(b => b.Id == id) ?? throw new UnknownBackboneException(id);
-            var weights = await db.BackboneWeights.Where(w => w.Sha256 == row.WeightsSha256).Select(w => w.Data).SingleAsync();
+            var row = await db.Backbones.AsNoTracking().FirstOrDefaultAsync(b => b.Id == id)
+                ?? throw new UnknownBackboneException(id);
+            var weights = await db
+                .BackboneWeights.Where(w => w.Sha256 == row.WeightsSha256)
+                .Select(w => w.Data)
+                .SingleAsync();
             var architecture = BackboneArchitecture.Find(row.Architecture)
-                ?? throw new InvalidOperationException($"Backbone '{id}' names architecture '{row.Architecture}', which this build does not know.");
-            backbone = await inference.RunAsync(() => BackboneCatalog.Load(id, architecture, weights, row.Preprocessing, uploads.Value.ImageLimits));
+                ?? throw new InvalidOperationException(
+                    $"Backbone '{id}' names architecture '{row.Architecture}', which this build does not know."
+                );
+            backbone = await inference.RunAsync(() =>
+                BackboneCatalog.Load(id, architecture, weights, row.Preprocessing, uploads.Value.ImageLimits)
+            );
         }
-        logger.LogInformation("Loaded backbone {Backbone} ({Architecture}, {Parameters:N0} parameters) in {Elapsed:N0} ms",
-            id, backbone.Architecture.Name, backbone.ParameterCount, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        logger.LogInformation(
+            "Loaded backbone {Backbone} ({Architecture}, {Parameters:N0} parameters) in {Elapsed:N0} ms",
+            id,
+            backbone.Architecture.Name,
+            backbone.ParameterCount,
+            System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds
+        );
         return backbone;
     }
 
     public void Dispose()
     {
-        foreach (var entry in loaded.Values.Where(l => l.IsValueCreated && l.Value.IsCompletedSuccessfully)) entry.Value.Result.Dispose();
+        foreach (var entry in loaded.Values.Where(l => l.IsValueCreated && l.Value.IsCompletedSuccessfully))
+            entry.Value.Result.Dispose();
     }
 }

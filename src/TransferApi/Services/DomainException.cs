@@ -1,6 +1,7 @@
 namespace TransferApi.Services;
 
-/// <summary>What kind of mistake or conflict a <see cref="DomainException"/> reports; the HTTP edge picks the status.</summary>
+/// <summary>What kind of mistake or conflict a <see cref="DomainException"/> reports; the HTTP edge picks the
+/// status.</summary>
 public enum ErrorKind
 {
     /// <summary>The input is malformed, unsafe or missing a part.</summary>

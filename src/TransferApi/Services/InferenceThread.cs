@@ -21,8 +21,13 @@ public sealed class InferenceThread : IDisposable
         thread = new Thread(() =>
         {
             TorchRuntime.SetThreads(threads);
-            foreach (var item in work.GetConsumingEnumerable()) item();
-        }) { IsBackground = true, Name = "inference" };
+            foreach (var item in work.GetConsumingEnumerable())
+                item();
+        })
+        {
+            IsBackground = true,
+            Name = "inference",
+        };
         thread.Start();
     }
 
@@ -30,14 +35,20 @@ public sealed class InferenceThread : IDisposable
     {
         T result = default!;
         // A statement lambda: an expression lambda would be a Func<T> and call this overload again.
-        await RunAsync(() => { result = function(); });
+        await RunAsync(() =>
+        {
+            result = function();
+        });
         return result;
     }
 
     public Task RunAsync(Action action)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (work.IsAddingCompleted) return Task.FromException(new ObjectDisposedException(nameof(InferenceThread), "The service is shutting down."));
+        if (work.IsAddingCompleted)
+            return Task.FromException(
+                new ObjectDisposedException(nameof(InferenceThread), "The service is shutting down.")
+            );
         work.Add(() =>
         {
             try

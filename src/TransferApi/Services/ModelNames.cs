@@ -31,7 +31,15 @@ public sealed record ModelReference(Guid? Id, string? Name, int? Version, string
             return true;
         }
         var label = text[(at + 1)..];
-        if (int.TryParse(label, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var version) && version > 0)
+        if (
+            int.TryParse(
+                label,
+                System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture,
+                out var version
+            )
+            && version > 0
+        )
         {
             reference = reference with { Name = name, Version = version };
             return true;
@@ -45,10 +53,17 @@ public sealed record ModelReference(Guid? Id, string? Name, int? Version, string
         return true;
     }
 
-    public override string ToString() => Id?.ToString() ?? (Alias is not null ? $"{Name}@{Alias}" : Version is not null ? $"{Name}@{Version}" : Name!);
+    public override string ToString() =>
+        Id?.ToString()
+        ?? (
+            Alias is not null ? $"{Name}@{Alias}"
+            : Version is not null ? $"{Name}@{Version}"
+            : Name!
+        );
 }
 
-/// <summary>Model names and aliases: what they may look like, and resolving and assigning them (one place for both).</summary>
+/// <summary>Model names and aliases: what they may look like, and resolving and assigning them (one place for
+/// both).</summary>
 public static partial class ModelNames
 {
     public const int MaxLength = 64;
@@ -59,22 +74,38 @@ public static partial class ModelNames
     /// <summary>Why <paramref name="value"/> cannot be a name or alias, or null when it can.</summary>
     public static string? Problem(string? value, string what)
     {
-        if (string.IsNullOrEmpty(value)) return $"{what} must not be empty";
-        if (value.Length > MaxLength) return $"{what} is longer than {MaxLength} characters";
-        if (!Pattern().IsMatch(value)) return $"{what} may hold letters, digits, '.', '_' and '-', starting with a letter or digit";
-        if (what == "alias" && value.All(char.IsAsciiDigit)) return "an alias cannot be a number (numbers are versions)";
+        if (string.IsNullOrEmpty(value))
+            return $"{what} must not be empty";
+        if (value.Length > MaxLength)
+            return $"{what} is longer than {MaxLength} characters";
+        if (!Pattern().IsMatch(value))
+            return $"{what} may hold letters, digits, '.', '_' and '-', starting with a letter or digit";
+        if (what == "alias" && value.All(char.IsAsciiDigit))
+            return "an alias cannot be a number (numbers are versions)";
         return null;
     }
 
     /// <summary>The id of the model <paramref name="reference"/> points at, or null.</summary>
-    public static async Task<Guid?> ResolveAsync(TransferDbContext db, ModelReference reference, CancellationToken cancellation)
+    public static async Task<Guid?> ResolveAsync(
+        TransferDbContext db,
+        ModelReference reference,
+        CancellationToken cancellation
+    )
     {
-        if (reference.Id is { } id) return await db.Models.AnyAsync(m => m.Id == id, cancellation) ? id : null;
+        if (reference.Id is { } id)
+            return await db.Models.AnyAsync(m => m.Id == id, cancellation) ? id : null;
         if (reference.Alias is { } alias)
-            return await db.ModelAliases.Where(a => a.Name == reference.Name && a.Alias == alias).Select(a => (Guid?)a.ModelId).FirstOrDefaultAsync(cancellation);
+            return await db
+                .ModelAliases.Where(a => a.Name == reference.Name && a.Alias == alias)
+                .Select(a => (Guid?)a.ModelId)
+                .FirstOrDefaultAsync(cancellation);
         var versions = db.Models.Where(m => m.Name == reference.Name);
-        if (reference.Version is { } version) versions = versions.Where(m => m.Version == version);
-        return await versions.OrderByDescending(m => m.Version).Select(m => (Guid?)m.Id).FirstOrDefaultAsync(cancellation);
+        if (reference.Version is { } version)
+            versions = versions.Where(m => m.Version == version);
+        return await versions
+            .OrderByDescending(m => m.Version)
+            .Select(m => (Guid?)m.Id)
+            .FirstOrDefaultAsync(cancellation);
     }
 
     /// <summary>
@@ -82,13 +113,24 @@ public static partial class ModelNames
     /// Its aliases under an earlier name are dropped: they named that model's versions. Call it inside a
     /// transaction: a lock on the name, held to its end, keeps two namings from taking the same version.
     /// </summary>
-    public static async Task AssignAsync(TransferDbContext db, TrainedModel model, string name, CancellationToken cancellation)
+    public static async Task AssignAsync(
+        TransferDbContext db,
+        TrainedModel model,
+        string name,
+        CancellationToken cancellation
+    )
     {
-        if (model.Name == name) return;
+        if (model.Name == name)
+            return;
         // Names are per tenant; the worker's context sees every tenant, so the tenant is named explicitly.
-        await db.Database.ExecuteSqlInterpolatedAsync($"SELECT pg_advisory_xact_lock(hashtext({"model-name:" + model.Tenant + "/" + name}))", cancellation);
+        await db.Database.ExecuteSqlInterpolatedAsync(
+            $"SELECT pg_advisory_xact_lock(hashtext({"model-name:" + model.Tenant + "/" + name}))",
+            cancellation
+        );
         await db.ModelAliases.Where(a => a.ModelId == model.Id).ExecuteDeleteAsync(cancellation);
-        var latest = await db.Models.Where(m => m.Tenant == model.Tenant && m.Name == name).MaxAsync(m => m.Version, cancellation);
+        var latest = await db
+            .Models.Where(m => m.Tenant == model.Tenant && m.Name == name)
+            .MaxAsync(m => m.Version, cancellation);
         (model.Name, model.Version) = (name, (latest ?? 0) + 1);
     }
 }

@@ -14,10 +14,12 @@ public static partial class NativeMemory
 {
     private static bool unavailable = !OperatingSystem.IsLinux();
 
-    /// <summary>Returns free memory in every arena to the system (glibc's malloc_trim): true when some was returned.</summary>
+    /// <summary>Returns free memory in every arena to the system (glibc's malloc_trim): true when some was
+    /// returned.</summary>
     public static bool Trim()
     {
-        if (unavailable) return false;
+        if (unavailable)
+            return false;
         try
         {
             return MallocTrim(0) == 1;
@@ -37,7 +39,8 @@ public static partial class NativeMemory
     /// </summary>
     public static bool SetMmapThreshold(int bytes)
     {
-        if (unavailable) return false;
+        if (unavailable)
+            return false;
         try
         {
             return Mallopt(MmapThresholdParameter, bytes) == 1;

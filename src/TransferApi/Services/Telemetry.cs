@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Hangfire;
+using Microsoft.EntityFrameworkCore;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
-using Microsoft.EntityFrameworkCore;
 using TransferApi.Persistence;
 
 namespace TransferApi.Services;
@@ -20,10 +20,12 @@ public sealed class Telemetry
 {
     public const string Name = "TransferApi";
 
-    /// <summary>Spans of training jobs, predictions and uploads (HTTP and database spans come from their libraries).</summary>
+    /// <summary>Spans of training jobs, predictions and uploads (HTTP and database spans come from their
+    /// libraries).</summary>
     public static readonly ActivitySource Source = new(Name);
 
-    /// <summary>From the request's images read to their probabilities: decoding, queueing and the forward pass.</summary>
+    /// <summary>From the request's images read to their probabilities: decoding, queueing and the forward
+    /// pass.</summary>
     public Histogram<double> PredictDuration { get; }
 
     /// <summary>Images per forward pass of the dynamic batcher.</summary>
@@ -35,40 +37,80 @@ public sealed class Telemetry
     /// <summary>Images offered to data sets, by outcome: stored or rejected.</summary>
     public Counter<long> ImagesIngested { get; }
 
-    /// <summary>One training run of a job, from start to its end: succeeded, failed, cancelled, or requeued by a shutdown.</summary>
+    /// <summary>One training run of a job, from start to its end: succeeded, failed, cancelled, or requeued by a
+    /// shutdown.</summary>
     public Histogram<double> JobDuration { get; }
 
     private long checkpointBytesWritten;
 
-    /// <summary>Counts a crash-recovery checkpoint written to PostgreSQL (what the checkpoint interval bounds).</summary>
+    /// <summary>Counts a crash-recovery checkpoint written to PostgreSQL (what the checkpoint interval
+    /// bounds).</summary>
     public void CheckpointWritten(long bytes) => Interlocked.Add(ref checkpointBytesWritten, bytes);
 
-    public Telemetry(IMeterFactory meters, JobStorage storage, IDbContextFactory<TransferDbContext> dbFactory, ILogger<Telemetry> logger)
+    public Telemetry(
+        IMeterFactory meters,
+        JobStorage storage,
+        IDbContextFactory<TransferDbContext> dbFactory,
+        ILogger<Telemetry> logger
+    )
     {
         var meter = meters.Create(Name);
-        PredictDuration = meter.CreateHistogram("transferapi.predict.duration", "s", "Time to answer a prediction request, from its images read to their probabilities.",
-            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] });
-        PredictBatchSize = meter.CreateHistogram<int>("transferapi.predict.batch.size", "{image}", "Images per forward pass of the dynamic batcher.",
-            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64] });
-        PredictQueued = meter.CreateUpDownCounter<long>("transferapi.predict.queue.length", "{image}", "Decoded images waiting for a forward pass.");
-        ImagesIngested = meter.CreateCounter<long>("transferapi.dataset.images.ingested", "{image}", "Images offered to data sets, by outcome (stored, rejected).");
-        JobDuration = meter.CreateHistogram("transferapi.training.job.duration", "s", "Training runs by outcome (succeeded, failed, cancelled, requeued).",
-            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200] });
+        PredictDuration = meter.CreateHistogram(
+            "transferapi.predict.duration",
+            "s",
+            "Time to answer a prediction request, from its images read to their probabilities.",
+            advice: new InstrumentAdvice<double>
+            {
+                HistogramBucketBoundaries = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+            }
+        );
+        PredictBatchSize = meter.CreateHistogram<int>(
+            "transferapi.predict.batch.size",
+            "{image}",
+            "Images per forward pass of the dynamic batcher.",
+            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64] }
+        );
+        PredictQueued = meter.CreateUpDownCounter<long>(
+            "transferapi.predict.queue.length",
+            "{image}",
+            "Decoded images waiting for a forward pass."
+        );
+        ImagesIngested = meter.CreateCounter<long>(
+            "transferapi.dataset.images.ingested",
+            "{image}",
+            "Images offered to data sets, by outcome (stored, rejected)."
+        );
+        JobDuration = meter.CreateHistogram(
+            "transferapi.training.job.duration",
+            "s",
+            "Training runs by outcome (succeeded, failed, cancelled, requeued).",
+            advice: new InstrumentAdvice<double>
+            {
+                HistogramBucketBoundaries = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200],
+            }
+        );
 
         // Observed rather than added to, so it is exposed (at 0) before the first checkpoint and rates over it work.
-        meter.CreateObservableCounter("transferapi.training.checkpoint.written", () => Interlocked.Read(ref checkpointBytesWritten), "By",
-            "Bytes of crash-recovery checkpoints written to PostgreSQL by this process.");
+        meter.CreateObservableCounter(
+            "transferapi.training.checkpoint.written",
+            () => Interlocked.Read(ref checkpointBytesWritten),
+            "By",
+            "Bytes of crash-recovery checkpoints written to PostgreSQL by this process."
+        );
 
         // Read from PostgreSQL when scraped: what autoscaling of workers looks at. Queued jobs wait there, not in
         // Hangfire's queue, until a worker is free and it is their tenant's turn (JobDispatcher).
         meter.CreateObservableGauge("transferapi.training.queue.length", () => Observe(logger, () =>
-            {
-                using var db = dbFactory.CreateDbContext();
-                return db.TrainingJobs.LongCount(j => j.Status == JobStatus.Queued);
-            }),
-            "{job}", "Training jobs waiting for a worker (shared by every replica).");
-        meter.CreateObservableGauge("transferapi.training.jobs.running", () => Observe(logger, () => storage.GetMonitoringApi().ProcessingCount()),
-            "{job}", "Training jobs being run by some worker (shared by every replica).");
+                {
+                    using var db = dbFactory.CreateDbContext();
+                    return db.TrainingJobs.LongCount(j => j.Status == JobStatus.Queued);
+                }), "{job}", "Training jobs waiting for a worker (shared by every replica).");
+        meter.CreateObservableGauge(
+            "transferapi.training.jobs.running",
+            () => Observe(logger, () => storage.GetMonitoringApi().ProcessingCount()),
+            "{job}",
+            "Training jobs being run by some worker (shared by every replica)."
+        );
     }
 
     private static IEnumerable<Measurement<long>> Observe(ILogger logger, Func<long> read)
@@ -89,25 +131,39 @@ public sealed class Telemetry
     public static void AddTo(WebApplicationBuilder builder)
     {
         builder.Services.AddSingleton<Telemetry>();
-        var otel = builder.Services.AddOpenTelemetry()
+        var otel = builder
+            .Services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService("transferapi", serviceInstanceId: Environment.MachineName))
-            .WithMetrics(metrics => metrics
-                .AddMeter(Name, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", "System.Runtime", "Npgsql")
-                .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0))
-            .WithTracing(tracing => tracing
-                .AddSource(Name, "Npgsql")
-                .AddAspNetCoreInstrumentation(o => o.Filter = context => !IsPlumbing(context.Request.Path)));
-        if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) otel.UseOtlpExporter();
+            .WithMetrics(metrics =>
+                metrics
+                    .AddMeter(
+                        Name,
+                        "Microsoft.AspNetCore.Hosting",
+                        "Microsoft.AspNetCore.Server.Kestrel",
+                        "System.Runtime",
+                        "Npgsql"
+                    )
+                    .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0)
+            )
+            .WithTracing(tracing =>
+                tracing
+                    .AddSource(Name, "Npgsql")
+                    .AddAspNetCoreInstrumentation(o => o.Filter = context => !IsPlumbing(context.Request.Path))
+            );
+        if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+            otel.UseOtlpExporter();
     }
 
     /// <summary>Scrapes and probes, which would drown the traces of real work.</summary>
-    private static bool IsPlumbing(PathString path) => path.StartsWithSegments("/metrics") || path.StartsWithSegments("/health");
+    private static bool IsPlumbing(PathString path) =>
+        path.StartsWithSegments("/metrics") || path.StartsWithSegments("/health");
 
     /// <summary>Starts a span tagged with the job's or data set's ids (null when nobody listens).</summary>
     public static Activity? StartSpan(string name, params (string Key, object? Value)[] tags)
     {
         var activity = Source.StartActivity(name);
-        foreach (var (key, value) in tags) activity?.SetTag(key, value);
+        foreach (var (key, value) in tags)
+            activity?.SetTag(key, value);
         return activity;
     }
 }

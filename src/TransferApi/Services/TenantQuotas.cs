@@ -22,14 +22,23 @@ public sealed class TenantQuotas(IOptions<QuotaOptions> options)
     /// </summary>
     public async Task<QueueFull?> QueuedJobsOverLimitAsync(TransferDbContext db, CancellationToken cancellation)
     {
-        if (options.Value.MaxQueuedJobsPerTenant is not { } max) return null;
+        if (options.Value.MaxQueuedJobsPerTenant is not { } max)
+            return null;
         await RowLocks.AdvisoryAsync(db, RowLocks.TenantJobs(db.Tenant ?? ""), shared: false, cancellation);
         var queued = await db.TrainingJobs.CountAsync(j => j.Status == JobStatus.Queued, cancellation);
-        if (queued < max) return null;
+        if (queued < max)
+            return null;
         // A queued job starts when one ends: the tenant's recent jobs say how long that takes.
-        var recent = await db.TrainingJobs.Where(j => j.StartedAt != null && j.FinishedAt != null)
-            .OrderByDescending(j => j.FinishedAt).Take(20).Select(j => new { j.StartedAt, j.FinishedAt }).ToListAsync(cancellation);
-        var seconds = recent.Count == 0 ? DefaultRetryAfterSeconds : recent.Average(j => (j.FinishedAt!.Value - j.StartedAt!.Value).TotalSeconds);
+        var recent = await db
+            .TrainingJobs.Where(j => j.StartedAt != null && j.FinishedAt != null)
+            .OrderByDescending(j => j.FinishedAt)
+            .Take(20)
+            .Select(j => new { j.StartedAt, j.FinishedAt })
+            .ToListAsync(cancellation);
+        var seconds =
+            recent.Count == 0
+                ? DefaultRetryAfterSeconds
+                : recent.Average(j => (j.FinishedAt!.Value - j.StartedAt!.Value).TotalSeconds);
         return new QueueFull(queued, (int)Math.Clamp(Math.Ceiling(seconds), 1, 3600));
     }
 
@@ -38,12 +47,20 @@ public sealed class TenantQuotas(IOptions<QuotaOptions> options)
     /// Call it just before committing an upload, inside its transaction: the tenant's lock makes concurrent uploads
     /// count each other.
     /// </summary>
-    public async Task<StorageFull?> StorageOverLimitAsync(TransferDbContext db, long incomingBytes, CancellationToken cancellation)
+    public async Task<StorageFull?> StorageOverLimitAsync(
+        TransferDbContext db,
+        long incomingBytes,
+        CancellationToken cancellation
+    )
     {
-        if (options.Value.MaxStoredBytesPerTenant is not { } quota) return null;
+        if (options.Value.MaxStoredBytesPerTenant is not { } quota)
+            return null;
         await RowLocks.AdvisoryAsync(db, RowLocks.TenantStorage(db.Tenant ?? ""), shared: false, cancellation);
         var images = await db.DatasetImages.SumAsync(i => (long)i.SizeBytes, cancellation);
-        var models = await db.Models.SumAsync(m => (long)m.HeadWeights.Length + (m.TailWeights == null ? 0 : m.TailWeights.Length), cancellation);
+        var models = await db.Models.SumAsync(
+            m => (long)m.HeadWeights.Length + (m.TailWeights == null ? 0 : m.TailWeights.Length),
+            cancellation
+        );
         var stored = images + models - incomingBytes;
         return images + models > quota ? new StorageFull(stored, incomingBytes, quota) : null;
     }

@@ -11,8 +11,13 @@ namespace TransferApi.Tests.Contract;
 public class OpenApiContractTests(TransferApiFactory factory)
 {
     public const string UpdateVariable = "UPDATE_OPENAPI_SNAPSHOT";
-    private static readonly string SnapshotPath =
-        Path.Combine(TestData.RepositoryRoot, "tests", "TransferApi.Tests", "Contract", "openapi.snapshot.txt");
+    private static readonly string SnapshotPath = Path.Combine(
+        TestData.RepositoryRoot,
+        "tests",
+        "TransferApi.Tests",
+        "Contract",
+        "openapi.snapshot.txt"
+    );
 
     private async Task<JsonNode> DocumentAsync()
     {
@@ -28,21 +33,28 @@ public class OpenApiContractTests(TransferApiFactory factory)
             await File.WriteAllLinesAsync(SnapshotPath, actual);
         var expected = File.Exists(SnapshotPath) ? await File.ReadAllLinesAsync(SnapshotPath) : [];
         var diff = OpenApiSnapshot.Diff(expected, actual);
-        Assert.True(diff.Length == 0,
+        Assert.True(
+            diff.Length == 0,
             $"The HTTP contract changed (- snapshot only, + service only):\n{diff}\n"
-            + "If the change is deliberate, run ./scripts/update-openapi-snapshot.sh and commit the snapshot.");
+                + "If the change is deliberate, run ./scripts/update-openapi-snapshot.sh and commit the snapshot."
+        );
     }
 
     [Fact]
     public async Task Every_operation_has_an_operationId_and_a_summary()
     {
         var document = await DocumentAsync();
-        var operations = document["paths"]!.AsObject()
-            .SelectMany(path => path.Value!.AsObject().Select(o => (At: $"{o.Key.ToUpperInvariant()} {path.Key}", Op: o.Value!)))
+        var operations = document["paths"]!
+            .AsObject()
+            .SelectMany(path =>
+                path.Value!.AsObject().Select(o => (At: $"{o.Key.ToUpperInvariant()} {path.Key}", Op: o.Value!))
+            )
             .ToList();
         Assert.NotEmpty(operations);
         Assert.Empty(operations.Where(o => o.Op["operationId"] is null).Select(o => o.At));
-        Assert.Empty(operations.Where(o => string.IsNullOrWhiteSpace(o.Op["summary"]?.GetValue<string>())).Select(o => o.At));
+        Assert.Empty(
+            operations.Where(o => string.IsNullOrWhiteSpace(o.Op["summary"]?.GetValue<string>())).Select(o => o.At)
+        );
         var ids = operations.Select(o => o.Op["operationId"]!.GetValue<string>()).ToList();
         Assert.Equal(ids.Count, ids.Distinct().Count());
     }

@@ -21,14 +21,19 @@ public static class OpenApiSnapshot
             var at = $"{method.ToUpperInvariant()} {path}";
             lines.Add($"{at} operationId={operation["operationId"]?.GetValue<string>() ?? "(none)"}");
             foreach (var parameter in operation["parameters"]?.AsArray() ?? [])
-                lines.Add($"{at} parameter {parameter!["name"]} in {parameter["in"]}"
-                    + $"{(parameter["required"]?.GetValue<bool>() == true ? " required" : "")}: {TypeOf(parameter["schema"])}");
+            {
+                var required = parameter!["required"]?.GetValue<bool>() == true ? " required" : "";
+                lines.Add(
+                    $"{at} parameter {parameter["name"]} in {parameter["in"]}{required}: {TypeOf(parameter["schema"])}"
+                );
+            }
             foreach (var (mediaType, media) in operation["requestBody"]?["content"]?.AsObject() ?? [])
                 lines.Add($"{at} body {mediaType}: {TypeOf(media!["schema"])}");
             foreach (var (status, response) in operation["responses"]!.AsObject())
             {
                 var content = response!["content"]?.AsObject();
-                if (content is null || content.Count == 0) lines.Add($"{at} response {status}");
+                if (content is null || content.Count == 0)
+                    lines.Add($"{at} response {status}");
                 foreach (var (mediaType, media) in content ?? [])
                     lines.Add($"{at} response {status} {mediaType}: {TypeOf(media!["schema"])}");
             }
@@ -39,7 +44,9 @@ public static class OpenApiSnapshot
                 lines.Add($"schema {name}: enum {string.Join(" | ", values.Select(v => v!.ToString()))}");
             var required = (schema["required"]?.AsArray() ?? []).Select(r => r!.GetValue<string>()).ToHashSet();
             foreach (var (property, propertySchema) in schema["properties"]?.AsObject() ?? [])
-                lines.Add($"schema {name}.{property}{(required.Contains(property) ? "" : "?")}: {TypeOf(propertySchema)}");
+                lines.Add(
+                    $"schema {name}.{property}{(required.Contains(property) ? "" : "?")}: {TypeOf(propertySchema)}"
+                );
         }
         return lines.Order(StringComparer.Ordinal).ToList();
     }
@@ -47,24 +54,35 @@ public static class OpenApiSnapshot
     /// <summary>Schema properties that have no description, as "Schema.property".</summary>
     public static IReadOnlyList<string> UndescribedProperties(JsonNode document) =>
         (document["components"]?["schemas"]?.AsObject() ?? [])
-            .SelectMany(schema => (schema.Value!["properties"]?.AsObject() ?? [])
-                .Where(p => string.IsNullOrWhiteSpace(Description(p.Value)))
-                .Select(p => $"{schema.Key}.{p.Key}"))
+            .SelectMany(schema =>
+                (schema.Value!["properties"]?.AsObject() ?? [])
+                    .Where(p => string.IsNullOrWhiteSpace(Description(p.Value)))
+                    .Select(p => $"{schema.Key}.{p.Key}")
+            )
             .ToList();
 
     /// <summary>A property's description, or the description of the schema it references when it only refers.</summary>
     private static string? Description(JsonNode? property) =>
         property?["description"]?.GetValue<string>()
-        ?? property?["allOf"]?.AsArray().Select(a => a?["description"]?.GetValue<string>()).FirstOrDefault(d => d is not null);
+        ?? property
+            ?["allOf"]?.AsArray()
+            .Select(a => a?["description"]?.GetValue<string>())
+            .FirstOrDefault(d => d is not null);
 
-    /// <summary>A schema in one short expression: a reference's name, array&lt;T&gt;, type(format), nullable marks.</summary>
+    /// <summary>A schema in one short expression: a reference's name, array&lt;T&gt;, type(format), nullable
+    /// marks.</summary>
     public static string TypeOf(JsonNode? schema)
     {
-        if (schema is null) return "(none)";
-        if (schema["$ref"] is { } reference) return reference.GetValue<string>().Split('/')[^1];
-        if (schema["allOf"] is JsonArray all) return string.Join(" & ", all.Select(TypeOf));
-        if (schema["oneOf"] is JsonArray one) return string.Join(" | ", one.Select(TypeOf));
-        if (schema["anyOf"] is JsonArray any) return string.Join(" | ", any.Select(TypeOf));
+        if (schema is null)
+            return "(none)";
+        if (schema["$ref"] is { } reference)
+            return reference.GetValue<string>().Split('/')[^1];
+        if (schema["allOf"] is JsonArray all)
+            return string.Join(" & ", all.Select(TypeOf));
+        if (schema["oneOf"] is JsonArray one)
+            return string.Join(" | ", one.Select(TypeOf));
+        if (schema["anyOf"] is JsonArray any)
+            return string.Join(" | ", any.Select(TypeOf));
         var type = schema["type"] switch
         {
             JsonArray types => string.Join(" | ", types.Select(t => t!.GetValue<string>())),
@@ -72,14 +90,21 @@ public static class OpenApiSnapshot
             _ => "any",
         };
         var text = new StringBuilder(type);
-        if (schema["format"] is { } format) text.Append(CultureInfo.InvariantCulture, $"({format})");
-        if (schema["items"] is { } items) text.Append(CultureInfo.InvariantCulture, $"<{TypeOf(items)}>");
+        if (schema["format"] is { } format)
+            text.Append(CultureInfo.InvariantCulture, $"({format})");
+        if (schema["items"] is { } items)
+            text.Append(CultureInfo.InvariantCulture, $"<{TypeOf(items)}>");
         if (schema["additionalProperties"] is JsonObject values)
             text.Append(CultureInfo.InvariantCulture, $"<string, {TypeOf(values)}>");
         if (schema["properties"] is JsonObject properties)
-            text.Append(CultureInfo.InvariantCulture, $" {{{string.Join(", ", properties.Select(p => $"{p.Key}: {TypeOf(p.Value)}"))}}}");
-        if (schema["enum"] is JsonArray values2) text.Append(CultureInfo.InvariantCulture, $" [{string.Join(" | ", values2)}]");
-        if (schema["nullable"]?.GetValue<bool>() == true) text.Append(" | null");
+            text.Append(
+                CultureInfo.InvariantCulture,
+                $" {{{string.Join(", ", properties.Select(p => $"{p.Key}: {TypeOf(p.Value)}"))}}}"
+            );
+        if (schema["enum"] is JsonArray values2)
+            text.Append(CultureInfo.InvariantCulture, $" [{string.Join(" | ", values2)}]");
+        if (schema["nullable"]?.GetValue<bool>() == true)
+            text.Append(" | null");
         return text.ToString();
     }
 

@@ -14,10 +14,16 @@ public sealed class InceptionV3 : FeatureNetwork
     private readonly List<(Conv2d, BatchNorm2d)> convNorms = [];
     private readonly List<Section> sections;
 
-    public InceptionV3(BackboneArchitecture architecture) : base(nameof(InceptionV3), architecture)
+    public InceptionV3(BackboneArchitecture architecture)
+        : base(nameof(InceptionV3), architecture)
     {
-        BasicConv2d Conv(int input, int output, (long, long) kernel, (long, long)? stride = null, (long, long)? padding = null) =>
-            new(input, output, kernel, stride ?? (1, 1), padding ?? (0, 0), Folding, convNorms.Add);
+        BasicConv2d Conv(
+            int input,
+            int output,
+            (long, long) kernel,
+            (long, long)? stride = null,
+            (long, long)? padding = null
+        ) => new(input, output, kernel, stride ?? (1, 1), padding ?? (0, 0), Folding, convNorms.Add);
         Module<Tensor, Tensor> Add(string name, Module<Tensor, Tensor> module)
         {
             register_module(name, module);
@@ -32,27 +38,44 @@ public sealed class InceptionV3 : FeatureNetwork
             Add("Conv2d_3b_1x1", Conv(64, 80, (1, 1))),
             Add("Conv2d_4a_3x3", Conv(80, 192, (3, 3))),
         };
-        var mixed5 = new[] { Add("Mixed_5b", new InceptionA(192, 32, Conv)), Add("Mixed_5c", new InceptionA(256, 64, Conv)), Add("Mixed_5d", new InceptionA(288, 64, Conv)) };
+        var mixed5 = new[]
+        {
+            Add("Mixed_5b", new InceptionA(192, 32, Conv)),
+            Add("Mixed_5c", new InceptionA(256, 64, Conv)),
+            Add("Mixed_5d", new InceptionA(288, 64, Conv)),
+        };
         var mixed6 = new[]
         {
-            Add("Mixed_6a", new InceptionB(288, Conv)), Add("Mixed_6b", new InceptionC(768, 128, Conv)), Add("Mixed_6c", new InceptionC(768, 160, Conv)),
-            Add("Mixed_6d", new InceptionC(768, 160, Conv)), Add("Mixed_6e", new InceptionC(768, 192, Conv)),
+            Add("Mixed_6a", new InceptionB(288, Conv)),
+            Add("Mixed_6b", new InceptionC(768, 128, Conv)),
+            Add("Mixed_6c", new InceptionC(768, 160, Conv)),
+            Add("Mixed_6d", new InceptionC(768, 160, Conv)),
+            Add("Mixed_6e", new InceptionC(768, 192, Conv)),
         };
-        var mixed7 = new[] { Add("Mixed_7a", new InceptionD(768, Conv)), Add("Mixed_7b", new InceptionE(1280, Conv)), Add("Mixed_7c", new InceptionE(2048, Conv)) };
+        var mixed7 = new[]
+        {
+            Add("Mixed_7a", new InceptionD(768, Conv)),
+            Add("Mixed_7b", new InceptionE(1280, Conv)),
+            Add("Mixed_7c", new InceptionE(2048, Conv)),
+        };
         sections =
         [
-            new(["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"], x =>
-            {
-                x = stem[2].call(stem[1].call(stem[0].call(x)));
-                x = functional.max_pool2d(x, 3, 2);
-                x = stem[4].call(stem[3].call(x));
-                return functional.max_pool2d(x, 3, 2);
-            }, (graph, x) =>
-            {
-                x = Emit(graph, x, stem[0], stem[1], stem[2]);
-                x = graph.MaxPool(x, 3, 2);
-                return graph.MaxPool(Emit(graph, x, stem[3], stem[4]), 3, 2);
-            }),
+            new(
+                ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"],
+                x =>
+                {
+                    x = stem[2].call(stem[1].call(stem[0].call(x)));
+                    x = functional.max_pool2d(x, 3, 2);
+                    x = stem[4].call(stem[3].call(x));
+                    return functional.max_pool2d(x, 3, 2);
+                },
+                (graph, x) =>
+                {
+                    x = Emit(graph, x, stem[0], stem[1], stem[2]);
+                    x = graph.MaxPool(x, 3, 2);
+                    return graph.MaxPool(Emit(graph, x, stem[3], stem[4]), 3, 2);
+                }
+            ),
             Section.Of(["Mixed_5b", "Mixed_5c", "Mixed_5d"], mixed5),
             Section.Of(["Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"], mixed6),
             Section.Of(["Mixed_7a", "Mixed_7b", "Mixed_7c"], mixed7),
@@ -66,7 +89,13 @@ public sealed class InceptionV3 : FeatureNetwork
 
     protected override IEnumerable<(Conv2d, BatchNorm2d)> ConvNormPairs() => convNorms;
 
-    private delegate BasicConv2d ConvFactory(int input, int output, (long, long) kernel, (long, long)? stride = null, (long, long)? padding = null);
+    private delegate BasicConv2d ConvFactory(
+        int input,
+        int output,
+        (long, long) kernel,
+        (long, long)? stride = null,
+        (long, long)? padding = null
+    );
 
     private static Tensor AveragePool3x3(Tensor x) => functional.avg_pool2d(x, 3, 1, 1);
 
@@ -76,7 +105,15 @@ public sealed class InceptionV3 : FeatureNetwork
         private readonly Conv2d conv;
         private readonly BatchNorm2d bn;
 
-        public BasicConv2d(int input, int output, (long, long) kernel, (long, long) stride, (long, long) padding, Folding folding, Action<(Conv2d, BatchNorm2d)> track)
+        public BasicConv2d(
+            int input,
+            int output,
+            (long, long) kernel,
+            (long, long) stride,
+            (long, long) padding,
+            Folding folding,
+            Action<(Conv2d, BatchNorm2d)> track
+        )
             : base(nameof(BasicConv2d))
         {
             this.folding = folding;
@@ -87,16 +124,24 @@ public sealed class InceptionV3 : FeatureNetwork
             track((conv, bn));
         }
 
-        public override Tensor forward(Tensor input) => functional.relu(folding.Norm(bn, conv.call(input)), inplace: true);
+        public override Tensor forward(Tensor input) =>
+            functional.relu(folding.Norm(bn, conv.call(input)), inplace: true);
 
         public string Emit(IOnnxGraph graph, string input) => graph.Relu(graph.Conv(input, conv, bn));
     }
 
     private sealed class InceptionA : Module<Tensor, Tensor>, IOnnxBlock
     {
-        private readonly BasicConv2d branch1x1, branch5x5_1, branch5x5_2, branch3x3dbl_1, branch3x3dbl_2, branch3x3dbl_3, branch_pool;
+        private readonly BasicConv2d branch1x1,
+            branch5x5_1,
+            branch5x5_2,
+            branch3x3dbl_1,
+            branch3x3dbl_2,
+            branch3x3dbl_3,
+            branch_pool;
 
-        public InceptionA(int input, int poolFeatures, ConvFactory conv) : base(nameof(InceptionA))
+        public InceptionA(int input, int poolFeatures, ConvFactory conv)
+            : base(nameof(InceptionA))
         {
             branch1x1 = conv(input, 64, (1, 1));
             branch5x5_1 = conv(input, 48, (1, 1));
@@ -111,26 +156,36 @@ public sealed class InceptionV3 : FeatureNetwork
         public override Tensor forward(Tensor x)
         {
             using var scope = NewDisposeScope();
-            return cat([
-                branch1x1.call(x),
-                branch5x5_2.call(branch5x5_1.call(x)),
-                branch3x3dbl_3.call(branch3x3dbl_2.call(branch3x3dbl_1.call(x))),
-                branch_pool.call(AveragePool3x3(x)),
-            ], 1).MoveToOuterDisposeScope();
+            return cat(
+                    [
+                        branch1x1.call(x),
+                        branch5x5_2.call(branch5x5_1.call(x)),
+                        branch3x3dbl_3.call(branch3x3dbl_2.call(branch3x3dbl_1.call(x))),
+                        branch_pool.call(AveragePool3x3(x)),
+                    ],
+                    1
+                )
+                .MoveToOuterDisposeScope();
         }
 
-        public string Emit(IOnnxGraph g, string x) => g.Concat(
-            branch1x1.Emit(g, x),
-            branch5x5_2.Emit(g, branch5x5_1.Emit(g, x)),
-            branch3x3dbl_3.Emit(g, branch3x3dbl_2.Emit(g, branch3x3dbl_1.Emit(g, x))),
-            branch_pool.Emit(g, g.AveragePool(x, 3, 1, 1)));
+        public string Emit(IOnnxGraph g, string x) =>
+            g.Concat(
+                branch1x1.Emit(g, x),
+                branch5x5_2.Emit(g, branch5x5_1.Emit(g, x)),
+                branch3x3dbl_3.Emit(g, branch3x3dbl_2.Emit(g, branch3x3dbl_1.Emit(g, x))),
+                branch_pool.Emit(g, g.AveragePool(x, 3, 1, 1))
+            );
     }
 
     private sealed class InceptionB : Module<Tensor, Tensor>, IOnnxBlock
     {
-        private readonly BasicConv2d branch3x3, branch3x3dbl_1, branch3x3dbl_2, branch3x3dbl_3;
+        private readonly BasicConv2d branch3x3,
+            branch3x3dbl_1,
+            branch3x3dbl_2,
+            branch3x3dbl_3;
 
-        public InceptionB(int input, ConvFactory conv) : base(nameof(InceptionB))
+        public InceptionB(int input, ConvFactory conv)
+            : base(nameof(InceptionB))
         {
             branch3x3 = conv(input, 384, (3, 3), stride: (2, 2));
             branch3x3dbl_1 = conv(input, 64, (1, 1));
@@ -142,25 +197,40 @@ public sealed class InceptionV3 : FeatureNetwork
         public override Tensor forward(Tensor x)
         {
             using var scope = NewDisposeScope();
-            return cat([
-                branch3x3.call(x),
-                branch3x3dbl_3.call(branch3x3dbl_2.call(branch3x3dbl_1.call(x))),
-                functional.max_pool2d(x, 3, 2),
-            ], 1).MoveToOuterDisposeScope();
+            return cat(
+                    [
+                        branch3x3.call(x),
+                        branch3x3dbl_3.call(branch3x3dbl_2.call(branch3x3dbl_1.call(x))),
+                        functional.max_pool2d(x, 3, 2),
+                    ],
+                    1
+                )
+                .MoveToOuterDisposeScope();
         }
 
-        public string Emit(IOnnxGraph g, string x) => g.Concat(
-            branch3x3.Emit(g, x),
-            branch3x3dbl_3.Emit(g, branch3x3dbl_2.Emit(g, branch3x3dbl_1.Emit(g, x))),
-            g.MaxPool(x, 3, 2));
+        public string Emit(IOnnxGraph g, string x) =>
+            g.Concat(
+                branch3x3.Emit(g, x),
+                branch3x3dbl_3.Emit(g, branch3x3dbl_2.Emit(g, branch3x3dbl_1.Emit(g, x))),
+                g.MaxPool(x, 3, 2)
+            );
     }
 
     private sealed class InceptionC : Module<Tensor, Tensor>, IOnnxBlock
     {
-        private readonly BasicConv2d branch1x1, branch7x7_1, branch7x7_2, branch7x7_3,
-            branch7x7dbl_1, branch7x7dbl_2, branch7x7dbl_3, branch7x7dbl_4, branch7x7dbl_5, branch_pool;
+        private readonly BasicConv2d branch1x1,
+            branch7x7_1,
+            branch7x7_2,
+            branch7x7_3,
+            branch7x7dbl_1,
+            branch7x7dbl_2,
+            branch7x7dbl_3,
+            branch7x7dbl_4,
+            branch7x7dbl_5,
+            branch_pool;
 
-        public InceptionC(int input, int c7, ConvFactory conv) : base(nameof(InceptionC))
+        public InceptionC(int input, int c7, ConvFactory conv)
+            : base(nameof(InceptionC))
         {
             branch1x1 = conv(input, 192, (1, 1));
             branch7x7_1 = conv(input, c7, (1, 1));
@@ -179,12 +249,16 @@ public sealed class InceptionV3 : FeatureNetwork
         {
             using var scope = NewDisposeScope();
             var dbl = branch7x7dbl_3.call(branch7x7dbl_2.call(branch7x7dbl_1.call(x)));
-            return cat([
-                branch1x1.call(x),
-                branch7x7_3.call(branch7x7_2.call(branch7x7_1.call(x))),
-                branch7x7dbl_5.call(branch7x7dbl_4.call(dbl)),
-                branch_pool.call(AveragePool3x3(x)),
-            ], 1).MoveToOuterDisposeScope();
+            return cat(
+                    [
+                        branch1x1.call(x),
+                        branch7x7_3.call(branch7x7_2.call(branch7x7_1.call(x))),
+                        branch7x7dbl_5.call(branch7x7dbl_4.call(dbl)),
+                        branch_pool.call(AveragePool3x3(x)),
+                    ],
+                    1
+                )
+                .MoveToOuterDisposeScope();
         }
 
         public string Emit(IOnnxGraph g, string x)
@@ -194,15 +268,22 @@ public sealed class InceptionV3 : FeatureNetwork
                 branch1x1.Emit(g, x),
                 branch7x7_3.Emit(g, branch7x7_2.Emit(g, branch7x7_1.Emit(g, x))),
                 branch7x7dbl_5.Emit(g, branch7x7dbl_4.Emit(g, dbl)),
-                branch_pool.Emit(g, g.AveragePool(x, 3, 1, 1)));
+                branch_pool.Emit(g, g.AveragePool(x, 3, 1, 1))
+            );
         }
     }
 
     private sealed class InceptionD : Module<Tensor, Tensor>, IOnnxBlock
     {
-        private readonly BasicConv2d branch3x3_1, branch3x3_2, branch7x7x3_1, branch7x7x3_2, branch7x7x3_3, branch7x7x3_4;
+        private readonly BasicConv2d branch3x3_1,
+            branch3x3_2,
+            branch7x7x3_1,
+            branch7x7x3_2,
+            branch7x7x3_3,
+            branch7x7x3_4;
 
-        public InceptionD(int input, ConvFactory conv) : base(nameof(InceptionD))
+        public InceptionD(int input, ConvFactory conv)
+            : base(nameof(InceptionD))
         {
             branch3x3_1 = conv(input, 192, (1, 1));
             branch3x3_2 = conv(192, 320, (3, 3), stride: (2, 2));
@@ -216,24 +297,39 @@ public sealed class InceptionV3 : FeatureNetwork
         public override Tensor forward(Tensor x)
         {
             using var scope = NewDisposeScope();
-            return cat([
-                branch3x3_2.call(branch3x3_1.call(x)),
-                branch7x7x3_4.call(branch7x7x3_3.call(branch7x7x3_2.call(branch7x7x3_1.call(x)))),
-                functional.max_pool2d(x, 3, 2),
-            ], 1).MoveToOuterDisposeScope();
+            return cat(
+                    [
+                        branch3x3_2.call(branch3x3_1.call(x)),
+                        branch7x7x3_4.call(branch7x7x3_3.call(branch7x7x3_2.call(branch7x7x3_1.call(x)))),
+                        functional.max_pool2d(x, 3, 2),
+                    ],
+                    1
+                )
+                .MoveToOuterDisposeScope();
         }
 
-        public string Emit(IOnnxGraph g, string x) => g.Concat(
-            branch3x3_2.Emit(g, branch3x3_1.Emit(g, x)),
-            branch7x7x3_4.Emit(g, branch7x7x3_3.Emit(g, branch7x7x3_2.Emit(g, branch7x7x3_1.Emit(g, x)))),
-            g.MaxPool(x, 3, 2));
+        public string Emit(IOnnxGraph g, string x) =>
+            g.Concat(
+                branch3x3_2.Emit(g, branch3x3_1.Emit(g, x)),
+                branch7x7x3_4.Emit(g, branch7x7x3_3.Emit(g, branch7x7x3_2.Emit(g, branch7x7x3_1.Emit(g, x)))),
+                g.MaxPool(x, 3, 2)
+            );
     }
 
     private sealed class InceptionE : Module<Tensor, Tensor>, IOnnxBlock
     {
-        private readonly BasicConv2d branch1x1, branch3x3_1, branch3x3_2a, branch3x3_2b, branch3x3dbl_1, branch3x3dbl_2, branch3x3dbl_3a, branch3x3dbl_3b, branch_pool;
+        private readonly BasicConv2d branch1x1,
+            branch3x3_1,
+            branch3x3_2a,
+            branch3x3_2b,
+            branch3x3dbl_1,
+            branch3x3dbl_2,
+            branch3x3dbl_3a,
+            branch3x3dbl_3b,
+            branch_pool;
 
-        public InceptionE(int input, ConvFactory conv) : base(nameof(InceptionE))
+        public InceptionE(int input, ConvFactory conv)
+            : base(nameof(InceptionE))
         {
             branch1x1 = conv(input, 320, (1, 1));
             branch3x3_1 = conv(input, 384, (1, 1));
@@ -252,12 +348,18 @@ public sealed class InceptionV3 : FeatureNetwork
             using var scope = NewDisposeScope();
             var b3 = branch3x3_1.call(x);
             var dbl = branch3x3dbl_2.call(branch3x3dbl_1.call(x));
-            return cat([
-                branch1x1.call(x),
-                branch3x3_2a.call(b3), branch3x3_2b.call(b3),
-                branch3x3dbl_3a.call(dbl), branch3x3dbl_3b.call(dbl),
-                branch_pool.call(AveragePool3x3(x)),
-            ], 1).MoveToOuterDisposeScope();
+            return cat(
+                    [
+                        branch1x1.call(x),
+                        branch3x3_2a.call(b3),
+                        branch3x3_2b.call(b3),
+                        branch3x3dbl_3a.call(dbl),
+                        branch3x3dbl_3b.call(dbl),
+                        branch_pool.call(AveragePool3x3(x)),
+                    ],
+                    1
+                )
+                .MoveToOuterDisposeScope();
         }
 
         public string Emit(IOnnxGraph g, string x)
@@ -266,9 +368,12 @@ public sealed class InceptionV3 : FeatureNetwork
             var dbl = branch3x3dbl_2.Emit(g, branch3x3dbl_1.Emit(g, x));
             return g.Concat(
                 branch1x1.Emit(g, x),
-                branch3x3_2a.Emit(g, b3), branch3x3_2b.Emit(g, b3),
-                branch3x3dbl_3a.Emit(g, dbl), branch3x3dbl_3b.Emit(g, dbl),
-                branch_pool.Emit(g, g.AveragePool(x, 3, 1, 1)));
+                branch3x3_2a.Emit(g, b3),
+                branch3x3_2b.Emit(g, b3),
+                branch3x3dbl_3a.Emit(g, dbl),
+                branch3x3dbl_3b.Emit(g, dbl),
+                branch_pool.Emit(g, g.AveragePool(x, 3, 1, 1))
+            );
         }
     }
 }

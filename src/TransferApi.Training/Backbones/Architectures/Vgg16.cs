@@ -10,11 +10,19 @@ namespace TransferApi.Training.Backbones.Architectures;
 /// </summary>
 public sealed class Vgg16 : FeatureNetwork
 {
-    private static readonly int[][] BlockWidths = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]];
+    private static readonly int[][] BlockWidths =
+    [
+        [64, 64],
+        [128, 128],
+        [256, 256, 256],
+        [512, 512, 512],
+        [512, 512, 512],
+    ];
 
     private readonly List<Section> sections = [];
 
-    public Vgg16(BackboneArchitecture architecture) : base(nameof(Vgg16), architecture)
+    public Vgg16(BackboneArchitecture architecture)
+        : base(nameof(Vgg16), architecture)
     {
         var features = new IndexedModules();
         var (index, input) = (0, 3);
@@ -31,11 +39,18 @@ public sealed class Vgg16 : FeatureNetwork
                 input = width;
             }
             var first = index - 2 * widths.Length;
-            sections.Add(new Section(Enumerable.Range(0, widths.Length).Select(i => $"features.{first + 2 * i}").ToList(), x =>
-            {
-                foreach (var conv in convs) x = functional.relu(conv.call(x), inplace: true);
-                return functional.max_pool2d(x, 2, 2);
-            }, (graph, x) => graph.MaxPool(convs.Aggregate(x, (y, conv) => graph.Relu(graph.Conv(y, conv))), 2, 2)));
+            sections.Add(
+                new Section(
+                    Enumerable.Range(0, widths.Length).Select(i => $"features.{first + 2 * i}").ToList(),
+                    x =>
+                    {
+                        foreach (var conv in convs)
+                            x = functional.relu(conv.call(x), inplace: true);
+                        return functional.max_pool2d(x, 2, 2);
+                    },
+                    (graph, x) => graph.MaxPool(convs.Aggregate(x, (y, conv) => graph.Relu(graph.Conv(y, conv))), 2, 2)
+                )
+            );
             // MaxPool
             index += 1;
         }
@@ -49,6 +64,7 @@ public sealed class Vgg16 : FeatureNetwork
     /// <summary>A container whose children keep their TorchVision indices (parameter-free layers leave gaps).</summary>
     private sealed class IndexedModules() : Module(nameof(IndexedModules))
     {
-        public void Add(int index, Module module) => register_module(index.ToString(System.Globalization.CultureInfo.InvariantCulture), module);
+        public void Add(int index, Module module) =>
+            register_module(index.ToString(System.Globalization.CultureInfo.InvariantCulture), module);
     }
 }

@@ -12,8 +12,13 @@ namespace TransferApi.Features.Backbones;
 
 /// <summary>A weights file offered for registration, already checked for its form fields.</summary>
 public sealed record WeightsUpload(
-    BackboneArchitecture Architecture, Stream Content, string FileName, long Length, string? Id,
-    PreprocessingSpec Preprocessing);
+    BackboneArchitecture Architecture,
+    Stream Content,
+    string FileName,
+    long Length,
+    string? Id,
+    PreprocessingSpec Preprocessing
+);
 
 /// <summary>The stored backbone, and whether this import created it (false: the same one was already there).</summary>
 public sealed record ImportedBackbone(RegisteredBackbone Row, bool Created);
@@ -24,20 +29,28 @@ public sealed record ImportedBackbone(RegisteredBackbone Row, bool Created);
 /// content hash. Refusals are <see cref="DomainException"/>s.
 /// </summary>
 public sealed class BackboneImport(
-    TransferDbContext db, InferenceThread inference, IOptions<UploadOptions> uploads, ILogger<BackboneImport> logger)
+    TransferDbContext db,
+    InferenceThread inference,
+    IOptions<UploadOptions> uploads,
+    ILogger<BackboneImport> logger
+)
 {
     public async Task<ImportedBackbone> ImportAsync(WeightsUpload upload, CancellationToken cancellation)
     {
         var limit = uploads.Value.MaxBackboneWeightsBytes;
         if (upload.Length > limit)
-            throw new DomainException(ErrorKind.LimitExceeded, "Weights file too large",
-                $"file: {upload.Length:N0} bytes; the limit is {limit:N0}.");
+            throw new DomainException(
+                ErrorKind.LimitExceeded,
+                "Weights file too large",
+                $"file: {upload.Length:N0} bytes; the limit is {limit:N0}."
+            );
         var (weights, parameters, format) = await ConvertAsync(upload, 2 * limit);
         var sha256 = SHA256.HashData(weights);
         var id = upload.Id ?? $"{upload.Architecture.Name.Replace('_', '-')}-{Convert.ToHexStringLower(sha256)[..12]}";
 
         var existing = await db.Backbones.AsNoTracking().FirstOrDefaultAsync(b => b.Id == id, cancellation);
-        if (existing is not null) return new ImportedBackbone(SameOrConflict(existing, upload, sha256), Created: false);
+        if (existing is not null)
+            return new ImportedBackbone(SameOrConflict(existing, upload, sha256), Created: false);
         var row = new RegisteredBackbone
         {
             Id = id,
@@ -49,13 +62,20 @@ public sealed class BackboneImport(
             CreatedAt = DateTime.UtcNow,
         };
         await StoreAsync(row, weights, cancellation);
-        logger.LogInformation("Registered backbone {Backbone}: {Architecture}, {Parameters:N0} parameters from {Source}",
-            id, row.Architecture, parameters, row.Source);
+        logger.LogInformation(
+            "Registered backbone {Backbone}: {Architecture}, {Parameters:N0} parameters from {Source}",
+            id,
+            row.Architecture,
+            parameters,
+            row.Source
+        );
         return new ImportedBackbone(row, Created: true);
     }
 
     private async Task<(byte[] Weights, long Parameters, WeightsFormat Format)> ConvertAsync(
-        WeightsUpload upload, long maxUnpackedBytes)
+        WeightsUpload upload,
+        long maxUnpackedBytes
+    )
     {
         try
         {
@@ -67,9 +87,13 @@ public sealed class BackboneImport(
         }
     }
 
-    /// <summary>Reads, checks and converts the file: the canonical weights, the parameter count and its format.</summary>
+    /// <summary>Reads, checks and converts the file: the canonical weights, the parameter count and its
+    /// format.</summary>
     private static (byte[] Weights, long Parameters, WeightsFormat Format) ReadWeights(
-        BackboneArchitecture architecture, Stream stream, long maxUnpackedBytes)
+        BackboneArchitecture architecture,
+        Stream stream,
+        long maxUnpackedBytes
+    )
     {
         var format = StateDictFile.Detect(stream);
         var stateDict = StateDictFile.Read(stream, format, maxUnpackedBytes);
@@ -80,33 +104,54 @@ public sealed class BackboneImport(
         }
         finally
         {
-            foreach (var tensor in stateDict.Values) tensor.Dispose();
+            foreach (var tensor in stateDict.Values)
+                tensor.Dispose();
         }
     }
 
-    /// <summary>Registering the same weights again under the same id is a no-op; anything else under it conflicts.</summary>
-    private static RegisteredBackbone SameOrConflict(RegisteredBackbone existing, WeightsUpload upload, byte[] sha256) =>
-        existing.Architecture == upload.Architecture.Name && existing.WeightsSha256.SequenceEqual(sha256)
-            && existing.Preprocessing == upload.Preprocessing
+    /// <summary>Registering the same weights again under the same id is a no-op; anything else under it
+    /// conflicts.</summary>
+    private static RegisteredBackbone SameOrConflict(
+        RegisteredBackbone existing,
+        WeightsUpload upload,
+        byte[] sha256
+    ) =>
+        existing.Architecture == upload.Architecture.Name
+        && existing.WeightsSha256.SequenceEqual(sha256)
+        && existing.Preprocessing == upload.Preprocessing
             ? existing
-            : throw new DomainException(ErrorKind.Conflict, "Backbone id taken",
+            : throw new DomainException(
+                ErrorKind.Conflict,
+                "Backbone id taken",
                 $"id: '{existing.Id}' is already a backbone with other weights or preprocessing; choose another id or "
-                + "delete it first.");
+                    + "delete it first."
+            );
 
     private async Task StoreAsync(RegisteredBackbone row, byte[] weights, CancellationToken cancellation)
     {
         if (!await db.BackboneWeights.AnyAsync(w => w.Sha256 == row.WeightsSha256, cancellation))
-            db.BackboneWeights.Add(new BackboneWeights { Sha256 = row.WeightsSha256, Data = weights, CreatedAt = row.CreatedAt });
+            db.BackboneWeights.Add(
+                new BackboneWeights
+                {
+                    Sha256 = row.WeightsSha256,
+                    Data = weights,
+                    CreatedAt = row.CreatedAt,
+                }
+            );
         db.Backbones.Add(row);
         try
         {
             await db.SaveChangesAsync(cancellation);
         }
-        catch (DbUpdateException e) when (e.InnerException is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
+        catch (DbUpdateException e)
+            when (e.InnerException is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
         {
-            throw new DomainException(ErrorKind.Conflict, "Registered concurrently",
+            throw new DomainException(
+                ErrorKind.Conflict,
+                "Registered concurrently",
                 $"id: '{row.Id}' (or its weights) was registered by another request at the same moment; send the "
-                + "request again.");
+                    + "request again."
+            );
         }
     }
 }

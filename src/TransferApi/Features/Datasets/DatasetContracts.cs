@@ -29,8 +29,15 @@ public sealed record SplitCounts(int Train, int Validation, int Test);
 /// <param name="TotalBytes">Bytes of all images as uploaded.</param>
 /// <param name="MeanBytes">Mean bytes of an image.</param>
 public sealed record ImageStatistics(
-    int MinWidth, int MaxWidth, double MeanWidth, int MinHeight, int MaxHeight, double MeanHeight, long TotalBytes,
-    double MeanBytes);
+    int MinWidth,
+    int MaxWidth,
+    double MeanWidth,
+    int MinHeight,
+    int MaxHeight,
+    double MeanHeight,
+    long TotalBytes,
+    double MeanBytes
+);
 
 /// <param name="ValidationFraction">Share of each class split off for validation.</param>
 /// <param name="TestFraction">Share of each class split off for the final test.</param>
@@ -54,9 +61,19 @@ public sealed record RejectedFile(string Entry, string Reason);
 /// <param name="Problems">Why it cannot be trained yet (empty when it can).</param>
 /// <param name="Rejected">Files of the upload that were not stored, and why.</param>
 public sealed record DatasetResponse(
-    Guid Id, string Name, DateTime CreatedAt, int ImageCount, IReadOnlyList<ClassCount> Classes, SplitCounts Splits,
-    double? ImbalanceRatio, ImageStatistics? ImageStats, SplitSettings Split, bool Trainable,
-    IReadOnlyList<string> Problems, IReadOnlyList<RejectedFile> Rejected);
+    Guid Id,
+    string Name,
+    DateTime CreatedAt,
+    int ImageCount,
+    IReadOnlyList<ClassCount> Classes,
+    SplitCounts Splits,
+    double? ImbalanceRatio,
+    ImageStatistics? ImageStats,
+    SplitSettings Split,
+    bool Trainable,
+    IReadOnlyList<string> Problems,
+    IReadOnlyList<RejectedFile> Rejected
+);
 
 /// <param name="Id">The image's id.</param>
 /// <param name="Label">Its class.</param>
@@ -69,16 +86,29 @@ public sealed record DatasetResponse(
 /// <param name="SizeBytes">Bytes as uploaded.</param>
 /// <param name="Sha256">SHA-256 of its bytes, lower-case hex.</param>
 public sealed record DatasetImageResponse(
-    Guid Id, string Label, DataSplit Split, bool SplitFixed, string FileName, string Format, int Width, int Height,
-    int SizeBytes, string Sha256);
+    Guid Id,
+    string Label,
+    DataSplit Split,
+    bool SplitFixed,
+    string FileName,
+    string Format,
+    int Width,
+    int Height,
+    int SizeBytes,
+    string Sha256
+);
 
 /// <param name="DatasetId">The data set the images went to.</param>
 /// <param name="Added">The images stored.</param>
 /// <param name="Rejected">The files not stored, and why.</param>
 public sealed record AddImagesResponse(
-    Guid DatasetId, IReadOnlyList<DatasetImageResponse> Added, IReadOnlyList<RejectedFile> Rejected);
+    Guid DatasetId,
+    IReadOnlyList<DatasetImageResponse> Added,
+    IReadOnlyList<RejectedFile> Rejected
+);
 
-/// <summary>A new label and/or split for one image; a split set here is kept when the data set is split again.</summary>
+/// <summary>A new label and/or split for one image; a split set here is kept when the data set is split
+/// again.</summary>
 /// <param name="Label">The new class.</param>
 /// <param name="Split">Train, Validation or Test to fix the split; Unassigned to let re-splits choose.</param>
 public sealed record UpdateImageRequest(string? Label, DataSplit? Split);

@@ -3,9 +3,9 @@ using Microsoft.AspNetCore.Mvc;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using TransferApi.Http;
-using TransferApi.Services;
 using TransferApi.Options;
 using TransferApi.Persistence;
+using TransferApi.Services;
 using TransferApi.Training;
 
 namespace TransferApi.Features.Datasets;
@@ -15,7 +15,9 @@ public static class DatasetEndpoints
     public static RouteGroupBuilder MapDatasetEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/api/datasets").WithTags("Datasets").RequireAuthorization(Caller.Train);
-        group.MapPost("/", Upload).WithName("UploadDataset")
+        group
+            .MapPost("/", Upload)
+            .WithName("UploadDataset")
             .RequireRateLimiting(RateLimits.Upload)
             .DisableAntiforgery()
             .Accepts<IFormFile>("multipart/form-data")
@@ -25,13 +27,21 @@ public static class DatasetEndpoints
             .WithSummary("Upload a zip of folder-per-class images")
             .WithDescription(UploadDescription);
         group.MapGet("/", List).WithName("ListDatasets").WithSummary("List data sets, newest first");
-        group.MapGet("/{id:guid}", Get).WithName("GetDataset")
+        group
+            .MapGet("/{id:guid}", Get)
+            .WithName("GetDataset")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Read a data set: classes, per-split counts, imbalance, image sizes, trainability");
-        group.MapPost("/{id:guid}/split", Resplit).WithName("ResplitDataset")
+        group
+            .MapPost("/{id:guid}/split", Resplit)
+            .WithName("ResplitDataset")
             .ProducesProblem(StatusCodes.Status404NotFound)
-            .WithSummary("Split again (per class, seeded) the images whose split was not fixed by folders or by the client");
-        group.MapDelete("/{id:guid}", Delete).WithName("DeleteDataset")
+            .WithSummary(
+                "Split again (per class, seeded) the images whose split was not fixed by folders or by the client"
+            );
+        group
+            .MapDelete("/{id:guid}", Delete)
+            .WithName("DeleteDataset")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Delete a data set that no training job uses");
@@ -41,63 +51,136 @@ public static class DatasetEndpoints
 
     /// <param name="name">A display name for the data set.</param>
     /// <param name="file">The zip archive.</param>
-    /// <param name="validationFraction">Share of each class held out for validation where the archive fixes no split (default 0.2).</param>
-    /// <param name="testFraction">Share of each class held out for the final test where the archive fixes no split (default 0).</param>
+    /// <param name="validationFraction">Share of each class held out for validation where the archive fixes no split
+    /// (default 0.2).</param>
+    /// <param name="testFraction">Share of each class held out for the final test where the archive fixes no split
+    /// (default 0).</param>
     /// <param name="seed">Seed of that split (default 42).</param>
     internal static async Task<Results<Created<DatasetResponse>, ValidationProblem, ProblemHttpResult>> Upload(
-        [FromForm] string name, IFormFile file, [FromForm] double? validationFraction, [FromForm] double? testFraction, [FromForm] long? seed,
-        TransferDbContext db, DatasetIngestion ingestion, IOptions<UploadOptions> limits, IOptions<DatasetOptions> options, CancellationToken cancellation)
+        [FromForm] string name,
+        IFormFile file,
+        [FromForm] double? validationFraction,
+        [FromForm] double? testFraction,
+        [FromForm] long? seed,
+        TransferDbContext db,
+        DatasetIngestion ingestion,
+        IOptions<UploadOptions> limits,
+        IOptions<DatasetOptions> options,
+        CancellationToken cancellation
+    )
     {
         name = name.Trim();
-        var fractions = new SplitFractions(validationFraction ?? options.Value.DefaultValidationFraction, testFraction ?? options.Value.DefaultTestFraction);
+        var fractions = new SplitFractions(
+            validationFraction ?? options.Value.DefaultValidationFraction,
+            testFraction ?? options.Value.DefaultTestFraction
+        );
         var errors = new Dictionary<string, string[]>();
-        if (name.Length is 0 or > 200) errors["name"] = ["name must be 1 to 200 characters."];
-        if (fractions.Problem is { } problem) errors[problem.Field] = [problem.Message];
-        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        if (name.Length is 0 or > 200)
+            errors["name"] = ["name must be 1 to 200 characters."];
+        if (fractions.Problem is { } problem)
+            errors[problem.Field] = [problem.Message];
+        if (errors.Count > 0)
+            return TypedResults.ValidationProblem(errors);
 
         await using var stream = file.OpenReadStream();
         using var archive = DatasetArchive.Open(stream, limits.Value);
         var report = await ingestion.CreateAsync(
-            name, archive, fractions, seed ?? options.Value.DefaultSplitSeed, cancellation);
-        var dataset = await DatasetSummaries.GetAsync(db, report.DatasetId, options.Value.MinImagesPerClass, cancellation);
+            name,
+            archive,
+            fractions,
+            seed ?? options.Value.DefaultSplitSeed,
+            cancellation
+        );
+        var dataset = await DatasetSummaries.GetAsync(
+            db,
+            report.DatasetId,
+            options.Value.MinImagesPerClass,
+            cancellation
+        );
         return TypedResults.Created($"/api/datasets/{report.DatasetId}", dataset);
     }
 
-    internal static async Task<Ok<Page<DatasetResponse>>> List(TransferDbContext db, IOptions<DatasetOptions> options, int? page, int? pageSize, CancellationToken cancellation)
+    internal static async Task<Ok<Page<DatasetResponse>>> List(
+        TransferDbContext db,
+        IOptions<DatasetOptions> options,
+        int? page,
+        int? pageSize,
+        CancellationToken cancellation
+    )
     {
         var (p, size) = Paging.Normalize(page, pageSize);
         var ordered = db.Datasets.OrderByDescending(d => d.CreatedAt);
-        var items = await DatasetSummaries.ListAsync(db, ordered.Skip((p - 1) * size).Take(size), options.Value.MinImagesPerClass, cancellation);
-        return TypedResults.Ok(new Page<DatasetResponse>(items.OrderByDescending(d => d.CreatedAt).ToList(), p, size, await db.Datasets.CountAsync(cancellation)));
+        var items = await DatasetSummaries.ListAsync(
+            db,
+            ordered.Skip((p - 1) * size).Take(size),
+            options.Value.MinImagesPerClass,
+            cancellation
+        );
+        return TypedResults.Ok(
+            new Page<DatasetResponse>(
+                items.OrderByDescending(d => d.CreatedAt).ToList(),
+                p,
+                size,
+                await db.Datasets.CountAsync(cancellation)
+            )
+        );
     }
 
-    internal static async Task<Results<Ok<DatasetResponse>, ProblemHttpResult>> Get(Guid id, TransferDbContext db, IOptions<DatasetOptions> options, CancellationToken cancellation)
+    internal static async Task<Results<Ok<DatasetResponse>, ProblemHttpResult>> Get(
+        Guid id,
+        TransferDbContext db,
+        IOptions<DatasetOptions> options,
+        CancellationToken cancellation
+    )
     {
         var dataset = await DatasetSummaries.GetAsync(db, id, options.Value.MinImagesPerClass, cancellation);
         return dataset is null ? NotFound(id) : TypedResults.Ok(dataset);
     }
 
     internal static async Task<Results<Ok<DatasetResponse>, ValidationProblem, ProblemHttpResult>> Resplit(
-        Guid id, ResplitRequest request, TransferDbContext db, DatasetIngestion ingestion, IOptions<DatasetOptions> options, CancellationToken cancellation)
+        Guid id,
+        ResplitRequest request,
+        TransferDbContext db,
+        DatasetIngestion ingestion,
+        IOptions<DatasetOptions> options,
+        CancellationToken cancellation
+    )
     {
         var current = await db.Datasets.AsNoTracking().FirstOrDefaultAsync(d => d.Id == id, cancellation);
-        if (current is null) return NotFound(id);
-        var fractions = new SplitFractions(request.ValidationFraction ?? current.ValidationFraction, request.TestFraction ?? current.TestFraction);
+        if (current is null)
+            return NotFound(id);
+        var fractions = new SplitFractions(
+            request.ValidationFraction ?? current.ValidationFraction,
+            request.TestFraction ?? current.TestFraction
+        );
         if (fractions.Problem is { } problem)
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { [problem.Field] = [problem.Message] });
-        if (!await ingestion.ResplitAsync(id, fractions, request.Seed ?? current.SplitSeed, cancellation)) return NotFound(id);
-        return TypedResults.Ok((await DatasetSummaries.GetAsync(db, id, options.Value.MinImagesPerClass, cancellation))!);
+            return TypedResults.ValidationProblem(
+                new Dictionary<string, string[]> { [problem.Field] = [problem.Message] }
+            );
+        if (!await ingestion.ResplitAsync(id, fractions, request.Seed ?? current.SplitSeed, cancellation))
+            return NotFound(id);
+        return TypedResults.Ok(
+            (await DatasetSummaries.GetAsync(db, id, options.Value.MinImagesPerClass, cancellation))!
+        );
     }
 
-    internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(
+        Guid id,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
     {
         // The row lock waits for job creations holding the data set, so the count below sees their jobs.
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
-        if (await RowLocks.LockDatasetAsync(db, id, cancellation) is null) return NotFound(id);
+        if (await RowLocks.LockDatasetAsync(db, id, cancellation) is null)
+            return NotFound(id);
         var jobs = await db.TrainingJobs.CountAsync(j => j.DatasetId == id, cancellation);
         if (jobs > 0)
-            return Problems.Conflict("Data set in use",
-                $"id: {jobs} training job(s) and their models were trained on data set {id}; it cannot be deleted while they exist.");
+            return Problems.Conflict(
+                "Data set in use",
+                $"id: {jobs} training job(s) and their models were trained on data set {id}; it cannot be deleted "
+                    + "while they exist."
+            );
         await db.Datasets.Where(d => d.Id == id).ExecuteDeleteAsync(cancellation);
         await transaction.CommitAsync(cancellation);
         return TypedResults.NoContent();

@@ -6,10 +6,10 @@ using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Processing;
 using TransferApi.Http;
 using TransferApi.Options;
-using TransferApi.Services;
 using TransferApi.Persistence;
-using TransferApi.Training.Imaging;
+using TransferApi.Services;
 using TransferApi.Training;
+using TransferApi.Training.Imaging;
 
 namespace TransferApi.Features.Datasets;
 
@@ -21,11 +21,15 @@ public static class DatasetImageEndpoints
 
     public static RouteGroupBuilder MapDatasetImageEndpoints(this RouteGroupBuilder datasets)
     {
-        datasets.MapGet("/{id:guid}/images", List).WithName("ListDatasetImages")
+        datasets
+            .MapGet("/{id:guid}/images", List)
+            .WithName("ListDatasetImages")
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("List a data set's images, optionally by label and split");
-        datasets.MapPost("/{id:guid}/images", Add).WithName("AddDatasetImages")
+        datasets
+            .MapPost("/{id:guid}/images", Add)
+            .WithName("AddDatasetImages")
             .RequireRateLimiting(RateLimits.Upload)
             .DisableAntiforgery()
             .Accepts<IFormFileCollection>("multipart/form-data")
@@ -33,18 +37,35 @@ public static class DatasetImageEndpoints
             .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithSummary("Add images to a data set: one or more `file` parts and a `label`")
-            .WithDescription("""
+            .WithDescription(
+                """
                 Each file is checked like an archive entry; duplicates and conflicts are listed in `rejected`.
                 Without `split` the new images are split per class with the data set's shares and seed.
-                """);
-        datasets.MapGet("/{id:guid}/images/{imageId:guid}", Get).WithName("GetDatasetImage")
-            .Produces<byte[]>(StatusCodes.Status200OK, "image/jpeg", "image/png", "image/bmp", "image/gif", "image/webp")
+                """
+            );
+        datasets
+            .MapGet("/{id:guid}/images/{imageId:guid}", Get)
+            .WithName("GetDatasetImage")
+            .Produces<byte[]>(
+                StatusCodes.Status200OK,
+                "image/jpeg",
+                "image/png",
+                "image/bmp",
+                "image/gif",
+                "image/webp"
+            )
             .ProducesProblem(StatusCodes.Status404NotFound)
-            .WithSummary("Download a stored image (or, with thumbnail=true, a JPEG at most 128 pixels on its longer side)");
-        datasets.MapPatch("/{id:guid}/images/{imageId:guid}", Update).WithName("UpdateDatasetImage")
+            .WithSummary(
+                "Download a stored image (or, with thumbnail=true, a JPEG at most 128 pixels on its longer side)"
+            );
+        datasets
+            .MapPatch("/{id:guid}/images/{imageId:guid}", Update)
+            .WithName("UpdateDatasetImage")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Relabel an image or move it to another split");
-        datasets.MapDelete("/{id:guid}/images/{imageId:guid}", Delete).WithName("DeleteDatasetImage")
+        datasets
+            .MapDelete("/{id:guid}/images/{imageId:guid}", Delete)
+            .WithName("DeleteDatasetImage")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Remove an image from a data set");
         return datasets;
@@ -52,94 +73,202 @@ public static class DatasetImageEndpoints
 
     /// <param name="split">Train, Validation, Test or Unassigned.</param>
     internal static async Task<Results<Ok<Page<DatasetImageResponse>>, ProblemHttpResult>> List(
-        Guid id, TransferDbContext db, string? label, string? split, int? page, int? pageSize, CancellationToken cancellation)
+        Guid id,
+        TransferDbContext db,
+        string? label,
+        string? split,
+        int? page,
+        int? pageSize,
+        CancellationToken cancellation
+    )
     {
-        if (!await db.Datasets.AnyAsync(d => d.Id == id, cancellation)) return DatasetEndpoints.NotFound(id);
+        if (!await db.Datasets.AnyAsync(d => d.Id == id, cancellation))
+            return DatasetEndpoints.NotFound(id);
         var images = db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == id);
-        if (label is not null) images = images.Where(i => i.Label == label);
+        if (label is not null)
+            images = images.Where(i => i.Label == label);
         if (split is not null)
         {
             if (!Enum.TryParse<DataSplit>(split, ignoreCase: true, out var wanted) || !Enum.IsDefined(wanted))
-                return TypedResults.Problem($"split: '{split}' is not one of {string.Join(", ", Enum.GetNames<DataSplit>())}.", statusCode: 400, title: "Invalid split");
+                return TypedResults.Problem(
+                    $"split: '{split}' is not one of {string.Join(", ", Enum.GetNames<DataSplit>())}.",
+                    statusCode: 400,
+                    title: "Invalid split"
+                );
             images = images.Where(i => i.Split == wanted);
         }
-        var result = await images.OrderBy(i => i.Label).ThenBy(i => i.FileName).Select(Summary).ToPageAsync(page, pageSize, cancellation);
+        var result = await images
+            .OrderBy(i => i.Label)
+            .ThenBy(i => i.FileName)
+            .Select(Summary)
+            .ToPageAsync(page, pageSize, cancellation);
         return TypedResults.Ok(result);
     }
 
     /// <param name="label">The class of every file in this request.</param>
-    /// <param name="split">Train, Validation or Test to fix the split; omitted: split like the rest of the data set.</param>
+    /// <param name="split">Train, Validation or Test to fix the split; omitted: split like the rest of the data
+    /// set.</param>
     internal static async Task<Results<Ok<AddImagesResponse>, ValidationProblem, ProblemHttpResult>> Add(
-        Guid id, [FromForm] string label, [FromForm] DataSplit? split, IFormFileCollection files, TransferDbContext db,
-        DatasetIngestion ingestion, IOptions<UploadOptions> limits, CancellationToken cancellation)
+        Guid id,
+        [FromForm] string label,
+        [FromForm] DataSplit? split,
+        IFormFileCollection files,
+        TransferDbContext db,
+        DatasetIngestion ingestion,
+        IOptions<UploadOptions> limits,
+        CancellationToken cancellation
+    )
     {
         label = label.Trim();
         var errors = new Dictionary<string, string[]>();
-        if (label.Length is 0 or > MaxLabelLength || label.Any(char.IsControl) || label.Contains('/', StringComparison.Ordinal))
+        if (
+            label.Length is 0 or > MaxLabelLength
+            || label.Any(char.IsControl)
+            || label.Contains('/', StringComparison.Ordinal)
+        )
             errors["label"] = [$"label must be 1 to {MaxLabelLength} characters, without '/' or control characters."];
         var images = files.GetFiles("file");
-        if (images.Count == 0) errors["file"] = ["send one or more images as multipart parts named 'file'."];
-        if (images.Count > limits.Value.MaxFilesPerRequest) errors["file"] = [$"at most {limits.Value.MaxFilesPerRequest} files per request; this one has {images.Count}."];
-        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        if (images.Count == 0)
+            errors["file"] = ["send one or more images as multipart parts named 'file'."];
+        if (images.Count > limits.Value.MaxFilesPerRequest)
+            errors["file"] =
+            [
+                $"at most {limits.Value.MaxFilesPerRequest} files per request; this one has {images.Count}.",
+            ];
+        if (errors.Count > 0)
+            return TypedResults.ValidationProblem(errors);
         var tooLarge = images.FirstOrDefault(f => f.Length > limits.Value.MaxEntryBytes);
         if (tooLarge is not null)
-            return TypedResults.Problem($"file: '{tooLarge.FileName}' is {tooLarge.Length:N0} bytes; the limit is {limits.Value.MaxEntryBytes:N0}.", statusCode: 413, title: "Image too large");
+            return TypedResults.Problem(
+                $"file: '{tooLarge.FileName}' is {tooLarge.Length:N0} bytes; the limit is "
+                    + $"{limits.Value.MaxEntryBytes:N0}.",
+                statusCode: 413,
+                title: "Image too large"
+            );
 
         var splitFixed = split is not null and not DataSplit.Unassigned;
         var incoming = images.Select(f => new IncomingImage(
-            Path.GetFileName(f.FileName), label, split ?? DataSplit.Unassigned, splitFixed, ReadAll(f)));
+            Path.GetFileName(f.FileName),
+            label,
+            split ?? DataSplit.Unassigned,
+            splitFixed,
+            ReadAll(f)
+        ));
         var report = await ingestion.AddAsync(id, incoming, cancellation);
-        if (report is null) return DatasetEndpoints.NotFound(id);
-        var added = await db.DatasetImages.AsNoTracking().Where(i => report.Added.Contains(i.Id)).OrderBy(i => i.FileName).Select(Summary).ToListAsync(cancellation);
-        return TypedResults.Ok(new AddImagesResponse(id, added, report.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList()));
+        if (report is null)
+            return DatasetEndpoints.NotFound(id);
+        var added = await db
+            .DatasetImages.AsNoTracking()
+            .Where(i => report.Added.Contains(i.Id))
+            .OrderBy(i => i.FileName)
+            .Select(Summary)
+            .ToListAsync(cancellation);
+        return TypedResults.Ok(
+            new AddImagesResponse(id, added, report.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList())
+        );
     }
 
     internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> Get(
-        Guid id, Guid imageId, TransferDbContext db, IOptions<UploadOptions> limits, CancellationToken cancellation, bool thumbnail = false)
+        Guid id,
+        Guid imageId,
+        TransferDbContext db,
+        IOptions<UploadOptions> limits,
+        CancellationToken cancellation,
+        bool thumbnail = false
+    )
     {
-        var image = await db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == id && i.Id == imageId)
-            .Select(i => new { i.Data, i.FileName }).FirstOrDefaultAsync(cancellation);
-        if (image is null) return ImageNotFound(imageId);
+        var image = await db
+            .DatasetImages.AsNoTracking()
+            .Where(i => i.DatasetId == id && i.Id == imageId)
+            .Select(i => new { i.Data, i.FileName })
+            .FirstOrDefaultAsync(cancellation);
+        if (image is null)
+            return ImageNotFound(imageId);
         if (!thumbnail)
-            return TypedResults.File(image.Data, Image.DetectFormat(image.Data)?.DefaultMimeType ?? "application/octet-stream", Path.GetFileName(image.FileName));
+            return TypedResults.File(
+                image.Data,
+                Image.DetectFormat(image.Data)?.DefaultMimeType ?? "application/octet-stream",
+                Path.GetFileName(image.FileName)
+            );
 
         using var decoded = ImageReader.Decode(image.Data, limits.Value.ImageLimits);
-        decoded.Mutate(x => x.Resize(new ResizeOptions { Size = new Size(ThumbnailSide, ThumbnailSide), Mode = ResizeMode.Max }));
+        decoded.Mutate(x =>
+            x.Resize(new ResizeOptions { Size = new Size(ThumbnailSide, ThumbnailSide), Mode = ResizeMode.Max })
+        );
         using var buffer = new MemoryStream();
         await decoded.SaveAsJpegAsync(buffer, cancellation);
         return TypedResults.File(buffer.ToArray(), "image/jpeg");
     }
 
     internal static async Task<Results<Ok<DatasetImageResponse>, ValidationProblem, ProblemHttpResult>> Update(
-        Guid id, Guid imageId, UpdateImageRequest request, TransferDbContext db, CancellationToken cancellation)
+        Guid id,
+        Guid imageId,
+        UpdateImageRequest request,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
     {
         var label = request.Label?.Trim();
-        if (label is not null && (label.Length is 0 or > MaxLabelLength || label.Any(char.IsControl) || label.Contains('/', StringComparison.Ordinal)))
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["label"] = [$"label must be 1 to {MaxLabelLength} characters, without '/' or control characters."] });
+        if (
+            label is not null
+            && (
+                label.Length is 0 or > MaxLabelLength
+                || label.Any(char.IsControl)
+                || label.Contains('/', StringComparison.Ordinal)
+            )
+        )
+            return TypedResults.ValidationProblem(
+                new Dictionary<string, string[]>
+                {
+                    ["label"] = [$"label must be 1 to {MaxLabelLength} characters, without '/' or control characters."],
+                }
+            );
         if (request.Split is { } s && !Enum.IsDefined(s))
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["split"] = ["split must be Train, Validation, Test or Unassigned."] });
+            return TypedResults.ValidationProblem(
+                new Dictionary<string, string[]>
+                {
+                    ["split"] = ["split must be Train, Validation, Test or Unassigned."],
+                }
+            );
         // One conditional statement: an image (or data set) deleted meanwhile is simply not found.
         var split = request.Split;
         var image = db.DatasetImages.Where(i => i.DatasetId == id && i.Id == imageId);
-        var found = label is null && split is null
-            ? await image.AnyAsync(cancellation)
-            : await image.ExecuteUpdateAsync(setters =>
-            {
-                if (label is not null) setters.SetProperty(i => i.Label, label);
-                if (split is not null) setters.SetProperty(i => i.Split, split.Value).SetProperty(i => i.SplitFixed, split.Value != DataSplit.Unassigned);
-            }, cancellation) > 0;
-        if (!found) return ImageNotFound(imageId);
+        var found =
+            label is null && split is null
+                ? await image.AnyAsync(cancellation)
+                : await image.ExecuteUpdateAsync(
+                    setters =>
+                    {
+                        if (label is not null)
+                            setters.SetProperty(i => i.Label, label);
+                        if (split is not null)
+                            setters
+                                .SetProperty(i => i.Split, split.Value)
+                                .SetProperty(i => i.SplitFixed, split.Value != DataSplit.Unassigned);
+                    },
+                    cancellation
+                ) > 0;
+        if (!found)
+            return ImageNotFound(imageId);
         var updated = await image.AsNoTracking().Select(Summary).FirstOrDefaultAsync(cancellation);
         return updated is null ? ImageNotFound(imageId) : TypedResults.Ok(updated);
     }
 
-    internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(Guid id, Guid imageId, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(
+        Guid id,
+        Guid imageId,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
     {
-        var deleted = await db.DatasetImages.Where(i => i.DatasetId == id && i.Id == imageId).ExecuteDeleteAsync(cancellation);
+        var deleted = await db
+            .DatasetImages.Where(i => i.DatasetId == id && i.Id == imageId)
+            .ExecuteDeleteAsync(cancellation);
         return deleted == 0 ? ImageNotFound(imageId) : TypedResults.NoContent();
     }
 
-    private static ProblemHttpResult ImageNotFound(Guid imageId) => Problems.NotFound("image in this data set", imageId);
+    private static ProblemHttpResult ImageNotFound(Guid imageId) =>
+        Problems.NotFound("image in this data set", imageId);
 
     private static byte[] ReadAll(IFormFile file)
     {
@@ -149,7 +278,17 @@ public static class DatasetImageEndpoints
         return buffer.ToArray();
     }
 
-    private static readonly System.Linq.Expressions.Expression<Func<DatasetImage, DatasetImageResponse>> Summary = i =>
-        new DatasetImageResponse(i.Id, i.Label, i.Split, i.SplitFixed, i.FileName, i.Format, i.Width, i.Height, i.SizeBytes,
-            Convert.ToHexStringLower(i.Sha256));
+    private static readonly System.Linq.Expressions.Expression<Func<DatasetImage, DatasetImageResponse>> Summary =
+        i => new DatasetImageResponse(
+            i.Id,
+            i.Label,
+            i.Split,
+            i.SplitFixed,
+            i.FileName,
+            i.Format,
+            i.Width,
+            i.Height,
+            i.SizeBytes,
+            Convert.ToHexStringLower(i.Sha256)
+        );
 }

@@ -4,10 +4,10 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using TransferApi.Options;
-using TransferApi.Services;
 using TransferApi.Persistence;
-using TransferApi.Training.Imaging;
+using TransferApi.Services;
 using TransferApi.Training;
+using TransferApi.Training.Imaging;
 
 namespace TransferApi.Features.Datasets;
 
@@ -26,36 +26,72 @@ public sealed record IngestionReport(Guid DatasetId, IReadOnlyList<Guid> Added, 
 /// reported as a conflict. Images the client did not place in a split are split per class, seeded.
 /// </summary>
 public sealed class DatasetIngestion(
-    IDbContextFactory<TransferDbContext> dbFactory, TenantContext tenant, IOptions<UploadOptions> uploads, IOptions<DatasetOptions> datasets,
-    TenantQuotas quotas, Telemetry telemetry, ILogger<DatasetIngestion> logger)
+    IDbContextFactory<TransferDbContext> dbFactory,
+    TenantContext tenant,
+    IOptions<UploadOptions> uploads,
+    IOptions<DatasetOptions> datasets,
+    TenantQuotas quotas,
+    Telemetry telemetry,
+    ILogger<DatasetIngestion> logger
+)
 {
-    /// <summary>Creates a data set from an archive; refuses it whole when fewer than 2 classes end up with images.</summary>
-    public async Task<IngestionReport> CreateAsync(string name, DatasetArchive archive, SplitFractions fractions, long seed, CancellationToken cancellation)
+    /// <summary>Creates a data set from an archive; refuses it whole when fewer than 2 classes end up with
+    /// images.</summary>
+    public async Task<IngestionReport> CreateAsync(
+        string name,
+        DatasetArchive archive,
+        SplitFractions fractions,
+        long seed,
+        CancellationToken cancellation
+    )
     {
         await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
         var dataset = new Dataset
         {
-            Id = Guid.CreateVersion7(), Name = name, CreatedAt = DateTime.UtcNow,
-            ValidationFraction = fractions.Validation, TestFraction = fractions.Test, SplitSeed = seed,
+            Id = Guid.CreateVersion7(),
+            Name = name,
+            CreatedAt = DateTime.UtcNow,
+            ValidationFraction = fractions.Validation,
+            TestFraction = fractions.Test,
+            SplitSeed = seed,
         };
         using var span = Telemetry.StartSpan("dataset create", ("transferapi.dataset.id", dataset.Id));
         db.Datasets.Add(dataset);
         await db.SaveChangesAsync(cancellation);
 
         var rejected = new List<Rejection>();
-        var incoming = archive.ReadFiles().Select(f =>
-        {
-            if (f.File is null) rejected.Add(new Rejection(f.Entry, f.Rejection!));
-            return f.File is null ? null : new IncomingImage(f.Entry, f.File.Label, f.File.Split, f.File.SplitFromFolder, f.File.Data);
-        }).OfType<IncomingImage>();
+        var incoming = archive
+            .ReadFiles()
+            .Select(f =>
+            {
+                if (f.File is null)
+                    rejected.Add(new Rejection(f.Entry, f.Rejection!));
+                return f.File is null
+                    ? null
+                    : new IncomingImage(f.Entry, f.File.Label, f.File.Split, f.File.SplitFromFolder, f.File.Data);
+            })
+            .OfType<IncomingImage>();
         var added = await WriteAsync(db, dataset.Id, incoming, rejected, cancellation);
 
-        var labels = await db.DatasetImages.Where(i => i.DatasetId == dataset.Id).Select(i => i.Label).Distinct().CountAsync(cancellation);
+        var labels = await db
+            .DatasetImages.Where(i => i.DatasetId == dataset.Id)
+            .Select(i => i.Label)
+            .Distinct()
+            .CountAsync(cancellation);
         if (labels < 2)
-            throw new DomainException(ErrorKind.Unusable, "Not enough classes",
-                $"file: training needs at least 2 classes (one folder per class); this archive has {labels} class(es) with images"
-                + (rejected.Count > 0 ? $" and {rejected.Count} rejected file(s), e.g. '{rejected[0].Entry}': {rejected[0].Reason}." : "."));
+            throw new DomainException(
+                ErrorKind.Unusable,
+                "Not enough classes",
+                $"file: training needs at least 2 classes (one folder per class); this archive has {labels} class(es) "
+                    + "with images"
+                    + (
+                        rejected.Count > 0
+                            ? $" and {rejected.Count} rejected file(s), e.g. '{rejected[0].Entry}': "
+                                + $"{rejected[0].Reason}."
+                            : "."
+                    )
+            );
 
         await AssignSplitsAsync(db, dataset, onlyUnassigned: true, cancellation);
         var stored = await db.Datasets.FirstAsync(d => d.Id == dataset.Id, cancellation);
@@ -67,13 +103,20 @@ public sealed class DatasetIngestion(
     }
 
     /// <summary>Adds images to an existing data set; concurrent additions to one data set take turns.</summary>
-    public async Task<IngestionReport?> AddAsync(Guid datasetId, IEnumerable<IncomingImage> images, CancellationToken cancellation)
+    public async Task<IngestionReport?> AddAsync(
+        Guid datasetId,
+        IEnumerable<IncomingImage> images,
+        CancellationToken cancellation
+    )
     {
         await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
         // Row lock on the data set: duplicate detection and split assignment see every earlier addition.
-        var dataset = await db.Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {datasetId} FOR UPDATE").FirstOrDefaultAsync(cancellation);
-        if (dataset is null) return null;
+        var dataset = await db
+            .Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {datasetId} FOR UPDATE")
+            .FirstOrDefaultAsync(cancellation);
+        if (dataset is null)
+            return null;
         using var span = Telemetry.StartSpan("dataset add images", ("transferapi.dataset.id", datasetId));
         var rejected = new List<Rejection>();
         var added = await WriteAsync(db, datasetId, images, rejected, cancellation);
@@ -83,15 +126,29 @@ public sealed class DatasetIngestion(
         return Stored(new IngestionReport(datasetId, added, rejected));
     }
 
-    /// <summary>Refuses the upload whole (the caller's transaction rolls back) when its images take the tenant past its storage quota.</summary>
-    private async Task CheckQuotaAsync(TransferDbContext db, Guid datasetId, List<Guid> added, CancellationToken cancellation)
+    /// <summary>Refuses the upload whole (the caller's transaction rolls back) when its images take the tenant past its
+    /// storage quota.</summary>
+    private async Task CheckQuotaAsync(
+        TransferDbContext db,
+        Guid datasetId,
+        List<Guid> added,
+        CancellationToken cancellation
+    )
     {
-        var incoming = added.Count == 0 ? 0
-            : await db.DatasetImages.Where(i => i.DatasetId == datasetId && added.Contains(i.Id)).SumAsync(i => (long)i.SizeBytes, cancellation);
+        var incoming =
+            added.Count == 0
+                ? 0
+                : await db
+                    .DatasetImages.Where(i => i.DatasetId == datasetId && added.Contains(i.Id))
+                    .SumAsync(i => (long)i.SizeBytes, cancellation);
         if (await quotas.StorageOverLimitAsync(db, incoming, cancellation) is { } full)
-            throw new DomainException(ErrorKind.LimitExceeded, "Storage quota exceeded",
-                $"file: this upload's {full.IncomingBytes:N0} bytes of images would take the tenant to {full.StoredBytes + full.IncomingBytes:N0} bytes stored "
-                + $"(images and models); its quota is {full.QuotaBytes:N0} bytes. Delete data sets or models first.");
+            throw new DomainException(
+                ErrorKind.LimitExceeded,
+                "Storage quota exceeded",
+                $"file: this upload's {full.IncomingBytes:N0} bytes of images would take the tenant to "
+                    + $"{full.StoredBytes + full.IncomingBytes:N0} bytes stored "
+                    + $"(images and models); its quota is {full.QuotaBytes:N0} bytes. Delete data sets or models first."
+            );
     }
 
     /// <summary>Counts and logs a committed upload.</summary>
@@ -99,18 +156,33 @@ public sealed class DatasetIngestion(
     {
         telemetry.ImagesIngested.Add(report.Added.Count, new KeyValuePair<string, object?>("outcome", "stored"));
         telemetry.ImagesIngested.Add(report.Rejected.Count, new KeyValuePair<string, object?>("outcome", "rejected"));
-        Activity.Current?.SetTag("transferapi.images.stored", report.Added.Count).SetTag("transferapi.images.rejected", report.Rejected.Count);
-        logger.LogInformation("Dataset {DatasetId}: {Stored} image(s) stored, {Rejected} rejected", report.DatasetId, report.Added.Count, report.Rejected.Count);
+        Activity
+            .Current?.SetTag("transferapi.images.stored", report.Added.Count)
+            .SetTag("transferapi.images.rejected", report.Rejected.Count);
+        logger.LogInformation(
+            "Dataset {DatasetId}: {Stored} image(s) stored, {Rejected} rejected",
+            report.DatasetId,
+            report.Added.Count,
+            report.Rejected.Count
+        );
         return report;
     }
 
     /// <summary>Re-splits every image whose split the client did not fix, with new shares and seed.</summary>
-    public async Task<bool> ResplitAsync(Guid datasetId, SplitFractions fractions, long seed, CancellationToken cancellation)
+    public async Task<bool> ResplitAsync(
+        Guid datasetId,
+        SplitFractions fractions,
+        long seed,
+        CancellationToken cancellation
+    )
     {
         await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
-        var dataset = await db.Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {datasetId} FOR UPDATE").FirstOrDefaultAsync(cancellation);
-        if (dataset is null) return false;
+        var dataset = await db
+            .Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {datasetId} FOR UPDATE")
+            .FirstOrDefaultAsync(cancellation);
+        if (dataset is null)
+            return false;
         dataset.ValidationFraction = fractions.Validation;
         dataset.TestFraction = fractions.Test;
         dataset.SplitSeed = seed;
@@ -120,12 +192,27 @@ public sealed class DatasetIngestion(
         return true;
     }
 
-    private async Task<List<Guid>> WriteAsync(TransferDbContext db, Guid datasetId, IEnumerable<IncomingImage> images, List<Rejection> rejected, CancellationToken cancellation)
+    private async Task<List<Guid>> WriteAsync(
+        TransferDbContext db,
+        Guid datasetId,
+        IEnumerable<IncomingImage> images,
+        List<Rejection> rejected,
+        CancellationToken cancellation
+    )
     {
         var limits = uploads.Value.ImageLimits;
         var options = datasets.Value;
-        var known = (await db.DatasetImages.Where(i => i.DatasetId == datasetId).Select(i => new { i.Sha256, i.Label, i.FileName }).ToListAsync(cancellation))
-            .ToDictionary(i => Convert.ToHexString(i.Sha256), i => (i.Label, i.FileName));
+        var known = (
+            await db
+                .DatasetImages.Where(i => i.DatasetId == datasetId)
+                .Select(i => new
+                {
+                    i.Sha256,
+                    i.Label,
+                    i.FileName,
+                })
+                .ToListAsync(cancellation)
+        ).ToDictionary(i => Convert.ToHexString(i.Sha256), i => (i.Label, i.FileName));
         var added = new List<Guid>();
         foreach (var batch in Batches(images, options.IngestBatchSize, options.IngestBatchBytes))
         {
@@ -146,7 +233,11 @@ public sealed class DatasetIngestion(
             {
                 var (image, (header, error, hash)) = (batch[k], checks[k]);
                 if (error is { ExceedsLimits: true })
-                    throw new DomainException(ErrorKind.LimitExceeded, "Image too large", $"file: '{image.Entry}': {error.Message}.");
+                    throw new DomainException(
+                        ErrorKind.LimitExceeded,
+                        "Image too large",
+                        $"file: '{image.Entry}': {error.Message}."
+                    );
                 if (error is not null)
                 {
                     rejected.Add(new Rejection(image.Entry, error.Message));
@@ -155,17 +246,31 @@ public sealed class DatasetIngestion(
                 var key = Convert.ToHexString(hash);
                 if (known.TryGetValue(key, out var first))
                 {
-                    rejected.Add(new Rejection(image.Entry, first.Label == image.Label
-                        ? $"duplicate of '{first.FileName}' (stored once)"
-                        : $"conflict: the same image is already labelled '{first.Label}' ('{first.FileName}')"));
+                    rejected.Add(
+                        new Rejection(
+                            image.Entry,
+                            first.Label == image.Label
+                                ? $"duplicate of '{first.FileName}' (stored once)"
+                                : $"conflict: the same image is already labelled '{first.Label}' ('{first.FileName}')"
+                        )
+                    );
                     continue;
                 }
                 known[key] = (image.Label, image.Entry);
                 var row = new DatasetImage
                 {
-                    Id = Guid.CreateVersion7(), DatasetId = datasetId, Label = image.Label, Split = image.Split, SplitFixed = image.SplitFixed,
-                    FileName = image.Entry, Format = header!.Format, Width = header.Width, Height = header.Height,
-                    SizeBytes = image.Data.Length, Sha256 = hash, Data = image.Data,
+                    Id = Guid.CreateVersion7(),
+                    DatasetId = datasetId,
+                    Label = image.Label,
+                    Split = image.Split,
+                    SplitFixed = image.SplitFixed,
+                    FileName = image.Entry,
+                    Format = header!.Format,
+                    Width = header.Width,
+                    Height = header.Height,
+                    SizeBytes = image.Data.Length,
+                    Sha256 = hash,
+                    Data = image.Data,
                 };
                 db.DatasetImages.Add(row);
                 added.Add(row.Id);
@@ -175,7 +280,8 @@ public sealed class DatasetIngestion(
         return added;
     }
 
-    /// <summary>Consecutive groups of at most <paramref name="count"/> images and about <paramref name="bytes"/> bytes.</summary>
+    /// <summary>Consecutive groups of at most <paramref name="count"/> images and about <paramref name="bytes"/>
+    /// bytes.</summary>
     private static IEnumerable<List<IncomingImage>> Batches(IEnumerable<IncomingImage> images, int count, long bytes)
     {
         var batch = new List<IncomingImage>();
@@ -190,7 +296,8 @@ public sealed class DatasetIngestion(
                 (batch, size) = ([], 0);
             }
         }
-        if (batch.Count > 0) yield return batch;
+        if (batch.Count > 0)
+            yield return batch;
     }
 
     private static async Task FlushAsync(TransferDbContext db, CancellationToken cancellation)
@@ -199,29 +306,50 @@ public sealed class DatasetIngestion(
         {
             await db.SaveChangesAsync(cancellation);
         }
-        catch (DbUpdateException e) when (e.InnerException is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
+        catch (DbUpdateException e)
+            when (e.InnerException is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
         {
-            throw new DomainException(ErrorKind.Conflict, "Concurrent upload", "file: another upload stored the same image at the same moment; retry.");
+            throw new DomainException(
+                ErrorKind.Conflict,
+                "Concurrent upload",
+                "file: another upload stored the same image at the same moment; retry."
+            );
         }
         // Stored rows are not needed again: release their bytes.
         db.ChangeTracker.Clear();
     }
 
-    /// <summary>Splits the images still unassigned (or all not fixed by the client) per class with the data set's shares and seed.</summary>
-    private static async Task AssignSplitsAsync(TransferDbContext db, Dataset dataset, bool onlyUnassigned, CancellationToken cancellation)
+    /// <summary>Splits the images still unassigned (or all not fixed by the client) per class with the data set's
+    /// shares and seed.</summary>
+    private static async Task AssignSplitsAsync(
+        TransferDbContext db,
+        Dataset dataset,
+        bool onlyUnassigned,
+        CancellationToken cancellation
+    )
     {
-        var rows = await db.DatasetImages
-            .Where(i => i.DatasetId == dataset.Id && !i.SplitFixed && (!onlyUnassigned || i.Split == DataSplit.Unassigned))
-            .OrderBy(i => i.FileName).ThenBy(i => i.Id)
+        var rows = await db
+            .DatasetImages.Where(i =>
+                i.DatasetId == dataset.Id && !i.SplitFixed && (!onlyUnassigned || i.Split == DataSplit.Unassigned)
+            )
+            .OrderBy(i => i.FileName)
+            .ThenBy(i => i.Id)
             .Select(i => new { i.Id, i.Label })
             .ToListAsync(cancellation);
-        if (rows.Count == 0) return;
-        var splits = DataSplitter.Assign(rows.Select(r => r.Label).ToList(), new SplitFractions(dataset.ValidationFraction, dataset.TestFraction), dataset.SplitSeed);
+        if (rows.Count == 0)
+            return;
+        var splits = DataSplitter.Assign(
+            rows.Select(r => r.Label).ToList(),
+            new SplitFractions(dataset.ValidationFraction, dataset.TestFraction),
+            dataset.SplitSeed
+        );
         foreach (var split in new[] { DataSplit.Train, DataSplit.Validation, DataSplit.Test })
         {
             var ids = rows.Where((_, k) => splits[k] == split).Select(r => r.Id).ToList();
             if (ids.Count > 0)
-                await db.DatasetImages.Where(i => ids.Contains(i.Id)).ExecuteUpdateAsync(s => s.SetProperty(i => i.Split, split), cancellation);
+                await db
+                    .DatasetImages.Where(i => ids.Contains(i.Id))
+                    .ExecuteUpdateAsync(s => s.SetProperty(i => i.Split, split), cancellation);
         }
     }
 }

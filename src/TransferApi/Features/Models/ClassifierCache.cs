@@ -1,8 +1,8 @@
 using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.Options;
-using TransferApi.Services;
 using TransferApi.Options;
 using TransferApi.Persistence;
+using TransferApi.Services;
 using TransferApi.Training.Inference;
 
 namespace TransferApi.Features.Models;
@@ -10,7 +10,8 @@ namespace TransferApi.Features.Models;
 /// <summary>
 /// Trained models ready to predict, each with its <see cref="PredictionBatcher"/>, loaded once from their
 /// checkpoint and kept within <see cref="ServingOptions.ModelCacheBytes"/> (least recently used go first).
-/// A frozen-backbone model is kilobytes; the backbone behind all of them is shared through <see cref="BackboneRegistry"/>.
+/// A frozen-backbone model is kilobytes; the backbone behind all of them is shared through <see
+/// cref="BackboneRegistry"/>.
 /// </summary>
 public sealed class ClassifierCache : IDisposable
 {
@@ -23,10 +24,27 @@ public sealed class ClassifierCache : IDisposable
     private readonly InferenceThread inference;
     private readonly Telemetry telemetry;
 
-    public ClassifierCache(BackboneRegistry backbones, IOptions<ServingOptions> options, InferenceThread inference, Telemetry telemetry)
+    public ClassifierCache(
+        BackboneRegistry backbones,
+        IOptions<ServingOptions> options,
+        InferenceThread inference,
+        Telemetry telemetry
+    )
     {
-        (this.backbones, this.options, this.inference, this.telemetry) = (backbones, options.Value, inference, telemetry);
-        cache = new MemoryCache(new MemoryCacheOptions { SizeLimit = this.options.ModelCacheBytes, CompactionPercentage = 0.25, TrackStatistics = true });
+        (this.backbones, this.options, this.inference, this.telemetry) = (
+            backbones,
+            options.Value,
+            inference,
+            telemetry
+        );
+        cache = new MemoryCache(
+            new MemoryCacheOptions
+            {
+                SizeLimit = this.options.ModelCacheBytes,
+                CompactionPercentage = 0.25,
+                TrackStatistics = true,
+            }
+        );
     }
 
     /// <summary>Bytes the cached models take now (as counted against the limit).</summary>
@@ -36,7 +54,8 @@ public sealed class ClassifierCache : IDisposable
 
     public async Task<ServedModel> GetOrLoadAsync(TrainedModel row)
     {
-        if (cache.TryGetValue(row.Id, out ServedModel? cached)) return cached!;
+        if (cache.TryGetValue(row.Id, out ServedModel? cached))
+            return cached!;
         var backbone = await backbones.GetAsync(row.Backbone);
         return cache.GetOrCreate(row.Id, entry =>
         {
@@ -48,9 +67,21 @@ public sealed class ClassifierCache : IDisposable
         })!;
     }
 
-    /// <summary>A model loaded for prediction with its own batcher; outside the cache only for one bigger than the whole cache.</summary>
+    /// <summary>A model loaded for prediction with its own batcher; outside the cache only for one bigger than the
+    /// whole cache.</summary>
     public ServedModel Load(TrainedModel row, Training.Backbones.Backbone backbone) =>
-        new(row.Id, row.Tenant, row.Name, row.Version, new PredictionBatcher(new ImageClassifier(backbone, ModelMapping.ToCheckpoint(row)), options, inference, telemetry));
+        new(
+            row.Id,
+            row.Tenant,
+            row.Name,
+            row.Version,
+            new PredictionBatcher(
+                new ImageClassifier(backbone, ModelMapping.ToCheckpoint(row)),
+                options,
+                inference,
+                telemetry
+            )
+        );
 
     /// <summary>Drops a model (deleted, or replaced).</summary>
     public void Remove(Guid modelId) => cache.Remove(modelId);

@@ -17,9 +17,18 @@ namespace TransferApi.Features.Models;
 /// Images whose features an earlier job had already computed (same bytes, same backbone).
 /// </param>
 public sealed record ModelMetricsResponse(
-    double? ValAccuracy, double? ValLoss, double TrainLoss, int TrainImages, int ValidationImages,
-    double FeatureExtractionSeconds, double HeadTrainingSeconds, int BestEpoch, bool StoppedEarly, int ImagesEmbedded,
-    int FeaturesFromCache);
+    double? ValAccuracy,
+    double? ValLoss,
+    double TrainLoss,
+    int TrainImages,
+    int ValidationImages,
+    double FeatureExtractionSeconds,
+    double HeadTrainingSeconds,
+    int BestEpoch,
+    bool StoppedEarly,
+    int ImagesEmbedded,
+    int FeaturesFromCache
+);
 
 /// <param name="Id">The model's id.</param>
 /// <param name="JobId">The training job that produced it.</param>
@@ -35,9 +44,20 @@ public sealed record ModelMetricsResponse(
 /// <param name="Aliases">Aliases pointing at this version (predict with name@alias).</param>
 /// <param name="SizeBytes">Bytes it stores: the head, and the fine-tuned stages if any.</param>
 public sealed record ModelResponse(
-    Guid Id, Guid JobId, Guid DatasetId, string Backbone, HeadResponse Head, int FineTunedStages,
-    IReadOnlyList<string> Labels, DateTime CreatedAt, ModelMetricsResponse Metrics, string? Name, int? Version,
-    IReadOnlyList<string> Aliases, long SizeBytes);
+    Guid Id,
+    Guid JobId,
+    Guid DatasetId,
+    string Backbone,
+    HeadResponse Head,
+    int FineTunedStages,
+    IReadOnlyList<string> Labels,
+    DateTime CreatedAt,
+    ModelMetricsResponse Metrics,
+    string? Name,
+    int? Version,
+    IReadOnlyList<string> Aliases,
+    long SizeBytes
+);
 
 /// <param name="Label">A class the model knows.</param>
 /// <param name="Probability">The model's probability for it, 0-1.</param>
@@ -49,8 +69,12 @@ public sealed record PredictionResponse(string Label, double Probability);
 /// <param name="Predictions">The most probable labels, most probable first.</param>
 /// <param name="InferenceMilliseconds">Decode, preprocessing, waiting for a batch and the forward pass.</param>
 public sealed record PredictResponse(
-    Guid ModelId, string? ModelName, int? ModelVersion, IReadOnlyList<PredictionResponse> Predictions,
-    double InferenceMilliseconds);
+    Guid ModelId,
+    string? ModelName,
+    int? ModelVersion,
+    IReadOnlyList<PredictionResponse> Predictions,
+    double InferenceMilliseconds
+);
 
 /// <param name="FileName">The `file` part's file name, as sent.</param>
 /// <param name="Predictions">The most probable labels for it, most probable first.</param>
@@ -62,8 +86,12 @@ public sealed record FilePredictionsResponse(string FileName, IReadOnlyList<Pred
 /// <param name="Results">One entry per `file` part, in request order.</param>
 /// <param name="InferenceMilliseconds">Decode, preprocessing, waiting for batches and the forward passes.</param>
 public sealed record BatchPredictResponse(
-    Guid ModelId, string? ModelName, int? ModelVersion, IReadOnlyList<FilePredictionsResponse> Results,
-    double InferenceMilliseconds);
+    Guid ModelId,
+    string? ModelName,
+    int? ModelVersion,
+    IReadOnlyList<FilePredictionsResponse> Results,
+    double InferenceMilliseconds
+);
 
 /// <param name="Name">The name this model becomes the next version of.</param>
 public sealed record UpdateModelRequest(string? Name);

@@ -11,8 +11,12 @@ internal sealed class PredictBodyOperationFilter : IOperationFilter
 {
     public void Apply(OpenApiOperation operation, OperationFilterContext context)
     {
-        if (operation.RequestBody?.Content is not { } content || !content.ContainsKey("multipart/form-data")
-            || !content.Keys.Intersect(PredictRequestReader.RawImageContentTypes).Any()) return;
+        if (
+            operation.RequestBody?.Content is not { } content
+            || !content.ContainsKey("multipart/form-data")
+            || !content.Keys.Intersect(PredictRequestReader.RawImageContentTypes).Any()
+        )
+            return;
         var binary = new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary" };
         content["multipart/form-data"] = new OpenApiMediaType
         {
@@ -24,12 +28,15 @@ internal sealed class PredictBodyOperationFilter : IOperationFilter
                 {
                     ["file"] = new OpenApiSchema
                     {
-                        Type = JsonSchemaType.Array, Items = binary,
-                        Description = "One image (answered as `predictions`) or several (answered as `results`, one per file).",
+                        Type = JsonSchemaType.Array,
+                        Items = binary,
+                        Description =
+                            "One image (answered as `predictions`) or several (answered as `results`, one per file).",
                     },
                 },
             },
         };
-        foreach (var type in PredictRequestReader.RawImageContentTypes) content[type] = new OpenApiMediaType { Schema = binary };
+        foreach (var type in PredictRequestReader.RawImageContentTypes)
+            content[type] = new OpenApiMediaType { Schema = binary };
     }
 }

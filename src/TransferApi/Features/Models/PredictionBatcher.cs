@@ -1,6 +1,6 @@
 using System.Threading.Channels;
-using TransferApi.Services;
 using TransferApi.Options;
+using TransferApi.Services;
 using TransferApi.Training.Inference;
 
 namespace TransferApi.Features.Models;
@@ -15,7 +15,9 @@ public sealed class PredictionBatcher : IDisposable
 {
     private sealed record Pending(float[] Decoded, int Count, TaskCompletionSource<float[][]> Done);
 
-    private readonly Channel<Pending> queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Pending> queue = Channel.CreateUnbounded<Pending>(
+        new UnboundedChannelOptions { SingleReader = true }
+    );
     private readonly ImageClassifier classifier;
     private readonly ServingOptions options;
     private readonly InferenceThread inference;
@@ -23,7 +25,12 @@ public sealed class PredictionBatcher : IDisposable
     private long forwardPasses;
     private long imagesPredicted;
 
-    public PredictionBatcher(ImageClassifier classifier, ServingOptions options, InferenceThread inference, Telemetry telemetry)
+    public PredictionBatcher(
+        ImageClassifier classifier,
+        ServingOptions options,
+        InferenceThread inference,
+        Telemetry telemetry
+    )
     {
         (this.classifier, this.options, this.inference, this.telemetry) = (classifier, options, inference, telemetry);
         // Runs until retired; it answers every request's task itself, so nothing awaits the loop.
@@ -33,14 +40,21 @@ public sealed class PredictionBatcher : IDisposable
     public ImageClassifier Classifier => classifier;
 
     /// <summary>Forward passes run and images answered so far: their ratio is the mean batch size.</summary>
-    public (long ForwardPasses, long Images) Statistics => (Interlocked.Read(ref forwardPasses), Interlocked.Read(ref imagesPredicted));
+    public (long ForwardPasses, long Images) Statistics =>
+        (Interlocked.Read(ref forwardPasses), Interlocked.Read(ref imagesPredicted));
 
-    /// <summary>Queues <paramref name="count"/> images decoded by <see cref="ImageClassifier.Decode"/>; false once retired.</summary>
+    /// <summary>Queues <paramref name="count"/> images decoded by <see cref="ImageClassifier.Decode"/>; false once
+    /// retired.</summary>
     public bool TryEnqueue(float[] decoded, int count, out Task<float[][]> probabilities)
     {
-        var pending = new Pending(decoded, count, new TaskCompletionSource<float[][]>(TaskCreationOptions.RunContinuationsAsynchronously));
+        var pending = new Pending(
+            decoded,
+            count,
+            new TaskCompletionSource<float[][]>(TaskCreationOptions.RunContinuationsAsynchronously)
+        );
         probabilities = pending.Done.Task;
-        if (!queue.Writer.TryWrite(pending)) return false;
+        if (!queue.Writer.TryWrite(pending))
+            return false;
         telemetry.PredictQueued.Add(count);
         return true;
     }
@@ -62,18 +76,21 @@ public sealed class PredictionBatcher : IDisposable
                     continue;
                 }
                 var remaining = waitUntil - DateTime.UtcNow;
-                if (remaining <= TimeSpan.Zero) break;
+                if (remaining <= TimeSpan.Zero)
+                    break;
                 using var timeout = new CancellationTokenSource(remaining);
                 try
                 {
-                    if (!await queue.Reader.WaitToReadAsync(timeout.Token)) break;
+                    if (!await queue.Reader.WaitToReadAsync(timeout.Token))
+                        break;
                 }
                 catch (OperationCanceledException)
                 {
                     break;
                 }
             }
-            if (batch.Count == 0) continue;
+            if (batch.Count == 0)
+                continue;
             // Requests arriving meanwhile queue up for the next batch.
             await inference.RunAsync(() => Forward(batch));
         }
@@ -101,7 +118,8 @@ public sealed class PredictionBatcher : IDisposable
         }
         catch (Exception e)
         {
-            foreach (var pending in batch) pending.Done.TrySetException(e);
+            foreach (var pending in batch)
+                pending.Done.TrySetException(e);
         }
     }
 

@@ -19,22 +19,45 @@ public sealed record TableUsageResponse(string Table, string Holds, long Bytes, 
 /// <param name="StoredBytes">What the storage quota counts: images and models.</param>
 /// <param name="QuotaBytes">Quotas:MaxStoredBytesPerTenant, or null without a quota.</param>
 public sealed record TenantUsageResponse(
-    string Tenant, long ImageBytes, long ModelBytes, long CheckpointBytes, long FeatureBytes, long StoredBytes,
-    long? QuotaBytes);
+    string Tenant,
+    long ImageBytes,
+    long ModelBytes,
+    long CheckpointBytes,
+    long FeatureBytes,
+    long StoredBytes,
+    long? QuotaBytes
+);
 
 /// <param name="MeasuredAt">When the figures were measured (UTC).</param>
 /// <param name="DatabaseBytes">The whole database on disk.</param>
 /// <param name="Tables">Each table's size and rows, largest first.</param>
 /// <param name="Tenants">Each tenant's stored bytes.</param>
 public sealed record StorageReportResponse(
-    DateTime MeasuredAt, long DatabaseBytes, IReadOnlyList<TableUsageResponse> Tables,
-    IReadOnlyList<TenantUsageResponse> Tenants);
+    DateTime MeasuredAt,
+    long DatabaseBytes,
+    IReadOnlyList<TableUsageResponse> Tables,
+    IReadOnlyList<TenantUsageResponse> Tenants
+);
 
 public static class StorageMapping
 {
-    public static StorageReportResponse ToResponse(this StorageReport report) => new(
-        report.MeasuredAt, report.DatabaseBytes,
-        report.Tables.Select(t => new TableUsageResponse(t.Table, t.Holds, t.Bytes, t.LiveRows, t.DeadRows)).ToList(),
-        report.Tenants.Select(t => new TenantUsageResponse(
-            t.Tenant, t.ImageBytes, t.ModelBytes, t.CheckpointBytes, t.FeatureBytes, t.StoredBytes, t.QuotaBytes)).ToList());
+    public static StorageReportResponse ToResponse(this StorageReport report) =>
+        new(
+            report.MeasuredAt,
+            report.DatabaseBytes,
+            report
+                .Tables.Select(t => new TableUsageResponse(t.Table, t.Holds, t.Bytes, t.LiveRows, t.DeadRows))
+                .ToList(),
+            report
+                .Tenants.Select(t => new TenantUsageResponse(
+                    t.Tenant,
+                    t.ImageBytes,
+                    t.ModelBytes,
+                    t.CheckpointBytes,
+                    t.FeatureBytes,
+                    t.StoredBytes,
+                    t.QuotaBytes
+                ))
+                .ToList()
+        );
 }

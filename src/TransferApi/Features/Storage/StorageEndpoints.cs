@@ -8,13 +8,17 @@ public static class StorageEndpoints
     public static RouteGroupBuilder MapStorageEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/api/storage").WithTags("Storage").RequireAuthorization(Caller.Admin);
-        group.MapGet("/", Get).WithName("GetStorage")
+        group
+            .MapGet("/", Get)
+            .WithName("GetStorage")
             .WithSummary("Where the database's space goes: bytes by table and by tenant (admin)")
-            .WithDescription("""
+            .WithDescription(
+                """
                 Tables with indexes and TOAST, live and dead rows (dead rows are space a vacuum has not yet made
                 reusable); per tenant the images, models, running jobs' checkpoints and cached features, and what the
                 storage quota counts. The same figures are Prometheus gauges at /metrics.
-                """);
+                """
+            );
         return group;
     }
 

@@ -45,8 +45,8 @@ public static class TrainingCharts
         var n = labels.Count;
         var counts = new double[n, n];
         for (var t = 0; t < n; t++)
-            for (var p = 0; p < n; p++)
-                counts[t, p] = report.ConfusionMatrix.Counts[t][p];
+        for (var p = 0; p < n; p++)
+            counts[t, p] = report.ConfusionMatrix.Counts[t][p];
         var plot = new Plot();
         var heatmap = plot.Add.Heatmap(counts);
         // Blues runs dark to light; reversed, the busiest cells are the darkest.
@@ -54,14 +54,18 @@ public static class TrainingCharts
         plot.Add.ColorBar(heatmap);
         var max = Math.Max(1, report.ConfusionMatrix.Counts.SelectMany(r => r).Max());
         for (var t = 0; t < n; t++)
-            for (var p = 0; p < n; p++)
-            {
-                // Heatmap row 0 is drawn at the top: true class t sits at y = n - 1 - t.
-                var text = plot.Add.Text(report.ConfusionMatrix.Counts[t][p].ToString(System.Globalization.CultureInfo.InvariantCulture), p, n - 1 - t);
-                text.Alignment = Alignment.MiddleCenter;
-                text.LabelFontColor = report.ConfusionMatrix.Counts[t][p] > max / 2 ? Colors.White : Colors.Black;
-                text.LabelFontSize = n > 12 ? 9 : 14;
-            }
+        for (var p = 0; p < n; p++)
+        {
+            // Heatmap row 0 is drawn at the top: true class t sits at y = n - 1 - t.
+            var text = plot.Add.Text(
+                report.ConfusionMatrix.Counts[t][p].ToString(System.Globalization.CultureInfo.InvariantCulture),
+                p,
+                n - 1 - t
+            );
+            text.Alignment = Alignment.MiddleCenter;
+            text.LabelFontColor = report.ConfusionMatrix.Counts[t][p] > max / 2 ? Colors.White : Colors.Black;
+            text.LabelFontSize = n > 12 ? 9 : 14;
+        }
         double[] positions = Enumerable.Range(0, n).Select(i => (double)i).ToArray();
         plot.Axes.Bottom.SetTicks(positions, labels.ToArray());
         plot.Axes.Left.SetTicks(positions, labels.Reverse().ToArray());

@@ -27,7 +27,8 @@ namespace TransferApi.Features.TrainingJobs;
 /// <param name="ClassWeighted">
 /// Weight the loss of each class by total / (classes x its count), for imbalanced data (default false).
 /// </param>
-/// <param name="EarlyStopping">Stop when the monitored metric stops improving and keep the best epoch (default off).</param>
+/// <param name="EarlyStopping">Stop when the monitored metric stops improving and keep the best epoch (default
+/// off).</param>
 /// <param name="UnfreezeStages">
 /// 0 (default) keeps the backbone frozen; 1 to the backbone's stages fine-tunes its last N stages after the head has
 /// converged.
@@ -40,28 +41,54 @@ namespace TransferApi.Features.TrainingJobs;
 /// name@alias).
 /// </param>
 public sealed record CreateTrainingJobRequest(
-    Guid? DatasetId, string? Backbone = null, int? Epochs = null, int? BatchSize = null,
-    double? LearningRate = null, double? ValidationFraction = null, long? Seed = null,
-    HeadKind? Head = null, int? HiddenUnits = null, double? Dropout = null,
-    OptimizerKind? Optimizer = null, double? WeightDecay = null, double? Momentum = null,
-    LrSchedule? LrSchedule = null, int? StepEpochs = null, double? StepGamma = null,
-    double? LabelSmoothing = null, bool? ClassWeighted = null, EarlyStoppingRequest? EarlyStopping = null,
-    int? UnfreezeStages = null, int? FineTuneEpochs = null, double? FineTuneLrFactor = null,
-    AugmentationRequest? Augmentation = null, string? ModelName = null);
+    Guid? DatasetId,
+    string? Backbone = null,
+    int? Epochs = null,
+    int? BatchSize = null,
+    double? LearningRate = null,
+    double? ValidationFraction = null,
+    long? Seed = null,
+    HeadKind? Head = null,
+    int? HiddenUnits = null,
+    double? Dropout = null,
+    OptimizerKind? Optimizer = null,
+    double? WeightDecay = null,
+    double? Momentum = null,
+    LrSchedule? LrSchedule = null,
+    int? StepEpochs = null,
+    double? StepGamma = null,
+    double? LabelSmoothing = null,
+    bool? ClassWeighted = null,
+    EarlyStoppingRequest? EarlyStopping = null,
+    int? UnfreezeStages = null,
+    int? FineTuneEpochs = null,
+    double? FineTuneLrFactor = null,
+    AugmentationRequest? Augmentation = null,
+    string? ModelName = null
+);
 
 /// <param name="Views">
 /// Augmented views of each training image, embedded once per job, 0-16 (default 2 when augmentation is given).
 /// </param>
 /// <param name="RandomResizedCrop">Crop 50-100 % of the image at an aspect ratio of 3/4 to 4/3 (default true).</param>
 /// <param name="HorizontalFlip">Mirror half of the views (default true).</param>
-/// <param name="ColorJitter">Brightness, contrast and saturation varied by up to this factor, 0-1 (default 0.2).</param>
+/// <param name="ColorJitter">Brightness, contrast and saturation varied by up to this factor, 0-1 (default
+/// 0.2).</param>
 public sealed record AugmentationRequest(
-    int? Views = null, bool? RandomResizedCrop = null, bool? HorizontalFlip = null, double? ColorJitter = null);
+    int? Views = null,
+    bool? RandomResizedCrop = null,
+    bool? HorizontalFlip = null,
+    double? ColorJitter = null
+);
 
 /// <param name="Monitor">ValLoss (default) or ValAccuracy.</param>
 /// <param name="Patience">Epochs without improvement before stopping, 1-1000 (default 5).</param>
 /// <param name="MinDelta">Smallest change that counts as an improvement (default 0).</param>
-public sealed record EarlyStoppingRequest(MonitoredMetric? Monitor = null, int? Patience = null, double? MinDelta = null);
+public sealed record EarlyStoppingRequest(
+    MonitoredMetric? Monitor = null,
+    int? Patience = null,
+    double? MinDelta = null
+);
 
 /// <summary>Where a job is now.</summary>
 /// <param name="Stage">Queued, ExtractingFeatures, TrainingHead, FineTuning, Evaluating or Done.</param>
@@ -73,18 +100,33 @@ public sealed record EarlyStoppingRequest(MonitoredMetric? Monitor = null, int? 
 /// <param name="ImagesPerSecond">Throughput of the stage so far, when it is known.</param>
 /// <param name="EtaSeconds">Estimated seconds until the job ends, when it can be estimated.</param>
 public sealed record ProgressResponse(
-    string Stage, int Epoch, int TotalEpochs, int Batch, int TotalBatches, double Percent, double? ImagesPerSecond,
-    double? EtaSeconds);
+    string Stage,
+    int Epoch,
+    int TotalEpochs,
+    int Batch,
+    int TotalBatches,
+    double Percent,
+    double? ImagesPerSecond,
+    double? EtaSeconds
+);
 
 /// <summary>One finished epoch (head training, then fine-tuning, numbered on).</summary>
 /// <param name="Epoch">The epoch's number, from 1.</param>
 /// <param name="TrainLoss">Mean cross-entropy over the epoch's training batches.</param>
 /// <param name="ValLoss">Cross-entropy on the validation images after the epoch (null without them).</param>
-/// <param name="ValAccuracy">Share of validation images classified correctly after the epoch (null without them).</param>
+/// <param name="ValAccuracy">Share of validation images classified correctly after the epoch (null without
+/// them).</param>
 /// <param name="LearningRate">The head's learning rate during the epoch.</param>
-public sealed record MetricResponse(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy, double LearningRate);
+public sealed record MetricResponse(
+    int Epoch,
+    double TrainLoss,
+    double? ValLoss,
+    double? ValAccuracy,
+    double LearningRate
+);
 
-/// <summary>Where a fine-tuning job keeps the activations it trains on (Worker:ActivationMemoryBytes decides).</summary>
+/// <summary>Where a fine-tuning job keeps the activations it trains on (Worker:ActivationMemoryBytes
+/// decides).</summary>
 /// <param name="Storage">
 /// Memory when they fit the budget; Spilled (a temporary file) or Recomputed (from the images, every epoch) beyond
 /// it.
@@ -115,11 +157,27 @@ public sealed record ActivationsResponse(string Storage, long Bytes, long Budget
 /// <param name="Augmentation">Augmented views of each training image.</param>
 /// <param name="FeatureBatchSize">Images per backbone forward pass while extracting features.</param>
 public sealed record TrainingOptionsResponse(
-    int Epochs, int BatchSize, double LearningRate, double ValidationFraction, long Seed, HeadResponse Head,
-    OptimizerKind Optimizer, double WeightDecay, double Momentum, LrSchedule Schedule, int? StepEpochs,
-    double StepGamma, double LabelSmoothing, bool ClassWeighted, EarlyStoppingResponse? EarlyStopping,
-    int UnfreezeStages, int FineTuneEpochs, double FineTuneLrFactor, AugmentationResponse Augmentation,
-    int FeatureBatchSize);
+    int Epochs,
+    int BatchSize,
+    double LearningRate,
+    double ValidationFraction,
+    long Seed,
+    HeadResponse Head,
+    OptimizerKind Optimizer,
+    double WeightDecay,
+    double Momentum,
+    LrSchedule Schedule,
+    int? StepEpochs,
+    double StepGamma,
+    double LabelSmoothing,
+    bool ClassWeighted,
+    EarlyStoppingResponse? EarlyStopping,
+    int UnfreezeStages,
+    int FineTuneEpochs,
+    double FineTuneLrFactor,
+    AugmentationResponse Augmentation,
+    int FeatureBatchSize
+);
 
 /// <param name="Monitor">ValLoss or ValAccuracy.</param>
 /// <param name="Patience">Epochs without improvement before stopping.</param>
@@ -147,7 +205,8 @@ public sealed record AugmentationResponse(int Views, bool RandomResizedCrop, boo
 /// <param name="CheckpointEpoch">
 /// While running: the last epoch saved for crash recovery (a lost worker's job resumes after it).
 /// </param>
-/// <param name="ResumedFromEpoch">Set when a worker took the job over from a checkpoint: the epoch it continued after.</param>
+/// <param name="ResumedFromEpoch">Set when a worker took the job over from a checkpoint: the epoch it continued
+/// after.</param>
 /// <param name="ResumedFromBatch">
 /// Set when that checkpoint was taken part way through the next epoch (a worker shutting down): the batches of it
 /// already done.
@@ -155,10 +214,24 @@ public sealed record AugmentationResponse(int Views, bool RandomResizedCrop, boo
 /// <param name="ModelName">The name its model gets on success.</param>
 /// <param name="Activations">Fine-tuning only: where the job keeps its activations.</param>
 public sealed record TrainingJobResponse(
-    Guid Id, Guid DatasetId, JobStatus Status, DateTime CreatedAt, DateTime? StartedAt, DateTime? FinishedAt,
-    ProgressResponse Progress, IReadOnlyList<MetricResponse> Metrics, Guid? ModelId, string? Error, string Backbone,
-    TrainingOptionsResponse Options, int? CheckpointEpoch, int? ResumedFromEpoch, string? ModelName,
-    int? ResumedFromBatch, ActivationsResponse? Activations);
+    Guid Id,
+    Guid DatasetId,
+    JobStatus Status,
+    DateTime CreatedAt,
+    DateTime? StartedAt,
+    DateTime? FinishedAt,
+    ProgressResponse Progress,
+    IReadOnlyList<MetricResponse> Metrics,
+    Guid? ModelId,
+    string? Error,
+    string Backbone,
+    TrainingOptionsResponse Options,
+    int? CheckpointEpoch,
+    int? ResumedFromEpoch,
+    string? ModelName,
+    int? ResumedFromBatch,
+    ActivationsResponse? Activations
+);
 
 /// <summary>The last event of GET /api/training-jobs/{id}/events: how the job ended.</summary>
 /// <param name="Id">The job's id.</param>
@@ -178,8 +251,15 @@ public sealed record JobEndedEvent(Guid Id, JobStatus Status, Guid? ModelId, str
 /// <param name="PerClass">Precision, recall, F1 and support of each class.</param>
 /// <param name="ConfusionMatrix">Counts of true class against predicted class.</param>
 public sealed record ClassificationReportResponse(
-    string Split, int Images, double Accuracy, double Top5Accuracy, double MacroF1, double LogLoss,
-    IReadOnlyList<ClassMetricsResponse> PerClass, ConfusionMatrixResponse ConfusionMatrix);
+    string Split,
+    int Images,
+    double Accuracy,
+    double Top5Accuracy,
+    double MacroF1,
+    double LogLoss,
+    IReadOnlyList<ClassMetricsResponse> PerClass,
+    ConfusionMatrixResponse ConfusionMatrix
+);
 
 /// <param name="Label">The class.</param>
 /// <param name="Precision">Of the images predicted as this class, the share that are.</param>

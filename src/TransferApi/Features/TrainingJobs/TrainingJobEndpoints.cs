@@ -20,45 +20,65 @@ public static class TrainingJobEndpoints
     public static RouteGroupBuilder MapTrainingJobEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/api/training-jobs").WithTags("Training jobs").RequireAuthorization(Caller.Train);
-        group.MapPost("/", Create).WithName("CreateTrainingJob")
+        group
+            .MapPost("/", Create)
+            .WithName("CreateTrainingJob")
             .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
             .ProducesProblem(StatusCodes.Status429TooManyRequests)
             .WithSummary("Start training a model on a data set")
             .WithDescription(Descriptions.Create);
         group.MapGet("/", List).WithName("ListTrainingJobs").WithSummary("List training jobs, newest first");
-        group.MapPost("/{id:guid}/cancel", Cancel).WithName("CancelTrainingJob")
+        group
+            .MapPost("/{id:guid}/cancel", Cancel)
+            .WithName("CancelTrainingJob")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Cancel a queued or running job")
             .WithDescription(Descriptions.Cancel);
-        group.MapGet("/{id:guid}/events", Events).WithName("StreamTrainingJobEvents")
+        group
+            .MapGet("/{id:guid}/events", Events)
+            .WithName("StreamTrainingJobEvents")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Live progress as Server-Sent Events")
             .WithDescription(Descriptions.Events);
-        group.MapGet("/{id:guid}/report", Report).WithName("GetTrainingJobReport")
+        group
+            .MapGet("/{id:guid}/report", Report)
+            .WithName("GetTrainingJobReport")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Evaluation of the job's model on the test split (or validation when there is none)")
             .WithDescription(Descriptions.Report);
-        group.MapGet("/{id:guid}/charts/learning-curves.png", LearningCurvesChart).WithName("GetLearningCurvesChart")
+        group
+            .MapGet("/{id:guid}/charts/learning-curves.png", LearningCurvesChart)
+            .WithName("GetLearningCurvesChart")
             .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Learning curves: train and validation loss, validation accuracy, the kept epoch (PNG)");
-        group.MapGet("/{id:guid}/charts/confusion-matrix.png", ConfusionMatrixChart).WithName("GetConfusionMatrixChart")
+        group
+            .MapGet("/{id:guid}/charts/confusion-matrix.png", ConfusionMatrixChart)
+            .WithName("GetConfusionMatrixChart")
             .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Confusion matrix of the report (PNG)");
-        group.MapGet("/{id:guid}", Get).WithName("GetTrainingJob")
+        group
+            .MapGet("/{id:guid}", Get)
+            .WithName("GetTrainingJob")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Read a training job: status, progress, per-epoch metrics, model id");
         return group;
     }
 
     internal static async Task<Results<Accepted<TrainingJobResponse>, ValidationProblem, ProblemHttpResult>> Create(
-        CreateTrainingJobRequest request, TransferDbContext db, JobDispatcher dispatcher, TenantQuotas quotas,
-        IOptions<DatasetOptions> datasets, HttpContext http, CancellationToken cancellation)
+        CreateTrainingJobRequest request,
+        TransferDbContext db,
+        JobDispatcher dispatcher,
+        TenantQuotas quotas,
+        IOptions<DatasetOptions> datasets,
+        HttpContext http,
+        CancellationToken cancellation
+    )
     {
         var options = request.ToOptions();
         var job = new TrainingJob
@@ -78,23 +98,35 @@ public static class TrainingJobEndpoints
         // sequence.
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
         await RowLocks.AdvisoryAsync(db, RowLocks.Backbone(job.Backbone), shared: true, cancellation);
-        var datasetProblems = request.DatasetId is not null && await RowLocks.KeepDatasetAsync(db, job.DatasetId, cancellation)
-            ? await DatasetTrainability.ProblemsAsync(db, job.DatasetId, datasets.Value.MinImagesPerClass, cancellation)
-            : null;
+        var datasetProblems =
+            request.DatasetId is not null && await RowLocks.KeepDatasetAsync(db, job.DatasetId, cancellation)
+                ? await DatasetTrainability.ProblemsAsync(
+                    db,
+                    job.DatasetId,
+                    datasets.Value.MinImagesPerClass,
+                    cancellation
+                )
+                : null;
         var errors = await ValidateAsync(request, job, datasetFound: datasetProblems is not null, db, cancellation);
-        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        if (errors.Count > 0)
+            return TypedResults.ValidationProblem(errors);
         if (datasetProblems is { Count: > 0 })
             return TypedResults.Problem(
                 $"datasetId: data set {job.DatasetId} cannot be trained yet: {string.Join(" ", datasetProblems)}",
-                statusCode: StatusCodes.Status422UnprocessableEntity, title: "Data set not trainable");
+                statusCode: StatusCodes.Status422UnprocessableEntity,
+                title: "Data set not trainable"
+            );
         if (await quotas.QueuedJobsOverLimitAsync(db, cancellation) is { } full)
         {
             http.Response.Headers.RetryAfter = full.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
             return TypedResults.Problem(
                 $"This tenant already has {full.Queued} job(s) queued, the most it may have waiting "
-                + $"(Quotas:MaxQueuedJobsPerTenant); retry after about {full.RetryAfterSeconds} s (Retry-After), when "
-                + "one of them has started.",
-                statusCode: StatusCodes.Status429TooManyRequests, title: "Too many queued jobs");
+                    + $"(Quotas:MaxQueuedJobsPerTenant); retry after about {full.RetryAfterSeconds} s (Retry-After), "
+                    + "when "
+                    + "one of them has started.",
+                statusCode: StatusCodes.Status429TooManyRequests,
+                title: "Too many queued jobs"
+            );
         }
 
         db.TrainingJobs.Add(job);
@@ -107,66 +139,116 @@ public static class TrainingJobEndpoints
 
     /// <summary>Every field of the request that is wrong, by field name (empty when none is).</summary>
     private static async Task<Dictionary<string, string[]>> ValidateAsync(
-        CreateTrainingJobRequest request, TrainingJob job, bool datasetFound, TransferDbContext db,
-        CancellationToken cancellation)
+        CreateTrainingJobRequest request,
+        TrainingJob job,
+        bool datasetFound,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
     {
         var errors = new Dictionary<string, string[]>();
-        if (request.DatasetId is null) errors["datasetId"] = ["datasetId is required."];
-        else if (!datasetFound) errors["datasetId"] = [$"No data set has id {job.DatasetId}."];
+        if (request.DatasetId is null)
+            errors["datasetId"] = ["datasetId is required."];
+        else if (!datasetFound)
+            errors["datasetId"] = [$"No data set has id {job.DatasetId}."];
         var stages = await BackboneStagesAsync(db, job.Backbone, cancellation);
         if (stages is null)
-            errors["backbone"] = [$"No backbone is '{job.Backbone}'; GET /api/backbones lists them "
-                + $"(default {BackboneCatalog.ResNet18ImageNet})."];
+            errors["backbone"] =
+            [
+                $"No backbone is '{job.Backbone}'; GET /api/backbones lists them "
+                    + $"(default {BackboneCatalog.ResNet18ImageNet}).",
+            ];
         foreach (var group in job.Options.Problems().GroupBy(p => p.Field))
             errors[group.Key] = group.Select(p => p.Message).ToArray();
         if (stages is not null && job.Options.UnfreezeStages > stages && !errors.ContainsKey("unfreezeStages"))
-            errors["unfreezeStages"] = [$"unfreezeStages must be between 0 and {stages}: backbone '{job.Backbone}' "
-                + $"has {stages} stages."];
+            errors["unfreezeStages"] =
+            [
+                $"unfreezeStages must be between 0 and {stages}: backbone '{job.Backbone}' " + $"has {stages} stages.",
+            ];
         if (request.ModelName is not null && ModelNames.Problem(request.ModelName, "modelName") is { } badName)
             errors["modelName"] = [$"{badName}."];
         return errors;
     }
 
     /// <summary>Stages the backbone can fine-tune, or null when there is no such backbone.</summary>
-    private static async Task<int?> BackboneStagesAsync(TransferDbContext db, string backbone, CancellationToken cancellation)
+    private static async Task<int?> BackboneStagesAsync(
+        TransferDbContext db,
+        string backbone,
+        CancellationToken cancellation
+    )
     {
-        if (BackboneCatalog.BuiltIn.Contains(backbone)) return BackboneArchitecture.CntkResNet18.Stages;
-        var architecture = await db.Backbones.Where(b => b.Id == backbone).Select(b => b.Architecture)
+        if (BackboneCatalog.BuiltIn.Contains(backbone))
+            return BackboneArchitecture.CntkResNet18.Stages;
+        var architecture = await db
+            .Backbones.Where(b => b.Id == backbone)
+            .Select(b => b.Architecture)
             .FirstOrDefaultAsync(cancellation);
         return architecture is null ? null : BackboneArchitecture.Find(architecture)?.Stages;
     }
 
     internal static async Task<Results<Accepted<TrainingJobResponse>, ProblemHttpResult>> Cancel(
-        Guid id, TransferDbContext db, IBackgroundJobClient jobs, JobDispatcher dispatcher, CancellationToken cancellation)
+        Guid id,
+        TransferDbContext db,
+        IBackgroundJobClient jobs,
+        JobDispatcher dispatcher,
+        CancellationToken cancellation
+    )
     {
         // Conditional updates, so a cancel racing the worker's start can neither be lost nor overwrite an ended job.
-        var wasQueued = await db.TrainingJobs.Where(j => j.Id == id && j.Status == JobStatus.Queued)
-            .ExecuteUpdateAsync(s => s.SetProperty(j => j.Status, JobStatus.Cancelled).SetProperty(j => j.CancelRequested, true)
-                .SetProperty(j => j.FinishedAt, DateTime.UtcNow), cancellation) > 0;
-        var wasRunning = !wasQueued && await db.TrainingJobs.Where(j => j.Id == id && j.Status == JobStatus.Running)
-            .ExecuteUpdateAsync(s => s.SetProperty(j => j.CancelRequested, true), cancellation) > 0;
-        var job = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).FirstOrDefaultAsync(j => j.Id == id, cancellation);
-        if (job is null) return Problems.NotFound("training job", id);
+        var wasQueued =
+            await db
+                .TrainingJobs.Where(j => j.Id == id && j.Status == JobStatus.Queued)
+                .ExecuteUpdateAsync(
+                    s =>
+                        s.SetProperty(j => j.Status, JobStatus.Cancelled)
+                            .SetProperty(j => j.CancelRequested, true)
+                            .SetProperty(j => j.FinishedAt, DateTime.UtcNow),
+                    cancellation
+                ) > 0;
+        var wasRunning =
+            !wasQueued
+            && await db
+                .TrainingJobs.Where(j => j.Id == id && j.Status == JobStatus.Running)
+                .ExecuteUpdateAsync(s => s.SetProperty(j => j.CancelRequested, true), cancellation) > 0;
+        var job = await db
+            .TrainingJobs.AsNoTracking()
+            .Include(j => j.Metrics)
+            .FirstOrDefaultAsync(j => j.Id == id, cancellation);
+        if (job is null)
+            return Problems.NotFound("training job", id);
         if (wasQueued)
         {
-            if (job.HangfireJobId is not null) jobs.Delete(job.HangfireJobId);
+            if (job.HangfireJobId is not null)
+                jobs.Delete(job.HangfireJobId);
             // A slot it held is free for the next job in turn.
             await dispatcher.DispatchAsync(cancellation);
         }
         if (!wasQueued && !wasRunning)
-            return Problems.Conflict("Job already ended", $"id: training job {id} is {job.Status}; only queued or running jobs can be cancelled.");
+            return Problems.Conflict(
+                "Job already ended",
+                $"id: training job {id} is {job.Status}; only queued or running jobs can be cancelled."
+            );
         return TypedResults.Accepted($"/api/training-jobs/{id}", job.ToResponse());
     }
 
     internal static async Task<Results<ServerSentEventsResult<object>, ProblemHttpResult>> Events(
-        Guid id, TransferDbContext db, IDbContextFactory<TransferDbContext> dbFactory, CancellationToken cancellation)
+        Guid id,
+        TransferDbContext db,
+        IDbContextFactory<TransferDbContext> dbFactory,
+        CancellationToken cancellation
+    )
     {
-        if (!await db.TrainingJobs.AnyAsync(j => j.Id == id, cancellation)) return Problems.NotFound("training job", id);
+        if (!await db.TrainingJobs.AnyAsync(j => j.Id == id, cancellation))
+            return Problems.NotFound("training job", id);
         return TypedResults.ServerSentEvents(JobEvents(id, dbFactory, cancellation));
     }
 
     /// <summary>Polls the job's row (whichever process runs it) and emits what changed since the last look.</summary>
-    private static async IAsyncEnumerable<SseItem<object>> JobEvents(Guid id, IDbContextFactory<TransferDbContext> dbFactory, [EnumeratorCancellation] CancellationToken cancellation)
+    private static async IAsyncEnumerable<SseItem<object>> JobEvents(
+        Guid id,
+        IDbContextFactory<TransferDbContext> dbFactory,
+        [EnumeratorCancellation] CancellationToken cancellation
+    )
     {
         ProgressResponse? lastProgress = null;
         var lastEpoch = 0;
@@ -175,8 +257,13 @@ public static class TrainingJobEndpoints
         {
             await using var db = await dbFactory.CreateDbContextAsync(cancellation);
             var job = await db.TrainingJobs.AsNoTracking().FirstOrDefaultAsync(j => j.Id == id, cancellation);
-            if (job is null) yield break;
-            var metrics = await db.TrainingMetrics.AsNoTracking().Where(m => m.JobId == id && m.Epoch > lastEpoch).OrderBy(m => m.Epoch).ToListAsync(cancellation);
+            if (job is null)
+                yield break;
+            var metrics = await db
+                .TrainingMetrics.AsNoTracking()
+                .Where(m => m.JobId == id && m.Epoch > lastEpoch)
+                .OrderBy(m => m.Epoch)
+                .ToListAsync(cancellation);
             var progress = job.Progress.ToResponse();
             if (progress != lastProgress)
             {
@@ -193,51 +280,114 @@ public static class TrainingJobEndpoints
                 yield return new SseItem<object>(job.ToEndedEvent(), "status");
                 yield break;
             }
-        }
-        while (await timer.WaitForNextTickAsync(cancellation));
+        } while (await timer.WaitForNextTickAsync(cancellation));
     }
 
-    internal static async Task<Results<Ok<ClassificationReportResponse>, ProblemHttpResult>> Report(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<Ok<ClassificationReportResponse>, ProblemHttpResult>> Report(
+        Guid id,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
     {
-        var job = await db.TrainingJobs.AsNoTracking().Where(j => j.Id == id).Select(j => new { j.Status, j.Report }).FirstOrDefaultAsync(cancellation);
-        if (job is null) return Problems.NotFound("training job", id);
+        var job = await db
+            .TrainingJobs.AsNoTracking()
+            .Where(j => j.Id == id)
+            .Select(j => new { j.Status, j.Report })
+            .FirstOrDefaultAsync(cancellation);
+        if (job is null)
+            return Problems.NotFound("training job", id);
         return job.Report is null
-            ? Problems.Conflict("No report", $"id: training job {id} is {job.Status}; a report exists once the job has a model and held-out (test or validation) images.")
+            ? Problems.Conflict(
+                "No report",
+                $"id: training job {id} is {job.Status}; a report exists once the job has a model and held-out (test "
+                    + "or validation) images."
+            )
             : TypedResults.Ok(job.Report.ToResponse());
     }
 
-    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> LearningCurvesChart(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> LearningCurvesChart(
+        Guid id,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
     {
-        var job = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).FirstOrDefaultAsync(j => j.Id == id, cancellation);
-        if (job is null) return Problems.NotFound("training job", id);
+        var job = await db
+            .TrainingJobs.AsNoTracking()
+            .Include(j => j.Metrics)
+            .FirstOrDefaultAsync(j => j.Id == id, cancellation);
+        if (job is null)
+            return Problems.NotFound("training job", id);
         if (job.Metrics.Count == 0)
-            return Problems.Conflict("No epochs yet", $"id: training job {id} is {job.Status} and has finished no epoch yet.");
-        var bestEpoch = job.ModelId is { } modelId ? await db.Models.Where(m => m.Id == modelId).Select(m => (int?)m.BestEpoch).FirstOrDefaultAsync(cancellation) : null;
-        return TypedResults.File(TrainingCharts.LearningCurves(job.Metrics.OrderBy(m => m.Epoch).ToList(), bestEpoch), "image/png");
+            return Problems.Conflict(
+                "No epochs yet",
+                $"id: training job {id} is {job.Status} and has finished no epoch yet."
+            );
+        var bestEpoch = job.ModelId is { } modelId
+            ? await db
+                .Models.Where(m => m.Id == modelId)
+                .Select(m => (int?)m.BestEpoch)
+                .FirstOrDefaultAsync(cancellation)
+            : null;
+        return TypedResults.File(
+            TrainingCharts.LearningCurves(job.Metrics.OrderBy(m => m.Epoch).ToList(), bestEpoch),
+            "image/png"
+        );
     }
 
-    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> ConfusionMatrixChart(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> ConfusionMatrixChart(
+        Guid id,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
     {
-        var job = await db.TrainingJobs.AsNoTracking().Where(j => j.Id == id).Select(j => new { j.Status, j.Report }).FirstOrDefaultAsync(cancellation);
-        if (job is null) return Problems.NotFound("training job", id);
+        var job = await db
+            .TrainingJobs.AsNoTracking()
+            .Where(j => j.Id == id)
+            .Select(j => new { j.Status, j.Report })
+            .FirstOrDefaultAsync(cancellation);
+        if (job is null)
+            return Problems.NotFound("training job", id);
         return job.Report is null
-            ? Problems.Conflict("No report", $"id: training job {id} is {job.Status}; the confusion matrix exists once the job has a report.")
+            ? Problems.Conflict(
+                "No report",
+                $"id: training job {id} is {job.Status}; the confusion matrix exists once the job has a report."
+            )
             : TypedResults.File(TrainingCharts.ConfusionMatrix(job.Report), "image/png");
     }
 
-    internal static async Task<Ok<Page<TrainingJobResponse>>> List(TransferDbContext db, int? page, int? pageSize, CancellationToken cancellation)
+    internal static async Task<Ok<Page<TrainingJobResponse>>> List(
+        TransferDbContext db,
+        int? page,
+        int? pageSize,
+        CancellationToken cancellation
+    )
     {
-        var jobs = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).OrderByDescending(j => j.CreatedAt)
+        var jobs = await db
+            .TrainingJobs.AsNoTracking()
+            .Include(j => j.Metrics)
+            .OrderByDescending(j => j.CreatedAt)
             .ToPageAsync(page, pageSize, cancellation);
-        return TypedResults.Ok(new Page<TrainingJobResponse>(jobs.Items.Select(j => j.ToResponse()).ToList(), jobs.PageNumber, jobs.PageSize, jobs.TotalCount));
+        return TypedResults.Ok(
+            new Page<TrainingJobResponse>(
+                jobs.Items.Select(j => j.ToResponse()).ToList(),
+                jobs.PageNumber,
+                jobs.PageSize,
+                jobs.TotalCount
+            )
+        );
     }
 
-    internal static async Task<Results<Ok<TrainingJobResponse>, ProblemHttpResult>> Get(Guid id, TransferDbContext db, CancellationToken cancellation)
+    internal static async Task<Results<Ok<TrainingJobResponse>, ProblemHttpResult>> Get(
+        Guid id,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
     {
-        var job = await db.TrainingJobs.AsNoTracking().Include(j => j.Metrics).FirstOrDefaultAsync(j => j.Id == id, cancellation);
-        return job is null
-            ? Problems.NotFound("training job", id)
-            : TypedResults.Ok(job.ToResponse());
+        var job = await db
+            .TrainingJobs.AsNoTracking()
+            .Include(j => j.Metrics)
+            .FirstOrDefaultAsync(j => j.Id == id, cancellation);
+        return job is null ? Problems.NotFound("training job", id) : TypedResults.Ok(job.ToResponse());
     }
 
     private static class Descriptions

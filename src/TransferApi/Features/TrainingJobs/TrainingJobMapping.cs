@@ -21,8 +21,10 @@ public static class TrainingJobMapping
             ValidationFraction = request.ValidationFraction ?? defaults.ValidationFraction,
             Seed = request.Seed ?? defaults.Seed,
             Head = new HeadSpec(
-                request.Head ?? defaults.Head.Kind, request.HiddenUnits ?? defaults.Head.HiddenUnits,
-                request.Dropout ?? defaults.Head.Dropout),
+                request.Head ?? defaults.Head.Kind,
+                request.HiddenUnits ?? defaults.Head.HiddenUnits,
+                request.Dropout ?? defaults.Head.Dropout
+            ),
             Optimizer = request.Optimizer ?? defaults.Optimizer,
             WeightDecay = request.WeightDecay ?? defaults.WeightDecay,
             Momentum = request.Momentum ?? defaults.Momentum,
@@ -31,29 +33,57 @@ public static class TrainingJobMapping
             StepGamma = request.StepGamma ?? defaults.StepGamma,
             LabelSmoothing = request.LabelSmoothing ?? defaults.LabelSmoothing,
             ClassWeighted = request.ClassWeighted ?? defaults.ClassWeighted,
-            EarlyStopping = request.EarlyStopping is not { } stop ? null : new EarlyStopping(
-                stop.Monitor ?? MonitoredMetric.ValLoss, stop.Patience ?? 5, stop.MinDelta ?? 0),
+            EarlyStopping = request.EarlyStopping is not { } stop
+                ? null
+                : new EarlyStopping(stop.Monitor ?? MonitoredMetric.ValLoss, stop.Patience ?? 5, stop.MinDelta ?? 0),
             UnfreezeStages = request.UnfreezeStages ?? defaults.UnfreezeStages,
             FineTuneEpochs = request.FineTuneEpochs ?? defaults.FineTuneEpochs,
             FineTuneLrFactor = request.FineTuneLrFactor ?? defaults.FineTuneLrFactor,
-            Augmentation = request.Augmentation is not { } views ? defaults.Augmentation : new AugmentationOptions(
-                views.Views ?? 2, views.RandomResizedCrop ?? true, views.HorizontalFlip ?? true, views.ColorJitter ?? 0.2),
+            Augmentation = request.Augmentation is not { } views
+                ? defaults.Augmentation
+                : new AugmentationOptions(
+                    views.Views ?? 2,
+                    views.RandomResizedCrop ?? true,
+                    views.HorizontalFlip ?? true,
+                    views.ColorJitter ?? 0.2
+                ),
         };
     }
 
-    public static TrainingJobResponse ToResponse(this TrainingJob job) => new(
-        job.Id, job.DatasetId, job.Status, job.CreatedAt, job.StartedAt, job.FinishedAt,
-        job.Progress.ToResponse(),
-        job.Metrics.OrderBy(m => m.Epoch).Select(ToResponse).ToList(),
-        job.ModelId, job.Error, job.Backbone, job.Options.ToResponse(), job.CheckpointEpoch, job.ResumedFromEpoch,
-        job.ModelName, job.ResumedFromBatch,
-        job.ActivationStorage is { } storage
-            ? new ActivationsResponse(storage.ToString(), job.ActivationBytes ?? 0, job.ActivationBudgetBytes ?? 0)
-            : null);
+    public static TrainingJobResponse ToResponse(this TrainingJob job) =>
+        new(
+            job.Id,
+            job.DatasetId,
+            job.Status,
+            job.CreatedAt,
+            job.StartedAt,
+            job.FinishedAt,
+            job.Progress.ToResponse(),
+            job.Metrics.OrderBy(m => m.Epoch).Select(ToResponse).ToList(),
+            job.ModelId,
+            job.Error,
+            job.Backbone,
+            job.Options.ToResponse(),
+            job.CheckpointEpoch,
+            job.ResumedFromEpoch,
+            job.ModelName,
+            job.ResumedFromBatch,
+            job.ActivationStorage is { } storage
+                ? new ActivationsResponse(storage.ToString(), job.ActivationBytes ?? 0, job.ActivationBudgetBytes ?? 0)
+                : null
+        );
 
-    public static ProgressResponse ToResponse(this TrainingProgress p) => new(
-        p.Stage.ToString(), p.Epoch, p.TotalEpochs, p.Batch, p.TotalBatches, Math.Round(p.Percent, 2),
-        p.ImagesPerSecond is { } rate ? Math.Round(rate, 2) : null, p.EtaSeconds is { } eta ? Math.Round(eta, 1) : null);
+    public static ProgressResponse ToResponse(this TrainingProgress p) =>
+        new(
+            p.Stage.ToString(),
+            p.Epoch,
+            p.TotalEpochs,
+            p.Batch,
+            p.TotalBatches,
+            Math.Round(p.Percent, 2),
+            p.ImagesPerSecond is { } rate ? Math.Round(rate, 2) : null,
+            p.EtaSeconds is { } eta ? Math.Round(eta, 1) : null
+        );
 
     public static MetricResponse ToResponse(this TrainingMetric m) =>
         new(m.Epoch, m.TrainLoss, m.ValLoss, m.ValAccuracy, m.LearningRate);
@@ -61,19 +91,46 @@ public static class TrainingJobMapping
     public static JobEndedEvent ToEndedEvent(this TrainingJob job) =>
         new(job.Id, job.Status, job.ModelId, job.Error, job.FinishedAt);
 
-    public static TrainingOptionsResponse ToResponse(this TrainingOptions o) => new(
-        o.Epochs, o.BatchSize, o.LearningRate, o.ValidationFraction, o.Seed, HeadResponse.From(o.Head),
-        o.Optimizer, o.WeightDecay, o.Momentum, o.Schedule, o.StepEpochs, o.StepGamma, o.LabelSmoothing,
-        o.ClassWeighted,
-        o.EarlyStopping is { } stop ? new EarlyStoppingResponse(stop.Monitor, stop.Patience, stop.MinDelta) : null,
-        o.UnfreezeStages, o.FineTuneEpochs, o.FineTuneLrFactor,
-        new AugmentationResponse(
-            o.Augmentation.Views, o.Augmentation.RandomResizedCrop, o.Augmentation.HorizontalFlip,
-            o.Augmentation.ColorJitter),
-        o.FeatureBatchSize);
+    public static TrainingOptionsResponse ToResponse(this TrainingOptions o) =>
+        new(
+            o.Epochs,
+            o.BatchSize,
+            o.LearningRate,
+            o.ValidationFraction,
+            o.Seed,
+            HeadResponse.From(o.Head),
+            o.Optimizer,
+            o.WeightDecay,
+            o.Momentum,
+            o.Schedule,
+            o.StepEpochs,
+            o.StepGamma,
+            o.LabelSmoothing,
+            o.ClassWeighted,
+            o.EarlyStopping is { } stop ? new EarlyStoppingResponse(stop.Monitor, stop.Patience, stop.MinDelta) : null,
+            o.UnfreezeStages,
+            o.FineTuneEpochs,
+            o.FineTuneLrFactor,
+            new AugmentationResponse(
+                o.Augmentation.Views,
+                o.Augmentation.RandomResizedCrop,
+                o.Augmentation.HorizontalFlip,
+                o.Augmentation.ColorJitter
+            ),
+            o.FeatureBatchSize
+        );
 
-    public static ClassificationReportResponse ToResponse(this ClassificationReport report) => new(
-        report.Split, report.Images, report.Accuracy, report.Top5Accuracy, report.MacroF1, report.LogLoss,
-        report.PerClass.Select(c => new ClassMetricsResponse(c.Label, c.Precision, c.Recall, c.F1, c.Support)).ToList(),
-        new ConfusionMatrixResponse(report.ConfusionMatrix.Labels, report.ConfusionMatrix.Counts));
+    public static ClassificationReportResponse ToResponse(this ClassificationReport report) =>
+        new(
+            report.Split,
+            report.Images,
+            report.Accuracy,
+            report.Top5Accuracy,
+            report.MacroF1,
+            report.LogLoss,
+            report
+                .PerClass.Select(c => new ClassMetricsResponse(c.Label, c.Precision, c.Recall, c.F1, c.Support))
+                .ToList(),
+            new ConfusionMatrixResponse(report.ConfusionMatrix.Labels, report.ConfusionMatrix.Counts)
+        );
 }

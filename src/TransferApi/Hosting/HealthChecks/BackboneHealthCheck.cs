@@ -11,11 +11,15 @@ namespace TransferApi.Hosting.HealthChecks;
 internal sealed class BackboneHealthCheck(BackboneRegistry backbones) : IHealthCheck
 {
     public async Task<HealthCheckResult> CheckHealthAsync(
-        HealthCheckContext context, CancellationToken cancellationToken = default)
+        HealthCheckContext context,
+        CancellationToken cancellationToken = default
+    )
     {
         var loaded = new List<Backbone>();
-        foreach (var id in BackboneCatalog.BuiltIn) loaded.Add(await backbones.GetAsync(id));
+        foreach (var id in BackboneCatalog.BuiltIn)
+            loaded.Add(await backbones.GetAsync(id));
         return HealthCheckResult.Healthy(
-            string.Join(", ", loaded.Select(b => $"{b.Id} ({b.ParameterCount:N0} parameters)")));
+            string.Join(", ", loaded.Select(b => $"{b.Id} ({b.ParameterCount:N0} parameters)"))
+        );
     }
 }

@@ -7,10 +7,15 @@ namespace TransferApi.Hosting.HealthChecks;
 internal sealed class HangfireStorageHealthCheck(JobStorage storage) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(
-        HealthCheckContext context, CancellationToken cancellationToken = default)
+        HealthCheckContext context,
+        CancellationToken cancellationToken = default
+    )
     {
         var statistics = storage.GetMonitoringApi().GetStatistics();
-        return Task.FromResult(HealthCheckResult.Healthy(
-            $"{statistics.Servers} server(s), {statistics.Enqueued} enqueued, {statistics.Processing} processing"));
+        return Task.FromResult(
+            HealthCheckResult.Healthy(
+                $"{statistics.Servers} server(s), {statistics.Enqueued} enqueued, {statistics.Processing} processing"
+            )
+        );
     }
 }

@@ -8,7 +8,9 @@ namespace TransferApi.Hosting.HealthChecks;
 internal sealed class MigrationsHealthCheck(IDbContextFactory<TransferDbContext> dbFactory) : IHealthCheck
 {
     public async Task<HealthCheckResult> CheckHealthAsync(
-        HealthCheckContext context, CancellationToken cancellationToken = default)
+        HealthCheckContext context,
+        CancellationToken cancellationToken = default
+    )
     {
         await using var db = await dbFactory.CreateDbContextAsync(cancellationToken);
         var pending = (await db.Database.GetPendingMigrationsAsync(cancellationToken)).ToList();

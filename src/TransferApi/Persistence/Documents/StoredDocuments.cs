@@ -19,50 +19,115 @@ public sealed record HeadDocument(HeadKind? Kind, int? HiddenUnits, double? Drop
 
 public sealed record EarlyStoppingDocument(MonitoredMetric? Monitor, int? Patience, double? MinDelta);
 
-public sealed record AugmentationDocument(int? Views, bool? RandomResizedCrop, bool? HorizontalFlip, double? ColorJitter);
+public sealed record AugmentationDocument(
+    int? Views,
+    bool? RandomResizedCrop,
+    bool? HorizontalFlip,
+    double? ColorJitter
+);
 
 public sealed record TrainingOptionsDocument(
-    int? Version, int? Epochs, int? BatchSize, double? LearningRate, double? ValidationFraction, long? Seed,
-    HeadDocument? Head, OptimizerKind? Optimizer, double? WeightDecay, double? Momentum, LrSchedule? Schedule,
-    int? StepEpochs, double? StepGamma, double? LabelSmoothing, bool? ClassWeighted,
-    EarlyStoppingDocument? EarlyStopping, int? UnfreezeStages, int? FineTuneEpochs, double? FineTuneLrFactor,
-    AugmentationDocument? Augmentation, int? FeatureBatchSize) : IVersionedDocument;
+    int? Version,
+    int? Epochs,
+    int? BatchSize,
+    double? LearningRate,
+    double? ValidationFraction,
+    long? Seed,
+    HeadDocument? Head,
+    OptimizerKind? Optimizer,
+    double? WeightDecay,
+    double? Momentum,
+    LrSchedule? Schedule,
+    int? StepEpochs,
+    double? StepGamma,
+    double? LabelSmoothing,
+    bool? ClassWeighted,
+    EarlyStoppingDocument? EarlyStopping,
+    int? UnfreezeStages,
+    int? FineTuneEpochs,
+    double? FineTuneLrFactor,
+    AugmentationDocument? Augmentation,
+    int? FeatureBatchSize
+) : IVersionedDocument;
 
 public sealed record TrainingProgressDocument(
-    int? Version, TrainingStage Stage, int Epoch, int TotalEpochs, int Batch, int TotalBatches, double Percent,
-    double? ImagesPerSecond, double? EtaSeconds) : IVersionedDocument;
+    int? Version,
+    TrainingStage Stage,
+    int Epoch,
+    int TotalEpochs,
+    int Batch,
+    int TotalBatches,
+    double Percent,
+    double? ImagesPerSecond,
+    double? EtaSeconds
+) : IVersionedDocument;
 
 public sealed record ClassMetricsDocument(string Label, double Precision, double Recall, double F1, int Support);
 
 public sealed record ConfusionMatrixDocument(IReadOnlyList<string> Labels, IReadOnlyList<IReadOnlyList<int>> Counts);
 
 public sealed record ClassificationReportDocument(
-    int? Version, string Split, int Images, double Accuracy, double Top5Accuracy, double MacroF1, double LogLoss,
-    IReadOnlyList<ClassMetricsDocument> PerClass, ConfusionMatrixDocument ConfusionMatrix) : IVersionedDocument;
+    int? Version,
+    string Split,
+    int Images,
+    double Accuracy,
+    double Top5Accuracy,
+    double MacroF1,
+    double LogLoss,
+    IReadOnlyList<ClassMetricsDocument> PerClass,
+    ConfusionMatrixDocument ConfusionMatrix
+) : IVersionedDocument;
 
 public sealed record StoredHeadDocument(int? Version, HeadKind? Kind, int? HiddenUnits, double? Dropout)
     : IVersionedDocument;
 
 /// <summary>Rows written before per-channel normalization lack ResizeTo, ChannelMean and ChannelStd.</summary>
 public sealed record PreprocessingDocument(
-    int? Version, int InputSize, string Resize, string ChannelOrder, string Mean, float Scale, int? ResizeTo,
-    float[]? ChannelMean, float[]? ChannelStd) : IVersionedDocument;
+    int? Version,
+    int InputSize,
+    string Resize,
+    string ChannelOrder,
+    string Mean,
+    float Scale,
+    int? ResizeTo,
+    float[]? ChannelMean,
+    float[]? ChannelStd
+) : IVersionedDocument;
 
 /// <summary>The one place stored documents meet the training core's records, both ways.</summary>
 public static class DocumentMapping
 {
     public const int CurrentVersion = 1;
 
-    public static TrainingOptionsDocument ToDocument(this TrainingOptions o) => new(
-        CurrentVersion, o.Epochs, o.BatchSize, o.LearningRate, o.ValidationFraction, o.Seed, o.Head.ToHeadDocument(),
-        o.Optimizer, o.WeightDecay, o.Momentum, o.Schedule, o.StepEpochs, o.StepGamma, o.LabelSmoothing,
-        o.ClassWeighted,
-        o.EarlyStopping is { } stop ? new EarlyStoppingDocument(stop.Monitor, stop.Patience, stop.MinDelta) : null,
-        o.UnfreezeStages, o.FineTuneEpochs, o.FineTuneLrFactor,
-        new AugmentationDocument(
-            o.Augmentation.Views, o.Augmentation.RandomResizedCrop, o.Augmentation.HorizontalFlip,
-            o.Augmentation.ColorJitter),
-        o.FeatureBatchSize);
+    public static TrainingOptionsDocument ToDocument(this TrainingOptions o) =>
+        new(
+            CurrentVersion,
+            o.Epochs,
+            o.BatchSize,
+            o.LearningRate,
+            o.ValidationFraction,
+            o.Seed,
+            o.Head.ToHeadDocument(),
+            o.Optimizer,
+            o.WeightDecay,
+            o.Momentum,
+            o.Schedule,
+            o.StepEpochs,
+            o.StepGamma,
+            o.LabelSmoothing,
+            o.ClassWeighted,
+            o.EarlyStopping is { } stop ? new EarlyStoppingDocument(stop.Monitor, stop.Patience, stop.MinDelta) : null,
+            o.UnfreezeStages,
+            o.FineTuneEpochs,
+            o.FineTuneLrFactor,
+            new AugmentationDocument(
+                o.Augmentation.Views,
+                o.Augmentation.RandomResizedCrop,
+                o.Augmentation.HorizontalFlip,
+                o.Augmentation.ColorJitter
+            ),
+            o.FeatureBatchSize
+        );
 
     public static TrainingOptions ToOptions(this TrainingOptionsDocument d)
     {
@@ -85,14 +150,20 @@ public static class DocumentMapping
             StepGamma = d.StepGamma ?? defaults.StepGamma,
             LabelSmoothing = d.LabelSmoothing ?? defaults.LabelSmoothing,
             ClassWeighted = d.ClassWeighted ?? defaults.ClassWeighted,
-            EarlyStopping = d.EarlyStopping is not { } stop ? null : new EarlyStopping(
-                stop.Monitor ?? MonitoredMetric.ValLoss, stop.Patience ?? 5, stop.MinDelta ?? 0),
+            EarlyStopping = d.EarlyStopping is not { } stop
+                ? null
+                : new EarlyStopping(stop.Monitor ?? MonitoredMetric.ValLoss, stop.Patience ?? 5, stop.MinDelta ?? 0),
             UnfreezeStages = d.UnfreezeStages ?? defaults.UnfreezeStages,
             FineTuneEpochs = d.FineTuneEpochs ?? defaults.FineTuneEpochs,
             FineTuneLrFactor = d.FineTuneLrFactor ?? defaults.FineTuneLrFactor,
-            Augmentation = d.Augmentation is not { } views ? defaults.Augmentation : new AugmentationOptions(
-                views.Views ?? augmentation.Views, views.RandomResizedCrop ?? augmentation.RandomResizedCrop,
-                views.HorizontalFlip ?? augmentation.HorizontalFlip, views.ColorJitter ?? augmentation.ColorJitter),
+            Augmentation = d.Augmentation is not { } views
+                ? defaults.Augmentation
+                : new AugmentationOptions(
+                    views.Views ?? augmentation.Views,
+                    views.RandomResizedCrop ?? augmentation.RandomResizedCrop,
+                    views.HorizontalFlip ?? augmentation.HorizontalFlip,
+                    views.ColorJitter ?? augmentation.ColorJitter
+                ),
             FeatureBatchSize = d.FeatureBatchSize ?? defaults.FeatureBatchSize,
         };
     }
@@ -102,7 +173,11 @@ public static class DocumentMapping
     private static HeadSpec ToSpec(this HeadDocument d)
     {
         var defaults = HeadSpec.Linear;
-        return new HeadSpec(d.Kind ?? defaults.Kind, d.HiddenUnits ?? defaults.HiddenUnits, d.Dropout ?? defaults.Dropout);
+        return new HeadSpec(
+            d.Kind ?? defaults.Kind,
+            d.HiddenUnits ?? defaults.HiddenUnits,
+            d.Dropout ?? defaults.Dropout
+        );
     }
 
     public static StoredHeadDocument ToDocument(this HeadSpec head) =>
@@ -114,47 +189,97 @@ public static class DocumentMapping
         return new HeadDocument(d.Kind, d.HiddenUnits, d.Dropout).ToSpec();
     }
 
-    public static TrainingProgressDocument ToDocument(this TrainingProgress p) => new(
-        CurrentVersion, p.Stage, p.Epoch, p.TotalEpochs, p.Batch, p.TotalBatches, p.Percent, p.ImagesPerSecond,
-        p.EtaSeconds);
+    public static TrainingProgressDocument ToDocument(this TrainingProgress p) =>
+        new(
+            CurrentVersion,
+            p.Stage,
+            p.Epoch,
+            p.TotalEpochs,
+            p.Batch,
+            p.TotalBatches,
+            p.Percent,
+            p.ImagesPerSecond,
+            p.EtaSeconds
+        );
 
     public static TrainingProgress ToProgress(this TrainingProgressDocument d)
     {
         Check(d);
         return new TrainingProgress(
-            d.Stage, d.Epoch, d.TotalEpochs, d.Batch, d.TotalBatches, d.Percent, d.ImagesPerSecond, d.EtaSeconds);
+            d.Stage,
+            d.Epoch,
+            d.TotalEpochs,
+            d.Batch,
+            d.TotalBatches,
+            d.Percent,
+            d.ImagesPerSecond,
+            d.EtaSeconds
+        );
     }
 
-    public static ClassificationReportDocument ToDocument(this ClassificationReport r) => new(
-        CurrentVersion, r.Split, r.Images, r.Accuracy, r.Top5Accuracy, r.MacroF1, r.LogLoss,
-        r.PerClass.Select(c => new ClassMetricsDocument(c.Label, c.Precision, c.Recall, c.F1, c.Support)).ToList(),
-        new ConfusionMatrixDocument(r.ConfusionMatrix.Labels, r.ConfusionMatrix.Counts));
+    public static ClassificationReportDocument ToDocument(this ClassificationReport r) =>
+        new(
+            CurrentVersion,
+            r.Split,
+            r.Images,
+            r.Accuracy,
+            r.Top5Accuracy,
+            r.MacroF1,
+            r.LogLoss,
+            r.PerClass.Select(c => new ClassMetricsDocument(c.Label, c.Precision, c.Recall, c.F1, c.Support)).ToList(),
+            new ConfusionMatrixDocument(r.ConfusionMatrix.Labels, r.ConfusionMatrix.Counts)
+        );
 
     public static ClassificationReport ToReport(this ClassificationReportDocument d)
     {
         Check(d);
         return new ClassificationReport(
-            d.Split, d.Images, d.Accuracy, d.Top5Accuracy, d.MacroF1, d.LogLoss,
+            d.Split,
+            d.Images,
+            d.Accuracy,
+            d.Top5Accuracy,
+            d.MacroF1,
+            d.LogLoss,
             d.PerClass.Select(c => new ClassMetrics(c.Label, c.Precision, c.Recall, c.F1, c.Support)).ToList(),
-            new ConfusionMatrix(d.ConfusionMatrix.Labels, d.ConfusionMatrix.Counts));
+            new ConfusionMatrix(d.ConfusionMatrix.Labels, d.ConfusionMatrix.Counts)
+        );
     }
 
-    public static PreprocessingDocument ToDocument(this PreprocessingSpec s) => new(
-        CurrentVersion, s.InputSize, s.Resize, s.ChannelOrder, s.Mean, s.Scale, s.ResizeTo, s.ChannelMean,
-        s.ChannelStd);
+    public static PreprocessingDocument ToDocument(this PreprocessingSpec s) =>
+        new(
+            CurrentVersion,
+            s.InputSize,
+            s.Resize,
+            s.ChannelOrder,
+            s.Mean,
+            s.Scale,
+            s.ResizeTo,
+            s.ChannelMean,
+            s.ChannelStd
+        );
 
     public static PreprocessingSpec ToSpec(this PreprocessingDocument d)
     {
         Check(d);
         return new PreprocessingSpec(
-            d.InputSize, d.Resize, d.ChannelOrder, d.Mean, d.Scale, d.ResizeTo, d.ChannelMean, d.ChannelStd);
+            d.InputSize,
+            d.Resize,
+            d.ChannelOrder,
+            d.Mean,
+            d.Scale,
+            d.ResizeTo,
+            d.ChannelMean,
+            d.ChannelStd
+        );
     }
 
     /// <summary>A row written by a newer service (a later version) is not guessed at.</summary>
     private static void Check(IVersionedDocument document)
     {
         if ((document.Version ?? 1) > CurrentVersion)
-            throw new InvalidOperationException($"A stored {document.GetType().Name} has version {document.Version}; "
-                + $"this build reads up to version {CurrentVersion}. Run the newer build, or migrate the rows.");
+            throw new InvalidOperationException(
+                $"A stored {document.GetType().Name} has version {document.Version}; "
+                    + $"this build reads up to version {CurrentVersion}. Run the newer build, or migrate the rows."
+            );
     }
 }
