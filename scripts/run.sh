@@ -19,7 +19,7 @@ echo "PostgreSQL on 127.0.0.1:$port (data in $data)"
 
 export ConnectionStrings__Postgres="${ConnectionStrings__Postgres:-Host=127.0.0.1;Port=$port;Username=postgres;Database=transferapi}"
 export ASPNETCORE_ENVIRONMENT="${ASPNETCORE_ENVIRONMENT:-Development}"
-# As in the container image: two glibc malloc arenas keep a worker's memory flat from job to job (README).
+# As in the container image: two glibc malloc arenas keep a worker's memory flat from job to job (docs/benchmarks.md).
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 # A bootstrap admin key for this machine, made once and kept beside the database (never in the repository).
 key_file="$(dirname "$data")/admin-key"

@@ -121,16 +121,24 @@ public class StoredDocumentTests(TransferApiFactory factory)
     [Fact]
     public async Task A_row_from_a_newer_build_is_refused_rather_than_misread()
     {
-        var jobId = await InsertOldJobAsync(options: """{"Version":2,"Epochs":3}""");
-        var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
-            factory.QueryAsync(db => db.TrainingJobs.AsNoTracking().SingleAsync(j => j.Id == jobId))
-        );
-        Assert.Contains("version 2", error.Message);
+        // A tenant of its own, deleted at the end: no other test's listing may meet this row.
+        var jobId = await InsertOldJobAsync(options: """{"Version":2,"Epochs":3}""", tenant: "stored-documents-v2");
+        try
+        {
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+                factory.QueryAsync(db => db.TrainingJobs.AsNoTracking().SingleAsync(j => j.Id == jobId))
+            );
+            Assert.Contains("version 2", error.Message);
+        }
+        finally
+        {
+            await factory.QueryAsync(db => db.TrainingJobs.Where(j => j.Id == jobId).ExecuteDeleteAsync());
+        }
     }
 
     private sealed record StoredJson(string Options, string Progress);
 
-    private async Task<Guid> InsertOldJobAsync(string options = OldOptions)
+    private async Task<Guid> InsertOldJobAsync(string options = OldOptions, string tenant = "default")
     {
         var datasetId = Guid.NewGuid();
         var jobId = Guid.NewGuid();
@@ -140,7 +148,7 @@ public class StoredDocumentTests(TransferApiFactory factory)
                 new Dataset
                 {
                     Id = datasetId,
-                    Tenant = "default",
+                    Tenant = tenant,
                     Name = "stored",
                     CreatedAt = DateTime.UtcNow,
                 }
@@ -150,7 +158,7 @@ public class StoredDocumentTests(TransferApiFactory factory)
                 $"""
                 INSERT INTO training_jobs ("Id", "Tenant", "DatasetId", "Status", "CreatedAt", "Backbone", "Options",
                     "Progress", "Report", "CancelRequested")
-                VALUES ({jobId}, 'default', {datasetId}, 'Succeeded', {DateTime.UtcNow}, 'resnet18-imagenet',
+                VALUES ({jobId}, {tenant}, {datasetId}, 'Succeeded', {DateTime.UtcNow}, 'resnet18-imagenet',
                     {options}::jsonb, {OldProgress}::jsonb, {OldReport}::jsonb, false)
                 """
             );

@@ -4,7 +4,7 @@ namespace TransferApi.Tests;
 
 /// <summary>
 /// A worker runs job after job for hours: its resident memory must level off, not grow with every job. Before the
-/// allocator settings it grew about 90 MB per extraction job (README "Measured").
+/// allocator settings it grew about 90 MB per extraction job (docs/benchmarks.md).
 /// </summary>
 public class WorkerMemoryTests(ITestOutputHelper output)
 {

@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
+using TransferApi.Options;
 using TransferApi.Services;
 
 namespace TransferApi.Hosting;

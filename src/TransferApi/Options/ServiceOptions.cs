@@ -18,6 +18,10 @@ public sealed class ServiceOptions
 {
     public const string Section = "Service";
 
+    /// <summary>
+    /// Api (HTTP routes, no jobs run), Worker (runs jobs; serves only health checks and /metrics) or All: one image
+    /// scales out as API and worker replicas.
+    /// </summary>
     public ServiceRoles Roles { get; set; } = ServiceRoles.All;
 
     /// <summary>Apply EF Core migrations at start-up (on in Development; production runs `TransferApi migrate`
@@ -87,7 +91,7 @@ public sealed class WorkerOptions
     /// <summary>
     /// glibc's mmap threshold in a process that runs jobs: buffers this large or larger are returned to the system
     /// when freed instead of fragmenting the heap. 4 MiB cut a fine-tuning job's peak by a quarter at no
-    /// measured cost in time (README "Measured"); 0 leaves glibc's own sliding threshold.
+    /// measured cost in time (docs/benchmarks.md); 0 leaves glibc's own sliding threshold.
     /// </summary>
     [Range(0, 32 * 1024 * 1024)]
     public int MallocMmapThresholdBytes { get; set; } = 4 * 1024 * 1024;
@@ -164,6 +168,7 @@ public sealed class DatasetOptions
     [Range(0.0, 0.9)]
     public double DefaultTestFraction { get; set; }
 
+    /// <summary>Default seed of that split.</summary>
     public long DefaultSplitSeed { get; set; } = 42;
 
     /// <summary>Images written per database round trip while ingesting; bounds memory with <see

@@ -7,7 +7,7 @@ namespace TransferApi.Services;
 /// tensors when it ends, but glibc keeps freed memory in its arenas for reuse, and each job's fresh training
 /// thread could draw another arena (up to 8 per core): resident memory grew about 90 MB per job without levelling
 /// off. Two arenas (MALLOC_ARENA_MAX=2, set by the container image and run.sh: it must be in the environment at
-/// process start) and a trim after each job keep it flat (README "Measured"). A no-op where glibc is not the C
+/// process start) and a trim after each job keep it flat (docs/benchmarks.md). A no-op where glibc is not the C
 /// library.
 /// </summary>
 public static partial class NativeMemory
@@ -35,7 +35,7 @@ public static partial class NativeMemory
     /// <summary>
     /// Fixes glibc's mmap threshold: allocations of at least <paramref name="bytes"/> get pages of their own, returned
     /// when freed. By default the threshold follows the largest freed block up to 32 MB, so a training job's many
-    /// multi-megabyte activation and gradient buffers land in the arenas, which fragment (README "Measured").
+    /// multi-megabyte activation and gradient buffers land in the arenas, which fragment (docs/benchmarks.md).
     /// </summary>
     public static bool SetMmapThreshold(int bytes)
     {
