@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet tool restore >/dev/null
 dotnet csharpier check .
-long=$(git ls-files '*.cs' ':!src/TransferApi/Persistence/Migrations/*' | xargs awk 'length > 120 { print FILENAME ":" FNR }')
+long=$(git ls-files --cached --others --exclude-standard '*.cs' ':!src/TransferApi/Persistence/Migrations/*' | xargs awk 'length > 120 { print FILENAME ":" FNR }')
 if [[ -n "$long" ]]; then
   echo "Lines over 120 characters:" >&2
   echo "$long" >&2

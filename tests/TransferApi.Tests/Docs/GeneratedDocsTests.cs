@@ -21,7 +21,8 @@ public class GeneratedDocsTests(TransferApiFactory factory)
         );
     }
 
-    /// <summary>The table between the markers of <paramref name="path"/> must be <paramref name="generated"/>.</summary>
+    /// <summary>The table between the markers of <paramref name="path"/> must be <paramref
+    /// name="generated"/>.</summary>
     private static async Task CheckGeneratedAsync(string path, string generated)
     {
         var text = await File.ReadAllTextAsync(path);

@@ -110,7 +110,7 @@ public static partial class OptionsTable
                     node switch
                     {
                         XElement { Name.LocalName: "see" } see =>
-                            $"`{(see.Attribute("cref")?.Value ?? see.Attribute("langword")?.Value ?? "").Split('.')[^1]}`",
+                            $"`{(see.Attribute("cref") ?? see.Attribute("langword"))?.Value.Split('.')[^1]}`",
                         XElement { Name.LocalName: "c" } code => $"`{code.Value}`",
                         XElement other => other.Value,
                         _ => node.ToString(),
