@@ -113,8 +113,13 @@ public sealed class ServiceProcess : IAsyncDisposable
         process.BeginErrorReadLine();
         if (!waitUntilReady || await service.WaitUntilReadyAsync(TimeSpan.FromSeconds(60)))
             return service;
+        // Its last words say why (a port taken meanwhile, a bad setting): keep them in the failure.
+        var exited = process.HasExited ? $"exited with code {process.ExitCode}" : "still running";
+        var lastLines = string.Join("\n", service.Output.TakeLast(30));
         await service.DisposeAsync();
-        throw new InvalidOperationException("The service process did not become ready within 60 s.");
+        throw new InvalidOperationException(
+            $"The service process did not become ready within 60 s ({exited}). Its last output:\n{lastLines}"
+        );
     }
 
     /// <summary>Polls /health/ready until it answers 200; false after <paramref name="timeout"/> or if the process

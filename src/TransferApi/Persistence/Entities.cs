@@ -77,10 +77,10 @@ public sealed class TrainingJob : ITenantOwned
     public DateTime? FinishedAt { get; set; }
     public required string Backbone { get; set; }
 
-    /// <summary>Every training option of the job (the training core's own record, stored as JSON).</summary>
+    /// <summary>Every training option of the job, stored as a versioned JSON document (Persistence/Documents).</summary>
     public required TrainingOptions Options { get; set; }
 
-    /// <summary>The latest progress report (the training core's record, stored as JSON on the job row).</summary>
+    /// <summary>The latest progress report, stored as a versioned JSON document on the job row.</summary>
     public required TrainingProgress Progress { get; set; }
     public Guid? ModelId { get; set; }
     public string? Error { get; set; }
