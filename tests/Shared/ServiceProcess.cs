@@ -111,14 +111,17 @@ public sealed class ServiceProcess : IAsyncDisposable
         };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        if (!waitUntilReady || await service.WaitUntilReadyAsync(TimeSpan.FromSeconds(60)))
+        // Readiness loads the backbones and applies every migration: with several service processes starting at once
+        // on CI's two cores, that has taken over a minute.
+        if (!waitUntilReady || await service.WaitUntilReadyAsync(ReadyTimeout))
             return service;
         // Its last words say why (a port taken meanwhile, a bad setting): keep them in the failure.
         var exited = process.HasExited ? $"exited with code {process.ExitCode}" : "still running";
         var lastLines = string.Join("\n", service.Output.TakeLast(30));
         await service.DisposeAsync();
         throw new InvalidOperationException(
-            $"The service process did not become ready within 60 s ({exited}). Its last output:\n{lastLines}"
+            $"The service process did not become ready within {ReadyTimeout.TotalSeconds} s ({exited}). "
+                + $"Its last output:\n{lastLines}"
         );
     }
 
@@ -167,6 +170,8 @@ public sealed class ServiceProcess : IAsyncDisposable
             Output.Enqueue("[migrate] " + line);
         return migrate.ExitCode;
     }
+
+    private static readonly TimeSpan ReadyTimeout = TimeSpan.FromMinutes(3);
 
     private static int FreePort()
     {

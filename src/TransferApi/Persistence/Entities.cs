@@ -77,7 +77,7 @@ public sealed class TrainingJob : ITenantOwned
     public DateTime? FinishedAt { get; set; }
     public required string Backbone { get; set; }
 
-    /// <summary>Every training option of the job, stored as a versioned JSON document (Persistence/Documents).</summary>
+    /// <summary>Every training option of the job, stored as a versioned JSON document.</summary>
     public required TrainingOptions Options { get; set; }
 
     /// <summary>The latest progress report, stored as a versioned JSON document on the job row.</summary>
