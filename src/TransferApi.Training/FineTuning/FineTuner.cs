@@ -86,54 +86,40 @@ public static class FineTuner
             tail.TrainKeepingNormStatistics();
             head.train();
             var progress = partial ?? new EpochInProgress(0, 0, tailRate);
-            while (true)
-            {
-                var (done, lossSum) = HeadTrainer.RunEpoch(
-                    head,
-                    count,
-                    options,
-                    epoch,
-                    stream: 1,
-                    progress,
-                    index =>
-                    {
-                        optimizer.zero_grad();
-                        var logits = head.call(tail.call(activations.Rows(trainRowNumbers.index_select(0, index))));
-                        var loss = nn.functional.cross_entropy(
-                            logits,
-                            trainLabels.index_select(0, index),
-                            label_smoothing: options.LabelSmoothing
-                        );
-                        loss.backward();
-                        optimizer.step();
-                        return loss;
-                    },
-                    onBatch,
-                    cancellation,
-                    checkpoints?.IsDueMidEpoch
-                );
-                progress = new EpochInProgress(done, lossSum, tailRate);
-                if (done == batches)
-                    break;
-                // Stopped between batches: cancelled (always checkpointed: the head phase is done) or a checkpoint is
-                // due.
-                checkpoints?.Save(
-                    new TrainingCheckpoint(
-                        "",
-                        TrainingPhase.FineTuning,
-                        epoch - 1,
-                        metrics.ToList(),
-                        ModelCheckpoint.Save(head),
-                        ModelCheckpoint.Save(tail),
-                        TrainingCheckpoint.SaveOptimizer(optimizer),
-                        new BestSoFar(bestEpoch, bestLoss, 0, best.Head, best.Tail),
-                        null,
-                        progress
-                    )
-                );
-                if (cancellation.IsCancellationRequested)
-                    break;
-            }
+            // Stopped between batches: cancelled (always checkpointed: the head phase is done) or a checkpoint is due.
+            progress = HeadTrainer.RunEpochPausing(
+                head,
+                count,
+                epoch,
+                stream: 1,
+                progress,
+                index =>
+                {
+                    optimizer.zero_grad();
+                    var logits = head.call(tail.call(activations.Rows(trainRowNumbers.index_select(0, index))));
+                    var loss = nn.functional.cross_entropy(
+                        logits,
+                        trainLabels.index_select(0, index),
+                        label_smoothing: options.LabelSmoothing
+                    );
+                    loss.backward();
+                    optimizer.step();
+                    return loss;
+                },
+                loop,
+                soFar => new TrainingCheckpoint(
+                    "",
+                    TrainingPhase.FineTuning,
+                    epoch - 1,
+                    metrics.ToList(),
+                    ModelCheckpoint.Save(head),
+                    ModelCheckpoint.Save(tail),
+                    TrainingCheckpoint.SaveOptimizer(optimizer),
+                    new BestSoFar(bestEpoch, bestLoss, 0, best.Head, best.Tail),
+                    null,
+                    soFar
+                )
+            );
             partial = null;
             if (progress.BatchesDone < batches)
             {

@@ -77,41 +77,33 @@ public static class HeadTrainer
             head.train();
             var learningRate = partial?.LearningRate ?? optimizer.ParamGroups.First().LearningRate;
             var progress = partial ?? new EpochInProgress(0, 0, learningRate);
-            while (true)
-            {
-                var (done, lossSum) = RunEpoch(
-                    head,
-                    count,
-                    options,
-                    epoch,
-                    stream: 0,
-                    progress,
-                    index =>
-                    {
-                        optimizer.zero_grad();
-                        var loss = nn.functional.cross_entropy(
-                            head.call(trainFeatures.index_select(0, index)),
-                            trainLabels.index_select(0, index),
-                            weight: classWeights,
-                            label_smoothing: options.LabelSmoothing
-                        );
-                        loss.backward();
-                        optimizer.step();
-                        if (stepPerBatch)
-                            scheduler?.step();
-                        return loss;
-                    },
-                    onBatch,
-                    cancellation,
-                    checkpoints?.IsDueMidEpoch
-                );
-                progress = new EpochInProgress(done, lossSum, learningRate);
-                if (done == batches)
-                    break;
-                // Stopped between batches: cancelled (always checkpointed) or a checkpoint is due (the epoch goes on).
-                if (done > 0 || metrics.Count > 0)
-                    checkpoints?.Save(
-                        new TrainingCheckpoint(
+            progress = RunEpochPausing(
+                head,
+                count,
+                epoch,
+                stream: 0,
+                progress,
+                index =>
+                {
+                    optimizer.zero_grad();
+                    var loss = nn.functional.cross_entropy(
+                        head.call(trainFeatures.index_select(0, index)),
+                        trainLabels.index_select(0, index),
+                        weight: classWeights,
+                        label_smoothing: options.LabelSmoothing
+                    );
+                    loss.backward();
+                    optimizer.step();
+                    if (stepPerBatch)
+                        scheduler?.step();
+                    return loss;
+                },
+                loop,
+                // Before the first batch of the first epoch there is nothing worth resuming from.
+                soFar =>
+                    soFar.BatchesDone == 0 && metrics.Count == 0
+                        ? null
+                        : new TrainingCheckpoint(
                             "",
                             TrainingPhase.Head,
                             epoch - 1,
@@ -121,12 +113,9 @@ public static class HeadTrainer
                             TrainingCheckpoint.SaveOptimizer(optimizer),
                             new BestSoFar(bestEpoch, bestScore, sinceBest, best, null),
                             null,
-                            progress
+                            soFar
                         )
-                    );
-                if (cancellation.IsCancellationRequested)
-                    break;
-            }
+            );
             partial = null;
             if (progress.BatchesDone < batches)
             {
@@ -181,6 +170,48 @@ public static class HeadTrainer
     }
 
     internal static int Batches(long count, int batchSize) => (int)((count + batchSize - 1) / batchSize);
+
+    /// <summary>
+    /// The rest of one epoch from <paramref name="progress"/>: its batches (<see cref="RunEpoch"/>), paused whenever
+    /// a checkpoint is due between two of them to save <paramref name="checkpointSoFar"/> (null: none worth saving),
+    /// and ended early only by cancellation, after saving one. Shared by the head's and fine-tuning's loops.
+    /// </summary>
+    /// <returns>Where the epoch got to: all its batches unless cancelled.</returns>
+    internal static EpochInProgress RunEpochPausing(
+        nn.Module<Tensor, Tensor> head,
+        long count,
+        int epoch,
+        int stream,
+        EpochInProgress progress,
+        Func<Tensor, Tensor> step,
+        EpochLoop loop,
+        Func<EpochInProgress, TrainingCheckpoint?> checkpointSoFar
+    )
+    {
+        var batches = Batches(count, loop.Options.BatchSize);
+        while (true)
+        {
+            var (done, lossSum) = RunEpoch(
+                head,
+                count,
+                loop.Options,
+                epoch,
+                stream,
+                progress,
+                step,
+                loop.OnBatch,
+                loop.Cancellation,
+                loop.Checkpoints?.IsDueMidEpoch
+            );
+            progress = progress with { BatchesDone = done, LossSum = lossSum };
+            if (done == batches)
+                return progress;
+            if (loop.Checkpoints is { } sink && checkpointSoFar(progress) is { } checkpoint)
+                sink.Save(checkpoint);
+            if (loop.Cancellation.IsCancellationRequested)
+                return progress;
+        }
+    }
 
     /// <summary>
     /// One epoch's batches in the epoch's seeded order, from where <paramref name="from"/> stopped (or the first),
