@@ -50,9 +50,7 @@ public static class HeadTrainer
         var stepPerBatch = options.Schedule == LrSchedule.OneCycle;
 
         var metrics = new List<EpochMetrics>();
-        // The best epoch's weights, saved when it becomes the best (cancellation and early stopping return to them).
-        byte[]? best = null;
-        var (bestEpoch, bestScore, sinceBest) = (0, double.NaN, 0);
+        var best = new BestHead(options.EarlyStopping is { } early && hasValidation ? early : null);
         var partial = resume?.InProgress;
         if (resume is not null)
         {
@@ -63,16 +61,10 @@ public static class HeadTrainer
                 scheduler?.step();
             TrainingCheckpoint.LoadOptimizer(optimizer, resume.OptimizerState);
             metrics.AddRange(resume.Metrics);
-            best = resume.Best.Epoch == 0 ? null : resume.Best.HeadWeights ?? resume.HeadWeights;
-            (bestEpoch, bestScore, sinceBest) = (resume.Best.Epoch, resume.Best.Score, resume.Best.SinceBest);
+            best.Restore(resume.Best, resume.HeadWeights);
         }
-        var stopping = options.EarlyStopping is { } early && hasValidation ? early : null;
         var interrupted = false;
-        for (
-            var epoch = metrics.Count + 1;
-            epoch <= options.Epochs && !(stopping is not null && sinceBest >= stopping.Patience);
-            epoch++
-        )
+        for (var epoch = metrics.Count + 1; epoch <= options.Epochs && !best.StopsTraining; epoch++)
         {
             head.train();
             var learningRate = partial?.LearningRate ?? optimizer.ParamGroups.First().LearningRate;
@@ -111,7 +103,7 @@ public static class HeadTrainer
                             ModelCheckpoint.Save(head),
                             null,
                             TrainingCheckpoint.SaveOptimizer(optimizer),
-                            new BestSoFar(bestEpoch, bestScore, sinceBest, best, null),
+                            best.ToSaved(weightsInCheckpoint: false),
                             null,
                             soFar
                         )
@@ -133,15 +125,7 @@ public static class HeadTrainer
             metrics.Add(epochMetrics);
             onEpoch(epochMetrics);
 
-            var score =
-                stopping is null ? double.NaN
-                : stopping.Monitor == MonitoredMetric.ValLoss ? -valLoss!.Value
-                : valAccuracy!.Value;
-            if (stopping is null || double.IsNaN(bestScore) || score > bestScore + stopping.MinDelta)
-                (best, bestEpoch, bestScore, sinceBest) = (ModelCheckpoint.Save(head), epoch, score, 0);
-            else
-                sinceBest++;
-            var isBest = bestEpoch == epoch;
+            var isBest = best.Observe(epoch, valLoss, valAccuracy, head);
             if (checkpoints?.IsDue() == true)
                 checkpoints.Save(
                     new TrainingCheckpoint(
@@ -149,24 +133,66 @@ public static class HeadTrainer
                         TrainingPhase.Head,
                         epoch,
                         metrics.ToList(),
-                        isBest ? best! : ModelCheckpoint.Save(head),
+                        isBest ? best.Weights! : ModelCheckpoint.Save(head),
                         null,
                         TrainingCheckpoint.SaveOptimizer(optimizer),
-                        new BestSoFar(bestEpoch, bestScore, sinceBest, isBest ? null : best, null),
+                        best.ToSaved(weightsInCheckpoint: isBest),
                         null
                     )
                 );
         }
-        if (best is not null)
-            ModelCheckpoint.Load(head, best);
+        if (best.Weights is not null)
+            ModelCheckpoint.Load(head, best.Weights);
         head.eval();
         return new HeadTrainingResult(
             head,
             metrics,
-            bestEpoch,
+            best.Epoch,
             !interrupted && metrics.Count < options.Epochs,
             interrupted
         );
+    }
+
+    /// <summary>
+    /// The best epoch so far and its weights, which early stopping and cancellation return to. With early stopping,
+    /// best by the monitored metric (improving by more than its minDelta); without, simply the latest epoch.
+    /// </summary>
+    private sealed class BestHead(EarlyStopping? stopping)
+    {
+        public byte[]? Weights { get; private set; }
+        public int Epoch { get; private set; }
+        private double score = double.NaN;
+        private int sinceBest;
+
+        public bool StopsTraining => stopping is not null && sinceBest >= stopping.Patience;
+
+        public void Restore(BestSoFar saved, byte[] checkpointWeights)
+        {
+            // A checkpoint taken at the best epoch leaves the best weights to be the checkpoint's own.
+            Weights = saved.Epoch == 0 ? null : saved.HeadWeights ?? checkpointWeights;
+            (Epoch, score, sinceBest) = (saved.Epoch, saved.Score, saved.SinceBest);
+        }
+
+        /// <summary>Takes a finished epoch's validation; true when it is the new best (its weights are kept).</summary>
+        public bool Observe(int epoch, double? valLoss, double? valAccuracy, nn.Module<Tensor, Tensor> head)
+        {
+            var epochScore =
+                stopping is null ? double.NaN
+                : stopping.Monitor == MonitoredMetric.ValLoss ? -valLoss!.Value
+                : valAccuracy!.Value;
+            if (stopping is null || double.IsNaN(score) || epochScore > score + stopping.MinDelta)
+            {
+                (Weights, Epoch, score, sinceBest) = (ModelCheckpoint.Save(head), epoch, epochScore, 0);
+                return true;
+            }
+            sinceBest++;
+            return false;
+        }
+
+        /// <param name="weightsInCheckpoint">The checkpoint's own weights are the best: they are not stored
+        /// twice.</param>
+        public BestSoFar ToSaved(bool weightsInCheckpoint) =>
+            new(Epoch, score, sinceBest, weightsInCheckpoint ? null : Weights, null);
     }
 
     internal static int Batches(long count, int batchSize) => (int)((count + batchSize - 1) / batchSize);
