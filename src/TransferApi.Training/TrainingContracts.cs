@@ -289,6 +289,7 @@ public sealed record TrainingTimings(
 /// <param name="FineTuned">Unfrozen stages the model keeps (0 when fine-tuning did not beat the frozen backbone on
 /// validation).</param>
 /// <param name="Activations">Where fine-tuning kept its activations (null for a frozen backbone).</param>
+/// <param name="Calibration">Temperature scaling fitted on the validation images (null without them).</param>
 public sealed record TrainingResult(
     ModelCheckpoint Checkpoint,
     IReadOnlyList<EpochMetrics> Metrics,
@@ -300,7 +301,8 @@ public sealed record TrainingResult(
     bool Interrupted,
     ClassificationReport? Report,
     int FineTuned = 0,
-    ActivationUsage? Activations = null
+    ActivationUsage? Activations = null,
+    Calibration? Calibration = null
 )
 {
     public EpochMetrics BestMetrics => Metrics.First(m => m.Epoch == BestEpoch);

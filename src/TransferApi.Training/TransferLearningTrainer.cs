@@ -416,6 +416,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
                 evalIdx.Select(i => (int)run.LabelIndex[run.Images[i].Label]).ToList()
             );
         }
+        var calibration = run.ValIdx.Length == 0 ? null : Calibrate(head.Head, valX, run);
         var checkpoint = ModelCheckpoint.FromHead(
             backbone.Id,
             backbone.Preprocessor.Spec,
@@ -445,8 +446,22 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             fine.Interrupted,
             report,
             fine.Stages,
-            activations
+            activations,
+            calibration
         );
+    }
+
+    /// <summary>Temperature scaling of the final head's logits on the validation images.</summary>
+    private static Calibration Calibrate(nn.Module<Tensor, Tensor> head, Tensor valX, Run run)
+    {
+        head.eval();
+        using var mode = inference_mode();
+        using var logits = head.call(valX).contiguous();
+        var flat = logits.data<float>().ToArray();
+        var classes = run.Labels.Count;
+        var rows = Enumerable.Range(0, run.ValIdx.Length).Select(n => flat.AsSpan(n * classes, classes).ToArray());
+        var labels = run.ValIdx.Select(i => (int)run.LabelIndex[run.Images[i].Label]).ToList();
+        return TemperatureScaling.Fit(rows.ToList(), labels, "validation");
     }
 
     /// <summary>What a checkpoint of this job must match: the backbone, the options and every image in order.</summary>

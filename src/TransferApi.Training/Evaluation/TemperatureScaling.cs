@@ -1,0 +1,117 @@
+namespace TransferApi.Training.Evaluation;
+
+/// <summary>A model's probability calibration: the temperature its logits are divided by, and what it
+/// changed.</summary>
+/// <param name="Temperature">Logits are divided by this before the softmax (1: unchanged; above 1: less
+/// confident).</param>
+/// <param name="ExpectedCalibrationErrorBefore">ECE of the raw probabilities on the fitting images.</param>
+/// <param name="ExpectedCalibrationErrorAfter">ECE of the calibrated probabilities on the same images.</param>
+/// <param name="Method">Which images it was fitted on (e.g. "validation").</param>
+/// <param name="Images">How many.</param>
+public sealed record Calibration(
+    double Temperature,
+    double ExpectedCalibrationErrorBefore,
+    double ExpectedCalibrationErrorAfter,
+    string Method,
+    int Images
+);
+
+/// <summary>
+/// Temperature scaling (Guo et al., 2017): one scalar T fitted on held-out logits by minimising their negative
+/// log-likelihood; it changes how confident a model is, never which class it ranks first. The likelihood is convex
+/// in 1/T, so a golden-section search over log(1/T) finds the optimum without gradients or randomness.
+/// </summary>
+public static class TemperatureScaling
+{
+    /// <summary>Confidence bins of the expected calibration error (the usual 15 of equal width).</summary>
+    public const int Bins = 15;
+
+    private const double MinInverse = 1e-2,
+        MaxInverse = 1e2;
+
+    public static Calibration Fit(IReadOnlyList<float[]> logits, IReadOnlyList<int> labels, string method)
+    {
+        ArgumentOutOfRangeException.ThrowIfNotEqual(logits.Count, labels.Count);
+        var before = ExpectedCalibrationError(logits.Select(l => Softmax(l, 1)).ToList(), labels);
+        if (logits.Count == 0)
+            return new Calibration(1, before, before, method, 0);
+        // Golden-section search over u = log(1/T): unimodal because the likelihood is convex in 1/T.
+        var ratio = (Math.Sqrt(5) - 1) / 2;
+        var (low, high) = (Math.Log(MinInverse), Math.Log(MaxInverse));
+        double Loss(double u) => NegativeLogLikelihood(logits, labels, 1 / Math.Exp(u));
+        var (a, b) = (high - ratio * (high - low), low + ratio * (high - low));
+        var (lossA, lossB) = (Loss(a), Loss(b));
+        for (var step = 0; step < 80; step++)
+        {
+            if (lossA <= lossB)
+            {
+                (high, b, lossB) = (b, a, lossA);
+                a = high - ratio * (high - low);
+                lossA = Loss(a);
+            }
+            else
+            {
+                (low, a, lossA) = (a, b, lossB);
+                b = low + ratio * (high - low);
+                lossB = Loss(b);
+            }
+        }
+        var temperature = 1 / Math.Exp((low + high) / 2);
+        var after = ExpectedCalibrationError(logits.Select(l => Softmax(l, temperature)).ToList(), labels);
+        return new Calibration(temperature, before, after, method, logits.Count);
+    }
+
+    /// <summary>Mean negative log-likelihood of the true classes under softmax(logits / temperature).</summary>
+    public static double NegativeLogLikelihood(
+        IReadOnlyList<float[]> logits,
+        IReadOnlyList<int> labels,
+        double temperature
+    )
+    {
+        double sum = 0;
+        for (var n = 0; n < logits.Count; n++)
+        {
+            var row = logits[n];
+            var max = row.Max() / temperature;
+            double total = 0;
+            foreach (var value in row)
+                total += Math.Exp(value / temperature - max);
+            sum += max + Math.Log(total) - row[labels[n]] / temperature;
+        }
+        return sum / Math.Max(1, logits.Count);
+    }
+
+    /// <summary>
+    /// Expected calibration error: images binned by their top probability into <see cref="Bins"/> equal bins; the
+    /// gap between each bin's accuracy and its mean confidence, weighted by the bin's share of images.
+    /// </summary>
+    public static double ExpectedCalibrationError(IReadOnlyList<float[]> probabilities, IReadOnlyList<int> labels)
+    {
+        if (probabilities.Count == 0)
+            return 0;
+        var (count, correct, confidence) = (new int[Bins], new double[Bins], new double[Bins]);
+        for (var n = 0; n < probabilities.Count; n++)
+        {
+            var row = probabilities[n];
+            var predicted = Array.IndexOf(row, row.Max());
+            var bin = Math.Min(Bins - 1, (int)(row[predicted] * Bins));
+            count[bin]++;
+            confidence[bin] += row[predicted];
+            correct[bin] += predicted == labels[n] ? 1 : 0;
+        }
+        double error = 0;
+        for (var bin = 0; bin < Bins; bin++)
+            if (count[bin] > 0)
+                error += Math.Abs(correct[bin] - confidence[bin]) / probabilities.Count;
+        return error;
+    }
+
+    /// <summary>softmax(logits / temperature), computed stably.</summary>
+    public static float[] Softmax(float[] logits, double temperature)
+    {
+        var max = logits.Max();
+        var exp = logits.Select(l => Math.Exp((l - max) / temperature)).ToArray();
+        var total = exp.Sum();
+        return exp.Select(e => (float)(e / total)).ToArray();
+    }
+}
