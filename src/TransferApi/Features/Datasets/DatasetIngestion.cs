@@ -112,9 +112,7 @@ public sealed class DatasetIngestion(
         await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
         // Row lock on the data set: duplicate detection and split assignment see every earlier addition.
-        var dataset = await db
-            .Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {datasetId} FOR UPDATE")
-            .FirstOrDefaultAsync(cancellation);
+        var dataset = await RowLocks.LockDatasetAsync(db, datasetId, cancellation);
         if (dataset is null)
             return null;
         using var span = Telemetry.StartSpan("dataset add images", ("transferapi.dataset.id", datasetId));
@@ -178,9 +176,7 @@ public sealed class DatasetIngestion(
     {
         await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
-        var dataset = await db
-            .Datasets.FromSql($"SELECT * FROM datasets WHERE \"Id\" = {datasetId} FOR UPDATE")
-            .FirstOrDefaultAsync(cancellation);
+        var dataset = await RowLocks.LockDatasetAsync(db, datasetId, cancellation);
         if (dataset is null)
             return false;
         dataset.ValidationFraction = fractions.Validation;

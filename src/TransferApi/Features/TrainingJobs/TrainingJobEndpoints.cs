@@ -12,6 +12,7 @@ using TransferApi.Persistence;
 using TransferApi.Services;
 using TransferApi.Training;
 using TransferApi.Training.Backbones;
+using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Features.TrainingJobs;
 
@@ -289,20 +290,36 @@ public static class TrainingJobEndpoints
         CancellationToken cancellation
     )
     {
+        var (report, problem) = await FindReportAsync(
+            id,
+            db,
+            "a report exists once the job has a model and held-out (test or validation) images",
+            cancellation
+        );
+        if (problem is not null)
+            return problem;
+        return TypedResults.Ok(report!.ToResponse());
+    }
+
+    /// <summary>The job's report, or the problem: 404 for no such job, 409 (saying <paramref name="when"/>) while
+    /// it has none.</summary>
+    private static async Task<(ClassificationReport? Report, ProblemHttpResult? Problem)> FindReportAsync(
+        Guid id,
+        TransferDbContext db,
+        string when,
+        CancellationToken cancellation
+    )
+    {
         var job = await db
             .TrainingJobs.AsNoTracking()
             .Where(j => j.Id == id)
             .Select(j => new { j.Status, j.Report })
             .FirstOrDefaultAsync(cancellation);
         if (job is null)
-            return Problems.NotFound("training job", id);
+            return (null, Problems.NotFound("training job", id));
         return job.Report is null
-            ? Problems.Conflict(
-                "No report",
-                $"id: training job {id} is {job.Status}; a report exists once the job has a model and held-out (test "
-                    + "or validation) images."
-            )
-            : TypedResults.Ok(job.Report.ToResponse());
+            ? (null, Problems.Conflict("No report", $"id: training job {id} is {job.Status}; {when}."))
+            : (job.Report, null);
     }
 
     internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> LearningCurvesChart(
@@ -340,19 +357,15 @@ public static class TrainingJobEndpoints
         CancellationToken cancellation
     )
     {
-        var job = await db
-            .TrainingJobs.AsNoTracking()
-            .Where(j => j.Id == id)
-            .Select(j => new { j.Status, j.Report })
-            .FirstOrDefaultAsync(cancellation);
-        if (job is null)
-            return Problems.NotFound("training job", id);
-        return job.Report is null
-            ? Problems.Conflict(
-                "No report",
-                $"id: training job {id} is {job.Status}; the confusion matrix exists once the job has a report."
-            )
-            : TypedResults.File(TrainingCharts.ConfusionMatrix(job.Report), "image/png");
+        var (report, problem) = await FindReportAsync(
+            id,
+            db,
+            "the confusion matrix exists once the job has a report",
+            cancellation
+        );
+        if (problem is not null)
+            return problem;
+        return TypedResults.File(TrainingCharts.ConfusionMatrix(report!), "image/png");
     }
 
     internal static async Task<Ok<Page<TrainingJobResponse>>> List(
