@@ -111,6 +111,10 @@ public sealed record TrainingOptions
     /// default).</summary>
     public Imaging.AugmentationOptions Augmentation { get; init; } = Imaging.AugmentationOptions.None;
 
+    /// <summary>Each class's recommended threshold is the lowest reaching this precision on validation (null: the best
+    /// F1).</summary>
+    public double? TargetPrecision { get; init; }
+
     /// <summary>Images per backbone forward pass while extracting features.</summary>
     public int FeatureBatchSize { get; init; } = 32;
 
@@ -146,6 +150,11 @@ public sealed record TrainingOptions
         Check(StepEpochs is null or >= 1, "stepEpochs", "stepEpochs must be at least 1.");
         Check(StepGamma is > 0 and <= 1, "stepGamma", "stepGamma must be greater than 0 and at most 1.");
         Check(LabelSmoothing is >= 0 and < 1, "labelSmoothing", "labelSmoothing must be at least 0 and below 1.");
+        Check(
+            TargetPrecision is null or (> 0 and <= 1),
+            "targetPrecision",
+            "targetPrecision must be greater than 0 and at most 1."
+        );
         Check(FeatureBatchSize >= 1, "featureBatchSize", "featureBatchSize must be at least 1.");
         Check(
             UnfreezeStages is >= 0 and <= 4,
@@ -289,7 +298,10 @@ public sealed record TrainingTimings(
 /// <param name="FineTuned">Unfrozen stages the model keeps (0 when fine-tuning did not beat the frozen backbone on
 /// validation).</param>
 /// <param name="Activations">Where fine-tuning kept its activations (null for a frozen backbone).</param>
-/// <param name="Calibration">Temperature scaling fitted on the validation images (null without them).</param>
+/// <param name="Calibration">Temperature scaling, fitted on the validation images, or on out-of-fold training images
+/// when validation has too few (null when neither is possible).</param>
+/// <param name="Thresholds">Each class's precision and recall over thresholds, on validation (test without it).</param>
+/// <param name="EvaluatedImages">Every image of the report's split with its outcome, worst loss first.</param>
 public sealed record TrainingResult(
     ModelCheckpoint Checkpoint,
     IReadOnlyList<EpochMetrics> Metrics,
@@ -302,7 +314,9 @@ public sealed record TrainingResult(
     ClassificationReport? Report,
     int FineTuned = 0,
     ActivationUsage? Activations = null,
-    Calibration? Calibration = null
+    Calibration? Calibration = null,
+    ThresholdReport? Thresholds = null,
+    IReadOnlyList<EvaluatedImage>? EvaluatedImages = null
 )
 {
     public EpochMetrics BestMetrics => Metrics.First(m => m.Epoch == BestEpoch);

@@ -80,6 +80,9 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
         public Tensor LabelsOf(IEnumerable<int> images) =>
             tensor(images.Select(i => LabelIndex[Images[i].Label]).ToArray());
+
+        public List<int> ClassesOf(IEnumerable<int> images) =>
+            images.Select(i => (int)LabelIndex[Images[i].Label]).ToList();
     }
 
     /// <summary>
@@ -383,8 +386,9 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     }
 
     /// <summary>
-    /// The final word on the model: the test split when the data set has one, else validation. An interrupted run's
-    /// progress stays where it stopped.
+    /// The final word on the model: calibration, novelty and per-class thresholds from held-out images, and the
+    /// report on the test split when the data set has one, else validation. An interrupted run's progress stays where
+    /// it stopped.
     /// </summary>
     private TrainingResult Evaluate(
         Run run,
@@ -403,20 +407,39 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             : (rows.ValX, rows.TestX);
         var (evalSplit, evalX, evalIdx) =
             run.TestIdx.Length > 0 ? ("test", testX, run.TestIdx) : ("validation", valX, run.ValIdx);
+        head.Head.eval();
+        var calibration = Calibrate(run, rows, head, valX, fine.Interrupted);
+        var temperature = calibration?.Temperature ?? 1;
+        var novelty = FitNovelty(run, extracted, rows, fine, valX);
         ClassificationReport? report = null;
+        List<EvaluatedImage>? evaluated = null;
         if (evalIdx.Length > 0)
         {
-            using var probabilities = Probabilities(head.Head, evalX);
-            var flat = probabilities.data<float>().ToArray();
-            var classes = run.Labels.Count;
-            report = ClassificationReport.Compute(
-                evalSplit,
-                run.Labels,
-                Enumerable.Range(0, evalIdx.Length).Select(n => flat.AsSpan(n * classes, classes).ToArray()).ToList(),
-                evalIdx.Select(i => (int)run.LabelIndex[run.Images[i].Label]).ToList()
-            );
+            var probabilities = Probabilities(head.Head, evalX, temperature);
+            var truth = run.ClassesOf(evalIdx);
+            report = ClassificationReport.Compute(evalSplit, run.Labels, probabilities, truth);
+            double[]? scores = null;
+            if (novelty is not null)
+            {
+                using var bank = novelty.BankTensor();
+                scores = novelty.Score(bank, evalX);
+            }
+            evaluated = EvaluatedImages(run, evalIdx, probabilities, truth, scores);
         }
-        var calibration = run.ValIdx.Length == 0 ? null : Calibrate(head.Head, valX, run);
+        var (thresholdSplit, thresholdX, thresholdIdx) =
+            run.ValIdx.Length > 0 ? ("validation", valX, run.ValIdx) : (evalSplit, evalX, evalIdx);
+        ThresholdReport? thresholds = null;
+        if (thresholdIdx.Length > 0)
+            thresholds = new ThresholdReport(
+                thresholdSplit,
+                run.Options.TargetPrecision,
+                ClassThresholds.Compute(
+                    run.Labels,
+                    Probabilities(head.Head, thresholdX, temperature),
+                    run.ClassesOf(thresholdIdx),
+                    run.Options.TargetPrecision
+                )
+            );
         var checkpoint = ModelCheckpoint.FromHead(
             backbone.Id,
             backbone.Preprocessor.Spec,
@@ -428,6 +451,9 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         {
             FineTunedStages = fine.Stages,
             TailWeights = fine.Stages > 0 ? ModelCheckpoint.Save(extracted.Tail!) : null,
+            Temperature = temperature,
+            Novelty = novelty,
+            Thresholds = thresholds?.Classes.Select(c => c.Recommended).ToList(),
         };
         head.Head.Dispose();
         if (!fine.Interrupted)
@@ -447,22 +473,92 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             report,
             fine.Stages,
             activations,
-            calibration
+            calibration,
+            thresholds,
+            evaluated
         );
     }
 
-    /// <summary>Temperature scaling of the final head's logits on the validation images.</summary>
-    private static Calibration Calibrate(nn.Module<Tensor, Tensor> head, Tensor valX, Run run)
+    /// <summary>
+    /// Temperature scaling of the final head's logits: on the validation images when there are at least <see
+    /// cref="MinHeldOutImages"/>, else on out-of-fold logits of heads trained like this one on folds of the training
+    /// features (a fine-tuned model's frozen-backbone stand-in); none for an interrupted run without validation.
+    /// </summary>
+    private static Calibration? Calibrate(Run run, Rows rows, HeadTrainingResult head, Tensor valX, bool interrupted)
     {
-        head.eval();
-        using var mode = inference_mode();
-        using var logits = head.call(valX).contiguous();
-        var flat = logits.data<float>().ToArray();
-        var classes = run.Labels.Count;
-        var rows = Enumerable.Range(0, run.ValIdx.Length).Select(n => flat.AsSpan(n * classes, classes).ToArray());
-        var labels = run.ValIdx.Select(i => (int)run.LabelIndex[run.Images[i].Label]).ToList();
-        return TemperatureScaling.Fit(rows.ToList(), labels, "validation");
+        if (run.ValIdx.Length >= MinHeldOutImages)
+        {
+            using var mode = inference_mode();
+            using var logits = head.Head.call(valX);
+            return TemperatureScaling.Fit(RowsOf(logits), run.ClassesOf(run.ValIdx), "validation");
+        }
+        if (interrupted || run.TrainIdx.Length < CalibrationFolds * 2)
+            return null;
+        using var scope = NewDisposeScope();
+        var options = run.Options with { Epochs = Math.Max(1, head.BestEpoch) };
+        var outOfFold = HeadTrainer.OutOfFoldLogits(
+            rows.TrainX.narrow(0, 0, run.TrainIdx.Length),
+            run.LabelsOf(run.TrainIdx),
+            run.Labels.Count,
+            CalibrationFolds,
+            options,
+            run.Cancellation
+        );
+        return TemperatureScaling.Fit(RowsOf(outOfFold), run.ClassesOf(run.TrainIdx), "cross-validation");
     }
+
+    /// <summary>The novelty model on the training images' features as the head sees them (views left out), its
+    /// threshold's reference from validation when it has enough images.</summary>
+    private static NoveltyModel? FitNovelty(Run run, Extracted extracted, Rows rows, FineTuneOutcome fine, Tensor valX)
+    {
+        if (run.TrainIdx.Length < 2)
+            return null;
+        using var scope = NewDisposeScope();
+        var training =
+            fine.Stages > 0
+                ? FineTuner.PooledFeatures(
+                    extracted.Tail!,
+                    extracted.Activations!,
+                    rows.TrainRows[..run.TrainIdx.Length],
+                    run.Options.FeatureBatchSize
+                )
+                : rows.TrainX.narrow(0, 0, run.TrainIdx.Length);
+        return NoveltyModel.Fit(training, run.ValIdx.Length >= MinHeldOutImages ? valX : null, run.Options.Seed);
+    }
+
+    /// <summary>Every evaluated image's outcome under the calibrated probabilities, worst loss first.</summary>
+    private static List<EvaluatedImage> EvaluatedImages(
+        Run run,
+        int[] evalIdx,
+        List<float[]> probabilities,
+        List<int> truth,
+        double[]? novelty
+    ) =>
+        evalIdx
+            .Select(
+                (image, n) =>
+                {
+                    var p = probabilities[n];
+                    var predicted = Array.IndexOf(p, p.Max());
+                    return new EvaluatedImage(
+                        image,
+                        run.Labels[truth[n]],
+                        run.Labels[predicted],
+                        p[predicted],
+                        -Math.Log(Math.Max(p[truth[n]], 1e-15)),
+                        novelty?[n]
+                    );
+                }
+            )
+            .OrderByDescending(e => e.Loss)
+            .ThenBy(e => e.Image)
+            .ToList();
+
+    /// <summary>Held-out images needed to calibrate and set the novelty threshold on them rather than on training
+    /// images (out-of-fold).</summary>
+    public const int MinHeldOutImages = 30;
+
+    private const int CalibrationFolds = 5;
 
     /// <summary>What a checkpoint of this job must match: the backbone, the options and every image in order.</summary>
     public string Fingerprint(IReadOnlyList<LabeledImage> images, TrainingOptions options) =>
@@ -526,12 +622,24 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         return (tensor(allValues, [run.Used.Length, size]), toEmbed.Length);
     }
 
-    private static Tensor Probabilities(nn.Module<Tensor, Tensor> head, Tensor features)
+    /// <summary>Calibrated class probabilities of each row of <paramref name="features"/>.</summary>
+    private static List<float[]> Probabilities(nn.Module<Tensor, Tensor> head, Tensor features, double temperature)
     {
-        head.eval();
         using var mode = inference_mode();
         using var logits = head.call(features);
-        return nn.functional.softmax(logits, 1).contiguous();
+        using var probabilities = nn.functional.softmax(logits / temperature, 1);
+        return RowsOf(probabilities);
+    }
+
+    /// <summary>A [N, C] float tensor as N arrays.</summary>
+    private static List<float[]> RowsOf(Tensor values)
+    {
+        var columns = (int)values.shape[1];
+        var flat = values.contiguous().data<float>().ToArray();
+        return Enumerable
+            .Range(0, (int)values.shape[0])
+            .Select(n => flat.AsSpan(n * columns, columns).ToArray())
+            .ToList();
     }
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>

@@ -7,6 +7,8 @@ if (what is "all" or "backbone")
     BackboneBenchmark.Run(repeats: 5);
 if (what is "all" or "training")
     TrainingBenchmark.Run();
+if (what is "all" or "trust")
+    TrustBenchmark.Run();
 if (what is "all" or "ingestion")
     await IngestionBenchmark.RunAsync(args.Contains("--quick"));
 var soakMinutes = args.SkipWhile(a => a != "--soak-minutes").Skip(1).Select(double.Parse).FirstOrDefault(5);

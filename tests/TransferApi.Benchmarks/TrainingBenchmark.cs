@@ -16,17 +16,7 @@ internal static class TrainingBenchmark
     {
         TorchRuntime.SetThreads(Environment.ProcessorCount);
         using var backbone = BackboneCatalog.LoadBuiltIn(BackboneCatalog.ResNet18ImageNet);
-        var images = (
-            from split in new[] { "train", "val" }
-            from label in new[] { "ants", "bees" }
-            from path in TestData.AntsBeesImages(split, label)
-            select new LabeledImage(
-                label,
-                split == "train" ? DataSplit.Train : DataSplit.Validation,
-                File.ReadAllBytes(path),
-                path
-            )
-        ).ToList();
+        var images = AntsBees();
         var trainer = new TransferLearningTrainer(backbone);
         var observer = new RecordingObserver();
 
@@ -124,6 +114,20 @@ internal static class TrainingBenchmark
             );
         }
     }
+
+    /// <summary>Every ants-bees photo, train/ as training and val/ as validation images, keyed by path.</summary>
+    public static List<LabeledImage> AntsBees() =>
+        (
+            from split in new[] { "train", "val" }
+            from label in new[] { "ants", "bees" }
+            from path in TestData.AntsBeesImages(split, label)
+            select new LabeledImage(
+                label,
+                split == "train" ? DataSplit.Train : DataSplit.Validation,
+                File.ReadAllBytes(path),
+                path
+            )
+        ).ToList();
 
     private sealed class RecordingObserver : ITrainingObserver
     {

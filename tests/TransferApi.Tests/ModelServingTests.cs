@@ -344,8 +344,10 @@ public class ModelServingTests(TransferApiFactory factory)
         var rows = await factory.QueryAsync(db =>
             db.Models.AsNoTracking().Where(m => ids.Contains(m.Id)).ToDictionaryAsync(m => m.Id)
         );
-        // Room for two of these models, not three.
-        var budget = 2 * (rows[ids[0]].HeadWeights.Length + ClassifierCache.OverheadBytes) + 1024;
+        // Room for two of these models, not three: each holds its head and its novelty bank (as an array and a
+        // tensor).
+        var modelBytes = rows[ids[0]].HeadWeights.Length + rows[ids[0]].NoveltyBank!.Length * sizeof(float) * 2;
+        var budget = 2 * (modelBytes + ClassifierCache.OverheadBytes) + 1024;
         using var cache = new ClassifierCache(
             factory.Services.GetRequiredService<BackboneRegistry>(),
             Microsoft.Extensions.Options.Options.Create(new ServingOptions { ModelCacheBytes = budget }),

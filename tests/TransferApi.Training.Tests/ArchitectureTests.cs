@@ -120,7 +120,7 @@ public class ArchitectureTests(ITestOutputHelper output)
         using var backbone = Import(architecture, RandomWeights.PyTorchFile(RandomWeights.StateDict(architecture)));
         var images = Photos(2);
         using var classifier = new ImageClassifier(backbone, RandomHead(backbone, images));
-        var expected = classifier.Probabilities(classifier.Decode(images), images.Count);
+        var expected = classifier.Score(classifier.Decode(images), images.Count).Select(s => s.Probabilities).ToArray();
 
         using var session = new InferenceSession(
             ModelExport.Write(backbone, classifier.Checkpoint, ExportFormat.Onnx).Bytes

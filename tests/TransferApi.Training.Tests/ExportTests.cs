@@ -52,7 +52,7 @@ public class ExportTests(BackboneFixture fixture)
         var checkpoint = Train(kind);
         var images = HeldOut();
         using var classifier = new ImageClassifier(fixture.Backbone, checkpoint);
-        var expected = classifier.Probabilities(classifier.Decode(images), images.Count);
+        var expected = classifier.Score(classifier.Decode(images), images.Count).Select(s => s.Probabilities).ToArray();
 
         var (fileName, onnx) = ModelExport.Write(fixture.Backbone, checkpoint, ExportFormat.Onnx);
         Assert.Equal("model.onnx", fileName);
@@ -78,7 +78,7 @@ public class ExportTests(BackboneFixture fixture)
         var checkpoint = Train("fine-tuned");
         var images = HeldOut();
         using var classifier = new ImageClassifier(fixture.Backbone, checkpoint);
-        var expected = classifier.Probabilities(classifier.Decode(images), images.Count);
+        var expected = classifier.Score(classifier.Decode(images), images.Count).Select(s => s.Probabilities).ToArray();
         var (_, bytes) = ModelExport.Write(fixture.Backbone, checkpoint, format);
 
         // A network of the same shape that knows nothing of the trained weights: a zero head, a pretrained tail.

@@ -7,8 +7,13 @@ namespace TransferApi.Training.Checkpoints;
 /// <summary>
 /// Everything needed to predict with a trained model except the backbone's own (frozen, shared) weights:
 /// the backbone id, its preprocessing, the class labels in output order, the head's shape and its weights,
-/// and, when fine-tuned, the weights of the last <see cref="FineTunedStages"/> stages (only those).
+/// and, when fine-tuned, the weights of the last <see cref="FineTunedStages"/> stages (only those); and what serving
+/// needs to be trusted: the calibration temperature, the novelty model and each class's recommended threshold.
 /// </summary>
+/// <param name="Temperature">Logits are divided by it before the softmax (1: uncalibrated).</param>
+/// <param name="Novelty">Null for models trained before novelty detection existed.</param>
+/// <param name="Thresholds">Each label's recommended probability threshold, in label order (null: none
+/// computed).</param>
 public sealed record ModelCheckpoint(
     string BackboneId,
     PreprocessingSpec Preprocessing,
@@ -17,7 +22,10 @@ public sealed record ModelCheckpoint(
     HeadSpec Head,
     byte[] HeadWeights,
     int FineTunedStages = 0,
-    byte[]? TailWeights = null
+    byte[]? TailWeights = null,
+    double Temperature = 1,
+    Evaluation.NoveltyModel? Novelty = null,
+    IReadOnlyList<double>? Thresholds = null
 )
 {
     public static ModelCheckpoint FromHead(

@@ -279,6 +279,53 @@ public static class HeadTrainer
         return (b, lossSum);
     }
 
+    /// <summary>
+    /// Logits [N, classes] of each image from a head that never saw it: stratified, seeded folds, one head per fold
+    /// trained with <paramref name="options"/> (quietly, without validation) on the other folds.
+    /// </summary>
+    public static Tensor OutOfFoldLogits(
+        Tensor features,
+        Tensor labels,
+        int classes,
+        int folds,
+        TrainingOptions options,
+        CancellationToken cancellation
+    )
+    {
+        var truth = labels.data<long>().ToArray();
+        var random = new Random(unchecked((int)options.Seed * 17 + 3));
+        var fold = new int[truth.Length];
+        foreach (var members in Enumerable.Range(0, truth.Length).GroupBy(i => truth[i]))
+        {
+            var shuffled = members.ToArray();
+            random.Shuffle(shuffled);
+            for (var k = 0; k < shuffled.Length; k++)
+                fold[shuffled[k]] = k % folds;
+        }
+        var logits = zeros(truth.Length, classes);
+        for (var f = 0; f < folds; f++)
+        {
+            using var scope = NewDisposeScope();
+            var held = tensor(
+                Enumerable.Range(0, truth.Length).Where(i => fold[i] == f).Select(i => (long)i).ToArray()
+            );
+            var kept = tensor(
+                Enumerable.Range(0, truth.Length).Where(i => fold[i] != f).Select(i => (long)i).ToArray()
+            );
+            if (held.shape[0] == 0 || kept.shape[0] == 0)
+                continue;
+            var trained = Train(
+                new HeadTrainingSet(features.index_select(0, kept), labels.index_select(0, kept), null, null, classes),
+                EpochLoop.Quiet(options with { EarlyStopping = null }, cancellation)
+            );
+            using var head = trained.Head;
+            head.eval();
+            using var noGradients = no_grad();
+            logits.index_copy_(0, held, head.call(features.index_select(0, held)));
+        }
+        return logits;
+    }
+
     /// <summary>Mean cross-entropy and accuracy of the head on labelled features.</summary>
     public static (double Loss, double Accuracy) Evaluate(
         nn.Module<Tensor, Tensor> head,

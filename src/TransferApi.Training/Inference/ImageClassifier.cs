@@ -6,6 +6,11 @@ namespace TransferApi.Training.Inference;
 
 public sealed record LabelProbability(string Label, double Probability);
 
+/// <summary>The model's answer for one image.</summary>
+/// <param name="Probabilities">Calibrated class probabilities, in label order.</param>
+/// <param name="Novelty">How unlike the training images it is (null for a model without a novelty model).</param>
+public sealed record ImageScores(float[] Probabilities, double? Novelty);
+
 /// <summary>A trained model ready to predict: the shared frozen backbone, the model's fine-tuned stages if any, and its
 /// head.</summary>
 public sealed class ImageClassifier : IDisposable
@@ -13,6 +18,7 @@ public sealed class ImageClassifier : IDisposable
     private readonly Backbone backbone;
     private readonly nn.Module<Tensor, Tensor> head;
     private readonly Backbones.FeatureTail? tail;
+    private readonly Tensor? noveltyBank;
 
     public ModelCheckpoint Checkpoint { get; }
 
@@ -29,6 +35,7 @@ public sealed class ImageClassifier : IDisposable
         Checkpoint = checkpoint;
         head = checkpoint.LoadHead();
         tail = checkpoint.LoadTail(backbone);
+        noveltyBank = checkpoint.Novelty?.BankTensor();
     }
 
     /// <summary>Decodes and crops encoded images exactly as training did, without touching libtorch: the per-image CPU
@@ -51,28 +58,39 @@ public sealed class ImageClassifier : IDisposable
         return all;
     }
 
-    /// <summary>Class probabilities [N, classes] of <paramref name="count"/> images decoded by <see cref="Decode"/>, in
-    /// one forward pass.</summary>
-    public float[][] Probabilities(float[] decoded, int count)
+    /// <summary>Calibrated class probabilities and novelty of <paramref name="count"/> images decoded by <see
+    /// cref="Decode"/>, in one forward pass.</summary>
+    public ImageScores[] Score(float[] decoded, int count)
     {
         using var scope = NewDisposeScope();
         var features = Features(backbone.Preprocessor.FromPlanar(decoded, count));
         using var mode = inference_mode();
-        var flat = nn.functional.softmax(head.call(features), 1).contiguous().data<float>().ToArray();
+        var logits = head.call(features) / Checkpoint.Temperature;
+        var flat = nn.functional.softmax(logits, 1).contiguous().data<float>().ToArray();
+        var novelty = noveltyBank is null ? null : Checkpoint.Novelty!.Score(noveltyBank, features);
         var classes = Checkpoint.Labels.Count;
-        return Enumerable.Range(0, count).Select(i => flat.AsSpan(i * classes, classes).ToArray()).ToArray();
+        return Enumerable
+            .Range(0, count)
+            .Select(i => new ImageScores(flat.AsSpan(i * classes, classes).ToArray(), novelty?[i]))
+            .ToArray();
     }
 
     /// <summary>The <paramref name="topK"/> most probable labels of each encoded image, most probable first.</summary>
     public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK) =>
-        Probabilities(Decode(images), images.Count).Select(p => Ranked(p, topK)).ToList();
+        Score(Decode(images), images.Count).Select(s => Ranked(s.Probabilities, topK)).ToList();
 
     /// <summary>Labels by probability, most probable first (ties by label), at most <paramref name="topK"/>, none below
-    /// <paramref name="threshold"/>.</summary>
-    public IReadOnlyList<LabelProbability> Ranked(float[] probabilities, int topK, double threshold = 0) =>
+    /// its threshold: <paramref name="thresholds"/>[class] when given, else <paramref name="threshold"/>.</summary>
+    public IReadOnlyList<LabelProbability> Ranked(
+        float[] probabilities,
+        int topK,
+        double threshold = 0,
+        IReadOnlyList<double>? thresholds = null
+    ) =>
         probabilities
-            .Select((value, i) => new LabelProbability(Checkpoint.Labels[i], value))
-            .Where(l => l.Probability >= threshold)
+            .Select((value, i) => (Label: new LabelProbability(Checkpoint.Labels[i], value), Index: i))
+            .Where(l => l.Label.Probability >= (thresholds?[l.Index] ?? threshold))
+            .Select(l => l.Label)
             .OrderByDescending(l => l.Probability)
             .ThenBy(l => l.Label, StringComparer.Ordinal)
             .Take(topK)
@@ -91,11 +109,15 @@ public sealed class ImageClassifier : IDisposable
 
     /// <summary>Bytes this model holds beyond the shared backbone (its head and fine-tuned stages), for cache
     /// budgets.</summary>
-    public long SizeBytes => Checkpoint.HeadWeights.LongLength + (Checkpoint.TailWeights?.LongLength ?? 0);
+    public long SizeBytes =>
+        Checkpoint.HeadWeights.LongLength
+        + (Checkpoint.TailWeights?.LongLength ?? 0)
+        + (Checkpoint.Novelty?.Bank.LongLength ?? 0) * sizeof(float) * 2;
 
     public void Dispose()
     {
         head.Dispose();
         tail?.Dispose();
+        noveltyBank?.Dispose();
     }
 }

@@ -16,6 +16,9 @@ public static class Problems
             title: $"{char.ToUpperInvariant(what[0])}{what[1..]} not found"
         );
 
+    public static ProblemHttpResult BadRequest(string title, string detail) =>
+        TypedResults.Problem(detail, statusCode: StatusCodes.Status400BadRequest, title: title);
+
     public static ProblemHttpResult Conflict(string title, string detail) =>
         TypedResults.Problem(detail, statusCode: StatusCodes.Status409Conflict, title: title);
 

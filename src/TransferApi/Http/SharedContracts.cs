@@ -1,4 +1,5 @@
 using TransferApi.Training;
+using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Http;
 
@@ -9,4 +10,26 @@ namespace TransferApi.Http;
 public sealed record HeadResponse(HeadKind Kind, int HiddenUnits, double Dropout)
 {
     public static HeadResponse From(HeadSpec head) => new(head.Kind, head.HiddenUnits, head.Dropout);
+}
+
+/// <param name="Temperature">Logits are divided by it before the softmax (above 1: the raw model was
+/// overconfident).</param>
+/// <param name="ExpectedCalibrationErrorBefore">Expected calibration error (15 bins) before scaling, on the fitting
+/// images.</param>
+/// <param name="ExpectedCalibrationErrorAfter">The same after scaling.</param>
+/// <param name="Method">`validation`, or `cross-validation` (out-of-fold training images) when validation had too
+/// few.</param>
+/// <param name="Images">Images it was fitted on.</param>
+public sealed record CalibrationResponse(
+    double Temperature,
+    double ExpectedCalibrationErrorBefore,
+    double ExpectedCalibrationErrorAfter,
+    string Method,
+    int Images
+)
+{
+    public static CalibrationResponse? From(Calibration? c) =>
+        c is null
+            ? null
+            : new(c.Temperature, c.ExpectedCalibrationErrorBefore, c.ExpectedCalibrationErrorAfter, c.Method, c.Images);
 }

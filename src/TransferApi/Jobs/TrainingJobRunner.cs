@@ -127,7 +127,7 @@ public sealed class TrainingJobRunner(
             ReleaseNativeMemory(job.Id);
             if (result.Interrupted && !cancelWatch.IsCancellationRequested)
                 throw new OperationCanceledException(shutdown);
-            return await StoreResultAsync(db, job, result);
+            return await StoreResultAsync(db, job, result, run.ImageIds);
         }
         catch (OperationCanceledException)
             when (cancelWatch.IsCancellationRequested && !shutdown.IsCancellationRequested)
@@ -231,10 +231,29 @@ public sealed class TrainingJobRunner(
     }
 
     /// <summary>Stores the model and ends the job: Succeeded, or Cancelled with the best epoch so far.</summary>
-    private async Task<string> StoreResultAsync(TransferDbContext db, TrainingJob job, TrainingResult result)
+    private async Task<string> StoreResultAsync(
+        TransferDbContext db,
+        TrainingJob job,
+        TrainingResult result,
+        List<Guid> imageIds
+    )
     {
         var model = ToModel(job, result);
         job.Report = result.Report;
+        job.Thresholds = result.Thresholds;
+        // Saved with the model by FinishAsync's transaction.
+        db.EvaluatedImages.AddRange(
+            (result.EvaluatedImages ?? []).Select(e => new EvaluatedImageRow
+            {
+                JobId = job.Id,
+                ImageId = imageIds[e.Image],
+                Label = e.Label,
+                Predicted = e.Predicted,
+                Probability = e.Probability,
+                Loss = e.Loss,
+                Novelty = e.Novelty,
+            })
+        );
         await FinishAsync(
             db,
             job.Id,
@@ -427,6 +446,12 @@ public sealed class TrainingJobRunner(
             HeadWeights = result.Checkpoint.HeadWeights,
             FineTunedStages = result.Checkpoint.FineTunedStages,
             TailWeights = result.Checkpoint.TailWeights,
+            Calibration = result.Calibration,
+            Novelty = result.Checkpoint.Novelty is { } novelty
+                ? new NoveltySettings(novelty.K, novelty.Dimension, novelty.Reference, novelty.ReferenceScores)
+                : null,
+            NoveltyBank = result.Checkpoint.Novelty?.Bank,
+            Thresholds = result.Checkpoint.Thresholds?.ToList(),
             CreatedAt = DateTime.UtcNow,
             ValAccuracy = best.ValAccuracy,
             ValLoss = best.ValLoss,

@@ -204,6 +204,13 @@ public sealed class ServingOptions
     /// <summary>Most images in one predict request.</summary>
     [Range(1, 1024)]
     public int MaxImagesPerRequest { get; set; } = 32;
+
+    /// <summary>
+    /// Share of in-distribution images a model accepts: its novelty threshold is this quantile of its validation
+    /// images' scores, so about 1 - this share of ordinary images are flagged unknown (docs/trust.md).
+    /// </summary>
+    [Range(0.5, 1.0)]
+    public double NoveltyAcceptance { get; set; } = 0.95;
 }
 
 /// <summary>Section "Quotas": how much work and storage one tenant may hold, so no tenant can starve the

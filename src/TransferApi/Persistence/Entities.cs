@@ -93,6 +93,9 @@ public sealed class TrainingJob : ITenantOwned
     /// <summary>The model on held-out images, written when the job ends with a model.</summary>
     public ClassificationReport? Report { get; set; }
 
+    /// <summary>Each class's precision and recall over thresholds, written with <see cref="Report"/>.</summary>
+    public ThresholdReport? Thresholds { get; set; }
+
     /// <summary>Set by POST …/cancel on a running job; the worker notices within one batch.</summary>
     public bool CancelRequested { get; set; }
 
@@ -161,6 +164,18 @@ public sealed class TrainedModel : ITenantOwned
     /// backbone it stores.</summary>
     public int FineTunedStages { get; set; }
     public byte[]? TailWeights { get; set; }
+
+    /// <summary>Temperature scaling of the logits (null: trained before calibration existed, or too few images; the
+    /// temperature is then 1).</summary>
+    public Calibration? Calibration { get; set; }
+
+    /// <summary>The novelty model's settings and reference scores (null: trained before it existed), and its bank of
+    /// training features, kept apart so listing models never reads the bank.</summary>
+    public NoveltySettings? Novelty { get; set; }
+    public float[]? NoveltyBank { get; set; }
+
+    /// <summary>Each label's recommended probability threshold, in label order (null: none computed).</summary>
+    public List<double>? Thresholds { get; set; }
     public DateTime CreatedAt { get; set; }
     public double? ValAccuracy { get; set; }
     public double? ValLoss { get; set; }
@@ -183,6 +198,22 @@ public sealed class TrainedModel : ITenantOwned
     public string? Name { get; set; }
     public int? Version { get; set; }
     public List<ModelAlias> Aliases { get; set; } = [];
+}
+
+/// <summary>A stored novelty model without its bank (see <see
+/// cref="TransferApi.Training.Evaluation.NoveltyModel"/>).</summary>
+public sealed record NoveltySettings(int K, int Dimension, string Reference, double[] ReferenceScores);
+
+/// <summary>One held-out image's outcome in a job's report (the report's split: test, else validation).</summary>
+public sealed class EvaluatedImageRow
+{
+    public Guid JobId { get; set; }
+    public Guid ImageId { get; set; }
+    public required string Label { get; set; }
+    public required string Predicted { get; set; }
+    public double Probability { get; set; }
+    public double Loss { get; set; }
+    public double? Novelty { get; set; }
 }
 
 /// <summary>A movable label on one version of a named model (<c>name@production</c>).</summary>

@@ -64,6 +64,16 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
                 JsonColumn.Comparer<ClassificationReport>()
             );
         builder
+            .Property(j => j.Thresholds)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.NullableConverter<ThresholdReport, ThresholdReportDocument>(
+                    d => d.ToThresholds(),
+                    t => t.ToDocument()
+                ),
+                JsonColumn.Comparer<ThresholdReport>()
+            );
+        builder
             .Property(j => j.Options)
             .HasColumnType("jsonb")
             .HasConversion(
@@ -136,6 +146,26 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
                 JsonColumn.Comparer<HeadSpec>()
             );
         builder
+            .Property(m => m.Calibration)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.NullableConverter<Calibration, CalibrationDocument>(
+                    d => d.ToCalibration(),
+                    c => c.ToDocument()
+                ),
+                JsonColumn.Comparer<Calibration>()
+            );
+        builder
+            .Property(m => m.Novelty)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.NullableConverter<NoveltySettings, NoveltyDocument>(
+                    d => d.ToSettings(),
+                    n => n.ToDocument()
+                ),
+                JsonColumn.Comparer<NoveltySettings>()
+            );
+        builder
             .HasOne<TrainingJob>()
             .WithOne()
             .HasForeignKey<TrainedModel>(m => m.JobId)
@@ -151,6 +181,21 @@ internal sealed class TrainedModelConfiguration : IEntityTypeConfiguration<Train
             })
             .IsUnique();
         builder.HasMany(m => m.Aliases).WithOne().HasForeignKey(a => a.ModelId).OnDelete(DeleteBehavior.Cascade);
+    }
+}
+
+internal sealed class EvaluatedImageConfiguration : IEntityTypeConfiguration<EvaluatedImageRow>
+{
+    public void Configure(EntityTypeBuilder<EvaluatedImageRow> builder)
+    {
+        builder.ToTable("evaluated_images");
+        builder.HasKey(e => new { e.JobId, e.ImageId });
+        builder.Property(e => e.Label).HasMaxLength(200);
+        builder.Property(e => e.Predicted).HasMaxLength(200);
+        // Listed worst first, filtered by true and predicted label.
+        builder.HasIndex(e => new { e.JobId, e.Loss }).IsDescending(false, true);
+        builder.HasOne<TrainingJob>().WithMany().HasForeignKey(e => e.JobId).OnDelete(DeleteBehavior.Cascade);
+        builder.HasOne<DatasetImage>().WithMany().HasForeignKey(e => e.ImageId).OnDelete(DeleteBehavior.Cascade);
     }
 }
 

@@ -1,4 +1,5 @@
 using TransferApi.Training.Checkpoints;
+using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Persistence;
 
@@ -14,6 +15,11 @@ public static class ModelMapping
             model.Head,
             model.HeadWeights,
             model.FineTunedStages,
-            model.TailWeights
+            model.TailWeights,
+            model.Calibration?.Temperature ?? 1,
+            model.Novelty is { } novelty && model.NoveltyBank is { } bank
+                ? new NoveltyModel(novelty.K, novelty.Dimension, bank, novelty.ReferenceScores, novelty.Reference)
+                : null,
+            model.Thresholds
         );
 }

@@ -10,6 +10,7 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<TrainingMetric> TrainingMetrics => Set<TrainingMetric>();
     public DbSet<TrainingCheckpointRow> TrainingCheckpoints => Set<TrainingCheckpointRow>();
     public DbSet<TrainedModel> Models => Set<TrainedModel>();
+    public DbSet<EvaluatedImageRow> EvaluatedImages => Set<EvaluatedImageRow>();
     public DbSet<ModelAlias> ModelAliases => Set<ModelAlias>();
     public DbSet<ImageFeatures> ImageFeatures => Set<ImageFeatures>();
     public DbSet<RegisteredBackbone> Backbones => Set<RegisteredBackbone>();

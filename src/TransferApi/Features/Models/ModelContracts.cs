@@ -1,4 +1,6 @@
+using System.Text.Json.Serialization;
 using TransferApi.Http;
+using TransferApi.Persistence;
 
 namespace TransferApi.Features.Models;
 
@@ -42,7 +44,11 @@ public sealed record ModelMetricsResponse(
 /// <param name="Name">Models sharing a name are its versions; null until named.</param>
 /// <param name="Version">This model's version under its name.</param>
 /// <param name="Aliases">Aliases pointing at this version (predict with name@alias).</param>
-/// <param name="SizeBytes">Bytes it stores: the head, and the fine-tuned stages if any.</param>
+/// <param name="SizeBytes">Bytes it stores: the head, the fine-tuned stages if any, and the novelty bank.</param>
+/// <param name="Calibration">How its probabilities were calibrated (null: trained before calibration, or too few
+/// images).</param>
+/// <param name="Novelty">How it tells images unlike its training data (`unknown` in predictions).</param>
+/// <param name="RecommendedThresholds">Each label's threshold for `threshold=auto` (null: none computed).</param>
 public sealed record ModelResponse(
     Guid Id,
     Guid JobId,
@@ -56,8 +62,40 @@ public sealed record ModelResponse(
     string? Name,
     int? Version,
     IReadOnlyList<string> Aliases,
-    long SizeBytes
+    long SizeBytes,
+    CalibrationResponse? Calibration,
+    NoveltyResponse Novelty,
+    IReadOnlyDictionary<string, double>? RecommendedThresholds
 );
+
+/// <param name="Available">Whether predictions carry `novelty` and `unknown`.</param>
+/// <param name="Method">`knn`: one minus the cosine similarity to the k-th nearest training image's features.</param>
+/// <param name="K">Which neighbour.</param>
+/// <param name="Reference">Images the threshold was set on: `validation`, or `training (leave-one-out)`.</param>
+/// <param name="ReferenceImages">How many.</param>
+/// <param name="Reason">Why it is not available.</param>
+public sealed record NoveltyResponse(
+    bool Available,
+    string? Method,
+    int? K,
+    string? Reference,
+    int? ReferenceImages,
+    string? Reason
+)
+{
+    public static NoveltyResponse From(NoveltySettings? settings) =>
+        settings is null
+            ? new NoveltyResponse(
+                false,
+                null,
+                null,
+                null,
+                null,
+                "This model was trained before novelty detection existed (or had fewer than 2 training images); "
+                    + "retrain it to get novelty and unknown in predictions."
+            )
+            : new NoveltyResponse(true, "knn", settings.K, settings.Reference, settings.ReferenceScores.Length, null);
+}
 
 /// <param name="Label">A class the model knows.</param>
 /// <param name="Probability">The model's probability for it, 0-1.</param>
@@ -68,17 +106,31 @@ public sealed record PredictionResponse(string Label, double Probability);
 /// <param name="ModelVersion">Its version under that name.</param>
 /// <param name="Predictions">The most probable labels, most probable first.</param>
 /// <param name="InferenceMilliseconds">Decode, preprocessing, waiting for a batch and the forward pass.</param>
+/// <param name="Novelty">
+/// How unlike the model's training images the image is (higher is stranger); absent for models trained before
+/// novelty detection (the model's `novelty.reason` says so).
+/// </param>
+/// <param name="Unknown">True when `novelty` is above the model's threshold: probably none of its classes.</param>
 public sealed record PredictResponse(
     Guid ModelId,
     string? ModelName,
     int? ModelVersion,
     IReadOnlyList<PredictionResponse> Predictions,
-    double InferenceMilliseconds
+    double InferenceMilliseconds,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? Novelty = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] bool? Unknown = null
 );
 
 /// <param name="FileName">The `file` part's file name, as sent.</param>
 /// <param name="Predictions">The most probable labels for it, most probable first.</param>
-public sealed record FilePredictionsResponse(string FileName, IReadOnlyList<PredictionResponse> Predictions);
+/// <param name="Novelty">How unlike the model's training images it is (absent for models without novelty data).</param>
+/// <param name="Unknown">True when `novelty` is above the model's threshold.</param>
+public sealed record FilePredictionsResponse(
+    string FileName,
+    IReadOnlyList<PredictionResponse> Predictions,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? Novelty = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] bool? Unknown = null
+);
 
 /// <param name="ModelId">The model that answered.</param>
 /// <param name="ModelName">Its name, if named.</param>

@@ -238,7 +238,11 @@ public static class ModelEndpoints
 
     /// <param name="id">A model id, name, name@version or name@alias.</param>
     /// <param name="topK">How many labels to answer per image (default 5).</param>
-    /// <param name="threshold">Leave out labels below this probability, 0-1 (default 0).</param>
+    /// <param name="threshold">
+    /// Leave out labels below this probability, 0-1 (default 0); `auto`: below each label's recommended threshold
+    /// (the model's `recommendedThresholds`, chosen on validation images).
+    /// </param>
+    /// <param name="rejectUnknown">When true, an image the model flags `unknown` gets no predictions.</param>
     internal static async Task<Results<Ok<PredictResponse>, Ok<BatchPredictResponse>, ProblemHttpResult>> Predict(
         string id,
         HttpRequest request,
@@ -248,14 +252,15 @@ public static class ModelEndpoints
         IOptions<ServingOptions> serving,
         CancellationToken cancellation,
         int topK = 5,
-        double threshold = 0
+        string? threshold = null,
+        bool rejectUnknown = false
     )
     {
         if (topK < 1)
             return TypedResults.Problem("topK: must be at least 1.", statusCode: 400, title: "Invalid topK");
-        if (threshold is < 0 or > 1 || double.IsNaN(threshold))
+        if (!LabelFilter.TryParse(threshold, out var filter))
             return TypedResults.Problem(
-                "threshold: must be between 0 and 1.",
+                $"threshold: '{threshold}' is neither a number between 0 and 1 nor auto.",
                 statusCode: 400,
                 title: "Invalid threshold"
             );
@@ -270,26 +275,58 @@ public static class ModelEndpoints
             if (model is null)
                 return NotFound(id);
         }
+        var classifier = model.Batcher.Classifier;
+        if (filter.Auto && classifier.Checkpoint.Thresholds is null)
+            return Problems.Conflict(
+                "No recommended thresholds",
+                $"threshold: model {model.Id} was trained without held-out images (or before thresholds were "
+                    + "recommended), so it has no per-label thresholds for auto; give a number, or retrain with "
+                    + "validation images."
+            );
         var images = await PredictRequestReader.ReadAsync(request, uploads.Value, serving.Value, cancellation);
         var prediction = await predictor.PredictAsync(model, images, db, cancellation);
-        var ranked = prediction
-            .Probabilities.Select(p =>
-                model
-                    .Batcher.Classifier.Ranked(p, topK, threshold)
-                    .Select(l => new PredictionResponse(l.Label, l.Probability))
-                    .ToList()
-            )
+        var noveltyThreshold = classifier.Checkpoint.Novelty?.Threshold(serving.Value.NoveltyAcceptance);
+        var answers = prediction
+            .Scores.Select(scores =>
+            {
+                var unknown = scores.Novelty > noveltyThreshold;
+                var labels =
+                    rejectUnknown && unknown
+                        ? []
+                        : classifier
+                            .Ranked(
+                                scores.Probabilities,
+                                topK,
+                                filter.Value,
+                                filter.Auto ? classifier.Checkpoint.Thresholds : null
+                            )
+                            .Select(l => new PredictionResponse(l.Label, l.Probability))
+                            .ToList();
+                return (Labels: labels, scores.Novelty, Unknown: scores.Novelty is null ? (bool?)null : unknown);
+            })
             .ToList();
         return images.Count == 1
             ? TypedResults.Ok(
-                new PredictResponse(model.Id, model.Name, model.Version, ranked[0], prediction.Milliseconds)
+                new PredictResponse(
+                    model.Id,
+                    model.Name,
+                    model.Version,
+                    answers[0].Labels,
+                    prediction.Milliseconds,
+                    answers[0].Novelty,
+                    answers[0].Unknown
+                )
             )
             : TypedResults.Ok(
                 new BatchPredictResponse(
                     model.Id,
                     model.Name,
                     model.Version,
-                    images.Zip(ranked, (image, labels) => new FilePredictionsResponse(image.FileName, labels)).ToList(),
+                    images
+                        .Zip(answers, (image, answer) =>
+                            new FilePredictionsResponse(image.FileName, answer.Labels, answer.Novelty, answer.Unknown)
+                        )
+                        .ToList(),
                     prediction.Milliseconds
                 )
             );
@@ -415,8 +452,17 @@ public static class ModelEndpoints
             m.Name,
             m.Version,
             m.Aliases.OrderBy(a => a.Alias).Select(a => a.Alias).ToList(),
-            m.HeadWeights.Length + (m.TailWeights == null ? 0 : m.TailWeights.Length)
+            m.HeadWeights.Length
+                + (m.TailWeights == null ? 0 : m.TailWeights.Length)
+                + (m.NoveltyBank == null ? 0 : m.NoveltyBank.Length * sizeof(float)),
+            CalibrationResponse.From(m.Calibration),
+            NoveltyResponse.From(m.Novelty),
+            ByLabel(m.Labels, m.Thresholds)
         );
+
+    /// <summary>Label → value (client side of the projection: EF cannot translate the zip).</summary>
+    private static Dictionary<string, double>? ByLabel(List<string> labels, List<double>? values) =>
+        values?.Zip(labels).ToDictionary(p => p.Second, p => p.First);
 
     private static class Descriptions
     {

@@ -13,7 +13,7 @@ namespace TransferApi.Features.Models;
 /// </summary>
 public sealed class PredictionBatcher : IDisposable
 {
-    private sealed record Pending(float[] Decoded, int Count, TaskCompletionSource<float[][]> Done);
+    private sealed record Pending(float[] Decoded, int Count, TaskCompletionSource<ImageScores[]> Done);
 
     private readonly Channel<Pending> queue = Channel.CreateUnbounded<Pending>(
         new UnboundedChannelOptions { SingleReader = true }
@@ -45,14 +45,14 @@ public sealed class PredictionBatcher : IDisposable
 
     /// <summary>Queues <paramref name="count"/> images decoded by <see cref="ImageClassifier.Decode"/>; false once
     /// retired.</summary>
-    public bool TryEnqueue(float[] decoded, int count, out Task<float[][]> probabilities)
+    public bool TryEnqueue(float[] decoded, int count, out Task<ImageScores[]> scores)
     {
         var pending = new Pending(
             decoded,
             count,
-            new TaskCompletionSource<float[][]>(TaskCreationOptions.RunContinuationsAsynchronously)
+            new TaskCompletionSource<ImageScores[]>(TaskCreationOptions.RunContinuationsAsynchronously)
         );
-        probabilities = pending.Done.Task;
+        scores = pending.Done.Task;
         if (!queue.Writer.TryWrite(pending))
             return false;
         telemetry.PredictQueued.Add(count);
@@ -106,13 +106,13 @@ public sealed class PredictionBatcher : IDisposable
             telemetry.PredictQueued.Add(-count);
             telemetry.PredictBatchSize.Record(count);
             var decoded = ImageClassifier.Concat(batch.Select(p => p.Decoded).ToList());
-            var probabilities = classifier.Probabilities(decoded, count);
+            var scores = classifier.Score(decoded, count);
             Interlocked.Increment(ref forwardPasses);
-            Interlocked.Add(ref imagesPredicted, probabilities.Length);
+            Interlocked.Add(ref imagesPredicted, scores.Length);
             var offset = 0;
             foreach (var pending in batch)
             {
-                pending.Done.TrySetResult(probabilities[offset..(offset + pending.Count)]);
+                pending.Done.TrySetResult(scores[offset..(offset + pending.Count)]);
                 offset += pending.Count;
             }
         }

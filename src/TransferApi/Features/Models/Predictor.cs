@@ -9,7 +9,7 @@ using TransferApi.Training.Inference;
 
 namespace TransferApi.Features.Models;
 
-public sealed record Prediction(ServedModel Model, IReadOnlyList<float[]> Probabilities, double Milliseconds);
+public sealed record Prediction(ServedModel Model, IReadOnlyList<ImageScores> Scores, double Milliseconds);
 
 /// <summary>
 /// /predict without HTTP: finds the model (cache first), decodes and preprocesses each image on the caller's thread
@@ -65,18 +65,18 @@ public sealed class Predictor(ClassifierCache cache, BackboneRegistry backbones,
                     );
             }
         }
-        var probabilities = await EnqueueAsync(model, ImageClassifier.Concat(decoded), images.Count, db, cancellation);
+        var scores = await EnqueueAsync(model, ImageClassifier.Concat(decoded), images.Count, db, cancellation);
         var elapsed = Stopwatch.GetElapsedTime(started);
         telemetry.PredictDuration.Record(
             elapsed.TotalSeconds,
             new KeyValuePair<string, object?>("transferapi.backbone", model.Batcher.Classifier.Checkpoint.BackboneId)
         );
-        return new Prediction(model, probabilities, elapsed.TotalMilliseconds);
+        return new Prediction(model, scores, elapsed.TotalMilliseconds);
     }
 
     /// <summary>Through the model's batcher; a batcher retired meanwhile (evicted) is replaced, or bypassed for a model
     /// too big to cache.</summary>
-    private async Task<float[][]> EnqueueAsync(
+    private async Task<ImageScores[]> EnqueueAsync(
         ServedModel model,
         float[] decoded,
         int count,

@@ -36,6 +36,10 @@ namespace TransferApi.Features.TrainingJobs;
 /// <param name="FineTuneEpochs">Epochs of fine-tuning, 1-1000 (default 5).</param>
 /// <param name="FineTuneLrFactor">Unfrozen stages learn at learningRate divided by this, 1-10000 (default 10).</param>
 /// <param name="Augmentation">Augmented views of each training image (default off).</param>
+/// <param name="TargetPrecision">
+/// Each class's recommended threshold (`threshold=auto` in predict) becomes the lowest whose validation precision
+/// reaches this, (0, 1] (default: the threshold with the best F1).
+/// </param>
 /// <param name="ModelName">
 /// Name the model gets when the job succeeds, as that name's next version (predict with name, name@version or
 /// name@alias).
@@ -64,7 +68,8 @@ public sealed record CreateTrainingJobRequest(
     int? FineTuneEpochs = null,
     double? FineTuneLrFactor = null,
     AugmentationRequest? Augmentation = null,
-    string? ModelName = null
+    string? ModelName = null,
+    double? TargetPrecision = null
 );
 
 /// <param name="Views">
@@ -156,6 +161,7 @@ public sealed record ActivationsResponse(string Storage, long Bytes, long Budget
 /// <param name="FineTuneLrFactor">Unfrozen stages learn at learningRate divided by this.</param>
 /// <param name="Augmentation">Augmented views of each training image.</param>
 /// <param name="FeatureBatchSize">Images per backbone forward pass while extracting features.</param>
+/// <param name="TargetPrecision">Precision the recommended thresholds aim at (null: best F1).</param>
 public sealed record TrainingOptionsResponse(
     int Epochs,
     int BatchSize,
@@ -176,7 +182,8 @@ public sealed record TrainingOptionsResponse(
     int FineTuneEpochs,
     double FineTuneLrFactor,
     AugmentationResponse Augmentation,
-    int FeatureBatchSize
+    int FeatureBatchSize,
+    double? TargetPrecision
 );
 
 /// <param name="Monitor">ValLoss or ValAccuracy.</param>
@@ -250,6 +257,12 @@ public sealed record JobEndedEvent(Guid Id, JobStatus Status, Guid? ModelId, str
 /// <param name="LogLoss">Mean cross-entropy of the predicted probabilities.</param>
 /// <param name="PerClass">Precision, recall, F1 and support of each class.</param>
 /// <param name="ConfusionMatrix">Counts of true class against predicted class.</param>
+/// <param name="Thresholds">Each class's precision and recall over probability thresholds, and the recommended one
+/// (what `threshold=auto` applies); empty without held-out images.</param>
+/// <param name="ThresholdsSplit">The images the thresholds come from: `validation`, or `test` without validation
+/// images.</param>
+/// <param name="Calibration">How the model's probabilities (and so these numbers) were calibrated.</param>
+/// <param name="ImagesUrl">Every evaluated image with its outcome, worst first (GET …/report/images).</param>
 public sealed record ClassificationReportResponse(
     string Split,
     int Images,
@@ -258,7 +271,56 @@ public sealed record ClassificationReportResponse(
     double MacroF1,
     double LogLoss,
     IReadOnlyList<ClassMetricsResponse> PerClass,
-    ConfusionMatrixResponse ConfusionMatrix
+    ConfusionMatrixResponse ConfusionMatrix,
+    IReadOnlyList<ClassThresholdResponse> Thresholds,
+    string? ThresholdsSplit,
+    CalibrationResponse? Calibration,
+    string ImagesUrl
+);
+
+/// <param name="Label">The class (one against the rest).</param>
+/// <param name="Recommended">The threshold to use: best F1, or the lowest reaching the job's targetPrecision.</param>
+/// <param name="Precision">Precision at the recommended threshold.</param>
+/// <param name="Recall">Recall at the recommended threshold.</param>
+/// <param name="Curve">Precision and recall at thresholds 0, 0.01, …, 1.</param>
+public sealed record ClassThresholdResponse(
+    string Label,
+    double Recommended,
+    double Precision,
+    double Recall,
+    IReadOnlyList<ThresholdPointResponse> Curve
+);
+
+/// <param name="Threshold">A label is answered when its probability is at least this.</param>
+/// <param name="Precision">Share of images answered with the label that have it (1 when none is).</param>
+/// <param name="Recall">Share of images with the label answered with it.</param>
+public sealed record ThresholdPointResponse(double Threshold, double Precision, double Recall);
+
+/// <param name="Label">True class.</param>
+/// <param name="Predicted">Predicted class.</param>
+/// <param name="Count">Images in this cell.</param>
+/// <param name="Images">Where to list them (GET …/report/images with label and predicted).</param>
+public sealed record ConfusionCellResponse(string Label, string Predicted, int Count, string Images);
+
+/// <param name="ImageId">The data set image.</param>
+/// <param name="Label">Its true class.</param>
+/// <param name="Predicted">The class the model gave it.</param>
+/// <param name="Correct">Whether they agree.</param>
+/// <param name="Probability">The calibrated probability of the predicted class.</param>
+/// <param name="Loss">Calibrated cross-entropy of the true class: the list is sorted by it, highest first.</param>
+/// <param name="Novelty">How unlike the training images it is (null for a model without novelty data).</param>
+/// <param name="Image">Where to download it.</param>
+/// <param name="Thumbnail">Its thumbnail (at most 128 pixels on the longer side).</param>
+public sealed record EvaluatedImageResponse(
+    Guid ImageId,
+    string Label,
+    string Predicted,
+    bool Correct,
+    double Probability,
+    double Loss,
+    double? Novelty,
+    string Image,
+    string Thumbnail
 );
 
 /// <param name="Label">The class.</param>
@@ -270,4 +332,9 @@ public sealed record ClassMetricsResponse(string Label, double Precision, double
 
 /// <param name="Labels">The classes, in the order of both axes.</param>
 /// <param name="Counts">Counts[i][j]: images of class labels[i] predicted as labels[j].</param>
-public sealed record ConfusionMatrixResponse(IReadOnlyList<string> Labels, IReadOnlyList<IReadOnlyList<int>> Counts);
+/// <param name="Cells">Every cell with its count and a link to its images.</param>
+public sealed record ConfusionMatrixResponse(
+    IReadOnlyList<string> Labels,
+    IReadOnlyList<IReadOnlyList<int>> Counts,
+    IReadOnlyList<ConfusionCellResponse> Cells
+);

@@ -50,6 +50,17 @@ public static class TrainingJobEndpoints
             .WithSummary("Evaluation of the job's model on the test split (or validation when there is none)")
             .WithDescription(Descriptions.Report);
         group
+            .MapGet("/{id:guid}/report/images", ReportImages)
+            .WithName("ListTrainingJobReportImages")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("The report's images with their outcome, worst loss first (filter by outcome and labels)")
+            .WithDescription(
+                "Each image's true and predicted label, calibrated probability, loss and novelty, with links to it "
+                    + "and its thumbnail. The confusion matrix's cells link here with label and predicted."
+            );
+        group
             .MapGet("/{id:guid}/charts/learning-curves.png", LearningCurvesChart)
             .WithName("GetLearningCurvesChart")
             .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
@@ -290,7 +301,7 @@ public static class TrainingJobEndpoints
         CancellationToken cancellation
     )
     {
-        var (report, problem) = await FindReportAsync(
+        var (found, problem) = await FindReportAsync(
             id,
             db,
             "a report exists once the job has a model and held-out (test or validation) images",
@@ -298,12 +309,91 @@ public static class TrainingJobEndpoints
         );
         if (problem is not null)
             return problem;
-        return TypedResults.Ok(report!.ToResponse());
+        return TypedResults.Ok(found!.Report.ToResponse(id, found.Thresholds, found.Calibration));
     }
+
+    /// <param name="outcome">misclassified, correct or all (default).</param>
+    /// <param name="label">Only images of this true class.</param>
+    /// <param name="predicted">Only images predicted as this class.</param>
+    /// <param name="page">From 1.</param>
+    /// <param name="pageSize">1-200 (default 20).</param>
+    internal static async Task<Results<Ok<Page<EvaluatedImageResponse>>, ProblemHttpResult>> ReportImages(
+        Guid id,
+        TransferDbContext db,
+        CancellationToken cancellation,
+        string? outcome = null,
+        string? label = null,
+        string? predicted = null,
+        int page = 1,
+        int pageSize = 20
+    )
+    {
+        if (outcome is not (null or "all" or "misclassified" or "correct"))
+            return Problems.BadRequest(
+                "Invalid outcome",
+                $"outcome: '{outcome}' is not misclassified, correct or all."
+            );
+        if (page < 1)
+            return Problems.BadRequest("Invalid page", "page: must be at least 1.");
+        if (pageSize is < 1 or > Paging.MaxPageSize)
+            return Problems.BadRequest("Invalid pageSize", $"pageSize: must be between 1 and {Paging.MaxPageSize}.");
+        var (found, problem) = await FindReportAsync(
+            id,
+            db,
+            "its images are listed once the job has a report",
+            cancellation
+        );
+        if (problem is not null)
+            return problem;
+        var labels = found!.Report.ConfusionMatrix.Labels;
+        foreach (var (name, value) in new[] { ("label", label), ("predicted", predicted) })
+            if (value is not null && !labels.Contains(value, StringComparer.Ordinal))
+                return Problems.BadRequest(
+                    $"Invalid {name}",
+                    $"{name}: the model has no class '{value}'; its classes are {string.Join(", ", labels)}."
+                );
+        var query = db.EvaluatedImages.AsNoTracking().Where(e => e.JobId == id);
+        if (outcome == "misclassified")
+            query = query.Where(e => e.Label != e.Predicted);
+        else if (outcome == "correct")
+            query = query.Where(e => e.Label == e.Predicted);
+        if (label is not null)
+            query = query.Where(e => e.Label == label);
+        if (predicted is not null)
+            query = query.Where(e => e.Predicted == predicted);
+        var total = await query.CountAsync(cancellation);
+        var pages = Math.Max(1, (total + pageSize - 1) / pageSize);
+        if (page > pages)
+            return Problems.BadRequest(
+                "Invalid page",
+                $"page: {page} is past the last page ({pages}) of {total} images."
+            );
+        var rows = await query
+            .OrderByDescending(e => e.Loss)
+            .ThenBy(e => e.ImageId)
+            .Skip((page - 1) * pageSize)
+            .Take(pageSize)
+            .ToListAsync(cancellation);
+        return TypedResults.Ok(
+            new Page<EvaluatedImageResponse>(
+                rows.Select(r => r.ToResponse(found.DatasetId)).ToList(),
+                page,
+                pageSize,
+                total
+            )
+        );
+    }
+
+    private sealed record FoundReport(
+        ClassificationReport Report,
+        ThresholdReport? Thresholds,
+        Calibration? Calibration,
+        Guid DatasetId
+    );
 
     /// <summary>The job's report, or the problem: 404 for no such job, 409 (saying <paramref name="when"/>) while
     /// it has none.</summary>
-    private static async Task<(ClassificationReport? Report, ProblemHttpResult? Problem)> FindReportAsync(
+    private static async Task<(FoundReport? Found, ProblemHttpResult? Problem)> FindReportAsync(
         Guid id,
         TransferDbContext db,
         string when,
@@ -313,13 +403,20 @@ public static class TrainingJobEndpoints
         var job = await db
             .TrainingJobs.AsNoTracking()
             .Where(j => j.Id == id)
-            .Select(j => new { j.Status, j.Report })
+            .Select(j => new
+            {
+                j.Status,
+                j.Report,
+                j.Thresholds,
+                Calibration = db.Models.Where(m => m.Id == j.ModelId).Select(m => m.Calibration).FirstOrDefault(),
+                j.DatasetId,
+            })
             .FirstOrDefaultAsync(cancellation);
         if (job is null)
             return (null, Problems.NotFound("training job", id));
         return job.Report is null
             ? (null, Problems.Conflict("No report", $"id: training job {id} is {job.Status}; {when}."))
-            : (job.Report, null);
+            : (new FoundReport(job.Report, job.Thresholds, job.Calibration, job.DatasetId), null);
     }
 
     internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> LearningCurvesChart(
@@ -365,7 +462,7 @@ public static class TrainingJobEndpoints
         );
         if (problem is not null)
             return problem;
-        return TypedResults.File(TrainingCharts.ConfusionMatrix(report!), "image/png");
+        return TypedResults.File(TrainingCharts.ConfusionMatrix(report!.Report), "image/png");
     }
 
     internal static async Task<Ok<Page<TrainingJobResponse>>> List(

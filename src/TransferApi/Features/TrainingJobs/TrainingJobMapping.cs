@@ -47,6 +47,7 @@ public static class TrainingJobMapping
                     views.HorizontalFlip ?? true,
                     views.ColorJitter ?? 0.2
                 ),
+            TargetPrecision = request.TargetPrecision,
         };
     }
 
@@ -117,11 +118,20 @@ public static class TrainingJobMapping
                 o.Augmentation.HorizontalFlip,
                 o.Augmentation.ColorJitter
             ),
-            o.FeatureBatchSize
+            o.FeatureBatchSize,
+            o.TargetPrecision
         );
 
-    public static ClassificationReportResponse ToResponse(this ClassificationReport report) =>
-        new(
+    public static ClassificationReportResponse ToResponse(
+        this ClassificationReport report,
+        Guid jobId,
+        ThresholdReport? thresholds,
+        Calibration? calibration
+    )
+    {
+        var matrix = report.ConfusionMatrix;
+        var imagesUrl = $"/api/training-jobs/{jobId}/report/images";
+        return new(
             report.Split,
             report.Images,
             report.Accuracy,
@@ -131,6 +141,50 @@ public static class TrainingJobMapping
             report
                 .PerClass.Select(c => new ClassMetricsResponse(c.Label, c.Precision, c.Recall, c.F1, c.Support))
                 .ToList(),
-            new ConfusionMatrixResponse(report.ConfusionMatrix.Labels, report.ConfusionMatrix.Counts)
+            new ConfusionMatrixResponse(
+                matrix.Labels,
+                matrix.Counts,
+                [
+                    .. from t in Enumerable.Range(0, matrix.Labels.Count)
+                    from p in Enumerable.Range(0, matrix.Labels.Count)
+                    select new ConfusionCellResponse(
+                        matrix.Labels[t],
+                        matrix.Labels[p],
+                        matrix.Counts[t][p],
+                        $"{imagesUrl}?label={Uri.EscapeDataString(matrix.Labels[t])}"
+                            + $"&predicted={Uri.EscapeDataString(matrix.Labels[p])}"
+                    ),
+                ]
+            ),
+            thresholds
+                ?.Classes.Select(c => new ClassThresholdResponse(
+                    c.Label,
+                    c.Recommended,
+                    c.Precision,
+                    c.Recall,
+                    c.Curve.Select(p => new ThresholdPointResponse(p.Threshold, p.Precision, p.Recall)).ToList()
+                ))
+                .ToList()
+                ?? [],
+            thresholds?.Split,
+            CalibrationResponse.From(calibration),
+            imagesUrl
         );
+    }
+
+    public static EvaluatedImageResponse ToResponse(this EvaluatedImageRow row, Guid datasetId)
+    {
+        var image = $"/api/datasets/{datasetId}/images/{row.ImageId}";
+        return new EvaluatedImageResponse(
+            row.ImageId,
+            row.Label,
+            row.Predicted,
+            row.Label == row.Predicted,
+            row.Probability,
+            row.Loss,
+            row.Novelty,
+            image,
+            image + "?thumbnail=true"
+        );
+    }
 }

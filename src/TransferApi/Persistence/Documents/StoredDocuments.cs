@@ -47,7 +47,8 @@ public sealed record TrainingOptionsDocument(
     int? FineTuneEpochs,
     double? FineTuneLrFactor,
     AugmentationDocument? Augmentation,
-    int? FeatureBatchSize
+    int? FeatureBatchSize,
+    double? TargetPrecision
 ) : IVersionedDocument;
 
 public sealed record TrainingProgressDocument(
@@ -76,6 +77,35 @@ public sealed record ClassificationReportDocument(
     double LogLoss,
     IReadOnlyList<ClassMetricsDocument> PerClass,
     ConfusionMatrixDocument ConfusionMatrix
+) : IVersionedDocument;
+
+public sealed record CalibrationDocument(
+    int? Version,
+    double Temperature,
+    double ExpectedCalibrationErrorBefore,
+    double ExpectedCalibrationErrorAfter,
+    string Method,
+    int Images
+) : IVersionedDocument;
+
+public sealed record NoveltyDocument(int? Version, int K, int Dimension, string Reference, double[] ReferenceScores)
+    : IVersionedDocument;
+
+public sealed record ThresholdPointDocument(double Threshold, double Precision, double Recall);
+
+public sealed record ClassThresholdDocument(
+    string Label,
+    double Recommended,
+    double Precision,
+    double Recall,
+    IReadOnlyList<ThresholdPointDocument> Curve
+);
+
+public sealed record ThresholdReportDocument(
+    int? Version,
+    string Split,
+    double? TargetPrecision,
+    IReadOnlyList<ClassThresholdDocument> Classes
 ) : IVersionedDocument;
 
 public sealed record StoredHeadDocument(int? Version, HeadKind? Kind, int? HiddenUnits, double? Dropout)
@@ -126,7 +156,8 @@ public static class DocumentMapping
                 o.Augmentation.HorizontalFlip,
                 o.Augmentation.ColorJitter
             ),
-            o.FeatureBatchSize
+            o.FeatureBatchSize,
+            o.TargetPrecision
         );
 
     public static TrainingOptions ToOptions(this TrainingOptionsDocument d)
@@ -165,6 +196,7 @@ public static class DocumentMapping
                     views.ColorJitter ?? augmentation.ColorJitter
                 ),
             FeatureBatchSize = d.FeatureBatchSize ?? defaults.FeatureBatchSize,
+            TargetPrecision = d.TargetPrecision,
         };
     }
 
@@ -242,6 +274,69 @@ public static class DocumentMapping
             d.LogLoss,
             d.PerClass.Select(c => new ClassMetrics(c.Label, c.Precision, c.Recall, c.F1, c.Support)).ToList(),
             new ConfusionMatrix(d.ConfusionMatrix.Labels, d.ConfusionMatrix.Counts)
+        );
+    }
+
+    public static CalibrationDocument ToDocument(this Calibration c) =>
+        new(
+            CurrentVersion,
+            c.Temperature,
+            c.ExpectedCalibrationErrorBefore,
+            c.ExpectedCalibrationErrorAfter,
+            c.Method,
+            c.Images
+        );
+
+    public static Calibration ToCalibration(this CalibrationDocument d)
+    {
+        Check(d);
+        return new Calibration(
+            d.Temperature,
+            d.ExpectedCalibrationErrorBefore,
+            d.ExpectedCalibrationErrorAfter,
+            d.Method,
+            d.Images
+        );
+    }
+
+    public static NoveltyDocument ToDocument(this NoveltySettings n) =>
+        new(CurrentVersion, n.K, n.Dimension, n.Reference, n.ReferenceScores);
+
+    public static NoveltySettings ToSettings(this NoveltyDocument d)
+    {
+        Check(d);
+        return new NoveltySettings(d.K, d.Dimension, d.Reference, d.ReferenceScores);
+    }
+
+    public static ThresholdReportDocument ToDocument(this ThresholdReport t) =>
+        new(
+            CurrentVersion,
+            t.Split,
+            t.TargetPrecision,
+            t.Classes.Select(c => new ClassThresholdDocument(
+                    c.Label,
+                    c.Recommended,
+                    c.Precision,
+                    c.Recall,
+                    c.Curve.Select(p => new ThresholdPointDocument(p.Threshold, p.Precision, p.Recall)).ToList()
+                ))
+                .ToList()
+        );
+
+    public static ThresholdReport ToThresholds(this ThresholdReportDocument d)
+    {
+        Check(d);
+        return new ThresholdReport(
+            d.Split,
+            d.TargetPrecision,
+            d.Classes.Select(c => new ClassThreshold(
+                    c.Label,
+                    c.Recommended,
+                    c.Precision,
+                    c.Recall,
+                    c.Curve.Select(p => new ThresholdPoint(p.Threshold, p.Precision, p.Recall)).ToList()
+                ))
+                .ToList()
         );
     }
 

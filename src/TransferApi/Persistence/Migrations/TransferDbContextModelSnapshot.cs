@@ -180,6 +180,43 @@ namespace TransferApi.Persistence.Migrations
                     b.ToTable("dataset_images", (string)null);
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.EvaluatedImageRow", b =>
+                {
+                    b.Property<Guid>("JobId")
+                        .HasColumnType("uuid");
+
+                    b.Property<Guid>("ImageId")
+                        .HasColumnType("uuid");
+
+                    b.Property<string>("Label")
+                        .IsRequired()
+                        .HasMaxLength(200)
+                        .HasColumnType("character varying(200)");
+
+                    b.Property<double>("Loss")
+                        .HasColumnType("double precision");
+
+                    b.Property<double?>("Novelty")
+                        .HasColumnType("double precision");
+
+                    b.Property<string>("Predicted")
+                        .IsRequired()
+                        .HasMaxLength(200)
+                        .HasColumnType("character varying(200)");
+
+                    b.Property<double>("Probability")
+                        .HasColumnType("double precision");
+
+                    b.HasKey("JobId", "ImageId");
+
+                    b.HasIndex("ImageId");
+
+                    b.HasIndex("JobId", "Loss")
+                        .IsDescending(false, true);
+
+                    b.ToTable("evaluated_images", (string)null);
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.ImageFeatures", b =>
                 {
                     b.Property<string>("BackboneId")
@@ -279,6 +316,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<int>("BestEpoch")
                         .HasColumnType("integer");
 
+                    b.Property<string>("Calibration")
+                        .HasColumnType("jsonb");
+
                     b.Property<DateTime>("CreatedAt")
                         .HasColumnType("timestamp with time zone");
 
@@ -322,6 +362,12 @@ namespace TransferApi.Persistence.Migrations
                         .HasMaxLength(64)
                         .HasColumnType("character varying(64)");
 
+                    b.Property<string>("Novelty")
+                        .HasColumnType("jsonb");
+
+                    b.PrimitiveCollection<float[]>("NoveltyBank")
+                        .HasColumnType("real[]");
+
                     b.Property<string>("Preprocessing")
                         .IsRequired()
                         .HasColumnType("jsonb")
@@ -337,6 +383,9 @@ namespace TransferApi.Persistence.Migrations
                         .IsRequired()
                         .HasMaxLength(100)
                         .HasColumnType("character varying(100)");
+
+                    b.PrimitiveCollection<List<double>>("Thresholds")
+                        .HasColumnType("double precision[]");
 
                     b.Property<int>("TrainImages")
                         .HasColumnType("integer");
@@ -472,6 +521,9 @@ namespace TransferApi.Persistence.Migrations
                         .HasMaxLength(100)
                         .HasColumnType("character varying(100)");
 
+                    b.Property<string>("Thresholds")
+                        .HasColumnType("jsonb");
+
                     b.HasKey("Id");
 
                     b.HasIndex("CreatedAt");
@@ -548,6 +600,21 @@ namespace TransferApi.Persistence.Migrations
                     b.HasOne("TransferApi.Persistence.Dataset", null)
                         .WithMany("Images")
                         .HasForeignKey("DatasetId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired();
+                });
+
+            modelBuilder.Entity("TransferApi.Persistence.EvaluatedImageRow", b =>
+                {
+                    b.HasOne("TransferApi.Persistence.DatasetImage", null)
+                        .WithMany()
+                        .HasForeignKey("ImageId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired();
+
+                    b.HasOne("TransferApi.Persistence.TrainingJob", null)
+                        .WithMany()
+                        .HasForeignKey("JobId")
                         .OnDelete(DeleteBehavior.Cascade)
                         .IsRequired();
                 });
