@@ -7,14 +7,16 @@ namespace TransferApi.Training.Export;
 
 /// <summary>
 /// A trained model as one self-contained network, for exports: centre-cropped pixels 0..255 [N,3,S,S] in the
-/// model's channel order in (normalization is inside: (pixels - input_offset) * input_multiplier), class
-/// probabilities [N, classes] out. The backbone's weights are the pretrained ones with the model's fine-tuned
-/// stages in place. State-dict keys: input_offset, input_multiplier, backbone.* (TorchVision names) and head.*.
+/// model's channel order in (normalization is inside: (pixels - input_offset) * input_multiplier), calibrated class
+/// probabilities softmax(logits * inverse_temperature) [N, classes] out. The backbone's weights are the pretrained
+/// ones with the model's fine-tuned stages in place. State-dict keys: input_offset, input_multiplier,
+/// inverse_temperature, backbone.* (TorchVision names) and head.*.
 /// </summary>
 public sealed class ExportedClassifier : Module<Tensor, Tensor>
 {
     private readonly Tensor input_offset;
     private readonly Tensor input_multiplier;
+    private readonly Tensor inverse_temperature;
     private readonly FeatureNetwork backbone;
     private readonly Module<Tensor, Tensor> head;
 
@@ -28,6 +30,7 @@ public sealed class ExportedClassifier : Module<Tensor, Tensor>
         Checkpoint = checkpoint;
         input_offset = pretrained.Preprocessor.InputOffset();
         input_multiplier = pretrained.Preprocessor.InputMultiplier();
+        inverse_temperature = tensor(new[] { (float)(1 / checkpoint.Temperature) });
         backbone = pretrained.Architecture.Create();
         head = checkpoint.LoadHead();
         RegisterComponents();
@@ -46,7 +49,7 @@ public sealed class ExportedClassifier : Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var logits = head.call(backbone.call(pixels.sub(input_offset).mul_(input_multiplier)));
-        return functional.softmax(logits, 1).MoveToOuterDisposeScope();
+        return functional.softmax(logits.mul(inverse_temperature), 1).MoveToOuterDisposeScope();
     }
 
     protected override void Dispose(bool disposing)
@@ -55,6 +58,7 @@ public sealed class ExportedClassifier : Module<Tensor, Tensor>
         {
             input_offset.Dispose();
             input_multiplier.Dispose();
+            inverse_temperature.Dispose();
             backbone.Dispose();
             head.Dispose();
         }

@@ -43,6 +43,8 @@ public static class OnnxExport
             x = builder.Relu(builder.Gemm(x, weights["head.0.weight"], weights["head.0.bias"]));
             x = builder.Gemm(x, weights["head.3.weight"], weights["head.3.bias"]);
         }
+        // Calibration: the logits scaled by 1 / temperature.
+        x = builder.Node("Mul", [x, builder.Initializer(weights["inverse_temperature"])]);
         builder.Node("Softmax", [x], [OutputName], Int("axis", 1));
 
         graph.Input.Add(ValueInfo(InputName, [-1, 3, spec.InputSize, spec.InputSize]));

@@ -66,17 +66,19 @@ public static class ModelExportPackage
                 shape = new object[] { "N", checkpoint.Labels.Count },
                 meaning = "class probabilities in the order of labels",
             },
+            temperature = checkpoint.Temperature,
             network = $"backbone {checkpoint.BackboneId}: {architecture.Description}; "
-                + $"{checkpoint.FineTunedStages} fine-tuned stage(s); head {checkpoint.Head.Kind}{hidden}; softmax",
+                + $"{checkpoint.FineTunedStages} fine-tuned stage(s); head {checkpoint.Head.Kind}{hidden}; "
+                + $"softmax(logits / {checkpoint.Temperature:R}) (calibrated)",
             load = format switch
             {
                 ExportFormat.Onnx =>
                     "onnxruntime.InferenceSession('model.onnx').run(['probabilities'], {'pixels': batch})",
                 ExportFormat.PyTorch =>
-                    "state = torch.load('model.pt'): a state dict with input_offset, input_multiplier, backbone.* "
-                        + "and head.*, for a module of the same structure",
+                    "state = torch.load('model.pt'): a state dict with input_offset, input_multiplier, "
+                        + "inverse_temperature, backbone.* and head.*, for a module of the same structure",
                 _ => "TorchSharp: Module.load('model.dat') on a module with the state-dict keys input_offset, "
-                    + "input_multiplier, backbone.*, head.* (TransferApi's ExportedClassifier)",
+                    + "input_multiplier, inverse_temperature, backbone.*, head.* (TransferApi's ExportedClassifier)",
             },
         };
         using var buffer = new MemoryStream();
