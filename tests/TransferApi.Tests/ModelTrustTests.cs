@@ -159,6 +159,13 @@ public class ModelTrustTests(TransferApiFactory factory)
             Assert.Equal(cell.Count, listed.TotalCount);
             Assert.All(listed.Items, i => Assert.Equal((cell.Label, cell.Predicted), (i.Label, i.Predicted)));
         }
+        foreach (var chart in new[] { "reliability", "precision-recall" })
+        {
+            var png = await client.GetAsync($"/api/training-jobs/{job.Id}/charts/{chart}.png");
+            Assert.Equal(HttpStatusCode.OK, png.StatusCode);
+            Assert.Equal("image/png", png.Content.Headers.ContentType!.MediaType);
+            Assert.True((await png.Content.ReadAsByteArrayAsync()).Length > 10_000, $"{chart} is not a drawn chart");
+        }
         var worst = everything.Items[0];
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync(worst.Thumbnail)).StatusCode);
         Assert.Equal(

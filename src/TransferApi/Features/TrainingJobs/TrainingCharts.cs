@@ -75,4 +75,88 @@ public static class TrainingCharts
         var side = Math.Clamp(120 + 60 * n, 420, 1600);
         return plot.GetImageBytes(side + 120, side, ImageFormat.Png);
     }
+
+    /// <summary>
+    /// Reliability diagram of the report's images: per confidence bin, the share classified correctly against the
+    /// mean calibrated confidence; a calibrated model's bars follow the diagonal.
+    /// </summary>
+    public static byte[] Reliability(IReadOnlyList<EvaluatedImageRow> images, Calibration? calibration, string split)
+    {
+        var bins = TemperatureScaling.Bins;
+        var (count, correct, confidence) = (new int[bins], new double[bins], new double[bins]);
+        foreach (var image in images)
+        {
+            var bin = Math.Min(bins - 1, (int)(image.Probability * bins));
+            count[bin]++;
+            confidence[bin] += image.Probability;
+            correct[bin] += image.Label == image.Predicted ? 1 : 0;
+        }
+        var plot = new Plot();
+        var used = Enumerable.Range(0, bins).Where(b => count[b] > 0).ToList();
+        var bars = plot.Add.Bars(
+            used.Select(b => new Bar
+                {
+                    Position = (b + 0.5) / bins,
+                    Value = correct[b] / count[b],
+                    Size = 1.0 / bins * 0.9,
+                    Label = count[b].ToString(System.Globalization.CultureInfo.InvariantCulture),
+                })
+                .ToList()
+        );
+        bars.LegendText = "accuracy per confidence bin (images above each bar)";
+        bars.ValueLabelStyle.FontSize = 11;
+        var gaps = plot.Add.Scatter(
+            used.Select(b => confidence[b] / count[b]).ToArray(),
+            used.Select(b => correct[b] / count[b]).ToArray()
+        );
+        gaps.LegendText = "mean confidence of the bin";
+        gaps.LineWidth = 0;
+        gaps.MarkerSize = 8;
+        var diagonal = plot.Add.Line(0, 0, 1, 1);
+        diagonal.LegendText = "perfect calibration";
+        diagonal.LinePattern = LinePattern.Dashed;
+        diagonal.Color = Colors.Gray;
+        var ece = used.Sum(b => Math.Abs(correct[b] - confidence[b])) / Math.Max(1, images.Count);
+        var fitted = calibration is null
+            ? "not calibrated (too few images)"
+            : $"temperature {calibration.Temperature:F2} ({calibration.Method}: ECE "
+                + $"{calibration.ExpectedCalibrationErrorBefore:F3} -> {calibration.ExpectedCalibrationErrorAfter:F3})";
+        plot.Title($"Reliability on {images.Count} {split} images: ECE {ece:F3}\n{fitted}");
+        plot.XLabel("confidence (calibrated probability of the predicted label)");
+        plot.YLabel("accuracy");
+        plot.Axes.SetLimits(0, 1, 0, 1.08);
+        plot.ShowLegend(Alignment.UpperLeft);
+        return plot.GetImageBytes(820, 640, ImageFormat.Png);
+    }
+
+    /// <summary>Each class's precision against recall over thresholds, its recommended threshold marked.</summary>
+    public static byte[] PrecisionRecall(ThresholdReport thresholds)
+    {
+        var plot = new Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        for (var c = 0; c < thresholds.Classes.Count; c++)
+        {
+            var item = thresholds.Classes[c];
+            var color = palette.GetColor(c);
+            var curve = plot.Add.Scatter(
+                item.Curve.Select(p => p.Recall).ToArray(),
+                item.Curve.Select(p => p.Precision).ToArray()
+            );
+            curve.Color = color;
+            curve.MarkerSize = 0;
+            curve.LegendText = item.Label;
+            var chosen = plot.Add.Marker(item.Recall, item.Precision);
+            chosen.Color = color;
+            chosen.Size = 12;
+            chosen.Shape = MarkerShape.FilledDiamond;
+            chosen.LegendText = $"{item.Label}: recommended {item.Recommended:F3}";
+        }
+        var goal = thresholds.TargetPrecision is { } target ? $"lowest reaching precision {target:P0}" : "best F1";
+        plot.Title($"Precision and recall over thresholds ({thresholds.Split}; recommended = {goal})");
+        plot.XLabel("recall");
+        plot.YLabel("precision");
+        plot.Axes.SetLimits(0, 1.02, 0, 1.05);
+        plot.ShowLegend(Alignment.LowerLeft);
+        return plot.GetImageBytes(820, 640, ImageFormat.Png);
+    }
 }

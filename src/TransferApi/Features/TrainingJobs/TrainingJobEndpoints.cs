@@ -75,6 +75,20 @@ public static class TrainingJobEndpoints
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Confusion matrix of the report (PNG)");
         group
+            .MapGet("/{id:guid}/charts/reliability.png", ReliabilityChart)
+            .WithName("GetReliabilityChart")
+            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Reliability diagram: accuracy against calibrated confidence on the report's images (PNG)");
+        group
+            .MapGet("/{id:guid}/charts/precision-recall.png", PrecisionRecallChart)
+            .WithName("GetPrecisionRecallChart")
+            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Each class's precision against recall over thresholds, the recommended one marked (PNG)");
+        group
             .MapGet("/{id:guid}", Get)
             .WithName("GetTrainingJob")
             .ProducesProblem(StatusCodes.Status404NotFound)
@@ -463,6 +477,49 @@ public static class TrainingJobEndpoints
         if (problem is not null)
             return problem;
         return TypedResults.File(TrainingCharts.ConfusionMatrix(report!.Report), "image/png");
+    }
+
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> ReliabilityChart(
+        Guid id,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
+    {
+        var (found, problem) = await FindReportAsync(
+            id,
+            db,
+            "the reliability diagram exists once the job has a report",
+            cancellation
+        );
+        if (problem is not null)
+            return problem;
+        var images = await db.EvaluatedImages.AsNoTracking().Where(e => e.JobId == id).ToListAsync(cancellation);
+        return TypedResults.File(
+            TrainingCharts.Reliability(images, found!.Calibration, found.Report.Split),
+            "image/png"
+        );
+    }
+
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> PrecisionRecallChart(
+        Guid id,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
+    {
+        var (found, problem) = await FindReportAsync(
+            id,
+            db,
+            "the precision-recall chart exists once the job has a report",
+            cancellation
+        );
+        if (problem is not null)
+            return problem;
+        if (found!.Thresholds is not { } thresholds)
+            return Problems.Conflict(
+                "No thresholds",
+                $"id: training job {id} was trained before thresholds were computed; retrain to get them."
+            );
+        return TypedResults.File(TrainingCharts.PrecisionRecall(thresholds), "image/png");
     }
 
     internal static async Task<Ok<Page<TrainingJobResponse>>> List(
