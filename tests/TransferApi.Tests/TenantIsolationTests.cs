@@ -113,6 +113,15 @@ public class TenantIsolationTests(TransferApiFactory factory)
             ("GET", "/api/training-jobs/{id}/charts/confusion-matrix.png", KeyScope.Train, c =>
                 c.GetAsync($"/api/training-jobs/{job.Id}/charts/confusion-matrix.png")
             ),
+            ("GET", "/api/training-jobs/{id}/charts/reliability.png", KeyScope.Train, c =>
+                c.GetAsync($"/api/training-jobs/{job.Id}/charts/reliability.png")
+            ),
+            ("GET", "/api/training-jobs/{id}/charts/precision-recall.png", KeyScope.Train, c =>
+                c.GetAsync($"/api/training-jobs/{job.Id}/charts/precision-recall.png")
+            ),
+            ("GET", "/api/training-jobs/{id}/report/images", KeyScope.Train, c =>
+                c.GetAsync($"/api/training-jobs/{job.Id}/report/images?outcome=misclassified")
+            ),
             ("GET", "/api/models/{id}", KeyScope.Train, c => c.GetAsync($"/api/models/{model}")),
             ("GET", "/api/models/{id}", KeyScope.Train, c => c.GetAsync($"/api/models/{name}")),
             ("GET", "/api/models/{id}", KeyScope.Train, c => c.GetAsync($"/api/models/{name}@production")),
