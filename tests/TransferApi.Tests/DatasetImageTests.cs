@@ -2,6 +2,7 @@ using System.Net;
 using SixLabors.ImageSharp;
 using TransferApi.Features.Datasets;
 using TransferApi.Http;
+using TransferApi.Services;
 using TransferApi.Training;
 
 namespace TransferApi.Tests;
@@ -51,7 +52,7 @@ public class DatasetImageTests(TransferApiFactory factory)
 
         var thumbnail = await client.GetAsync($"/api/datasets/{dataset.Id}/images/{image.Id}?thumbnail=true");
         using var small = Image.Load(await thumbnail.Content.ReadAsByteArrayAsync());
-        Assert.Equal(DatasetImageEndpoints.ThumbnailSide, Math.Max(small.Width, small.Height));
+        Assert.Equal(Thumbnails.Side, Math.Max(small.Width, small.Height));
         Assert.True(
             Math.Abs(small.Width / (double)small.Height - image.Width / (double)image.Height) < 0.05,
             "thumbnail keeps the aspect ratio"

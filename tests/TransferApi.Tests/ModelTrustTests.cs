@@ -159,13 +159,16 @@ public class ModelTrustTests(TransferApiFactory factory)
             Assert.Equal(cell.Count, listed.TotalCount);
             Assert.All(listed.Items, i => Assert.Equal((cell.Label, cell.Predicted), (i.Label, i.Predicted)));
         }
-        foreach (var chart in new[] { "reliability", "precision-recall" })
+        foreach (var chart in new[] { "reliability", "precision-recall", "top-losses" })
         {
             var png = await client.GetAsync($"/api/training-jobs/{job.Id}/charts/{chart}.png");
             Assert.Equal(HttpStatusCode.OK, png.StatusCode);
             Assert.Equal("image/png", png.Content.Headers.ContentType!.MediaType);
             Assert.True((await png.Content.ReadAsByteArrayAsync()).Length > 10_000, $"{chart} is not a drawn chart");
         }
+        var tooMany = await client.GetAsync($"/api/training-jobs/{job.Id}/charts/top-losses.png?count=65");
+        Assert.Equal(HttpStatusCode.BadRequest, tooMany.StatusCode);
+        Assert.StartsWith("count:", (await tooMany.ProblemAsync()).GetProperty("detail").GetString());
         var worst = everything.Items[0];
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync(worst.Thumbnail)).StatusCode);
         Assert.Equal(

@@ -119,6 +119,9 @@ public class TenantIsolationTests(TransferApiFactory factory)
             ("GET", "/api/training-jobs/{id}/charts/precision-recall.png", KeyScope.Train, c =>
                 c.GetAsync($"/api/training-jobs/{job.Id}/charts/precision-recall.png")
             ),
+            ("GET", "/api/training-jobs/{id}/charts/top-losses.png", KeyScope.Train, c =>
+                c.GetAsync($"/api/training-jobs/{job.Id}/charts/top-losses.png")
+            ),
             ("GET", "/api/training-jobs/{id}/report/images", KeyScope.Train, c =>
                 c.GetAsync($"/api/training-jobs/{job.Id}/report/images?outcome=misclassified")
             ),

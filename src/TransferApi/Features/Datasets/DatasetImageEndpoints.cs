@@ -3,7 +3,6 @@ using Microsoft.AspNetCore.Mvc;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using SixLabors.ImageSharp;
-using SixLabors.ImageSharp.Processing;
 using TransferApi.Http;
 using TransferApi.Options;
 using TransferApi.Persistence;
@@ -16,7 +15,6 @@ namespace TransferApi.Features.Datasets;
 /// <summary>Browsing and editing the images of a data set.</summary>
 public static class DatasetImageEndpoints
 {
-    public const int ThumbnailSide = 128;
     private const int MaxLabelLength = 200;
 
     public static RouteGroupBuilder MapDatasetImageEndpoints(this RouteGroupBuilder datasets)
@@ -191,13 +189,7 @@ public static class DatasetImageEndpoints
                 Path.GetFileName(image.FileName)
             );
 
-        using var decoded = ImageReader.Decode(image.Data, limits.Value.ImageLimits);
-        decoded.Mutate(x =>
-            x.Resize(new ResizeOptions { Size = new Size(ThumbnailSide, ThumbnailSide), Mode = ResizeMode.Max })
-        );
-        using var buffer = new MemoryStream();
-        await decoded.SaveAsJpegAsync(buffer, cancellation);
-        return TypedResults.File(buffer.ToArray(), "image/jpeg");
+        return TypedResults.File(Thumbnails.Jpeg(image.Data, limits.Value.ImageLimits), "image/jpeg");
     }
 
     internal static async Task<Results<Ok<DatasetImageResponse>, ValidationProblem, ProblemHttpResult>> Update(

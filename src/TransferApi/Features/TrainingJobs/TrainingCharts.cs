@@ -1,5 +1,6 @@
 using ScottPlot;
 using TransferApi.Persistence;
+using TransferApi.Services;
 using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Features.TrainingJobs;
@@ -158,5 +159,51 @@ public static class TrainingCharts
         plot.Axes.SetLimits(0, 1.02, 0, 1.05);
         plot.ShowLegend(Alignment.LowerLeft);
         return plot.GetImageBytes(820, 640, ImageFormat.Png);
+    }
+
+    /// <summary>One image of a contact sheet: its thumbnail and its outcome.</summary>
+    public sealed record SheetImage(byte[] Thumbnail, EvaluatedImageRow Outcome);
+
+    /// <summary>
+    /// A contact sheet of the report's worst images, worst first: each thumbnail with its true label, the predicted
+    /// label and its calibrated probability (red when wrong), and its loss.
+    /// </summary>
+    public static byte[] TopLosses(IReadOnlyList<SheetImage> images, string split)
+    {
+        const int columns = 4;
+        const int cellWidth = 240,
+            cellHeight = 230;
+        var rows = Math.Max(1, (images.Count + columns - 1) / columns);
+        var plot = new Plot();
+        plot.HideAxesAndGrid();
+        // One coordinate unit per pixel, y growing downwards by row.
+        plot.Axes.SetLimits(0, columns * cellWidth, rows * cellHeight, 0);
+        for (var i = 0; i < images.Count; i++)
+        {
+            var (column, row) = (i % columns, i / columns);
+            var (left, top) = (column * cellWidth, row * cellHeight);
+            var outcome = images[i].Outcome;
+            var wrong = outcome.Label != outcome.Predicted;
+            plot.Add.ImageMarker(
+                new Coordinates(left + cellWidth / 2.0, top + 8 + Thumbnails.Side / 2.0),
+                new ScottPlot.Image(images[i].Thumbnail)
+            );
+            var caption = plot.Add.Text(
+                $"#{i + 1} true {outcome.Label}\npredicted {outcome.Predicted} {outcome.Probability:P0}\n"
+                    + $"loss {outcome.Loss:F2}"
+                    + (outcome.Novelty is { } novelty ? $", novelty {novelty:F2}" : ""),
+                left + cellWidth / 2.0,
+                top + 16 + Thumbnails.Side
+            );
+            caption.Alignment = Alignment.UpperCenter;
+            caption.LabelFontSize = 13;
+            caption.LabelFontColor = wrong ? Colors.DarkRed : Colors.DarkGreen;
+        }
+        plot.Title(
+            images.Count == 0
+                ? $"No {split} images were evaluated"
+                : $"The {images.Count} {split} images with the highest loss (red: misclassified)"
+        );
+        return plot.GetImageBytes(columns * cellWidth, rows * cellHeight + 60, ImageFormat.Png);
     }
 }

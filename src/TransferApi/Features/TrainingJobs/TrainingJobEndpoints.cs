@@ -89,6 +89,14 @@ public static class TrainingJobEndpoints
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Each class's precision against recall over thresholds, the recommended one marked (PNG)");
         group
+            .MapGet("/{id:guid}/charts/top-losses.png", TopLossesChart)
+            .WithName("GetTopLossesChart")
+            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Contact sheet of the report's worst images: thumbnail, true and predicted label (PNG)");
+        group
             .MapGet("/{id:guid}", Get)
             .WithName("GetTrainingJob")
             .ProducesProblem(StatusCodes.Status404NotFound)
@@ -520,6 +528,44 @@ public static class TrainingJobEndpoints
                 $"id: training job {id} was trained before thresholds were computed; retrain to get them."
             );
         return TypedResults.File(TrainingCharts.PrecisionRecall(thresholds), "image/png");
+    }
+
+    /// <param name="count">Images on the sheet, 1-64 (default 16), worst loss first.</param>
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> TopLossesChart(
+        Guid id,
+        TransferDbContext db,
+        IOptions<UploadOptions> limits,
+        CancellationToken cancellation,
+        int count = 16
+    )
+    {
+        if (count is < 1 or > 64)
+            return Problems.BadRequest("Invalid count", "count: must be between 1 and 64.");
+        var (found, problem) = await FindReportAsync(
+            id,
+            db,
+            "the top losses exist once the job has a report",
+            cancellation
+        );
+        if (problem is not null)
+            return problem;
+        var worst = await db
+            .EvaluatedImages.AsNoTracking()
+            .Where(e => e.JobId == id)
+            .OrderByDescending(e => e.Loss)
+            .ThenBy(e => e.ImageId)
+            .Take(count)
+            .ToListAsync(cancellation);
+        var ids = worst.Select(e => e.ImageId).ToList();
+        var bytes = await db
+            .DatasetImages.AsNoTracking()
+            .Where(i => ids.Contains(i.Id))
+            .Select(i => new { i.Id, i.Data })
+            .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
+        var sheet = worst
+            .Select(e => new TrainingCharts.SheetImage(Thumbnails.Jpeg(bytes[e.ImageId], limits.Value.ImageLimits), e))
+            .ToList();
+        return TypedResults.File(TrainingCharts.TopLosses(sheet, found!.Report.Split), "image/png");
     }
 
     internal static async Task<Ok<Page<TrainingJobResponse>>> List(
