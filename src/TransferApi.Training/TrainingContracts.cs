@@ -279,11 +279,13 @@ public sealed record CheckpointSink(Func<bool> IsDue, Action<TrainingCheckpoint>
 
 /// <param name="ImagesEmbedded">Images run through the backbone in this job.</param>
 /// <param name="FeaturesFromCache">Images whose features came from an earlier run instead.</param>
+/// <param name="Assessment">Calibration, novelty, thresholds and the report after training.</param>
 public sealed record TrainingTimings(
     TimeSpan FeatureExtraction,
     TimeSpan HeadTraining,
     int ImagesEmbedded,
-    int FeaturesFromCache = 0
+    int FeaturesFromCache = 0,
+    TimeSpan Assessment = default
 )
 {
     public double ImagesPerSecond => ImagesEmbedded / Math.Max(FeatureExtraction.TotalSeconds, 1e-9);

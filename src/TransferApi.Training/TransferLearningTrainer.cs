@@ -399,6 +399,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         TimeSpan training
     )
     {
+        var clock = Stopwatch.StartNew();
         var metrics = head.Metrics.Concat(fine.Metrics).ToList();
         if (!fine.Interrupted)
             run.Progress.Evaluating(metrics.Count);
@@ -464,7 +465,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         return new TrainingResult(
             checkpoint,
             metrics,
-            new TrainingTimings(extracted.Duration, training, extracted.Embedded, extracted.FromCache),
+            new TrainingTimings(extracted.Duration, training, extracted.Embedded, extracted.FromCache, clock.Elapsed),
             run.TrainIdx.Length,
             run.ValIdx.Length,
             fine.BestEpoch,

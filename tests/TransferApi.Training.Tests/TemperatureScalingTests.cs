@@ -73,4 +73,25 @@ public class TemperatureScalingTests
     {
         Assert.Equal(1, TemperatureScaling.Fit([], [], "validation").Temperature);
     }
+
+    [Fact]
+    public void A_split_the_model_gets_entirely_right_does_not_make_it_certain()
+    {
+        // 60 images, every one ranked right with a margin of 2 to 6: the plain likelihood wants T -> 0.
+        var random = new Random(4);
+        var logits = Enumerable
+            .Range(0, 60)
+            .Select(n =>
+                n % 2 == 0
+                    ? new[] { (float)(2 + 4 * random.NextDouble()), 0f }
+                    : [0f, (float)(2 + 4 * random.NextDouble())]
+            )
+            .ToList();
+        var labels = Enumerable.Range(0, 60).Select(n => n % 2).ToList();
+        var calibration = TemperatureScaling.Fit(logits, labels, "validation");
+        Assert.InRange(calibration.Temperature, 0.05, 1.5);
+        // About as sure as 60 right answers allow (1 - 1/62 = 0.984 on average).
+        var confidence = logits.Average(l => TemperatureScaling.Softmax(l, calibration.Temperature).Max());
+        Assert.InRange(confidence, 0.95, 0.995);
+    }
 }

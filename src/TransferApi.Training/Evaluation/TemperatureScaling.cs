@@ -20,6 +20,12 @@ public sealed record Calibration(
 /// Temperature scaling (Guo et al., 2017): one scalar T fitted on held-out logits by minimising their negative
 /// log-likelihood; it changes how confident a model is, never which class it ranks first. The likelihood is convex
 /// in 1/T, so a golden-section search over log(1/T) finds the optimum without gradients or randomness.
+/// When the model ranks every fitting image right (common with a few dozen images) the likelihood has no optimum:
+/// it grows as T falls to its bound, and every later answer, wrong ones too, would get a probability of 1. Then
+/// the targets are smoothed by the rule of succession: after n right answers the chance that the next one is wrong
+/// is about 1/(n + 2), so the true class gets 1 - 1/(n + 2) and the others share the rest. With a mistake among
+/// them the plain likelihood has its optimum and is used as it is (smoothing then only blunted a sharp fit: on
+/// ants-bees it left held-out ECE at 0.074 instead of 0.048; docs/trust.md).
 /// </summary>
 public static class TemperatureScaling
 {
@@ -38,7 +44,9 @@ public static class TemperatureScaling
         // Golden-section search over u = log(1/T): unimodal because the likelihood is convex in 1/T.
         var ratio = (Math.Sqrt(5) - 1) / 2;
         var (low, high) = (Math.Log(MinInverse), Math.Log(MaxInverse));
-        double Loss(double u) => NegativeLogLikelihood(logits, labels, 1 / Math.Exp(u));
+        var allRight = logits.Select((row, n) => Array.IndexOf(row, row.Max()) == labels[n]).All(right => right);
+        var surprise = allRight ? 1.0 / (logits.Count + 2) : 0;
+        double Loss(double u) => NegativeLogLikelihood(logits, labels, 1 / Math.Exp(u), surprise);
         var (a, b) = (high - ratio * (high - low), low + ratio * (high - low));
         var (lossA, lossB) = (Loss(a), Loss(b));
         for (var step = 0; step < 80; step++)
@@ -61,11 +69,15 @@ public static class TemperatureScaling
         return new Calibration(temperature, before, after, method, logits.Count);
     }
 
-    /// <summary>Mean negative log-likelihood of the true classes under softmax(logits / temperature).</summary>
+    /// <summary>
+    /// Mean cross-entropy under softmax(logits / temperature) of targets giving the true class 1 - <paramref
+    /// name="smoothing"/> and the other classes the rest in equal shares (0: the negative log-likelihood).
+    /// </summary>
     public static double NegativeLogLikelihood(
         IReadOnlyList<float[]> logits,
         IReadOnlyList<int> labels,
-        double temperature
+        double temperature,
+        double smoothing = 0
     )
     {
         double sum = 0;
@@ -73,10 +85,17 @@ public static class TemperatureScaling
         {
             var row = logits[n];
             var max = row.Max() / temperature;
-            double total = 0;
-            foreach (var value in row)
-                total += Math.Exp(value / temperature - max);
-            sum += max + Math.Log(total) - row[labels[n]] / temperature;
+            double total = 0,
+                others = 0;
+            for (var c = 0; c < row.Length; c++)
+            {
+                total += Math.Exp(row[c] / temperature - max);
+                if (c != labels[n])
+                    others += row[c] / temperature;
+            }
+            var logPartition = max + Math.Log(total);
+            var otherShare = row.Length > 1 ? smoothing / (row.Length - 1) : 0;
+            sum += logPartition - (1 - smoothing) * row[labels[n]] / temperature - otherShare * others;
         }
         return sum / Math.Max(1, logits.Count);
     }
