@@ -152,8 +152,8 @@ public static class TrainingCharts
             chosen.Shape = MarkerShape.FilledDiamond;
             chosen.LegendText = $"{item.Label}: recommended {item.Recommended:F3}";
         }
-        var goal = thresholds.TargetPrecision is { } target ? $"lowest reaching precision {target:P0}" : "best F1";
-        plot.Title($"Precision and recall over thresholds ({thresholds.Split}; recommended = {goal})");
+        var goal = thresholds.TargetPrecision is { } target ? $"precision at least {target:P0}" : "best F1";
+        plot.Title($"Precision-recall per class ({thresholds.Split})\nrecommended threshold (diamond): {goal}");
         plot.XLabel("recall");
         plot.YLabel("precision");
         plot.Axes.SetLimits(0, 1.02, 0, 1.05);
