@@ -130,8 +130,9 @@ public sealed class StorageUsage
                 SELECT t."Tenant",
                   COALESCE((SELECT SUM(i."SizeBytes") FROM dataset_images i JOIN datasets d ON d."Id" = i."DatasetId"
                       WHERE d."Tenant" = t."Tenant"), 0)::bigint AS "ImageBytes",
-                  COALESCE((SELECT SUM(octet_length(m."HeadWeights") + COALESCE(octet_length(m."TailWeights"), 0)) FROM
-                      models m WHERE m."Tenant" = t."Tenant"), 0)::bigint AS "ModelBytes",
+                  COALESCE((SELECT SUM(octet_length(m."HeadWeights") + COALESCE(octet_length(m."TailWeights"), 0) +
+                      4 * COALESCE(cardinality(m."NoveltyBank"), 0)) FROM models m WHERE m."Tenant" = t."Tenant"),
+                      0)::bigint AS "ModelBytes",
                   COALESCE((SELECT SUM(octet_length(c."Data")) FROM training_checkpoints c JOIN training_jobs j ON
                       j."Id" = c."JobId" WHERE j."Tenant" = t."Tenant"), 0)::bigint AS "CheckpointBytes",
                   COALESCE((SELECT SUM(pg_column_size(f."Values")) FROM image_features f WHERE EXISTS (

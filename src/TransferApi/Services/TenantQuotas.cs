@@ -58,7 +58,10 @@ public sealed class TenantQuotas(IOptions<QuotaOptions> options)
         await RowLocks.AdvisoryAsync(db, RowLocks.TenantStorage(db.Tenant ?? ""), shared: false, cancellation);
         var images = await db.DatasetImages.SumAsync(i => (long)i.SizeBytes, cancellation);
         var models = await db.Models.SumAsync(
-            m => (long)m.HeadWeights.Length + (m.TailWeights == null ? 0 : m.TailWeights.Length),
+            m =>
+                (long)m.HeadWeights.Length
+                + (m.TailWeights == null ? 0 : m.TailWeights.Length)
+                + (m.NoveltyBank == null ? 0 : m.NoveltyBank.Length * sizeof(float)),
             cancellation
         );
         var stored = images + models - incomingBytes;
