@@ -13,7 +13,8 @@ public sealed record LabelIssue(int Image, int Label, int SuggestedLabel, double
 /// threshold is the mean probability the model gives it on the images labelled with it; an image counts towards
 /// the confident joint at (given label, the most probable class whose probability reaches that class's
 /// threshold); each row of the joint is scaled to the number of images with that label (images reaching no
-/// threshold would otherwise go uncounted); for each off-diagonal cell (i, j), the images labelled i with the largest margin
+/// threshold would otherwise go uncounted); for each off-diagonal cell (i, j), the images labelled i with the largest
+/// margin
 /// p(j) - p(i), as many as the cell counts, are the label issues ("prune by noise rate"), keeping only those the
 /// model finds more probable as j than as i. Most suspicious first: the lowest probability of the given label.
 /// </summary>
