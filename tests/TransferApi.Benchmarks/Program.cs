@@ -7,6 +7,8 @@ if (what is "all" or "backbone")
     BackboneBenchmark.Run(repeats: 5);
 if (what is "all" or "training")
     TrainingBenchmark.Run();
+if (what is "all" or "health")
+    HealthBenchmark.Run();
 if (what is "all" or "trust")
     TrustBenchmark.Run();
 if (what is "all" or "ingestion")
