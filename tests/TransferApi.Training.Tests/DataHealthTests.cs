@@ -68,4 +68,59 @@ public class DataHealthTests
         Assert.All(issues.Where(i => flipped.Contains(i.Image)), i => Assert.Equal(truth[i.Image], i.SuggestedLabel));
         Assert.Equal(issues.Select(i => i.SelfConfidence).Order(), issues.Select(i => i.SelfConfidence));
     }
+
+    [Fact]
+    public void A_data_set_report_finds_its_leaks_flipped_labels_outliers_and_small_classes()
+    {
+        manual_seed(8);
+        const int perClass = 40;
+        string[] names = ["a", "b", "c"];
+        var rows = new List<Tensor>();
+        var images = new List<HealthImage>();
+        for (var c = 0; c < 3; c++)
+        {
+            var centre = zeros(32);
+            centre[c * 8] = 6;
+            rows.Add(randn(perClass, 32) + centre);
+            images.AddRange(
+                Enumerable
+                    .Range(0, perClass)
+                    .Select(k => new HealthImage(names[c], k < 30 ? DataSplit.Train : DataSplit.Validation))
+            );
+        }
+        // A small class "d" of 5, 3 unlabeled images, 4 copies of training images placed in test, 2 far outliers.
+        var small = zeros(32);
+        small[30] = 6;
+        rows.Add(randn(5, 32) + small);
+        images.AddRange(Enumerable.Repeat(new HealthImage("d", DataSplit.Train), 5));
+        rows.Add(randn(3, 32) + small);
+        images.AddRange(Enumerable.Repeat(new HealthImage(null, DataSplit.Unassigned), 3));
+        var copied = new long[] { 1, 45, 85, 90 };
+        using var all = cat(rows, 0);
+        rows.Add(all.index_select(0, tensor(copied)) + 0.02 * randn(4, 32));
+        images.AddRange(copied.Select(i => images[(int)i] with { Split = DataSplit.Test }));
+        rows.Add(40 * randn(2, 32));
+        images.AddRange(Enumerable.Repeat(new HealthImage("a", DataSplit.Train), 2));
+        int[] flipped = [5, 50, 95, 12, 60];
+        foreach (var n in flipped)
+            images[n] = images[n] with { Label = names[(Array.IndexOf(names, images[n].Label) + 1) % 3] };
+        using var features = cat(rows, 0);
+
+        var health = DatasetHealth.Analyze(features, images);
+
+        var start = 3 * perClass + 8;
+        Assert.Equal(
+            copied.Select((i, k) => $"{i},{start + k}").Order(),
+            health.Leakage.Select(g => string.Join(",", g.Images)).Order()
+        );
+        Assert.Equal(health.NearDuplicates.Count, health.Leakage.Count);
+        var top = health.LabelIssues.Take(flipped.Length + 2).Select(i => i.Image).ToHashSet();
+        Assert.True(flipped.Count(top.Contains) >= flipped.Length - 1, $"top issues {string.Join(",", top)}");
+        Assert.DoesNotContain(health.LabelIssues, i => images[i.Image].Label is null);
+        Assert.Equal([start + 4, start + 5], health.Outliers.Select(o => o.Image).Order().Take(2));
+        Assert.Equal(["a", "b", "c", "d"], health.Labels);
+        Assert.Equal(5, health.ClassBalance.Single(c => c.Label == "d").Images);
+        Assert.Contains(health.Warnings, w => w.Contains("'d' has 5 image(s)"));
+        Assert.Contains(health.Warnings, w => w.Contains("imbalanced"));
+    }
 }

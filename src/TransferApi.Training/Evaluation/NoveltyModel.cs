@@ -78,6 +78,15 @@ public sealed record NoveltyModel(int K, int Dimension, float[] Bank, double[] R
         return Scores(bank, Normalized(features), K, excludeSelf: false);
     }
 
+    /// <summary>Each image's score against all the others [N, F], in order (every image, no sample).</summary>
+    public static double[] LeaveOneOutScores(Tensor features, int k)
+    {
+        using var scope = NewDisposeScope();
+        using var mode = inference_mode();
+        var unit = Normalized(features);
+        return Scores(unit, unit, Math.Max(1, Math.Min(k, (int)features.shape[0] - 1)), excludeSelf: true);
+    }
+
     private static Tensor Normalized(Tensor features) =>
         nn.functional.normalize(features.to_type(ScalarType.Float32), p: 2, dim: 1);
 

@@ -1,0 +1,151 @@
+using TransferApi.Training.Evaluation;
+using TransferApi.Training.Heads;
+using static TorchSharp.torch;
+
+namespace TransferApi.Training.Health;
+
+/// <summary>One image of a data set as health sees it.</summary>
+/// <param name="Label">Its class; null for an unlabeled image (never in label issues or class counts).</param>
+public sealed record HealthImage(string? Label, DataSplit Split);
+
+/// <param name="Image">Index into the images given.</param>
+/// <param name="Score">How unlike its nearest images it is (1 - cosine similarity to the 5th nearest).</param>
+public sealed record Outlier(int Image, double Score);
+
+public sealed record ClassCount(string Label, int Images);
+
+/// <summary>What is wrong with a data set, found on its images' features.</summary>
+/// <param name="Leakage">Near-duplicate groups whose images sit in more than one split.</param>
+/// <param name="Warnings">Plain sentences with the numbers, e.g. a class under the recommended size.</param>
+public sealed record HealthFindings(
+    IReadOnlyList<NearDuplicateGroup> NearDuplicates,
+    IReadOnlyList<NearDuplicateGroup> Leakage,
+    IReadOnlyList<LabelIssue> LabelIssues,
+    IReadOnlyList<string> Labels,
+    IReadOnlyList<Outlier> Outliers,
+    IReadOnlyList<ClassCount> ClassBalance,
+    IReadOnlyList<string> Warnings
+);
+
+/// <summary>
+/// A data set's health from its images' features (computed once and cached): near-duplicates and the leakage
+/// they cause, label issues by confident learning on out-of-fold probabilities, outliers, class balance.
+/// </summary>
+public static class DatasetHealth
+{
+    /// <summary>Fewer images than this in a class is warned about (a head needs some examples of each).</summary>
+    public const int RecommendedImagesPerClass = 10;
+
+    /// <summary>Largest class over smallest above this is warned about.</summary>
+    public const double MaxImbalance = 5;
+
+    private const int Folds = 5;
+
+    public static HealthFindings Analyze(
+        Tensor features,
+        IReadOnlyList<HealthImage> images,
+        double duplicateThreshold = NearDuplicates.DefaultThreshold,
+        long seed = 42,
+        CancellationToken cancellation = default
+    )
+    {
+        ArgumentOutOfRangeException.ThrowIfNotEqual(features.shape[0], images.Count);
+        var duplicates = images.Count < 2 ? [] : NearDuplicates.Find(features, duplicateThreshold);
+        var leakage = duplicates.Where(g => g.Images.Select(i => images[i].Split).Distinct().Count() > 1).ToList();
+        var labels = images
+            .Where(i => i.Label is not null)
+            .Select(i => i.Label!)
+            .Distinct(StringComparer.Ordinal)
+            .Order(StringComparer.Ordinal)
+            .ToList();
+        var balance = labels
+            .Select(l => new ClassCount(l, images.Count(i => i.Label == l)))
+            .OrderByDescending(c => c.Images)
+            .ThenBy(c => c.Label, StringComparer.Ordinal)
+            .ToList();
+        var warnings = new List<string>();
+        foreach (var small in balance.Where(c => c.Images < RecommendedImagesPerClass))
+            warnings.Add(
+                $"Class '{small.Label}' has {small.Images} image(s); at least {RecommendedImagesPerClass} are "
+                    + "recommended."
+            );
+        if (balance.Count >= 2 && balance[0].Images > MaxImbalance * balance[^1].Images)
+            warnings.Add(
+                $"Classes are imbalanced {balance[0].Images}:{balance[^1].Images} ('{balance[0].Label}' against "
+                    + $"'{balance[^1].Label}'), over 1:{MaxImbalance}; consider classWeighted training or more images."
+            );
+        foreach (var c in balance)
+        {
+            var copies = duplicates.Sum(g => g.Images.Skip(1).Count(i => images[i].Label == c.Label));
+            if (copies * 2 > c.Images)
+                warnings.Add($"Class '{c.Label}': {copies} of its {c.Images} images are near-duplicates of others.");
+        }
+        var issues = FindLabelIssues(features, images, labels, seed, warnings, cancellation);
+        return new HealthFindings(duplicates, leakage, issues, labels, Outliers(features), balance, warnings);
+    }
+
+    /// <summary>Confident learning on probabilities from heads that never saw the image (k folds of the labelled
+    /// images' features).</summary>
+    private static List<LabelIssue> FindLabelIssues(
+        Tensor features,
+        IReadOnlyList<HealthImage> images,
+        List<string> labels,
+        long seed,
+        List<string> warnings,
+        CancellationToken cancellation
+    )
+    {
+        var labelled = Enumerable.Range(0, images.Count).Where(i => images[i].Label is not null).ToList();
+        if (labels.Count < 2 || labelled.Count < 2 * Folds)
+        {
+            warnings.Add(
+                $"Label issues need at least 2 classes and {2 * Folds} labelled images; the data set has "
+                    + $"{labels.Count} and {labelled.Count}."
+            );
+            return [];
+        }
+        using var scope = NewDisposeScope();
+        var index = labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => p.i, StringComparer.Ordinal);
+        var given = labelled.Select(i => index[images[i].Label!]).ToList();
+        var x = features.index_select(0, tensor(labelled.Select(i => (long)i).ToArray()));
+        var logits = HeadTrainer.OutOfFoldLogits(
+            x,
+            tensor(given.Select(g => (long)g).ToArray()),
+            labels.Count,
+            Folds,
+            new TrainingOptions
+            {
+                Epochs = 30,
+                LearningRate = 0.01,
+                Seed = seed,
+            },
+            cancellation
+        );
+        var probabilities = nn.functional.softmax(logits, 1).contiguous();
+        var flat = probabilities.data<float>().ToArray();
+        var rows = Enumerable
+            .Range(0, labelled.Count)
+            .Select(n => flat.AsSpan(n * labels.Count, labels.Count).ToArray())
+            .ToList();
+        return LabelIssues.Find(rows, given).Select(issue => issue with { Image = labelled[issue.Image] }).ToList();
+    }
+
+    /// <summary>
+    /// Images whose 5th nearest other image is far: scores beyond the upper far-out fence (third quartile plus three
+    /// times the interquartile range) of the data set's own scores, most unusual first.
+    /// </summary>
+    private static List<Outlier> Outliers(Tensor features)
+    {
+        if (features.shape[0] < NoveltyModel.DefaultK + 2)
+            return [];
+        var scores = NoveltyModel.LeaveOneOutScores(features, NoveltyModel.DefaultK);
+        var sorted = scores.Order().ToArray();
+        var (q1, q3) = (sorted[sorted.Length / 4], sorted[3 * sorted.Length / 4]);
+        var fence = q3 + 3 * (q3 - q1);
+        return scores
+            .Select((s, i) => new Outlier(i, s))
+            .Where(o => o.Score > fence)
+            .OrderByDescending(o => o.Score)
+            .ToList();
+    }
+}
