@@ -23,15 +23,30 @@ public static class DataSplitter
     /// given, are shuffled with <paramref name="seed"/>; the first share goes to validation, the next to test,
     /// the rest to train. A class keeps at least one training image. Same input, same seed, same answer.
     /// </summary>
-    public static DataSplit[] Assign(IReadOnlyList<string> labels, SplitFractions fractions, long seed)
+    /// <param name="groups">
+    /// Optional group of each image (near-duplicates): a group goes to one split whole, counted as one member of the
+    /// class of its first image. Without groups (or with every group a single image) the answer is the same.
+    /// </param>
+    public static DataSplit[] Assign(
+        IReadOnlyList<string> labels,
+        SplitFractions fractions,
+        long seed,
+        IReadOnlyList<int>? groups = null
+    )
     {
         if (fractions.Problem is { } problem)
             throw new ArgumentException(problem.Message, nameof(fractions));
         var result = new DataSplit[labels.Count];
         var random = new Random(unchecked((int)seed ^ (int)(seed >> 32)));
-        var byClass = Enumerable
+        // Each unit is a group's images in the order given; its class is its first image's.
+        var units = Enumerable
             .Range(0, labels.Count)
-            .GroupBy(i => labels[i], StringComparer.Ordinal)
+            .GroupBy(i => groups?[i] ?? -1 - i)
+            .Select(g => g.ToArray())
+            .OrderBy(u => u[0])
+            .ToList();
+        var byClass = units
+            .GroupBy(u => labels[u[0]], StringComparer.Ordinal)
             .OrderBy(g => g.Key, StringComparer.Ordinal);
         foreach (var group in byClass)
         {
@@ -41,10 +56,11 @@ public static class DataSplitter
             var validation = Share(n, fractions.Validation, n - 1);
             var test = Share(n, fractions.Test, n - 1 - validation);
             for (var k = 0; k < n; k++)
-                result[members[k]] =
-                    k < validation ? DataSplit.Validation
-                    : k < validation + test ? DataSplit.Test
-                    : DataSplit.Train;
+                foreach (var image in members[k])
+                    result[image] =
+                        k < validation ? DataSplit.Validation
+                        : k < validation + test ? DataSplit.Test
+                        : DataSplit.Train;
         }
         return result;
     }

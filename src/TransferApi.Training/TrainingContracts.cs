@@ -12,6 +12,9 @@ public enum DataSplit
     Train = 1,
     Validation = 2,
     Test = 3,
+
+    /// <summary>Stored without a label: embedded and analysed, never trained on or evaluated.</summary>
+    Unlabeled = 4,
 }
 
 /// <summary>
@@ -26,6 +29,10 @@ public sealed record LabeledImage(
     string? ContentKey = null,
     float[]? Features = null
 );
+
+/// <summary>An image to embed: its cached features when known (then its bytes are never read), and the content key its
+/// newly computed features are reported under.</summary>
+public sealed record ImageToEmbed(string? ContentKey, float[]? Features);
 
 /// <summary>Backbone features computed for an image during a run, to be cached under its content key.</summary>
 public sealed record ComputedFeatures(string ContentKey, float[] Features);

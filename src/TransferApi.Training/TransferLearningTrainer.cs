@@ -575,21 +575,62 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         return (images, images.Select(_ => (ViewTransform?)ViewTransform.Draw(random, options.Augmentation)).ToArray());
     }
 
+    /// <summary>Pooled features of the run's used images, in row order.</summary>
+    private (Tensor Features, int Embedded) FrozenFeatures(Run run) =>
+        FrozenFeatures(
+            run.Images.Select(i => new ImageToEmbed(i.ContentKey, i.Features)).ToList(),
+            run.Used,
+            run.Source,
+            run.Options,
+            run.Progress,
+            run.Observer,
+            run.Cancellation
+        );
+
     /// <summary>
-    /// Pooled features of the used images: cached ones as given, the rest through the frozen backbone once.
-    /// Each batch's features are reported as soon as they exist, so a job stopped part way keeps them.
+    /// Frozen-backbone features [N, F] of every image, in order: cached ones as given, the rest read from
+    /// <paramref name="source"/> and through the backbone once, each batch reported to <paramref name="observer"/> as
+    /// computed (to be cached) as soon as it exists. Progress is reported as feature extraction.
     /// </summary>
-    private (Tensor Features, int Embedded) FrozenFeatures(Run run)
+    public Tensor Embed(
+        IReadOnlyList<ImageToEmbed> images,
+        IImageSource source,
+        ITrainingObserver observer,
+        CancellationToken cancellation
+    )
     {
-        var (images, size) = (run.Images, backbone.FeatureSize);
-        var toEmbed = run.Used.Where(i => images[i].Features is null).ToArray();
+        var options = new TrainingOptions();
+        var (features, _) = FrozenFeatures(
+            images,
+            Enumerable.Range(0, images.Count).ToArray(),
+            source,
+            options,
+            new ProgressMeter(observer, options),
+            observer,
+            cancellation
+        );
+        return features;
+    }
+
+    private (Tensor Features, int Embedded) FrozenFeatures(
+        IReadOnlyList<ImageToEmbed> images,
+        int[] used,
+        IImageSource source,
+        TrainingOptions options,
+        ProgressMeter progress,
+        ITrainingObserver observer,
+        CancellationToken cancellation
+    )
+    {
+        var size = backbone.FeatureSize;
+        var toEmbed = used.Where(i => images[i].Features is null).ToArray();
         float[] computed = [];
         if (toEmbed.Length > 0)
         {
             void Report(int first, Tensor rows)
             {
                 var values = rows.data<float>().ToArray();
-                run.Observer.OnFeaturesComputed(
+                observer.OnFeaturesComputed(
                     Enumerable
                         .Range(0, (int)rows.shape[0])
                         .Where(k => images[toEmbed[first + k]].ContentKey is not null)
@@ -601,13 +642,13 @@ public sealed class TransferLearningTrainer(Backbone backbone)
                 );
             }
             using var embedded = ExtractBatched(
-                run.Source,
+                source,
                 toEmbed,
                 null,
                 backbone.ExtractFeatures,
-                run.Options,
-                run.Progress,
-                run.Cancellation,
+                options,
+                progress,
+                cancellation,
                 Report
             );
             computed = embedded.data<float>().ToArray();
@@ -615,12 +656,12 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         var row = toEmbed
             .Select((image, k) => (image, k))
             .ToDictionary(p => p.image, p => computed.AsSpan(p.k * size, size).ToArray());
-        var allValues = run.Used.SelectMany(i => images[i].Features ?? row[i]).ToArray();
-        if (allValues.Length != run.Used.Length * size)
+        var allValues = used.SelectMany(i => images[i].Features ?? row[i]).ToArray();
+        if (allValues.Length != used.Length * size)
             throw new TrainingInputException(
                 $"Cached features do not match backbone '{backbone.Id}' ({size} values per image)."
             );
-        return (tensor(allValues, [run.Used.Length, size]), toEmbed.Length);
+        return (tensor(allValues, [used.Length, size]), toEmbed.Length);
     }
 
     /// <summary>Calibrated class probabilities of each row of <paramref name="features"/>.</summary>

@@ -38,7 +38,7 @@ public class DatasetEditingTests(TransferApiFactory factory)
         var fields = new[] { ("validationFraction", "0.25"), ("testFraction", "0.25"), ("seed", "7") };
         var first = await UploadAsync(entries, fields);
         Assert.All(first.Classes, c => Assert.Equal((4, 2, 2), (c.Train, c.Validation, c.Test)));
-        Assert.Equal(new SplitCounts(8, 4, 4), first.Splits);
+        Assert.Equal(new SplitCounts(8, 4, 4, 0), first.Splits);
         Assert.Equal(new SplitSettings(0.25, 0.25, 7), first.Split);
 
         var second = await UploadAsync(entries, fields);
@@ -54,7 +54,7 @@ public class DatasetEditingTests(TransferApiFactory factory)
             Archives.TwoClasses(5).Select(e => ($"train/{e.Item1}", e.Item2)),
             ("validationFraction", "0.2")
         );
-        Assert.Equal(new SplitCounts(8, 2, 0), dataset.Splits);
+        Assert.Equal(new SplitCounts(8, 2, 0, 0), dataset.Splits);
         Assert.Equal(["ants", "bees"], dataset.Classes.Select(c => c.Name));
     }
 
@@ -69,13 +69,13 @@ public class DatasetEditingTests(TransferApiFactory factory)
                 Archives.Photo("val", "bees", 0, "val/bees/v.jpg"),
             ]);
         var dataset = await UploadAsync(entries);
-        Assert.Equal(new SplitCounts(12, 2, 0), dataset.Splits);
+        Assert.Equal(new SplitCounts(12, 2, 0, 0), dataset.Splits);
         var resplit = await client.PostAsJsonAsync(
             $"/api/datasets/{dataset.Id}/split",
             new { validationFraction = 0.5, seed = 3 }
         );
         Assert.Equal(HttpStatusCode.OK, resplit.StatusCode);
-        Assert.Equal(new SplitCounts(12, 2, 0), (await resplit.ReadAsync<DatasetResponse>()).Splits);
+        Assert.Equal(new SplitCounts(12, 2, 0, 0), (await resplit.ReadAsync<DatasetResponse>()).Splits);
 
         var loose = await UploadAsync(Archives.TwoClasses(6));
         var moved = await (
@@ -89,7 +89,7 @@ public class DatasetEditingTests(TransferApiFactory factory)
                 }
             )
         ).ReadAsync<DatasetResponse>();
-        Assert.Equal(new SplitCounts(6, 6, 0), moved.Splits);
+        Assert.Equal(new SplitCounts(6, 6, 0, 0), moved.Splits);
 
         var bad = await client.PostAsJsonAsync(
             $"/api/datasets/{loose.Id}/split",

@@ -113,15 +113,7 @@ public static class DatasetHealth
             tensor(given.Select(g => (long)g).ToArray()),
             labels.Count,
             Folds,
-            // About 20 batches an epoch on large sets: at batches of 32 these heads took most of 10,000 images' 19-23
-            // s.
-            new TrainingOptions
-            {
-                Epochs = 30,
-                LearningRate = 0.01,
-                BatchSize = Math.Clamp(labelled.Count / 20, 32, 1024),
-                Seed = seed,
-            },
+            FoldHeadOptions(labelled.Count, seed),
             cancellation
         );
         var probabilities = nn.functional.softmax(logits, 1).contiguous();
@@ -132,6 +124,35 @@ public static class DatasetHealth
             .ToList();
         return LabelIssues.Find(rows, given).Select(issue => issue with { Image = labelled[issue.Image] }).ToList();
     }
+
+    /// <summary>
+    /// A warning when images are tiny: shorter side under a quarter of the backbone's input, so the backbone sees
+    /// them upscaled more than 4 times (a 224-pixel input: under 56 pixels), blurred past the detail its pretrained
+    /// features describe. Null when none is.
+    /// </summary>
+    public static string? TinyImages(IReadOnlyList<(int Width, int Height)> sizes, int inputSize)
+    {
+        var limit = inputSize / 4;
+        var tiny = sizes.Where(s => Math.Min(s.Width, s.Height) < limit).ToList();
+        if (tiny.Count == 0)
+            return null;
+        var smallest = tiny.Min(s => Math.Min(s.Width, s.Height));
+        return $"{tiny.Count} of {sizes.Count} image(s) have a side under {limit} pixels (the smallest {smallest}); "
+            + $"the backbone sees {inputSize}x{inputSize}, so they are upscaled more than 4 times and lose detail.";
+    }
+
+    /// <summary>The quick heads health trains on cached features (out-of-fold, and for label suggestions without a
+    /// model).</summary>
+    public static TrainingOptions FoldHeadOptions(int images, long seed) =>
+        new()
+        {
+            Epochs = 30,
+            LearningRate = 0.01,
+            // About 20 batches an epoch on large sets: at batches of 32 these heads took most of 10,000 images' 19-23
+            // s.
+            BatchSize = Math.Clamp(images / 20, 32, 1024),
+            Seed = seed,
+        };
 
     /// <summary>
     /// Images whose 5th nearest other image is far: scores beyond the upper far-out fence (third quartile plus three

@@ -75,6 +75,28 @@ public sealed class ImageClassifier : IDisposable
             .ToArray();
     }
 
+    /// <summary>Whether the model's features are the frozen backbone's pooled features (no fine-tuned stages), so
+    /// cached
+    /// features can be scored with <see cref="ScoreFeatures"/>.</summary>
+    public bool UsesFrozenFeatures => tail is null;
+
+    /// <summary>Calibrated class probabilities of images from their frozen-backbone features [N, F] (cached ones):
+    /// no backbone pass. Only for a model that fine-tuned no stages.</summary>
+    public IReadOnlyList<float[]> ScoreFeatures(Tensor features)
+    {
+        if (tail is not null)
+            throw new InvalidOperationException("The model fine-tuned backbone stages; frozen features do not apply.");
+        using var scope = NewDisposeScope();
+        using var mode = inference_mode();
+        var logits = head.call(features) / Checkpoint.Temperature;
+        var flat = nn.functional.softmax(logits, 1).contiguous().data<float>().ToArray();
+        var classes = Checkpoint.Labels.Count;
+        return Enumerable
+            .Range(0, (int)features.shape[0])
+            .Select(i => flat.AsSpan(i * classes, classes).ToArray())
+            .ToList();
+    }
+
     /// <summary>The <paramref name="topK"/> most probable labels of each encoded image, most probable first.</summary>
     public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK) =>
         Score(Decode(images), images.Count).Select(s => Ranked(s.Probabilities, topK)).ToList();

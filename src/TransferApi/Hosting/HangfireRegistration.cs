@@ -47,5 +47,14 @@ public static class HangfireRegistration
             o.WorkerCount = worker.ConcurrentJobs;
             o.ShutdownTimeout = service.ShutdownTimeout;
         });
+        // Health reports take seconds and must not wait behind hours of training: a server of their own, one at a
+        // time per process.
+        builder.Services.AddHangfireServer(o =>
+        {
+            o.ServerName = $"{Environment.MachineName}-health";
+            o.Queues = [DatasetHealthRunner.Queue];
+            o.WorkerCount = 1;
+            o.ShutdownTimeout = service.ShutdownTimeout;
+        });
     }
 }

@@ -33,6 +33,8 @@ public static class ServiceRegistration
         services.AddScoped<DatasetIngestion>();
         services.AddScoped<BackboneImport>();
         services.AddTransient<TrainingJobRunner>();
+        services.AddTransient<DatasetHealthRunner>();
+        services.AddSingleton<DatasetHealthScheduler>();
         services.AddSingleton<CheckpointStore>();
         services.AddSingleton<JobDispatcher>();
         services.AddSingleton<TenantQuotas>();

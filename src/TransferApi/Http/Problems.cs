@@ -9,9 +9,10 @@ namespace TransferApi.Http;
 /// </summary>
 public static class Problems
 {
-    public static ProblemHttpResult NotFound(string what, Guid id) =>
+    /// <param name="field">The request field that named it (default: the route's id).</param>
+    public static ProblemHttpResult NotFound(string what, Guid id, string field = "id") =>
         TypedResults.Problem(
-            $"id: no {what} has id {id}.",
+            $"{field}: no {what} has id {id}.",
             statusCode: StatusCodes.Status404NotFound,
             title: $"{char.ToUpperInvariant(what[0])}{what[1..]} not found"
         );

@@ -120,16 +120,7 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                     );
                     break;
                 case IReadOnlyList<ComputedFeatures> computed:
-                    // Another job may have cached the same image meanwhile: the first one stays.
-                    foreach (var f in computed)
-                        await db.Database.ExecuteSqlInterpolatedAsync(
-                            $"""
-                            INSERT INTO image_features ("BackboneId", "Sha256", "Values", "CreatedAt")
-                            VALUES ({backboneId}, {Convert.FromHexString(f.ContentKey)}, {f.Features},
-                                {DateTime.UtcNow})
-                            ON CONFLICT DO NOTHING
-                            """
-                        );
+                    await FeatureCache.StoreAsync(db, backboneId, computed);
                     continue;
                 case ActivationUsage usage:
                     await db

@@ -348,7 +348,8 @@ public sealed class TrainingJobRunner(
     }
 
     /// <summary>
-    /// The data set's images (labels, splits, content hashes) with this backbone's cached features, and their ids for
+    /// The data set's labelled images (unlabeled ones never train; labels, splits, content hashes) with this backbone's
+    /// cached features, and their ids for
     /// <see cref="DatabaseImageSource"/>: no bytes, those are read a batch at a time as the backbone needs them
     /// (for images without cached features, or every image when fine-tuning or augmenting: activations and
     /// augmented views are not cached across jobs).
@@ -361,7 +362,7 @@ public sealed class TrainingJobRunner(
     {
         var rows = await db
             .DatasetImages.AsNoTracking()
-            .Where(i => i.DatasetId == job.DatasetId)
+            .Where(i => i.DatasetId == job.DatasetId && i.Label != null)
             .OrderBy(i => i.Id)
             .Select(i => new
             {
@@ -379,7 +380,7 @@ public sealed class TrainingJobRunner(
         var fineTuning = job.Options.UnfreezeStages > 0;
         return (
             rows.Select(r => new LabeledImage(
-                    r.Label,
+                    r.Label!,
                     r.Split,
                     [],
                     Convert.ToHexString(r.Sha256),

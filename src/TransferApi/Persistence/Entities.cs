@@ -1,3 +1,4 @@
+using TransferApi.Persistence.Documents;
 using TransferApi.Training;
 using TransferApi.Training.Evaluation;
 using TransferApi.Training.FineTuning;
@@ -23,6 +24,10 @@ public sealed class Dataset : ITenantOwned
     public double TestFraction { get; set; }
     public long SplitSeed { get; set; }
 
+    /// <summary>Counts every change to the data set's images (added, relabelled, moved, removed, re-split): a health
+    /// report of an older version is stale.</summary>
+    public long Version { get; set; }
+
     /// <summary>Entries of the uploaded archive that were not stored, with the reason.</summary>
     public List<RejectedEntry> Rejected { get; set; } = [];
     public List<DatasetImage> Images { get; set; } = [];
@@ -38,7 +43,10 @@ public sealed class DatasetImage
 {
     public Guid Id { get; set; }
     public Guid DatasetId { get; set; }
-    public required string Label { get; set; }
+
+    /// <summary>Its class; null for an image uploaded without one, whose split is then <see
+    /// cref="DataSplit.Unlabeled"/>.</summary>
+    public string? Label { get; set; }
     public DataSplit Split { get; set; }
 
     /// <summary>True when the split came from the archive's train/ val/ test/ folders (or a client) and re-splitting
@@ -55,6 +63,37 @@ public sealed class DatasetImage
 
     /// <summary>The encoded image exactly as uploaded (validated by a full decode first).</summary>
     public required byte[] Data { get; set; }
+}
+
+public enum HealthStatus
+{
+    Pending,
+    Running,
+    Ready,
+    Failed,
+}
+
+/// <summary>
+/// One data set's health: the computation asked for (or under way, or last run) and the last report one produced,
+/// which stays readable, marked stale, while a newer one is computed.
+/// </summary>
+public sealed class DatasetHealthRow
+{
+    public Guid DatasetId { get; set; }
+    public HealthStatus Status { get; set; }
+
+    /// <summary>The backbone health is computed with: the default until a client asks for another.</summary>
+    public required string Backbone { get; set; }
+
+    /// <summary>The data set version the pending, running or last computation is for.</summary>
+    public long RequestedVersion { get; set; }
+
+    /// <summary>Share of the current computation done, 0 to 1.</summary>
+    public double Progress { get; set; }
+    public string? Error { get; set; }
+    public DateTime UpdatedAt { get; set; }
+    public HealthReportDocument? Report { get; set; }
+    public HealthCountsDocument? Counts { get; set; }
 }
 
 public enum JobStatus

@@ -30,7 +30,13 @@ internal sealed class DatasetImageConfiguration : IEntityTypeConfiguration<Datas
 {
     public void Configure(EntityTypeBuilder<DatasetImage> builder)
     {
-        builder.ToTable("dataset_images");
+        // An image has a label exactly when it is not in the unlabeled split.
+        builder.ToTable("dataset_images", t =>
+            t.HasCheckConstraint(
+                "CK_dataset_images_label_or_unlabeled",
+                "(\"Label\" IS NULL) = (\"Split\" = 'Unlabeled')"
+            )
+        );
         builder.Property(i => i.Label).HasMaxLength(200);
         builder.Property(i => i.FileName).HasMaxLength(1024);
         builder.Property(i => i.Format).HasMaxLength(32);
@@ -38,6 +44,36 @@ internal sealed class DatasetImageConfiguration : IEntityTypeConfiguration<Datas
         builder.HasIndex(i => new { i.DatasetId, i.Label });
         // The same bytes are stored once per data set, even under concurrent uploads.
         builder.HasIndex(i => new { i.DatasetId, i.Sha256 }).IsUnique();
+    }
+}
+
+internal sealed class DatasetHealthConfiguration : IEntityTypeConfiguration<DatasetHealthRow>
+{
+    public void Configure(EntityTypeBuilder<DatasetHealthRow> builder)
+    {
+        builder.ToTable("dataset_health");
+        builder.HasKey(h => h.DatasetId);
+        builder.Property(h => h.Status).HasConversion<string>().HasMaxLength(16);
+        builder.Property(h => h.Backbone).HasMaxLength(100);
+        builder
+            .Property(h => h.Report)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.NullableConverter<HealthReportDocument, HealthReportDocument>(d => d, d => d),
+                JsonColumn.Comparer<HealthReportDocument>()
+            );
+        builder
+            .Property(h => h.Counts)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.NullableConverter<HealthCountsDocument, HealthCountsDocument>(d => d, d => d),
+                JsonColumn.Comparer<HealthCountsDocument>()
+            );
+        builder
+            .HasOne<Dataset>()
+            .WithOne()
+            .HasForeignKey<DatasetHealthRow>(h => h.DatasetId)
+            .OnDelete(DeleteBehavior.Cascade);
     }
 }
 

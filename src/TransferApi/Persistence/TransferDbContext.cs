@@ -6,6 +6,7 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
 {
     public DbSet<Dataset> Datasets => Set<Dataset>();
     public DbSet<DatasetImage> DatasetImages => Set<DatasetImage>();
+    public DbSet<DatasetHealthRow> DatasetHealth => Set<DatasetHealthRow>();
     public DbSet<TrainingJob> TrainingJobs => Set<TrainingJob>();
     public DbSet<TrainingMetric> TrainingMetrics => Set<TrainingMetric>();
     public DbSet<TrainingCheckpointRow> TrainingCheckpoints => Set<TrainingCheckpointRow>();
@@ -34,6 +35,9 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
         modelBuilder
             .Entity<DatasetImage>()
             .HasQueryFilter(i => Tenant == null || Set<Dataset>().Any(d => d.Id == i.DatasetId && d.Tenant == Tenant));
+        modelBuilder
+            .Entity<DatasetHealthRow>()
+            .HasQueryFilter(h => Tenant == null || Set<Dataset>().Any(d => d.Id == h.DatasetId && d.Tenant == Tenant));
         modelBuilder
             .Entity<TrainingMetric>()
             .HasQueryFilter(m => Tenant == null || Set<TrainingJob>().Any(j => j.Id == m.JobId && j.Tenant == Tenant));

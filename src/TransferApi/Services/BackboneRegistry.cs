@@ -28,6 +28,10 @@ public sealed class BackboneRegistry(
 {
     private readonly ConcurrentDictionary<string, Lazy<Task<Backbone>>> loaded = new(StringComparer.Ordinal);
 
+    /// <summary>Whether a backbone of this id exists: built in, or registered by an operator.</summary>
+    public static async Task<bool> ExistsAsync(TransferDbContext db, string id, CancellationToken cancellation) =>
+        BackboneCatalog.BuiltIn.Contains(id) || await db.Backbones.AnyAsync(b => b.Id == id, cancellation);
+
     public async Task<Backbone> GetAsync(string id)
     {
         var entry = loaded.GetOrAdd(id, key => new Lazy<Task<Backbone>>(() => LoadAsync(key)));

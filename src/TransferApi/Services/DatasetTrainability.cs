@@ -25,8 +25,8 @@ public static class DatasetTrainability
         if (!await db.Datasets.AnyAsync(d => d.Id == datasetId, cancellation))
             return null;
         var classes = await db
-            .DatasetImages.Where(i => i.DatasetId == datasetId)
-            .GroupBy(i => i.Label)
+            .DatasetImages.Where(i => i.DatasetId == datasetId && i.Label != null)
+            .GroupBy(i => i.Label!)
             .Select(g => new ClassImages(
                 g.Key,
                 g.Count(),

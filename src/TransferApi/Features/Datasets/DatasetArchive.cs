@@ -6,7 +6,7 @@ using TransferApi.Training;
 namespace TransferApi.Features.Datasets;
 
 /// <summary>One file of the archive that lies in a class folder, with its bytes (read within the limits).</summary>
-public sealed record ArchiveFile(string Entry, string Label, DataSplit Split, bool SplitFromFolder, byte[] Data);
+public sealed record ArchiveFile(string Entry, string? Label, DataSplit Split, bool SplitFromFolder, byte[] Data);
 
 /// <summary>
 /// A folder-per-class zip (optionally under train/ val/ test/) read as untrusted input. <see cref="Open"/>
@@ -19,6 +19,9 @@ public sealed class DatasetArchive : IDisposable
     private const int MaxEntryNameLength = 1024;
     private const int MaxLabelLength = 200;
     private const long RatioCheckedAbove = 1024 * 1024;
+
+    /// <summary>Images under this top folder are stored without a label (to be labelled later).</summary>
+    public const string UnlabeledFolder = "unlabeled";
 
     private static readonly Dictionary<string, DataSplit> SplitFolders = new(StringComparer.OrdinalIgnoreCase)
     {
@@ -159,12 +162,12 @@ public sealed class DatasetArchive : IDisposable
         foreach (var (entry, segments) in files)
         {
             var (label, split, fromFolder) = Locate(segments);
-            if (label is null)
+            if (label is null && split != DataSplit.Unlabeled)
             {
                 yield return (
                     null,
                     entry.FullName,
-                    "not inside a class folder (expected <class>/<image> or <split>/<class>/<image>)"
+                    "not inside a class folder (expected <class>/<image>, <split>/<class>/<image> or unlabeled/<image>)"
                 );
                 continue;
             }
@@ -201,7 +204,11 @@ public sealed class DatasetArchive : IDisposable
         var segments = allSegments.AsSpan(wrapperFolders + (split == DataSplit.Unassigned ? 0 : 1));
         if (!foldersFixSplits)
             split = DataSplit.Unassigned;
-        return segments.Length < 2 ? (null, split, false) : (segments[0].Trim(), split, split != DataSplit.Unassigned);
+        if (segments.Length < 2)
+            return (null, split, false);
+        if (string.Equals(segments[0].Trim(), UnlabeledFolder, StringComparison.OrdinalIgnoreCase))
+            return (null, DataSplit.Unlabeled, false);
+        return (segments[0].Trim(), split, split != DataSplit.Unassigned);
     }
 
     /// <summary>Refuses entries that could escape an extraction folder, point elsewhere, or not fit the

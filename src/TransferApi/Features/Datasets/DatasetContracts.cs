@@ -6,7 +6,14 @@ namespace TransferApi.Features.Datasets;
 /// <param name="ValidationFraction">Share of each class for validation, [0, 0.9] (default: the data set's).</param>
 /// <param name="TestFraction">Share of each class for the final test (default: the data set's).</param>
 /// <param name="Seed">Seed of the split (default: the data set's).</param>
-public sealed record ResplitRequest(double? ValidationFraction, double? TestFraction, long? Seed);
+/// <param name="KeepNearDuplicatesTogether">Put each near-duplicate group of the latest health report in one split, so
+/// no copy of a training image is validated or tested on (default true).</param>
+public sealed record ResplitRequest(
+    double? ValidationFraction,
+    double? TestFraction,
+    long? Seed,
+    bool? KeepNearDuplicatesTogether = null
+);
 
 /// <param name="Name">The class (its folder's name).</param>
 /// <param name="ImageCount">Its images in all splits.</param>
@@ -18,7 +25,8 @@ public sealed record ClassCount(string Name, int ImageCount, int Train, int Vali
 /// <param name="Train">Training images.</param>
 /// <param name="Validation">Validation images.</param>
 /// <param name="Test">Test images.</param>
-public sealed record SplitCounts(int Train, int Validation, int Test);
+/// <param name="Unlabeled">Images stored without a label (never trained on).</param>
+public sealed record SplitCounts(int Train, int Validation, int Test, int Unlabeled);
 
 /// <param name="MinWidth">Narrowest image, in pixels.</param>
 /// <param name="MaxWidth">Widest image, in pixels.</param>
@@ -60,6 +68,7 @@ public sealed record RejectedFile(string Entry, string Reason);
 /// <param name="Trainable">Whether a training job can start; problems says why not.</param>
 /// <param name="Problems">Why it cannot be trained yet (empty when it can).</param>
 /// <param name="Rejected">Files of the upload that were not stored, and why.</param>
+/// <param name="Health">Counts of the latest health report (GET …/health has the details).</param>
 public sealed record DatasetResponse(
     Guid Id,
     string Name,
@@ -72,12 +81,13 @@ public sealed record DatasetResponse(
     SplitSettings Split,
     bool Trainable,
     IReadOnlyList<string> Problems,
-    IReadOnlyList<RejectedFile> Rejected
+    IReadOnlyList<RejectedFile> Rejected,
+    DatasetHealthSummary Health
 );
 
 /// <param name="Id">The image's id.</param>
-/// <param name="Label">Its class.</param>
-/// <param name="Split">Train, Validation, Test or Unassigned.</param>
+/// <param name="Label">Its class (null: stored unlabeled).</param>
+/// <param name="Split">Train, Validation, Test, Unassigned or Unlabeled.</param>
 /// <param name="SplitFixed">Whether its split came from folders or a client and survives a re-split.</param>
 /// <param name="FileName">Its path in the archive, or its uploaded file name.</param>
 /// <param name="Format">Its format (JPEG, PNG, BMP, GIF, WebP).</param>
@@ -87,7 +97,7 @@ public sealed record DatasetResponse(
 /// <param name="Sha256">SHA-256 of its bytes, lower-case hex.</param>
 public sealed record DatasetImageResponse(
     Guid Id,
-    string Label,
+    string? Label,
     DataSplit Split,
     bool SplitFixed,
     string FileName,
@@ -109,6 +119,7 @@ public sealed record AddImagesResponse(
 
 /// <summary>A new label and/or split for one image; a split set here is kept when the data set is split
 /// again.</summary>
-/// <param name="Label">The new class.</param>
+/// <param name="Label">The new class. An unlabeled image given one joins the split the data set's shares and seed give
+/// it.</param>
 /// <param name="Split">Train, Validation or Test to fix the split; Unassigned to let re-splits choose.</param>
 public sealed record UpdateImageRequest(string? Label, DataSplit? Split);

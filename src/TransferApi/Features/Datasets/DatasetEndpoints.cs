@@ -38,6 +38,10 @@ public static class DatasetEndpoints
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary(
                 "Split again (per class, seeded) the images whose split was not fixed by folders or by the client"
+            )
+            .WithDescription(
+                "By default each near-duplicate group of the latest health report goes to one split "
+                    + "(keepNearDuplicatesTogether), so no copy of a training image is validated or tested on."
             );
         group
             .MapDelete("/{id:guid}", Delete)
@@ -46,6 +50,7 @@ public static class DatasetEndpoints
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Delete a data set that no training job uses");
         group.MapDatasetImageEndpoints();
+        group.MapDatasetHealthEndpoints();
         return group;
     }
 
@@ -157,7 +162,15 @@ public static class DatasetEndpoints
             return TypedResults.ValidationProblem(
                 new Dictionary<string, string[]> { [problem.Field] = [problem.Message] }
             );
-        if (!await ingestion.ResplitAsync(id, fractions, request.Seed ?? current.SplitSeed, cancellation))
+        if (
+            !await ingestion.ResplitAsync(
+                id,
+                fractions,
+                request.Seed ?? current.SplitSeed,
+                request.KeepNearDuplicatesTogether ?? true,
+                cancellation
+            )
+        )
             return NotFound(id);
         return TypedResults.Ok(
             (await DatasetSummaries.GetAsync(db, id, options.Value.MinImagesPerClass, cancellation))!
@@ -190,7 +203,9 @@ public static class DatasetEndpoints
 
     private const string UploadDescription = """
         The zip holds one folder per class (cats/001.jpg), optionally under train/, val/ and test/ folders that fix
-        the split; other images are split per class with validationFraction, testFraction and seed. JPEG, PNG, BMP,
+        the split; other images are split per class with validationFraction, testFraction and seed. Images under an
+        unlabeled/ folder are stored without a label (never trained on; GET …/suggestions ranks them for labelling).
+        A health report (GET …/health) is computed in the background. JPEG, PNG, BMP,
         GIF and WebP are accepted. Files that are not images, duplicates and conflicting labels are listed in
         `rejected`; an archive that is unreadable, hostile (escaping paths, links, nested archives, zip bombs) or
         over the limits, or that leaves fewer than 2 classes, is refused whole and nothing is stored.

@@ -34,11 +34,12 @@ public static class DatasetImageEndpoints
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .WithSummary("Add images to a data set: one or more `file` parts and a `label`")
+            .WithSummary("Add images to a data set: one or more `file` parts and a `label` (none: unlabeled)")
             .WithDescription(
                 """
                 Each file is checked like an archive entry; duplicates and conflicts are listed in `rejected`.
-                Without `split` the new images are split per class with the data set's shares and seed.
+                Without `split` the new images are split per class with the data set's shares and seed. Without
+                `label` they are stored unlabeled (split Unlabeled): embedded and analysed, never trained on.
                 """
             );
         datasets
@@ -60,7 +61,8 @@ public static class DatasetImageEndpoints
             .MapPatch("/{id:guid}/images/{imageId:guid}", Update)
             .WithName("UpdateDatasetImage")
             .ProducesProblem(StatusCodes.Status404NotFound)
-            .WithSummary("Relabel an image or move it to another split");
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .WithSummary("Relabel an image (or label an unlabeled one) or move it to another split");
         datasets
             .MapDelete("/{id:guid}/images/{imageId:guid}", Delete)
             .WithName("DeleteDatasetImage")
@@ -69,7 +71,7 @@ public static class DatasetImageEndpoints
         return datasets;
     }
 
-    /// <param name="split">Train, Validation, Test or Unassigned.</param>
+    /// <param name="split">Train, Validation, Test, Unassigned or Unlabeled.</param>
     internal static async Task<Results<Ok<Page<DatasetImageResponse>>, ProblemHttpResult>> List(
         Guid id,
         TransferDbContext db,
@@ -103,12 +105,12 @@ public static class DatasetImageEndpoints
         return TypedResults.Ok(result);
     }
 
-    /// <param name="label">The class of every file in this request.</param>
+    /// <param name="label">The class of every file in this request (omitted: stored unlabeled).</param>
     /// <param name="split">Train, Validation or Test to fix the split; omitted: split like the rest of the data
     /// set.</param>
     internal static async Task<Results<Ok<AddImagesResponse>, ValidationProblem, ProblemHttpResult>> Add(
         Guid id,
-        [FromForm] string label,
+        [FromForm] string? label,
         [FromForm] DataSplit? split,
         IFormFileCollection files,
         TransferDbContext db,
@@ -117,14 +119,14 @@ public static class DatasetImageEndpoints
         CancellationToken cancellation
     )
     {
-        label = label.Trim();
+        label = string.IsNullOrWhiteSpace(label) ? null : label.Trim();
         var errors = new Dictionary<string, string[]>();
-        if (
-            label.Length is 0 or > MaxLabelLength
-            || label.Any(char.IsControl)
-            || label.Contains('/', StringComparison.Ordinal)
-        )
-            errors["label"] = [$"label must be 1 to {MaxLabelLength} characters, without '/' or control characters."];
+        if (label is not null && LabelProblem(label) is { } problem)
+            errors["label"] = [problem];
+        if (label is null && split is not null and not DataSplit.Unlabeled)
+            errors["split"] = ["an image without a label cannot be placed in a split; give it a label too."];
+        if (label is not null && split is DataSplit.Unlabeled)
+            errors["split"] = ["Unlabeled is for images without a label; omit label to store them unlabeled."];
         var images = files.GetFiles("file");
         if (images.Count == 0)
             errors["file"] = ["send one or more images as multipart parts named 'file'."];
@@ -144,7 +146,7 @@ public static class DatasetImageEndpoints
                 title: "Image too large"
             );
 
-        var splitFixed = split is not null and not DataSplit.Unassigned;
+        var splitFixed = split is not null and not DataSplit.Unassigned and not DataSplit.Unlabeled;
         var incoming = images.Select(f => new IncomingImage(
             Path.GetFileName(f.FileName),
             label,
@@ -197,51 +199,23 @@ public static class DatasetImageEndpoints
         Guid imageId,
         UpdateImageRequest request,
         TransferDbContext db,
+        DatasetIngestion ingestion,
         CancellationToken cancellation
     )
     {
         var label = request.Label?.Trim();
-        if (
-            label is not null
-            && (
-                label.Length is 0 or > MaxLabelLength
-                || label.Any(char.IsControl)
-                || label.Contains('/', StringComparison.Ordinal)
-            )
-        )
-            return TypedResults.ValidationProblem(
-                new Dictionary<string, string[]>
-                {
-                    ["label"] = [$"label must be 1 to {MaxLabelLength} characters, without '/' or control characters."],
-                }
-            );
-        if (request.Split is { } s && !Enum.IsDefined(s))
+        if (label is not null && LabelProblem(label) is { } problem)
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["label"] = [problem] });
+        if (request.Split is { } s && (!Enum.IsDefined(s) || s == DataSplit.Unlabeled))
             return TypedResults.ValidationProblem(
                 new Dictionary<string, string[]>
                 {
                     ["split"] = ["split must be Train, Validation, Test or Unassigned."],
                 }
             );
-        // One conditional statement: an image (or data set) deleted meanwhile is simply not found.
-        var split = request.Split;
-        var image = db.DatasetImages.Where(i => i.DatasetId == id && i.Id == imageId);
-        var found =
-            label is null && split is null
-                ? await image.AnyAsync(cancellation)
-                : await image.ExecuteUpdateAsync(
-                    setters =>
-                    {
-                        if (label is not null)
-                            setters.SetProperty(i => i.Label, label);
-                        if (split is not null)
-                            setters
-                                .SetProperty(i => i.Split, split.Value)
-                                .SetProperty(i => i.SplitFixed, split.Value != DataSplit.Unassigned);
-                    },
-                    cancellation
-                ) > 0;
-        if (!found)
+        if (!await ingestion.UpdateImageAsync(id, imageId, label, request.Split, cancellation))
             return ImageNotFound(imageId);
+        var image = db.DatasetImages.Where(i => i.DatasetId == id && i.Id == imageId);
         var updated = await image.AsNoTracking().Select(Summary).FirstOrDefaultAsync(cancellation);
         return updated is null ? ImageNotFound(imageId) : TypedResults.Ok(updated);
     }
@@ -249,15 +223,21 @@ public static class DatasetImageEndpoints
     internal static async Task<Results<NoContent, ProblemHttpResult>> Delete(
         Guid id,
         Guid imageId,
-        TransferDbContext db,
+        DatasetIngestion ingestion,
         CancellationToken cancellation
     )
     {
-        var deleted = await db
-            .DatasetImages.Where(i => i.DatasetId == id && i.Id == imageId)
-            .ExecuteDeleteAsync(cancellation);
-        return deleted == 0 ? ImageNotFound(imageId) : TypedResults.NoContent();
+        return await ingestion.RemoveImageAsync(id, imageId, cancellation)
+            ? TypedResults.NoContent()
+            : ImageNotFound(imageId);
     }
+
+    private static string? LabelProblem(string label) =>
+        label.Length is 0 or > MaxLabelLength
+        || label.Any(char.IsControl)
+        || label.Contains('/', StringComparison.Ordinal)
+            ? $"label must be 1 to {MaxLabelLength} characters, without '/' or control characters."
+            : null;
 
     private static ProblemHttpResult ImageNotFound(Guid imageId) =>
         Problems.NotFound("image in this data set", imageId);

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Npgsql;
+using TransferApi.Jobs;
 using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Services;
@@ -15,7 +16,8 @@ namespace TransferApi.Features.Datasets;
 public sealed record Rejection(string Entry, string Reason);
 
 /// <summary>An image file offered to a data set (from a zip entry or a multipart part).</summary>
-public sealed record IncomingImage(string Entry, string Label, DataSplit Split, bool SplitFixed, byte[] Data);
+/// <param name="Label">Its class; null stores it unlabeled (split <see cref="DataSplit.Unlabeled"/>).</param>
+public sealed record IncomingImage(string Entry, string? Label, DataSplit Split, bool SplitFixed, byte[] Data);
 
 public sealed record IngestionReport(Guid DatasetId, IReadOnlyList<Guid> Added, IReadOnlyList<Rejection> Rejected);
 
@@ -31,6 +33,7 @@ public sealed class DatasetIngestion(
     IOptions<UploadOptions> uploads,
     IOptions<DatasetOptions> datasets,
     TenantQuotas quotas,
+    DatasetHealthScheduler health,
     Telemetry telemetry,
     ILogger<DatasetIngestion> logger
 )
@@ -55,6 +58,7 @@ public sealed class DatasetIngestion(
             ValidationFraction = fractions.Validation,
             TestFraction = fractions.Test,
             SplitSeed = seed,
+            Version = 1,
         };
         using var span = Telemetry.StartSpan("dataset create", ("transferapi.dataset.id", dataset.Id));
         db.Datasets.Add(dataset);
@@ -75,7 +79,7 @@ public sealed class DatasetIngestion(
         var added = await WriteAsync(db, dataset.Id, incoming, rejected, cancellation);
 
         var labels = await db
-            .DatasetImages.Where(i => i.DatasetId == dataset.Id)
+            .DatasetImages.Where(i => i.DatasetId == dataset.Id && i.Label != null)
             .Select(i => i.Label)
             .Distinct()
             .CountAsync(cancellation);
@@ -93,12 +97,13 @@ public sealed class DatasetIngestion(
                     )
             );
 
-        await AssignSplitsAsync(db, dataset, onlyUnassigned: true, cancellation);
+        await AssignSplitsAsync(db, dataset, onlyUnassigned: true, groups: [], cancellation);
         var stored = await db.Datasets.FirstAsync(d => d.Id == dataset.Id, cancellation);
         stored.Rejected = rejected.Select(r => new RejectedEntry { Entry = r.Entry, Reason = r.Reason }).ToList();
         await db.SaveChangesAsync(cancellation);
         await CheckQuotaAsync(db, dataset.Id, added, cancellation);
         await transaction.CommitAsync(cancellation);
+        await health.RequestAsync(dataset.Id, cancellation: CancellationToken.None);
         return Stored(new IngestionReport(dataset.Id, added, rejected));
     }
 
@@ -118,9 +123,14 @@ public sealed class DatasetIngestion(
         using var span = Telemetry.StartSpan("dataset add images", ("transferapi.dataset.id", datasetId));
         var rejected = new List<Rejection>();
         var added = await WriteAsync(db, datasetId, images, rejected, cancellation);
-        await AssignSplitsAsync(db, dataset, onlyUnassigned: true, cancellation);
+        await AssignSplitsAsync(db, dataset, onlyUnassigned: true, groups: [], cancellation);
         await CheckQuotaAsync(db, datasetId, added, cancellation);
+        if (added.Count > 0)
+            dataset.Version++;
+        await db.SaveChangesAsync(cancellation);
         await transaction.CommitAsync(cancellation);
+        if (added.Count > 0)
+            await health.RequestAsync(datasetId, cancellation: CancellationToken.None);
         return Stored(new IngestionReport(datasetId, added, rejected));
     }
 
@@ -166,11 +176,16 @@ public sealed class DatasetIngestion(
         return report;
     }
 
-    /// <summary>Re-splits every image whose split the client did not fix, with new shares and seed.</summary>
+    /// <summary>
+    /// Re-splits every image whose split the client did not fix, with new shares and seed; with <paramref
+    /// name="keepNearDuplicatesTogether"/> each near-duplicate group of the latest health report goes to one split
+    /// (the split of a member whose split is fixed, if one is).
+    /// </summary>
     public async Task<bool> ResplitAsync(
         Guid datasetId,
         SplitFractions fractions,
         long seed,
+        bool keepNearDuplicatesTogether,
         CancellationToken cancellation
     )
     {
@@ -182,9 +197,87 @@ public sealed class DatasetIngestion(
         dataset.ValidationFraction = fractions.Validation;
         dataset.TestFraction = fractions.Test;
         dataset.SplitSeed = seed;
+        dataset.Version++;
         await db.SaveChangesAsync(cancellation);
-        await AssignSplitsAsync(db, dataset, onlyUnassigned: false, cancellation);
+        var groups = keepNearDuplicatesTogether
+            ? (
+                await db
+                    .DatasetHealth.Where(h => h.DatasetId == datasetId)
+                    .Select(h => h.Report)
+                    .FirstOrDefaultAsync(cancellation)
+            )
+                ?.NearDuplicates.Select(g => g.Images.Select(i => i.ImageId).ToList())
+                .ToList()
+                ?? []
+            : [];
+        await AssignSplitsAsync(db, dataset, onlyUnassigned: false, groups, cancellation);
         await transaction.CommitAsync(cancellation);
+        await health.RequestAsync(datasetId, cancellation: CancellationToken.None);
+        return true;
+    }
+
+    /// <summary>
+    /// Relabels an image and/or moves it to a split the client fixes. An unlabeled image given a label joins the split
+    /// the data set's shares and seed give it (unless the request fixes one). Null when there is no such image.
+    /// </summary>
+    public async Task<bool> UpdateImageAsync(
+        Guid datasetId,
+        Guid imageId,
+        string? label,
+        DataSplit? split,
+        CancellationToken cancellation
+    )
+    {
+        await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
+        await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
+        var dataset = await RowLocks.LockDatasetAsync(db, datasetId, cancellation);
+        var image = dataset is null
+            ? null
+            : await db.DatasetImages.FirstOrDefaultAsync(
+                i => i.DatasetId == datasetId && i.Id == imageId,
+                cancellation
+            );
+        if (dataset is null || image is null)
+            return false;
+        if (label is null && split is null)
+            return true;
+        if (image.Label is null && label is null)
+            throw new DomainException(
+                ErrorKind.InvalidInput,
+                "Image has no label",
+                $"split: image {imageId} is unlabeled; give it a label (it then joins a split)."
+            );
+        var labelling = image.Label is null;
+        image.Label = label ?? image.Label;
+        if (split is not null)
+            (image.Split, image.SplitFixed) = (split.Value, split.Value != DataSplit.Unassigned);
+        else if (labelling)
+            (image.Split, image.SplitFixed) = (DataSplit.Unassigned, false);
+        dataset.Version++;
+        await db.SaveChangesAsync(cancellation);
+        await AssignSplitsAsync(db, dataset, onlyUnassigned: true, groups: [], cancellation);
+        await transaction.CommitAsync(cancellation);
+        await health.RequestAsync(datasetId, cancellation: CancellationToken.None);
+        return true;
+    }
+
+    /// <summary>Removes an image; false when there is no such image.</summary>
+    public async Task<bool> RemoveImageAsync(Guid datasetId, Guid imageId, CancellationToken cancellation)
+    {
+        await using var db = await tenant.CreateDbContextAsync(dbFactory, cancellation);
+        await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
+        var dataset = await RowLocks.LockDatasetAsync(db, datasetId, cancellation);
+        if (dataset is null)
+            return false;
+        var removed = await db
+            .DatasetImages.Where(i => i.DatasetId == datasetId && i.Id == imageId)
+            .ExecuteDeleteAsync(cancellation);
+        if (removed == 0)
+            return false;
+        dataset.Version++;
+        await db.SaveChangesAsync(cancellation);
+        await transaction.CommitAsync(cancellation);
+        await health.RequestAsync(datasetId, cancellation: CancellationToken.None);
         return true;
     }
 
@@ -245,8 +338,11 @@ public sealed class DatasetIngestion(
                     rejected.Add(
                         new Rejection(
                             image.Entry,
-                            first.Label == image.Label
-                                ? $"duplicate of '{first.FileName}' (stored once)"
+                            first.Label == image.Label || image.Label is null
+                                    ? $"duplicate of '{first.FileName}' (stored once)"
+                                : first.Label is null
+                                    ? $"conflict: the same image is already stored unlabeled ('{first.FileName}'); "
+                                        + "label that one"
                                 : $"conflict: the same image is already labelled '{first.Label}' ('{first.FileName}')"
                         )
                     );
@@ -258,8 +354,11 @@ public sealed class DatasetIngestion(
                     Id = Guid.CreateVersion7(),
                     DatasetId = datasetId,
                     Label = image.Label,
-                    Split = image.Split,
-                    SplitFixed = image.SplitFixed,
+                    Split =
+                        image.Label is null ? DataSplit.Unlabeled
+                        : image.Split == DataSplit.Unlabeled ? DataSplit.Unassigned
+                        : image.Split,
+                    SplitFixed = image.Label is not null && image.SplitFixed,
                     FileName = image.Entry,
                     Format = header!.Format,
                     Width = header.Width,
@@ -315,18 +414,25 @@ public sealed class DatasetIngestion(
         db.ChangeTracker.Clear();
     }
 
-    /// <summary>Splits the images still unassigned (or all not fixed by the client) per class with the data set's
-    /// shares and seed.</summary>
+    /// <summary>
+    /// Splits the labelled images still unassigned (or all not fixed by the client) per class with the data set's
+    /// shares and seed. Each of <paramref name="groups"/> goes to one split: the fixed split of a member, if one has
+    /// it, else the one the splitter draws for the group.
+    /// </summary>
     private static async Task AssignSplitsAsync(
         TransferDbContext db,
         Dataset dataset,
         bool onlyUnassigned,
+        List<List<Guid>> groups,
         CancellationToken cancellation
     )
     {
         var rows = await db
             .DatasetImages.Where(i =>
-                i.DatasetId == dataset.Id && !i.SplitFixed && (!onlyUnassigned || i.Split == DataSplit.Unassigned)
+                i.DatasetId == dataset.Id
+                && i.Label != null
+                && !i.SplitFixed
+                && (!onlyUnassigned || i.Split == DataSplit.Unassigned)
             )
             .OrderBy(i => i.FileName)
             .ThenBy(i => i.Id)
@@ -334,14 +440,38 @@ public sealed class DatasetIngestion(
             .ToListAsync(cancellation);
         if (rows.Count == 0)
             return;
-        var splits = DataSplitter.Assign(
-            rows.Select(r => r.Label).ToList(),
+        var groupOf = new Dictionary<Guid, int>();
+        for (var g = 0; g < groups.Count; g++)
+            foreach (var id in groups[g])
+                groupOf[id] = g;
+        var fixedSplit = new Dictionary<int, DataSplit>();
+        if (groupOf.Count > 0)
+        {
+            var grouped = groupOf.Keys.ToList();
+            foreach (
+                var f in await db
+                    .DatasetImages.Where(i => i.DatasetId == dataset.Id && i.SplitFixed && grouped.Contains(i.Id))
+                    .OrderBy(i => i.Id)
+                    .Select(i => new { i.Id, i.Split })
+                    .ToListAsync(cancellation)
+            )
+                fixedSplit.TryAdd(groupOf[f.Id], f.Split);
+        }
+        var free = rows.Where(r => !(groupOf.TryGetValue(r.Id, out var g) && fixedSplit.ContainsKey(g))).ToList();
+        var drawn = DataSplitter.Assign(
+            free.Select(r => r.Label!).ToList(),
             new SplitFractions(dataset.ValidationFraction, dataset.TestFraction),
-            dataset.SplitSeed
+            dataset.SplitSeed,
+            groupOf.Count == 0
+                ? null
+                : free.Select((r, k) => groupOf.TryGetValue(r.Id, out var g) ? g : -1 - k).ToList()
         );
+        var splitOf = free.Select((r, k) => (r.Id, Split: drawn[k])).ToDictionary(p => p.Id, p => p.Split);
+        foreach (var r in rows.Where(r => !splitOf.ContainsKey(r.Id)))
+            splitOf[r.Id] = fixedSplit[groupOf[r.Id]];
         foreach (var split in new[] { DataSplit.Train, DataSplit.Validation, DataSplit.Test })
         {
-            var ids = rows.Where((_, k) => splits[k] == split).Select(r => r.Id).ToList();
+            var ids = splitOf.Where(p => p.Value == split).Select(p => p.Key).ToList();
             if (ids.Count > 0)
                 await db
                     .DatasetImages.Where(i => ids.Contains(i.Id))

@@ -57,11 +57,22 @@ public static class DatasetSummaries
                 MeanBytes = g.Average(i => (double)i.SizeBytes),
             })
             .ToDictionaryAsync(s => s.DatasetId, cancellation);
+        var health = await db
+            .DatasetHealth.Where(h => ids.Contains(h.DatasetId))
+            .Select(h => new
+            {
+                h.DatasetId,
+                h.Status,
+                h.Backbone,
+                h.Counts,
+            })
+            .ToDictionaryAsync(h => h.DatasetId, cancellation);
 
         return rows.Select(d =>
             {
                 var classes = counts[d.Id]
-                    .GroupBy(c => c.Label)
+                    .Where(c => c.Label is not null)
+                    .GroupBy(c => c.Label!)
                     .Select(g => new ClassCount(
                         g.Key,
                         g.Sum(c => c.Count),
@@ -76,16 +87,19 @@ public static class DatasetSummaries
                     classes.Select(c => new ClassImages(c.Name, c.ImageCount, c.Train)).ToList(),
                     minImagesPerClass
                 );
+                var unlabeled = counts[d.Id].Where(c => c.Label is null).Sum(c => c.Count);
+                var h = health.GetValueOrDefault(d.Id);
                 return new DatasetResponse(
                     d.Id,
                     d.Name,
                     d.CreatedAt,
-                    classes.Sum(c => c.ImageCount),
+                    classes.Sum(c => c.ImageCount) + unlabeled,
                     classes,
                     new SplitCounts(
                         classes.Sum(c => c.Train),
                         classes.Sum(c => c.Validation),
-                        classes.Sum(c => c.Test)
+                        classes.Sum(c => c.Test),
+                        unlabeled
                     ),
                     classes.Count > 0
                         ? Math.Round(classes.Max(c => c.ImageCount) / (double)classes.Min(c => c.ImageCount), 3)
@@ -105,7 +119,19 @@ public static class DatasetSummaries
                     new SplitSettings(d.ValidationFraction, d.TestFraction, d.SplitSeed),
                     problems.Count == 0,
                     problems,
-                    d.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList()
+                    d.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList(),
+                    new DatasetHealthSummary(
+                        h?.Status ?? HealthStatus.Pending,
+                        h?.Counts is not { } report
+                            || report.DatasetVersion != d.Version
+                            || report.Backbone != h.Backbone,
+                        h?.Counts?.ComputedAt,
+                        h?.Counts?.NearDuplicateGroups,
+                        h?.Counts?.LeakingGroups,
+                        h?.Counts?.LabelIssues,
+                        h?.Counts?.Outliers,
+                        h?.Counts?.Warnings
+                    )
                 );
             })
             .ToList();

@@ -112,6 +112,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<double>("ValidationFraction")
                         .HasColumnType("double precision");
 
+                    b.Property<long>("Version")
+                        .HasColumnType("bigint");
+
                     b.HasKey("Id");
 
                     b.HasIndex("CreatedAt");
@@ -119,6 +122,44 @@ namespace TransferApi.Persistence.Migrations
                     b.HasIndex("Tenant");
 
                     b.ToTable("datasets", (string)null);
+                });
+
+            modelBuilder.Entity("TransferApi.Persistence.DatasetHealthRow", b =>
+                {
+                    b.Property<Guid>("DatasetId")
+                        .HasColumnType("uuid");
+
+                    b.Property<string>("Backbone")
+                        .IsRequired()
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
+                    b.Property<string>("Counts")
+                        .HasColumnType("jsonb");
+
+                    b.Property<string>("Error")
+                        .HasColumnType("text");
+
+                    b.Property<double>("Progress")
+                        .HasColumnType("double precision");
+
+                    b.Property<string>("Report")
+                        .HasColumnType("jsonb");
+
+                    b.Property<long>("RequestedVersion")
+                        .HasColumnType("bigint");
+
+                    b.Property<string>("Status")
+                        .IsRequired()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)");
+
+                    b.Property<DateTime>("UpdatedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.HasKey("DatasetId");
+
+                    b.ToTable("dataset_health", (string)null);
                 });
 
             modelBuilder.Entity("TransferApi.Persistence.DatasetImage", b =>
@@ -148,7 +189,6 @@ namespace TransferApi.Persistence.Migrations
                         .HasColumnType("integer");
 
                     b.Property<string>("Label")
-                        .IsRequired()
                         .HasMaxLength(200)
                         .HasColumnType("character varying(200)");
 
@@ -177,7 +217,10 @@ namespace TransferApi.Persistence.Migrations
                     b.HasIndex("DatasetId", "Sha256")
                         .IsUnique();
 
-                    b.ToTable("dataset_images", (string)null);
+                    b.ToTable("dataset_images", null, t =>
+                        {
+                            t.HasCheckConstraint("CK_dataset_images_label_or_unlabeled", "(\"Label\" IS NULL) = (\"Split\" = 'Unlabeled')");
+                        });
                 });
 
             modelBuilder.Entity("TransferApi.Persistence.EvaluatedImageRow", b =>
@@ -593,6 +636,15 @@ namespace TransferApi.Persistence.Migrations
                         });
 
                     b.Navigation("Rejected");
+                });
+
+            modelBuilder.Entity("TransferApi.Persistence.DatasetHealthRow", b =>
+                {
+                    b.HasOne("TransferApi.Persistence.Dataset", null)
+                        .WithOne()
+                        .HasForeignKey("TransferApi.Persistence.DatasetHealthRow", "DatasetId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired();
                 });
 
             modelBuilder.Entity("TransferApi.Persistence.DatasetImage", b =>
