@@ -11,46 +11,27 @@ public class DatasetEditingTests(TransferApiFactory factory)
 {
     private readonly HttpClient client = factory.CreateClient();
 
-    private async Task<DatasetResponse> UploadAsync(
-        IEnumerable<(string, byte[])> entries,
-        params (string, string)[] fields
-    )
-    {
-        var response = await client.PostAsync(
-            "/api/datasets",
-            Archives.DatasetForm("editing", Archives.Zip(entries), fields: fields)
-        );
-        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
-        return await response.ReadAsync<DatasetResponse>();
-    }
-
-    private async Task<List<DatasetImageResponse>> ImagesAsync(Guid id) =>
-        (
-            await (await client.GetAsync($"/api/datasets/{id}/images?pageSize=200")).ReadAsync<
-                Page<DatasetImageResponse>
-            >()
-        ).Items.ToList();
-
     [Fact]
     public async Task Images_without_split_folders_are_split_per_class_reproducibly()
     {
         var entries = Archives.TwoClasses(8);
         var fields = new[] { ("validationFraction", "0.25"), ("testFraction", "0.25"), ("seed", "7") };
-        var first = await UploadAsync(entries, fields);
+        var first = await client.UploadDatasetAsync("editing", entries, fields);
         Assert.All(first.Classes, c => Assert.Equal((4, 2, 2), (c.Train, c.Validation, c.Test)));
         Assert.Equal(new SplitCounts(8, 4, 4, 0), first.Splits);
         Assert.Equal(new SplitSettings(0.25, 0.25, 7), first.Split);
 
-        var second = await UploadAsync(entries, fields);
+        var second = await client.UploadDatasetAsync("editing", entries, fields);
         var splitsOf = async (Guid id) =>
-            (await ImagesAsync(id)).OrderBy(i => i.FileName).Select(i => (i.FileName, i.Split)).ToList();
+            (await client.DatasetImagesAsync(id)).OrderBy(i => i.FileName).Select(i => (i.FileName, i.Split)).ToList();
         Assert.Equal(await splitsOf(first.Id), await splitsOf(second.Id));
     }
 
     [Fact]
     public async Task A_lone_train_folder_fixes_nothing_and_is_split_by_the_fractions()
     {
-        var dataset = await UploadAsync(
+        var dataset = await client.UploadDatasetAsync(
+            "editing",
             Archives.TwoClasses(5).Select(e => ($"train/{e.Item1}", e.Item2)),
             ("validationFraction", "0.2")
         );
@@ -68,7 +49,7 @@ public class DatasetEditingTests(TransferApiFactory factory)
                 Archives.Photo("val", "ants", 0, "val/ants/v.jpg"),
                 Archives.Photo("val", "bees", 0, "val/bees/v.jpg"),
             ]);
-        var dataset = await UploadAsync(entries);
+        var dataset = await client.UploadDatasetAsync("editing", entries);
         Assert.Equal(new SplitCounts(12, 2, 0, 0), dataset.Splits);
         var resplit = await client.PostAsJsonAsync(
             $"/api/datasets/{dataset.Id}/split",
@@ -77,7 +58,7 @@ public class DatasetEditingTests(TransferApiFactory factory)
         Assert.Equal(HttpStatusCode.OK, resplit.StatusCode);
         Assert.Equal(new SplitCounts(12, 2, 0, 0), (await resplit.ReadAsync<DatasetResponse>()).Splits);
 
-        var loose = await UploadAsync(Archives.TwoClasses(6));
+        var loose = await client.UploadDatasetAsync("editing", Archives.TwoClasses(6));
         var moved = await (
             await client.PostAsJsonAsync(
                 $"/api/datasets/{loose.Id}/split",
@@ -102,7 +83,7 @@ public class DatasetEditingTests(TransferApiFactory factory)
     [Fact]
     public async Task Images_can_be_added_relabelled_moved_and_removed()
     {
-        var dataset = await UploadAsync(Archives.TwoClasses(2));
+        var dataset = await client.UploadDatasetAsync("editing", Archives.TwoClasses(2));
         var wasps = new[]
         {
             ("w1.png", Archives.NoisePng(40, 30, 1)),
@@ -157,7 +138,7 @@ public class DatasetEditingTests(TransferApiFactory factory)
     [Fact]
     public async Task Exif_orientation_is_applied_before_sizes_are_recorded()
     {
-        var dataset = await UploadAsync(Archives.TwoClasses(2));
+        var dataset = await client.UploadDatasetAsync("editing", Archives.TwoClasses(2));
         using var image = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.Rgb24>(40, 30);
         image.Metadata.ExifProfile = new SixLabors.ImageSharp.Metadata.Profiles.Exif.ExifProfile();
         // Rotate 90 degrees.
@@ -177,7 +158,7 @@ public class DatasetEditingTests(TransferApiFactory factory)
     [Fact]
     public async Task Adding_images_names_the_field_at_fault()
     {
-        var dataset = await UploadAsync(Archives.TwoClasses(2));
+        var dataset = await client.UploadDatasetAsync("editing", Archives.TwoClasses(2));
         var noLabel = await client.PostAsync(
             $"/api/datasets/{dataset.Id}/images",
             Archives.ImagesForm("  ", [("a.png", Archives.NoisePng(8, 8, 1))])
@@ -196,13 +177,13 @@ public class DatasetEditingTests(TransferApiFactory factory)
             Archives.ImagesForm("wasps", [("a.png", Archives.Png(2500, 2500, default))])
         );
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, tooBig.StatusCode);
-        Assert.Equal(4, (await ImagesAsync(dataset.Id)).Count);
+        Assert.Equal(4, (await client.DatasetImagesAsync(dataset.Id)).Count);
     }
 
     [Fact]
     public async Task Concurrent_additions_to_one_data_set_store_each_image_once()
     {
-        var dataset = await UploadAsync(Archives.TwoClasses(2));
+        var dataset = await client.UploadDatasetAsync("editing", Archives.TwoClasses(2));
         var shared = Archives.NoisePng(32, 32, 100);
         var requests = Enumerable
             .Range(0, 6)
@@ -223,7 +204,7 @@ public class DatasetEditingTests(TransferApiFactory factory)
         var results = await Task.WhenAll(responses.Select(r => r.ReadAsync<AddImagesResponse>()));
         Assert.Equal(6 * 3 + 1, results.Sum(r => r.Added.Count));
         Assert.Equal(5, results.Sum(r => r.Rejected.Count));
-        var images = await ImagesAsync(dataset.Id);
+        var images = await client.DatasetImagesAsync(dataset.Id);
         Assert.Equal(4 + 19, images.Count);
         Assert.Equal(images.Count, images.Select(i => i.Sha256).Distinct().Count());
     }

@@ -96,6 +96,13 @@ public class TenantIsolationTests(TransferApiFactory factory)
             ("DELETE", "/api/datasets/{id}/images/{imageId}", KeyScope.Train, c =>
                 c.DeleteAsync($"/api/datasets/{dataset.Id}/images/{image}")
             ),
+            ("GET", "/api/datasets/{id}/health", KeyScope.Train, c => c.GetAsync($"/api/datasets/{dataset.Id}/health")),
+            ("GET", "/api/datasets/{id}/suggestions", KeyScope.Train, c =>
+                c.GetAsync($"/api/datasets/{dataset.Id}/suggestions")
+            ),
+            ("GET", "/api/datasets/{id}/charts/embedding-map.png", KeyScope.Train, c =>
+                c.GetAsync($"/api/datasets/{dataset.Id}/charts/embedding-map.png")
+            ),
             ("DELETE", "/api/datasets/{id}", KeyScope.Train, c => c.DeleteAsync($"/api/datasets/{dataset.Id}")),
             ("GET", "/api/training-jobs/{id}", KeyScope.Train, c => c.GetAsync($"/api/training-jobs/{job.Id}")),
             ("POST", "/api/training-jobs/{id}/cancel", KeyScope.Train, c =>

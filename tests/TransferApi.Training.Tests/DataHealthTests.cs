@@ -123,4 +123,40 @@ public class DataHealthTests
         Assert.Contains(health.Warnings, w => w.Contains("'d' has 5 image(s)"));
         Assert.Contains(health.Warnings, w => w.Contains("imbalanced"));
     }
+
+    [Fact]
+    public void Suggestions_prefer_uncertain_and_diverse_images_over_confident_ones()
+    {
+        manual_seed(3);
+        using var directions = nn.functional.normalize(randn(6, 32), p: 2, dim: 1);
+        // 0: a coin toss; 1: a near-duplicate of it; 2: nearly as uncertain and close to 0 (similarity about 0.8);
+        // 3: less uncertain but unlike the rest; 4, 5: confident.
+        using var close = nn.functional.normalize(directions[0] + 0.75 * directions[1], p: 2, dim: 0);
+        using var features = stack([
+            directions[0],
+            directions[0] + 0.01 * directions[5],
+            close,
+            directions[2],
+            directions[3],
+            directions[4],
+        ]);
+        float[][] probabilities =
+        [
+            [0.5f, 0.5f],
+            [0.51f, 0.49f],
+            [0.55f, 0.45f],
+            [0.7f, 0.3f],
+            [0.99f, 0.01f],
+            [0.02f, 0.98f],
+        ];
+
+        var ranked = LabelSuggestions.Rank(probabilities, features, count: 6);
+
+        // The coin toss first; its copy never; the unlike image before the one close to the first; the confident ones
+        // last, the less confident of them first.
+        Assert.Equal([0, 3, 2, 5, 4], ranked.Select(s => s.Image));
+        Assert.Equal(1.0, ranked[0].Uncertainty, 1e-6);
+        Assert.Equal(ranked.Select(s => s.Score).OrderDescending(), ranked.Select(s => s.Score));
+        Assert.Equal([0, 0, 0, 1, 0], ranked.Select(s => s.Predicted));
+    }
 }

@@ -119,7 +119,8 @@ public static class DatasetImageEndpoints
         CancellationToken cancellation
     )
     {
-        label = string.IsNullOrWhiteSpace(label) ? null : label.Trim();
+        // No label field stores the images unlabeled; a blank one is a mistake.
+        label = label?.Trim();
         var errors = new Dictionary<string, string[]>();
         if (label is not null && LabelProblem(label) is { } problem)
             errors["label"] = [problem];
