@@ -20,21 +20,6 @@ public class DatasetHealthTests(TransferApiFactory factory)
 {
     private readonly HttpClient client = factory.CreateClient();
 
-    /// <summary>Polls GET …/health until a report of the data set's current version is Ready.</summary>
-    private async Task<DatasetHealthResponse> ReadyHealthAsync(Guid id, int seconds = 180)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        while (true)
-        {
-            var health = await (await client.GetAsync($"/api/datasets/{id}/health")).ReadAsync<DatasetHealthResponse>();
-            Assert.NotEqual(HealthStatus.Failed, health.Status);
-            if (health.Status == HealthStatus.Ready && !health.Stale)
-                return health;
-            Assert.True(DateTime.UtcNow < deadline, $"health of {id} still {health.Status} at {health.Progress}");
-            await Task.Delay(200);
-        }
-    }
-
     private static byte[] Transform(byte[] photo, Action<IImageProcessingContext> change, int quality)
     {
         using var image = Image.Load<Rgb24>(photo);
@@ -71,7 +56,7 @@ public class DatasetHealthTests(TransferApiFactory factory)
             ("testFraction", "0.2"),
             ("seed", "3")
         );
-        var health = await ReadyHealthAsync(dataset.Id);
+        var health = await client.ReadyHealthAsync(dataset.Id);
         var images = await client.DatasetImagesAsync(dataset.Id);
         var byName = images.ToDictionary(i => i.FileName, i => i);
 
@@ -109,7 +94,7 @@ public class DatasetHealthTests(TransferApiFactory factory)
 
         var resplit = await client.PostAsJsonAsync($"/api/datasets/{dataset.Id}/split", new { seed = 3 });
         Assert.Equal(HttpStatusCode.OK, resplit.StatusCode);
-        var after = await ReadyHealthAsync(dataset.Id);
+        var after = await client.ReadyHealthAsync(dataset.Id);
         Assert.Empty(after.Leakage);
         Assert.Equal(health.NearDuplicates.Count, after.NearDuplicates.Count);
         var moved = (await client.DatasetImagesAsync(dataset.Id)).ToDictionary(i => i.Id, i => i.Split);
@@ -135,7 +120,7 @@ public class DatasetHealthTests(TransferApiFactory factory)
                 entries.Add((name, photo));
             }
         var dataset = await client.UploadDatasetAsync("health", entries);
-        var health = await ReadyHealthAsync(dataset.Id);
+        var health = await client.ReadyHealthAsync(dataset.Id);
         var names = (await client.DatasetImagesAsync(dataset.Id)).ToDictionary(i => i.Id, i => i.FileName);
         var top = health.LabelIssues.Take(2 * flipped.Count).ToList();
         // The health benchmark finds 89 % of flipped ants-bees labels: at least 5 of these 6 must lead the list.
@@ -220,7 +205,7 @@ public class DatasetHealthTests(TransferApiFactory factory)
             ("unlabeled/ant-0-copy.jpg", ReencodedCopy(entries.Single(e => e.Item1 == "unlabeled/ant-0.jpg").Item2))
         );
         var dataset = await client.UploadDatasetAsync("health", entries);
-        await ReadyHealthAsync(dataset.Id);
+        await client.ReadyHealthAsync(dataset.Id);
         var names = (await client.DatasetImagesAsync(dataset.Id)).ToDictionary(i => i.Id, i => i.FileName);
 
         var quick = await (
@@ -266,7 +251,7 @@ public class DatasetHealthTests(TransferApiFactory factory)
     public async Task Bad_requests_name_what_is_wrong_and_an_untrainable_data_set_is_ready_with_warnings()
     {
         var tiny = await client.UploadDatasetAsync("health", Archives.TwoClasses(2));
-        var health = await ReadyHealthAsync(tiny.Id);
+        var health = await client.ReadyHealthAsync(tiny.Id);
         Assert.Contains(health.Warnings, w => w.Contains("'ants' has 2 image(s)", StringComparison.Ordinal));
         Assert.Contains(health.Warnings, w => w.StartsWith("Label issues need", StringComparison.Ordinal));
         Assert.Empty(health.LabelIssues);

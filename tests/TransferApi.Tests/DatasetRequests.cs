@@ -1,6 +1,7 @@
 using System.Net;
 using TransferApi.Features.Datasets;
 using TransferApi.Http;
+using TransferApi.Persistence;
 
 namespace TransferApi.Tests;
 
@@ -35,4 +36,19 @@ public static class DatasetRequests
                 Page<DatasetImageResponse>
             >()
         ).Items.ToList();
+
+    /// <summary>Polls GET …/health until a report of the data set's current version is Ready.</summary>
+    public static async Task<DatasetHealthResponse> ReadyHealthAsync(this HttpClient client, Guid id, int seconds = 180)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(seconds);
+        while (true)
+        {
+            var health = await (await client.GetAsync($"/api/datasets/{id}/health")).ReadAsync<DatasetHealthResponse>();
+            Assert.NotEqual(HealthStatus.Failed, health.Status);
+            if (health.Status == HealthStatus.Ready && !health.Stale)
+                return health;
+            Assert.True(DateTime.UtcNow < deadline, $"health of {id} still {health.Status} at {health.Progress}");
+            await Task.Delay(200);
+        }
+    }
 }

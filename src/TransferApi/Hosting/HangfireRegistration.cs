@@ -41,6 +41,7 @@ public static class HangfireRegistration
             return;
         builder.Services.AddHostedService<MigrationGate>();
         builder.Services.AddHostedService<JobDispatchService>();
+        builder.Services.AddHostedService<HealthSweepService>();
         builder.Services.AddHangfireServer(o =>
         {
             o.Queues = [TrainingJobRunner.Queue];

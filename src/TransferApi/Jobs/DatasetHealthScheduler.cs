@@ -45,4 +45,54 @@ public sealed class DatasetHealthScheduler(
         jobs.Enqueue<DatasetHealthRunner>(r => r.RunAsync(datasetId, CancellationToken.None));
         logger.LogInformation("Dataset {DatasetId}: health requested", datasetId);
     }
+
+    /// <summary>
+    /// Asks again for health nobody is computing: data sets without a health row (uploaded before health existed) and
+    /// rows Pending for longer than <paramref name="waiting"/> (a request whose queueing was lost to a crash between
+    /// the change's commit and the enqueue). A duplicate run costs nothing: it finds the report current and ends.
+    /// Returns how many were asked for.
+    /// </summary>
+    public async Task<int> RequestForgottenAsync(TimeSpan waiting, CancellationToken cancellation)
+    {
+        await using var db = await dbFactory.CreateDbContextAsync(cancellation);
+        var before = DateTime.UtcNow - waiting;
+        var forgotten = await db
+            .Datasets.Where(d =>
+                !db.DatasetHealth.Any(h => h.DatasetId == d.Id)
+                || db.DatasetHealth.Any(h =>
+                    h.DatasetId == d.Id && h.Status == HealthStatus.Pending && h.UpdatedAt < before
+                )
+            )
+            .Select(d => d.Id)
+            .Take(100)
+            .ToListAsync(cancellation);
+        foreach (var id in forgotten)
+            await RequestAsync(id, cancellation: cancellation);
+        return forgotten.Count;
+    }
+}
+
+/// <summary>Every worker process now and then asks for the health nobody is computing (see <see
+/// cref="DatasetHealthScheduler.RequestForgottenAsync"/>).</summary>
+public sealed class HealthSweepService(DatasetHealthScheduler scheduler, ILogger<HealthSweepService> logger)
+    : BackgroundService
+{
+    private static readonly TimeSpan Interval = TimeSpan.FromMinutes(1);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(Interval);
+        do
+        {
+            try
+            {
+                if (await scheduler.RequestForgottenAsync(2 * Interval, stoppingToken) is > 0 and var asked)
+                    logger.LogInformation("Asked again for the health of {Count} data set(s) nobody computed", asked);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogWarning(e, "Looking for data sets whose health nobody computes failed");
+            }
+        } while (await timer.WaitForNextTickAsync(stoppingToken));
+    }
 }
