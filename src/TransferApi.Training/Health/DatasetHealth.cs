@@ -64,10 +64,17 @@ public static class DatasetHealth
             .ThenBy(c => c.Label, StringComparer.Ordinal)
             .ToList();
         var warnings = new List<string>();
-        foreach (var small in balance.Where(c => c.Images < RecommendedImagesPerClass))
+        var small = balance.Where(c => c.Images < RecommendedImagesPerClass).OrderBy(c => c.Images).ToList();
+        if (small.Count is > 0 and <= 3)
+            foreach (var c in small)
+                warnings.Add(
+                    $"Class '{c.Label}' has {c.Images} image(s); at least {RecommendedImagesPerClass} are recommended."
+                );
+        else if (small.Count > 3)
             warnings.Add(
-                $"Class '{small.Label}' has {small.Images} image(s); at least {RecommendedImagesPerClass} are "
-                    + "recommended."
+                $"{small.Count} classes have fewer than the recommended {RecommendedImagesPerClass} images: "
+                    + string.Join(", ", small.Select(c => $"'{c.Label}' {c.Images}"))
+                    + "."
             );
         if (balance.Count >= 2 && balance[0].Images > MaxImbalance * balance[^1].Images)
             warnings.Add(

@@ -62,8 +62,9 @@ public static class DatasetCharts
         );
         plot.XLabel($"first principal component ({explainedVariance.X:P0} of variance)");
         plot.YLabel($"second principal component ({explainedVariance.Y:P0} of variance)");
-        plot.ShowLegend(Alignment.UpperRight);
-        return plot.GetImageBytes(960, 720, ImageFormat.Png);
+        // Beside the map, not over it: the points reach every corner.
+        plot.ShowLegend(Edge.Right);
+        return plot.GetImageBytes(1120, 720, ImageFormat.Png);
     }
 
     private static void Mark(Plot plot, List<MapPoint> points, MarkerShape shape, Color color, string legend)
