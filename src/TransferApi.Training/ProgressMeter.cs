@@ -38,6 +38,25 @@ internal sealed class ProgressMeter(ITrainingObserver observer, TrainingOptions 
         );
     }
 
+    /// <summary>The recipe search: candidates done of those planned, at the extraction's end of the bar, with an
+    /// ETA from the pace so far.</summary>
+    public void TuningCandidate(int done, int planned, TimeSpan elapsed)
+    {
+        var pace = elapsed.TotalSeconds / done;
+        observer.OnProgress(
+            new TrainingProgress(
+                TrainingStage.Tuning,
+                0,
+                options.Epochs,
+                done,
+                planned,
+                100 * ExtractionShare,
+                null,
+                pace * Math.Max(0, planned - done)
+            )
+        );
+    }
+
     /// <summary>The head's epoch loop reporting onto its share of the bar.</summary>
     public Action<int, int, int> HeadEpochs(Stopwatch clock) =>
         EpochBatches(TrainingStage.TrainingHead, 0, options.Epochs, ExtractionShare, HeadShare, clock);

@@ -125,6 +125,10 @@ public sealed record TrainingOptions
     /// <summary>Images per backbone forward pass while extracting features.</summary>
     public int FeatureBatchSize { get; init; } = 32;
 
+    /// <summary>Search the head's recipe by cross-validation on the training images before training (null: train the
+    /// recipe above as it is).</summary>
+    public Tuning.TuningOptions? Tuning { get; init; }
+
     /// <summary>Every invalid option as (field, message): the one place options are checked, by the API and the
     /// trainer.</summary>
     public IReadOnlyList<(string Field, string Message)> Problems()
@@ -198,6 +202,8 @@ public sealed record TrainingOptions
             );
             Check(stop.MinDelta >= 0, "earlyStopping.minDelta", "earlyStopping.minDelta must be at least 0.");
         }
+        if (Tuning is not null)
+            problems.AddRange(Tuning.Problems());
         return problems;
     }
 }
@@ -207,6 +213,10 @@ public enum TrainingStage
     Queued,
     ExtractingFeatures,
     TrainingHead,
+
+    /// <summary>Cross-validating head recipes on the training features (Batch: candidates done of
+    /// TotalBatches).</summary>
+    Tuning,
     FineTuning,
     Evaluating,
     Done,
@@ -325,7 +335,8 @@ public sealed record TrainingResult(
     ActivationUsage? Activations = null,
     Calibration? Calibration = null,
     ThresholdReport? Thresholds = null,
-    IReadOnlyList<EvaluatedImage>? EvaluatedImages = null
+    IReadOnlyList<EvaluatedImage>? EvaluatedImages = null,
+    Tuning.TuningResult? Tuning = null
 )
 {
     public EpochMetrics BestMetrics => Metrics.First(m => m.Epoch == BestEpoch);

@@ -5,6 +5,7 @@ using TransferApi.Training.Evaluation;
 using TransferApi.Training.FineTuning;
 using TransferApi.Training.Heads;
 using TransferApi.Training.Imaging;
+using TransferApi.Training.Tuning;
 using static TorchSharp.torch;
 
 namespace TransferApi.Training;
@@ -47,11 +48,38 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         using var scope = NewDisposeScope();
         using var extracted = options.UnfreezeStages == 0 ? ExtractFrozen(run) : ExtractForFineTuning(run);
         var rows = Arrange(run, extracted);
+        var tuning = Tune(run, rows);
+        if (tuning is not null)
+        {
+            var tuned = tuning.ChosenRecipe.ApplyTo(run.Options);
+            run = run with { Options = tuned, Progress = new ProgressMeter(observer, tuned) };
+        }
         var headClock = Stopwatch.StartNew();
         var head = TrainHead(run, rows, headClock);
         var fine = FineTune(run, extracted, rows, head, headClock);
         headClock.Stop();
-        return Evaluate(run, extracted, rows, head, fine, headClock.Elapsed);
+        return Evaluate(run, extracted, rows, head, fine, headClock.Elapsed) with { Tuning = tuning };
+    }
+
+    /// <summary>
+    /// The head's recipe chosen by cross-validation on the training images' own features (augmented views and the
+    /// validation and test images are never read), when the options ask for a search; null otherwise.
+    /// </summary>
+    private static TuningResult? Tune(Run run, Rows rows)
+    {
+        if (run.Options.Tuning is not { } tuning)
+            return null;
+        var originals = run.TrainIdx.Length;
+        var clock = Stopwatch.StartNew();
+        return HeadSearch.Run(
+            rows.TrainX.narrow(0, 0, originals),
+            rows.TrainY.narrow(0, 0, originals),
+            run.Labels.Count,
+            run.Options,
+            tuning,
+            run.Cancellation,
+            (done, planned) => run.Progress.TuningCandidate(done, planned, clock.Elapsed)
+        );
     }
 
     /// <summary>One run's inputs and the decisions taken before any image is read.</summary>

@@ -225,6 +225,7 @@ internal static class BackboneBenchmark
     }
 }
 
+/// <summary>An observer for runs nobody watches (every benchmark uses this one).</summary>
 internal sealed class NullObserver : ITrainingObserver
 {
     public void OnProgress(TrainingProgress progress) { }

@@ -208,18 +208,7 @@ internal static class HealthBenchmark
         new TransferLearningTrainer(backbone).ExtractFeatures(
             images,
             new TrainingOptions(),
-            new Quiet(),
+            new NullObserver(),
             CancellationToken.None
         );
-
-    private sealed class Quiet : ITrainingObserver
-    {
-        public void OnProgress(TrainingProgress progress) { }
-
-        public void OnEpochCompleted(EpochMetrics metrics) { }
-
-        public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) { }
-
-        public void OnCheckpoint(TrainingCheckpoint checkpoint) { }
-    }
 }

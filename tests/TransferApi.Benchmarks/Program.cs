@@ -11,6 +11,8 @@ if (what is "all" or "health")
     HealthBenchmark.Run();
 if (what is "all" or "trust")
     TrustBenchmark.Run();
+if (what is "all" or "tuning")
+    TuningBenchmark.Run();
 if (what is "all" or "ingestion")
     await IngestionBenchmark.RunAsync(args.Contains("--quick"));
 var soakMinutes = args.SkipWhile(a => a != "--soak-minutes").Skip(1).Select(double.Parse).FirstOrDefault(5);

@@ -303,15 +303,4 @@ internal static class TrustBenchmark
         var list = rows.ToList();
         return tensor(list.SelectMany(r => r).ToArray(), [list.Count, list[0].Length]);
     }
-
-    private sealed class NullObserver : ITrainingObserver
-    {
-        public void OnProgress(TrainingProgress progress) { }
-
-        public void OnEpochCompleted(EpochMetrics metrics) { }
-
-        public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) { }
-
-        public void OnCheckpoint(TrainingCheckpoint checkpoint) { }
-    }
 }

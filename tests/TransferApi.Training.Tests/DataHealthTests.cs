@@ -11,10 +11,12 @@ public class DataHealthTests
     [Fact]
     public void Slightly_changed_copies_are_grouped_and_unrelated_images_are_not()
     {
-        manual_seed(11);
-        using var originals = randn(300, 64);
+        // A generator of its own: tests running in parallel share libtorch's global one, so manual_seed would not
+        // make the data the same every run.
+        using var generator = new Generator((ulong)11);
+        using var originals = randn(300, 64, generator: generator);
         // Copies 300..319 of images 0, 10, ..., 190, each a little changed.
-        using var copies = originals.index_select(0, arange(0, 200, 10)) + 0.05 * randn(20, 64);
+        using var copies = originals.index_select(0, arange(0, 200, 10)) + 0.05 * randn(20, 64, generator: generator);
         using var features = cat([originals, copies], 0);
         var groups = NearDuplicates.Find(features, threshold: 0.95, blockRows: 64);
         Assert.Equal(
@@ -37,11 +39,15 @@ public class DataHealthTests
     [Fact]
     public void Labels_flipped_on_purpose_lead_the_label_issues()
     {
-        manual_seed(5);
+        using var generator = new Generator((ulong)5);
         const int perClass = 60;
         var centres = new[] { -3f, 0f, 3f };
         using var features = cat(
-            centres.Select(c => randn(perClass, 16) + c * (arange(16) % 3 == 0).to_type(ScalarType.Float32)).ToList(),
+            centres
+                .Select(c =>
+                    randn(perClass, 16, generator: generator) + c * (arange(16) % 3 == 0).to_type(ScalarType.Float32)
+                )
+                .ToList(),
             0
         );
         var truth = Enumerable.Range(0, 3 * perClass).Select(n => n / perClass).ToList();
@@ -72,7 +78,7 @@ public class DataHealthTests
     [Fact]
     public void A_data_set_report_finds_its_leaks_flipped_labels_outliers_and_small_classes()
     {
-        manual_seed(8);
+        using var generator = new Generator((ulong)8);
         const int perClass = 40;
         string[] names = ["a", "b", "c"];
         var rows = new List<Tensor>();
@@ -81,7 +87,7 @@ public class DataHealthTests
         {
             var centre = zeros(32);
             centre[c * 8] = 6;
-            rows.Add(randn(perClass, 32) + centre);
+            rows.Add(randn(perClass, 32, generator: generator) + centre);
             images.AddRange(
                 Enumerable
                     .Range(0, perClass)
@@ -91,15 +97,15 @@ public class DataHealthTests
         // A small class "d" of 5, 3 unlabeled images, 4 copies of training images placed in test, 2 far outliers.
         var small = zeros(32);
         small[30] = 6;
-        rows.Add(randn(5, 32) + small);
+        rows.Add(randn(5, 32, generator: generator) + small);
         images.AddRange(Enumerable.Repeat(new HealthImage("d", DataSplit.Train), 5));
-        rows.Add(randn(3, 32) + small);
+        rows.Add(randn(3, 32, generator: generator) + small);
         images.AddRange(Enumerable.Repeat(new HealthImage(null, DataSplit.Unassigned), 3));
         var copied = new long[] { 1, 45, 85, 90 };
         using var all = cat(rows, 0);
-        rows.Add(all.index_select(0, tensor(copied)) + 0.02 * randn(4, 32));
+        rows.Add(all.index_select(0, tensor(copied)) + 0.02 * randn(4, 32, generator: generator));
         images.AddRange(copied.Select(i => images[(int)i] with { Split = DataSplit.Test }));
-        rows.Add(40 * randn(2, 32));
+        rows.Add(40 * randn(2, 32, generator: generator));
         images.AddRange(Enumerable.Repeat(new HealthImage("a", DataSplit.Train), 2));
         int[] flipped = [5, 50, 95, 12, 60];
         foreach (var n in flipped)
@@ -127,8 +133,8 @@ public class DataHealthTests
     [Fact]
     public void Suggestions_prefer_uncertain_and_diverse_images_over_confident_ones()
     {
-        manual_seed(3);
-        using var directions = nn.functional.normalize(randn(6, 32), p: 2, dim: 1);
+        using var generator = new Generator((ulong)3);
+        using var directions = nn.functional.normalize(randn(6, 32, generator: generator), p: 2, dim: 1);
         // 0: a coin toss; 1: a near-duplicate of it; 2: nearly as uncertain and close to 0 (similarity about 0.8);
         // 3: less uncertain but unlike the rest; 4, 5: confident.
         using var close = nn.functional.normalize(directions[0] + 0.75 * directions[1], p: 2, dim: 0);

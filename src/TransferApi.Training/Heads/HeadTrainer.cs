@@ -293,15 +293,7 @@ public static class HeadTrainer
     )
     {
         var truth = labels.data<long>().ToArray();
-        var random = new Random(unchecked((int)options.Seed * 17 + 3));
-        var fold = new int[truth.Length];
-        foreach (var members in Enumerable.Range(0, truth.Length).GroupBy(i => truth[i]))
-        {
-            var shuffled = members.ToArray();
-            random.Shuffle(shuffled);
-            for (var k = 0; k < shuffled.Length; k++)
-                fold[shuffled[k]] = k % folds;
-        }
+        var fold = StratifiedFolds(truth, folds, options.Seed);
         var logits = zeros(truth.Length, classes);
         for (var f = 0; f < folds; f++)
         {
@@ -324,6 +316,21 @@ public static class HeadTrainer
             logits.index_copy_(0, held, head.call(features.index_select(0, held)));
         }
         return logits;
+    }
+
+    /// <summary>Each image's fold: every class's images shuffled (seeded) and dealt round the folds in turn.</summary>
+    public static int[] StratifiedFolds(IReadOnlyList<long> truth, int folds, long seed)
+    {
+        var random = new Random(unchecked((int)seed * 17 + 3));
+        var fold = new int[truth.Count];
+        foreach (var members in Enumerable.Range(0, truth.Count).GroupBy(i => truth[i]))
+        {
+            var shuffled = members.ToArray();
+            random.Shuffle(shuffled);
+            for (var k = 0; k < shuffled.Length; k++)
+                fold[shuffled[k]] = k % folds;
+        }
+        return fold;
     }
 
     /// <summary>Mean cross-entropy and accuracy of the head on labelled features.</summary>

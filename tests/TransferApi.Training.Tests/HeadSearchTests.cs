@@ -1,0 +1,126 @@
+using TransferApi.TestSupport;
+using TransferApi.Training.Tuning;
+using static TorchSharp.torch;
+
+namespace TransferApi.Training.Tests;
+
+/// <summary>The recipe search on features the tests make.</summary>
+[Collection(BackboneCollection.Name)]
+public class HeadSearchTests(BackboneFixture fixture)
+{
+    /// <summary>Three overlapping classes of 40 images: enough for a recipe to matter.</summary>
+    private static (Tensor Features, Tensor Labels) Classes(
+        long seed,
+        int perClass = 40,
+        int classes = 3,
+        int dimensions = 32
+    )
+    {
+        using var generator = new Generator((ulong)seed);
+        var centres = randn(classes, dimensions, generator: generator);
+        var labels = arange(perClass * classes).remainder(classes);
+        return (
+            (
+                centres.index_select(0, labels) + 1.5 * randn(perClass * classes, dimensions, generator: generator)
+            ).relu(),
+            labels
+        );
+    }
+
+    [Fact]
+    public void The_same_features_and_seed_choose_the_same_recipe_with_the_same_scores()
+    {
+        var (features, labels) = Classes(1);
+        var first = HeadSearch.Run(features, labels, 3, new TrainingOptions(), new TuningOptions(), default);
+        var second = HeadSearch.Run(features, labels, 3, new TrainingOptions(), new TuningOptions(), default);
+        Assert.Equal(first.ChosenRecipe, second.ChosenRecipe);
+        Assert.Equal(first.Candidates.Select(c => c.Score), second.Candidates.Select(c => c.Score));
+        // The chosen one is the best cross-validated log loss, and no worse than the recipe it started from.
+        Assert.Equal(first.Candidates.Min(c => c.Score), first.Candidates[first.Chosen].Score);
+        Assert.Equal(HeadRecipe.Of(new TrainingOptions()), first.Candidates[0].Recipe);
+        Assert.True(first.Candidates.Count > 10);
+        Assert.False(first.BudgetExhausted);
+    }
+
+    [Fact]
+    public void A_spent_budget_stops_the_search_with_the_best_so_far_and_says_so()
+    {
+        var (features, labels) = Classes(2);
+        var result = HeadSearch.Run(
+            features,
+            labels,
+            3,
+            new TrainingOptions(),
+            new TuningOptions(BudgetSeconds: 0.001),
+            default
+        );
+        Assert.True(result.BudgetExhausted);
+        Assert.Single(result.Candidates);
+        Assert.Contains(result.Warnings, w => w.Contains("budget ran out after 1 of", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_class_too_small_for_the_folds_gets_fewer_folds_and_a_warning()
+    {
+        var (features, labels) = Classes(3, perClass: 3);
+        var result = HeadSearch.Run(features, labels, 3, new TrainingOptions(), new TuningOptions(Folds: 5), default);
+        Assert.Equal(3, result.Folds);
+        Assert.Contains(result.Warnings, w => w.Contains("3 folds instead of 5", StringComparison.Ordinal));
+        Assert.All(result.Candidates, c => Assert.False(double.IsNaN(c.Score)));
+    }
+
+    [Fact]
+    public void A_job_chooses_its_recipe_without_reading_validation_or_test_images()
+    {
+        var size = fixture.Backbone.FeatureSize;
+        var (train, trainLabels) = Classes(4, perClass: 30, dimensions: size);
+        var (held, heldLabels) = Classes(5, perClass: 10, dimensions: size);
+        var truth = trainLabels.data<long>().ToArray();
+        var heldTruth = heldLabels.data<long>().ToArray();
+        List<LabeledImage> Images(bool poisoned)
+        {
+            using var generator = new Generator((ulong)6);
+            // Poisoned: held-out features replaced by noise and every held-out label shifted to another class.
+            using var heldFeatures = poisoned ? 100 * randn(held.shape, generator: generator) : held.clone();
+            var heldRows = heldFeatures.data<float>().ToArray();
+            var trainRows = train.data<float>().ToArray();
+            return Enumerable
+                .Range(0, truth.Length)
+                .Select(i => new LabeledImage(
+                    $"c{truth[i]}",
+                    DataSplit.Train,
+                    [],
+                    null,
+                    trainRows.AsSpan(i * size, size).ToArray()
+                ))
+                .Concat(
+                    Enumerable
+                        .Range(0, heldTruth.Length)
+                        .Select(i => new LabeledImage(
+                            $"c{(heldTruth[i] + (poisoned ? 1 : 0)) % 3}",
+                            i % 2 == 0 ? DataSplit.Validation : DataSplit.Test,
+                            [],
+                            null,
+                            heldRows.AsSpan(i * size, size).ToArray()
+                        ))
+                )
+                .ToList();
+        }
+        var options = new TrainingOptions { Tuning = new TuningOptions() };
+        var trainer = new TransferLearningTrainer(fixture.Backbone);
+        var observer = new RecordingObserver();
+        var clean = trainer.Train(Images(poisoned: false), options, observer, default).Tuning!;
+        var poisoned = trainer.Train(Images(poisoned: true), options, new RecordingObserver(), default).Tuning!;
+        Assert.Equal(clean.ChosenRecipe, poisoned.ChosenRecipe);
+        Assert.Equal(clean.Candidates.Select(c => c.Score), poisoned.Candidates.Select(c => c.Score));
+        Assert.Null(
+            trainer.Train(Images(poisoned: false), new TrainingOptions(), new RecordingObserver(), default).Tuning
+        );
+        // Progress says Tuning with candidates done of those planned, then trains the head.
+        var tuning = observer.Progress.Where(p => p.Stage == TrainingStage.Tuning).ToList();
+        Assert.Equal(Enumerable.Range(1, clean.Candidates.Count), tuning.Select(p => p.Batch));
+        Assert.Contains(observer.Progress.SkipWhile(p => p.Stage != TrainingStage.Tuning), p =>
+            p.Stage == TrainingStage.TrainingHead
+        );
+    }
+}
