@@ -241,6 +241,7 @@ public sealed class TrainingJobRunner(
         var model = ToModel(job, result);
         job.Report = result.Report;
         job.Thresholds = result.Thresholds;
+        job.Tuning = result.Tuning;
         // Saved with the model by FinishAsync's transaction.
         db.EvaluatedImages.AddRange(
             (result.EvaluatedImages ?? []).Select(e => new EvaluatedImageRow

@@ -233,4 +233,9 @@ public sealed class QuotaOptions
     /// default): no limit.</summary>
     [Range(1, long.MaxValue)]
     public long? MaxStoredBytesPerTenant { get; set; }
+
+    /// <summary>Seconds a job's recipe search may be given (tuning.budgetSeconds above it is refused with
+    /// 400).</summary>
+    [Range(1, 3600)]
+    public double MaxTuningBudgetSeconds { get; set; } = 300;
 }

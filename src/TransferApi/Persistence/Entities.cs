@@ -135,6 +135,9 @@ public sealed class TrainingJob : ITenantOwned
     /// <summary>Each class's precision and recall over thresholds, written with <see cref="Report"/>.</summary>
     public ThresholdReport? Thresholds { get; set; }
 
+    /// <summary>The recipe search the job ran before training (null: none asked for).</summary>
+    public TransferApi.Training.Tuning.TuningResult? Tuning { get; set; }
+
     /// <summary>Set by POST …/cancel on a running job; the worker notices within one batch.</summary>
     public bool CancelRequested { get; set; }
 

@@ -9,6 +9,7 @@ using TransferApi.Services;
 using TransferApi.Training;
 using TransferApi.Training.Evaluation;
 using TransferApi.Training.Imaging;
+using TransferApi.Training.Tuning;
 
 namespace TransferApi.Persistence;
 
@@ -108,6 +109,16 @@ internal sealed class TrainingJobConfiguration : IEntityTypeConfiguration<Traini
                     t => t.ToDocument()
                 ),
                 JsonColumn.Comparer<ThresholdReport>()
+            );
+        builder
+            .Property(j => j.Tuning)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.NullableConverter<TuningResult, TuningResultDocument>(
+                    d => d.ToTuning(),
+                    t => t.ToDocument()
+                ),
+                JsonColumn.Comparer<TuningResult>()
             );
         builder
             .Property(j => j.Options)

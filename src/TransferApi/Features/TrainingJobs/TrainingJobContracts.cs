@@ -44,6 +44,11 @@ namespace TransferApi.Features.TrainingJobs;
 /// Name the model gets when the job succeeds, as that name's next version (predict with name, name@version or
 /// name@alias).
 /// </param>
+/// <param name="Tuning">
+/// With mode Auto, the head's recipe (weight decay, learning rate, epochs, label smoothing, class weights, head) is
+/// searched by cross-validation on the training images before training, starting from the request's; validation and
+/// test images are never read by the search. Off (the default) trains the recipe as given.
+/// </param>
 public sealed record CreateTrainingJobRequest(
     Guid? DatasetId,
     string? Backbone = null,
@@ -69,7 +74,27 @@ public sealed record CreateTrainingJobRequest(
     double? FineTuneLrFactor = null,
     AugmentationRequest? Augmentation = null,
     string? ModelName = null,
-    double? TargetPrecision = null
+    double? TargetPrecision = null,
+    TuningRequest? Tuning = null
+);
+
+public enum TuningMode
+{
+    Auto,
+    Off,
+}
+
+/// <param name="Mode">Auto (search) or Off (train the recipe as given).</param>
+/// <param name="BudgetSeconds">Wall time the search may take, above 0 and at most Quotas:MaxTuningBudgetSeconds
+/// (default 30).</param>
+/// <param name="Folds">Stratified folds of the training images, 2-20 (default 5; fewer when a class is
+/// smaller).</param>
+/// <param name="Metric">What chooses: LogLoss (default), Accuracy or MacroF1, cross-validated.</param>
+public sealed record TuningRequest(
+    TuningMode? Mode = null,
+    double? BudgetSeconds = null,
+    int? Folds = null,
+    Training.Tuning.TuningMetric? Metric = null
 );
 
 /// <param name="Views">
@@ -162,6 +187,7 @@ public sealed record ActivationsResponse(string Storage, long Bytes, long Budget
 /// <param name="Augmentation">Augmented views of each training image.</param>
 /// <param name="FeatureBatchSize">Images per backbone forward pass while extracting features.</param>
 /// <param name="TargetPrecision">Precision the recommended thresholds aim at (null: best F1).</param>
+/// <param name="Tuning">How the head's recipe is searched (null: it is trained as given).</param>
 public sealed record TrainingOptionsResponse(
     int Epochs,
     int BatchSize,
@@ -183,7 +209,50 @@ public sealed record TrainingOptionsResponse(
     double FineTuneLrFactor,
     AugmentationResponse Augmentation,
     int FeatureBatchSize,
-    double? TargetPrecision
+    double? TargetPrecision,
+    TuningOptionsResponse? Tuning
+);
+
+/// <param name="BudgetSeconds">Wall time the search may take.</param>
+/// <param name="Folds">Stratified folds of the training images.</param>
+/// <param name="Metric">What chooses: LogLoss, Accuracy or MacroF1.</param>
+public sealed record TuningOptionsResponse(double BudgetSeconds, int Folds, Training.Tuning.TuningMetric Metric);
+
+/// <summary>A head recipe the search tried.</summary>
+public sealed record HeadRecipeResponse(
+    HeadKind Head,
+    OptimizerKind Optimizer,
+    double LearningRate,
+    double WeightDecay,
+    int Epochs,
+    double LabelSmoothing,
+    bool ClassWeighted
+);
+
+/// <param name="Settings">The recipe.</param>
+/// <param name="CvScore">Its metric, averaged over the folds (log loss: lower is better).</param>
+/// <param name="CvStd">The metric's standard deviation over the folds.</param>
+/// <param name="Seconds">What cross-validating it took.</param>
+public sealed record TuningCandidateResponse(HeadRecipeResponse Settings, double CvScore, double CvStd, double Seconds);
+
+/// <summary>The recipe search a job ran on its training images before training.</summary>
+/// <param name="Candidates">Every recipe tried, in the order tried (the first is the default recipe).</param>
+/// <param name="Chosen">The recipe the model was trained with (retrained on the whole training split).</param>
+/// <param name="ChosenIndex">Its index in candidates.</param>
+/// <param name="Metric">What chose it.</param>
+/// <param name="Folds">Folds used (fewer than asked when a class is smaller).</param>
+/// <param name="BudgetUsedSeconds">Wall time the search took.</param>
+/// <param name="BudgetExhausted">Whether the budget ended it before every planned candidate.</param>
+/// <param name="Warnings">What the search had to change or skip.</param>
+public sealed record TuningResponse(
+    IReadOnlyList<TuningCandidateResponse> Candidates,
+    HeadRecipeResponse Chosen,
+    int ChosenIndex,
+    Training.Tuning.TuningMetric Metric,
+    int Folds,
+    double BudgetUsedSeconds,
+    bool BudgetExhausted,
+    IReadOnlyList<string> Warnings
 );
 
 /// <param name="Monitor">ValLoss or ValAccuracy.</param>
@@ -220,6 +289,7 @@ public sealed record AugmentationResponse(int Views, bool RandomResizedCrop, boo
 /// </param>
 /// <param name="ModelName">The name its model gets on success.</param>
 /// <param name="Activations">Fine-tuning only: where the job keeps its activations.</param>
+/// <param name="Tuning">The recipe search, once it has run (null: not asked for, or not yet run).</param>
 public sealed record TrainingJobResponse(
     Guid Id,
     Guid DatasetId,
@@ -237,7 +307,8 @@ public sealed record TrainingJobResponse(
     int? ResumedFromEpoch,
     string? ModelName,
     int? ResumedFromBatch,
-    ActivationsResponse? Activations
+    ActivationsResponse? Activations,
+    TuningResponse? Tuning
 );
 
 /// <summary>The last event of GET /api/training-jobs/{id}/events: how the job ended.</summary>

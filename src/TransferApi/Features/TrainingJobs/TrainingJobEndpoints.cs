@@ -110,6 +110,7 @@ public static class TrainingJobEndpoints
         JobDispatcher dispatcher,
         TenantQuotas quotas,
         IOptions<DatasetOptions> datasets,
+        IOptions<QuotaOptions> limits,
         HttpContext http,
         CancellationToken cancellation
     )
@@ -141,7 +142,14 @@ public static class TrainingJobEndpoints
                     cancellation
                 )
                 : null;
-        var errors = await ValidateAsync(request, job, datasetFound: datasetProblems is not null, db, cancellation);
+        var errors = await ValidateAsync(
+            request,
+            job,
+            datasetFound: datasetProblems is not null,
+            limits.Value.MaxTuningBudgetSeconds,
+            db,
+            cancellation
+        );
         if (errors.Count > 0)
             return TypedResults.ValidationProblem(errors);
         if (datasetProblems is { Count: > 0 })
@@ -176,6 +184,7 @@ public static class TrainingJobEndpoints
         CreateTrainingJobRequest request,
         TrainingJob job,
         bool datasetFound,
+        double maxTuningBudget,
         TransferDbContext db,
         CancellationToken cancellation
     )
@@ -198,6 +207,11 @@ public static class TrainingJobEndpoints
             errors["unfreezeStages"] =
             [
                 $"unfreezeStages must be between 0 and {stages}: backbone '{job.Backbone}' " + $"has {stages} stages.",
+            ];
+        if (job.Options.Tuning?.BudgetSeconds > maxTuningBudget && !errors.ContainsKey("tuning.budgetSeconds"))
+            errors["tuning.budgetSeconds"] =
+            [
+                $"tuning.budgetSeconds must be at most {maxTuningBudget:0.#} (Quotas:MaxTuningBudgetSeconds).",
             ];
         if (request.ModelName is not null && ModelNames.Problem(request.ModelName, "modelName") is { } badName)
             errors["modelName"] = [$"{badName}."];

@@ -1,6 +1,7 @@
 using TransferApi.Training;
 using TransferApi.Training.Evaluation;
 using TransferApi.Training.Imaging;
+using TransferApi.Training.Tuning;
 
 namespace TransferApi.Persistence.Documents;
 
@@ -48,7 +49,33 @@ public sealed record TrainingOptionsDocument(
     double? FineTuneLrFactor,
     AugmentationDocument? Augmentation,
     int? FeatureBatchSize,
-    double? TargetPrecision
+    double? TargetPrecision,
+    TuningOptionsDocument? Tuning = null
+) : IVersionedDocument;
+
+public sealed record TuningOptionsDocument(double BudgetSeconds, int Folds, TuningMetric Metric);
+
+public sealed record HeadRecipeDocument(
+    HeadKind Head,
+    OptimizerKind Optimizer,
+    double LearningRate,
+    double WeightDecay,
+    int Epochs,
+    double LabelSmoothing,
+    bool ClassWeighted
+);
+
+public sealed record TuningCandidateDocument(HeadRecipeDocument Recipe, double Score, double Std, double Seconds);
+
+public sealed record TuningResultDocument(
+    int? Version,
+    IReadOnlyList<TuningCandidateDocument> Candidates,
+    int Chosen,
+    int Folds,
+    TuningMetric Metric,
+    double SecondsUsed,
+    bool BudgetExhausted,
+    IReadOnlyList<string> Warnings
 ) : IVersionedDocument;
 
 public sealed record TrainingProgressDocument(
@@ -157,7 +184,8 @@ public static class DocumentMapping
                 o.Augmentation.ColorJitter
             ),
             o.FeatureBatchSize,
-            o.TargetPrecision
+            o.TargetPrecision,
+            o.Tuning is { } t ? new TuningOptionsDocument(t.BudgetSeconds, t.Folds, t.Metric) : null
         );
 
     public static TrainingOptions ToOptions(this TrainingOptionsDocument d)
@@ -197,7 +225,62 @@ public static class DocumentMapping
                 ),
             FeatureBatchSize = d.FeatureBatchSize ?? defaults.FeatureBatchSize,
             TargetPrecision = d.TargetPrecision,
+            Tuning = d.Tuning is { } t ? new TuningOptions(t.BudgetSeconds, t.Folds, t.Metric) : null,
         };
+    }
+
+    public static TuningResultDocument ToDocument(this TuningResult t) =>
+        new(
+            CurrentVersion,
+            t.Candidates.Select(c => new TuningCandidateDocument(
+                    new HeadRecipeDocument(
+                        c.Recipe.Head,
+                        c.Recipe.Optimizer,
+                        c.Recipe.LearningRate,
+                        c.Recipe.WeightDecay,
+                        c.Recipe.Epochs,
+                        c.Recipe.LabelSmoothing,
+                        c.Recipe.ClassWeighted
+                    ),
+                    c.Score,
+                    c.Std,
+                    c.Seconds
+                ))
+                .ToList(),
+            t.Chosen,
+            t.Folds,
+            t.Metric,
+            t.SecondsUsed,
+            t.BudgetExhausted,
+            t.Warnings
+        );
+
+    public static TuningResult ToTuning(this TuningResultDocument d)
+    {
+        Check(d);
+        return new TuningResult(
+            d.Candidates.Select(c => new TuningCandidate(
+                    new HeadRecipe(
+                        c.Recipe.Head,
+                        c.Recipe.Optimizer,
+                        c.Recipe.LearningRate,
+                        c.Recipe.WeightDecay,
+                        c.Recipe.Epochs,
+                        c.Recipe.LabelSmoothing,
+                        c.Recipe.ClassWeighted
+                    ),
+                    c.Score,
+                    c.Std,
+                    c.Seconds
+                ))
+                .ToList(),
+            d.Chosen,
+            d.Folds,
+            d.Metric,
+            d.SecondsUsed,
+            d.BudgetExhausted,
+            d.Warnings
+        );
     }
 
     private static HeadDocument ToHeadDocument(this HeadSpec head) => new(head.Kind, head.HiddenUnits, head.Dropout);

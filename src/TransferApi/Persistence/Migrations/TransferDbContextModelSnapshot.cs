@@ -567,6 +567,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<string>("Thresholds")
                         .HasColumnType("jsonb");
 
+                    b.Property<string>("Tuning")
+                        .HasColumnType("jsonb");
+
                     b.HasKey("Id");
 
                     b.HasIndex("CreatedAt");
