@@ -58,8 +58,9 @@ public sealed class CheckpointStore(
     /// <summary>
     /// Vacuums the checkpoint table so the space of replaced and deleted checkpoints is reused at once (and
     /// returned to the file system when it is at the end of the file). A vacuum cannot remove a row version that
-    /// an open snapshot may still see; when dead chunks remain, it is tried again a few times, a second apart,
-    /// and the transactions holding them back are logged.
+    /// an open snapshot may still see, nor return the file's tail while another session reads the table; while the
+    /// table stays large, it is tried again up to ten times, a second apart, and the transactions holding it back
+    /// are logged.
     /// </summary>
     public async Task ReclaimAsync(CancellationToken cancellation)
     {
@@ -82,7 +83,9 @@ public sealed class CheckpointStore(
                         """
                     )
                     .SingleAsync(cancellation);
-                if (space.DeadChunks == 0 || space.OnDisk <= 2 * space.Live + AllowedSlackBytes)
+                // Done when the file is small again: with no dead chunks left but the tail not returned (a vacuum gives
+                // up truncating while another session reads the table), the next attempt truncates it.
+                if (space.OnDisk <= 2 * space.Live + AllowedSlackBytes)
                 {
                     logger.LogDebug(
                         "Checkpoint table vacuumed in {Milliseconds} ms: {OnDisk:N0} bytes on disk for {Live:N0} live",
@@ -125,7 +128,7 @@ public sealed class CheckpointStore(
         }
     }
 
-    private const int MaxVacuumAttempts = 5;
+    private const int MaxVacuumAttempts = 10;
 
     /// <summary>What a vacuum leaves besides live rows: the pages it cannot return mid-file, up to a few checkpoints'
     /// chunks.</summary>

@@ -24,22 +24,32 @@ public sealed class DatasetHealthScheduler(
     public async Task RequestAsync(Guid datasetId, string? backbone = null, CancellationToken cancellation = default)
     {
         await using var db = await dbFactory.CreateDbContextAsync(cancellation);
-        var requested = await db.Database.ExecuteSqlInterpolatedAsync(
-            $"""
-            INSERT INTO dataset_health ("DatasetId", "Status", "Backbone", "RequestedVersion", "Progress", "UpdatedAt")
-            SELECT d."Id", 'Pending', COALESCE(CAST({backbone} AS varchar(100)), {DefaultBackbone}), d."Version", 0,
-                now()
-            FROM datasets d WHERE d."Id" = {datasetId}
-            ON CONFLICT ("DatasetId") DO UPDATE SET
-                "Status" = 'Pending',
-                "Backbone" = COALESCE(CAST({backbone} AS varchar(100)), dataset_health."Backbone"),
-                "RequestedVersion" = EXCLUDED."RequestedVersion",
-                "Progress" = 0,
-                "Error" = NULL,
-                "UpdatedAt" = now()
-            """,
-            cancellation
-        );
+        int requested;
+        try
+        {
+            requested = await db.Database.ExecuteSqlInterpolatedAsync(
+                $"""
+                INSERT INTO dataset_health
+                    ("DatasetId", "Status", "Backbone", "RequestedVersion", "Progress", "UpdatedAt")
+                SELECT d."Id", 'Pending', COALESCE(CAST({backbone} AS varchar(100)), {DefaultBackbone}), d."Version", 0,
+                    now()
+                FROM datasets d WHERE d."Id" = {datasetId}
+                ON CONFLICT ("DatasetId") DO UPDATE SET
+                    "Status" = 'Pending',
+                    "Backbone" = COALESCE(CAST({backbone} AS varchar(100)), dataset_health."Backbone"),
+                    "RequestedVersion" = EXCLUDED."RequestedVersion",
+                    "Progress" = 0,
+                    "Error" = NULL,
+                    "UpdatedAt" = now()
+                """,
+                cancellation
+            );
+        }
+        catch (Npgsql.PostgresException e) when (e.SqlState == Npgsql.PostgresErrorCodes.ForeignKeyViolation)
+        {
+            // The data set was deleted between the change and this request: nothing to compute.
+            return;
+        }
         if (requested == 0)
             return;
         jobs.Enqueue<DatasetHealthRunner>(r => r.RunAsync(datasetId, CancellationToken.None));

@@ -219,6 +219,13 @@ public sealed record TrainingOptionsResponse(
 public sealed record TuningOptionsResponse(double BudgetSeconds, int Folds, Training.Tuning.TuningMetric Metric);
 
 /// <summary>A head recipe the search tried.</summary>
+/// <param name="Head">Linear or Mlp.</param>
+/// <param name="Optimizer">Adam, AdamW or Sgd.</param>
+/// <param name="LearningRate">Learning rate of the head.</param>
+/// <param name="WeightDecay">AdamW's decoupled weight decay (or Adam's L2 penalty).</param>
+/// <param name="Epochs">Passes over the training features.</param>
+/// <param name="LabelSmoothing">Label smoothing of the loss.</param>
+/// <param name="ClassWeighted">Whether each class's loss is weighted by total / (classes x its count).</param>
 public sealed record HeadRecipeResponse(
     HeadKind Head,
     OptimizerKind Optimizer,
