@@ -60,3 +60,35 @@ public class ClassificationReportTests
         public int GetHashCode(double obj) => 0;
     }
 }
+
+public class McNemarTests
+{
+    [Theory]
+    // b = 1, c = 6: P(X <= 1) = (1 + 7) / 2^7 = 0.0625, two-sided 0.125.
+    [InlineData(1, 6, 0.125)]
+    // b = 0, c = 5: 2 / 2^5.
+    [InlineData(0, 5, 0.0625)]
+    // b = 10, c = 2: P(X <= 2) = (1 + 12 + 66) / 4096, two-sided 0.03857.
+    [InlineData(10, 2, 158.0 / 4096)]
+    [InlineData(4, 4, 1.0)]
+    [InlineData(0, 0, 1.0)]
+    public void The_exact_p_value_matches_hand_computed_binomial_tails(int b, int c, double expected) =>
+        Assert.Equal(expected, McNemar.ExactPValue(b, c), 1e-12);
+
+    [Fact]
+    public void Only_images_exactly_one_model_gets_right_count()
+    {
+        bool[] first = [true, true, true, false, false, true];
+        bool[] second = [true, false, false, false, true, true];
+        var result = McNemar.Test(first, second);
+        Assert.Equal((2, 1), (result.OnlyFirstRight, result.OnlySecondRight));
+        Assert.Equal(1.0, result.PValue, 1e-12);
+    }
+
+    [Fact]
+    public void Thousands_of_disagreements_do_not_underflow()
+    {
+        Assert.InRange(McNemar.ExactPValue(1500, 1600), 0.05, 1);
+        Assert.InRange(McNemar.ExactPValue(1000, 2000), 0, 1e-20);
+    }
+}

@@ -104,24 +104,36 @@ public static class TemperatureScaling
     /// Expected calibration error: images binned by their top probability into <see cref="Bins"/> equal bins; the
     /// gap between each bin's accuracy and its mean confidence, weighted by the bin's share of images.
     /// </summary>
-    public static double ExpectedCalibrationError(IReadOnlyList<float[]> probabilities, IReadOnlyList<int> labels)
+    public static double ExpectedCalibrationError(IReadOnlyList<float[]> probabilities, IReadOnlyList<int> labels) =>
+        ExpectedCalibrationError(
+            probabilities
+                .Select(
+                    (row, n) =>
+                    {
+                        var predicted = Array.IndexOf(row, row.Max());
+                        return ((double)row[predicted], predicted == labels[n]);
+                    }
+                )
+                .ToList()
+        );
+
+    /// <summary>The same from each image's top probability and whether that label was right.</summary>
+    public static double ExpectedCalibrationError(IReadOnlyList<(double Confidence, bool Correct)> predictions)
     {
-        if (probabilities.Count == 0)
+        if (predictions.Count == 0)
             return 0;
         var (count, correct, confidence) = (new int[Bins], new double[Bins], new double[Bins]);
-        for (var n = 0; n < probabilities.Count; n++)
+        foreach (var (p, right) in predictions)
         {
-            var row = probabilities[n];
-            var predicted = Array.IndexOf(row, row.Max());
-            var bin = Math.Min(Bins - 1, (int)(row[predicted] * Bins));
+            var bin = Math.Min(Bins - 1, (int)(p * Bins));
             count[bin]++;
-            confidence[bin] += row[predicted];
-            correct[bin] += predicted == labels[n] ? 1 : 0;
+            confidence[bin] += p;
+            correct[bin] += right ? 1 : 0;
         }
         double error = 0;
         for (var bin = 0; bin < Bins; bin++)
             if (count[bin] > 0)
-                error += Math.Abs(correct[bin] - confidence[bin]) / probabilities.Count;
+                error += Math.Abs(correct[bin] - confidence[bin]) / predictions.Count;
         return error;
     }
 

@@ -58,6 +58,21 @@ public static class ModelEndpoints
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Remove an alias from this version");
         group
+            .MapGet("/compare", ModelComparisonEndpoint.Compare)
+            .WithName("CompareModels")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
+            .WithSummary("Models side by side on the evaluation images they share, with McNemar's exact test")
+            .WithDescription(
+                """
+                For 2 to 10 models (?ids=a,b: ids, names, name@version or name@alias): accuracy, macro F1, log loss
+                and calibration error on the images every one was evaluated on, per-class F1, the images where they
+                disagree, and for every pair McNemar's exact test of "equally accurate" (significant under 0.05),
+                so a client can decide whether to move an alias. Models without shared evaluated images: 422.
+                """
+            );
+        group
             .MapGet("/{id}/export", Export)
             .WithName("ExportModel")
             .Produces<byte[]>(StatusCodes.Status200OK, "application/zip")
@@ -373,7 +388,7 @@ public static class ModelEndpoints
 
     /// <summary>The model a route's id names, or the problem: 400 for a malformed id, 404 when nothing matches, 409
     /// while its job still trains.</summary>
-    private static async Task<(Guid Id, ProblemHttpResult? Problem)> ResolveAsync(
+    internal static async Task<(Guid Id, ProblemHttpResult? Problem)> ResolveAsync(
         string id,
         TransferDbContext db,
         CancellationToken cancellation
