@@ -519,7 +519,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         {
             using var mode = inference_mode();
             using var logits = head.Head.call(valX);
-            return TemperatureScaling.Fit(RowsOf(logits), run.ClassesOf(run.ValIdx), "validation");
+            return TemperatureScaling.Fit(TensorRows.Of(logits), run.ClassesOf(run.ValIdx), "validation");
         }
         if (interrupted || run.TrainIdx.Length < CalibrationFolds * 2)
             return null;
@@ -533,7 +533,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             options,
             run.Cancellation
         );
-        return TemperatureScaling.Fit(RowsOf(outOfFold), run.ClassesOf(run.TrainIdx), "cross-validation");
+        return TemperatureScaling.Fit(TensorRows.Of(outOfFold), run.ClassesOf(run.TrainIdx), "cross-validation");
     }
 
     /// <summary>The novelty model on the training images' features as the head sees them (views left out), its
@@ -698,18 +698,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         using var mode = inference_mode();
         using var logits = head.call(features);
         using var probabilities = nn.functional.softmax(logits / temperature, 1);
-        return RowsOf(probabilities);
-    }
-
-    /// <summary>A [N, C] float tensor as N arrays.</summary>
-    private static List<float[]> RowsOf(Tensor values)
-    {
-        var columns = (int)values.shape[1];
-        var flat = values.contiguous().data<float>().ToArray();
-        return Enumerable
-            .Range(0, (int)values.shape[0])
-            .Select(n => flat.AsSpan(n * columns, columns).ToArray())
-            .ToList();
+        return TensorRows.Of(probabilities);
     }
 
     /// <summary>Features [N, F] of the images in order, each image through the backbone exactly once.</summary>

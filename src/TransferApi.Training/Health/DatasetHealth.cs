@@ -123,12 +123,7 @@ public static class DatasetHealth
             FoldHeadOptions(labelled.Count, seed),
             cancellation
         );
-        var probabilities = nn.functional.softmax(logits, 1).contiguous();
-        var flat = probabilities.data<float>().ToArray();
-        var rows = Enumerable
-            .Range(0, labelled.Count)
-            .Select(n => flat.AsSpan(n * labels.Count, labels.Count).ToArray())
-            .ToList();
+        var rows = TensorRows.Of(nn.functional.softmax(logits, 1));
         return LabelIssues.Find(rows, given).Select(issue => issue with { Image = labelled[issue.Image] }).ToList();
     }
 

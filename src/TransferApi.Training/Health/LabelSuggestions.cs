@@ -102,12 +102,7 @@ public static class LabelSuggestions
         using var head = trained.Head;
         head.eval();
         using var noGradients = no_grad();
-        var probabilities = nn.functional.softmax(head.call(candidates), 1).contiguous();
-        var flat = probabilities.data<float>().ToArray();
-        return Enumerable
-            .Range(0, (int)candidates.shape[0])
-            .Select(i => flat.AsSpan(i * classes, classes).ToArray())
-            .ToList();
+        return TensorRows.Of(nn.functional.softmax(head.call(candidates), 1));
     }
 
     private static double Uncertainty(float[] p)

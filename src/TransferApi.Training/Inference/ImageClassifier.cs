@@ -65,20 +65,10 @@ public sealed class ImageClassifier : IDisposable
         using var scope = NewDisposeScope();
         var features = Features(backbone.Preprocessor.FromPlanar(decoded, count));
         using var mode = inference_mode();
-        var logits = head.call(features) / Checkpoint.Temperature;
-        var flat = nn.functional.softmax(logits, 1).contiguous().data<float>().ToArray();
+        var probabilities = Probabilities(features);
         var novelty = noveltyBank is null ? null : Checkpoint.Novelty!.Score(noveltyBank, features);
-        var classes = Checkpoint.Labels.Count;
-        return Enumerable
-            .Range(0, count)
-            .Select(i => new ImageScores(flat.AsSpan(i * classes, classes).ToArray(), novelty?[i]))
-            .ToArray();
+        return probabilities.Select((p, i) => new ImageScores(p, novelty?[i])).ToArray();
     }
-
-    /// <summary>Whether the model's features are the frozen backbone's pooled features (no fine-tuned stages), so
-    /// cached
-    /// features can be scored with <see cref="ScoreFeatures"/>.</summary>
-    public bool UsesFrozenFeatures => tail is null;
 
     /// <summary>Calibrated class probabilities of images from their frozen-backbone features [N, F] (cached ones):
     /// no backbone pass. Only for a model that fine-tuned no stages.</summary>
@@ -88,14 +78,12 @@ public sealed class ImageClassifier : IDisposable
             throw new InvalidOperationException("The model fine-tuned backbone stages; frozen features do not apply.");
         using var scope = NewDisposeScope();
         using var mode = inference_mode();
-        var logits = head.call(features) / Checkpoint.Temperature;
-        var flat = nn.functional.softmax(logits, 1).contiguous().data<float>().ToArray();
-        var classes = Checkpoint.Labels.Count;
-        return Enumerable
-            .Range(0, (int)features.shape[0])
-            .Select(i => flat.AsSpan(i * classes, classes).ToArray())
-            .ToList();
+        return Probabilities(features);
     }
+
+    /// <summary>softmax(head(features) / T), one row per image.</summary>
+    private List<float[]> Probabilities(Tensor features) =>
+        TensorRows.Of(nn.functional.softmax(head.call(features) / Checkpoint.Temperature, 1));
 
     /// <summary>The <paramref name="topK"/> most probable labels of each encoded image, most probable first.</summary>
     public IReadOnlyList<IReadOnlyList<LabelProbability>> Classify(IReadOnlyList<byte[]> images, int topK) =>

@@ -254,7 +254,7 @@ public static class HeadSearch
     {
         using var scope = NewDisposeScope();
         using var logits = HeadTrainer.OutOfFoldLogits(features, labels, classes, folds, options, cancellation);
-        var flat = nn.functional.softmax(logits, 1).contiguous().data<float>().ToArray();
+        var rows = TensorRows.Of(nn.functional.softmax(logits, 1));
         var names = Enumerable
             .Range(0, classes)
             .Select(c => c.ToString(System.Globalization.CultureInfo.InvariantCulture))
@@ -267,7 +267,7 @@ public static class HeadSearch
                 var report = ClassificationReport.Compute(
                     "folds",
                     names,
-                    held.Select(i => flat.AsSpan(i * classes, classes).ToArray()).ToList(),
+                    held.Select(i => rows[i]).ToList(),
                     held.Select(i => (int)truth[i]).ToList()
                 );
                 return metric switch
