@@ -48,6 +48,12 @@ public enum OptimizerKind
     Adam,
     AdamW,
     Sgd,
+
+    /// <summary>Full-batch L-BFGS on the L2-penalised softmax regression of standardised features (linear heads
+    /// only): converges where a mini-batch optimizer stops after its epochs. Each epoch is one L-BFGS step of at most
+    /// <see cref="Heads.HeadTrainer.LbfgsIterationsPerEpoch"/> iterations; weightDecay is the L2 strength;
+    /// learningRate, batchSize, lrSchedule and momentum do not apply.</summary>
+    Lbfgs,
 }
 
 public enum LrSchedule
@@ -154,7 +160,12 @@ public sealed record TrainingOptions
         Check(Enum.IsDefined(Head.Kind), "head", "head must be Linear or Mlp.");
         Check(Head.HiddenUnits is >= 1 and <= 8192, "hiddenUnits", "hiddenUnits must be between 1 and 8192.");
         Check(Head.Dropout is >= 0 and < 1, "dropout", "dropout must be at least 0 and below 1.");
-        Check(Enum.IsDefined(Optimizer), "optimizer", "optimizer must be Adam, AdamW or Sgd.");
+        Check(Enum.IsDefined(Optimizer), "optimizer", "optimizer must be Adam, AdamW, Sgd or Lbfgs.");
+        Check(
+            Optimizer != OptimizerKind.Lbfgs || Head.Kind == HeadKind.Linear,
+            "optimizer",
+            "optimizer Lbfgs fits linear heads only: use head Linear, or another optimizer for an Mlp head."
+        );
         Check(WeightDecay is >= 0 and <= 1, "weightDecay", "weightDecay must be between 0 and 1.");
         Check(Momentum is >= 0 and < 1, "momentum", "momentum must be at least 0 and below 1.");
         Check(Enum.IsDefined(Schedule), "lrSchedule", "lrSchedule must be Constant, Step, Cosine or OneCycle.");
@@ -257,6 +268,11 @@ public interface ITrainingObserver
 
     /// <summary>Where a fine-tuning run keeps its activations, said once its first batch shows their size.</summary>
     void OnActivations(ActivationUsage usage) { }
+
+    /// <summary>The recipe search after each candidate (<see cref="Tuning.TuningResult.Partial"/>) and once finished,
+    /// before the head trains: the latest one kept lets a resumed job continue or skip the search (<see
+    /// cref="TransferLearningTrainer.Train"/>'s searched).</summary>
+    void OnTuned(Tuning.TuningResult result) { }
 
     /// <summary>
     /// Where the job can resume if the process stops: after an epoch or between batches whenever

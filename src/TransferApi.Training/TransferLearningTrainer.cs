@@ -26,6 +26,10 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     /// Where the images' bytes are read from, a batch at a time (default: <see cref="LabeledImage.Bytes"/>).
     /// </param>
     /// <param name="activationBudget">How much of fine-tuning's activations stay in memory (default: all).</param>
+    /// <param name="searched">
+    /// The recipe search this job already finished (<see cref="ITrainingObserver.OnTuned"/>), reused instead of
+    /// searching again when the job resumes.
+    /// </param>
     public TrainingResult Train(
         IReadOnlyList<LabeledImage> images,
         TrainingOptions options,
@@ -33,7 +37,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         CancellationToken cancellation,
         TrainingCheckpoint? resume = null,
         IImageSource? source = null,
-        ActivationBudget? activationBudget = null
+        ActivationBudget? activationBudget = null,
+        TuningResult? searched = null
     )
     {
         var run = Plan(
@@ -48,14 +53,22 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         using var scope = NewDisposeScope();
         using var extracted = options.UnfreezeStages == 0 ? ExtractFrozen(run) : ExtractForFineTuning(run);
         var rows = Arrange(run, extracted);
-        var tuning = Tune(run, rows);
+        var tuning = Tune(run, rows, searched, extracted.Embedded > 0 ? extracted.Duration : TimeSpan.Zero);
         if (tuning is not null)
         {
             var tuned = tuning.ChosenRecipe.ApplyTo(run.Options);
             run = run with { Options = tuned, Progress = new ProgressMeter(observer, tuned) };
         }
         var headClock = Stopwatch.StartNew();
-        var head = TrainHead(run, rows, headClock);
+        // A search cancelled midway still leaves a model: the best candidate so far, trained (in seconds, on cached
+        // features) past the cancellation, and the run ends as interrupted.
+        var head =
+            tuning?.Interrupted == true
+                ? TrainHead(run with { Cancellation = CancellationToken.None }, rows, headClock) with
+                {
+                    Interrupted = true,
+                }
+                : TrainHead(run, rows, headClock);
         var fine = FineTune(run, extracted, rows, head, headClock);
         headClock.Stop();
         return Evaluate(run, extracted, rows, head, fine, headClock.Elapsed) with { Tuning = tuning };
@@ -63,23 +76,40 @@ public sealed class TransferLearningTrainer(Backbone backbone)
 
     /// <summary>
     /// The head's recipe chosen by cross-validation on the training images' own features (augmented views and the
-    /// validation and test images are never read), when the options ask for a search; null otherwise.
+    /// validation and test images are never read), when the options ask for a search; null otherwise. A search this
+    /// job already finished is reused, and one it had begun continues from the candidates it scored.
     /// </summary>
-    private static TuningResult? Tune(Run run, Rows rows)
+    private static TuningResult? Tune(Run run, Rows rows, TuningResult? searched, TimeSpan featurePass)
     {
         if (run.Options.Tuning is not { } tuning)
             return null;
+        tuning = tuning with { BudgetSeconds = tuning.BudgetFor(featurePass) };
+        // A search over other images or options is not this run's to reuse.
+        if (searched?.Fingerprint != run.Fingerprint)
+            searched = null;
+        if (searched is { Partial: false })
+            return searched;
         var originals = run.TrainIdx.Length;
         var clock = Stopwatch.StartNew();
-        return HeadSearch.Run(
+        var result = HeadSearch.Run(
             rows.TrainX.narrow(0, 0, originals),
             rows.TrainY.narrow(0, 0, originals),
             run.Labels.Count,
             run.Options,
             tuning,
             run.Cancellation,
-            (done, planned) => run.Progress.TuningCandidate(done, planned, clock.Elapsed)
-        );
+            (soFar, planned) =>
+            {
+                run.Observer.OnTuned(soFar with { Fingerprint = run.Fingerprint });
+                run.Progress.TuningCandidate(soFar.Candidates.Count, planned, clock.Elapsed);
+            },
+            searched?.Candidates
+        ) with
+        {
+            Fingerprint = run.Fingerprint,
+        };
+        run.Observer.OnTuned(result);
+        return result;
     }
 
     /// <summary>One run's inputs and the decisions taken before any image is read.</summary>

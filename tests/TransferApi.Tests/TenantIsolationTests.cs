@@ -117,6 +117,9 @@ public class TenantIsolationTests(TransferApiFactory factory)
             ("GET", "/api/training-jobs/{id}/charts/learning-curves.png", KeyScope.Train, c =>
                 c.GetAsync($"/api/training-jobs/{job.Id}/charts/learning-curves.png")
             ),
+            ("GET", "/api/training-jobs/{id}/charts/tuning.png", KeyScope.Train, c =>
+                c.GetAsync($"/api/training-jobs/{job.Id}/charts/tuning.png")
+            ),
             ("GET", "/api/training-jobs/{id}/charts/confusion-matrix.png", KeyScope.Train, c =>
                 c.GetAsync($"/api/training-jobs/{job.Id}/charts/confusion-matrix.png")
             ),

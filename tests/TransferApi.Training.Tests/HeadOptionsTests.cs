@@ -46,6 +46,97 @@ public class HeadOptionsTests
             new EpochLoop(options, m => epochs?.Add(m), (_, _, _) => { }, CancellationToken.None)
         );
 
+    [Fact]
+    public void Lbfgs_reaches_the_penalised_optimum_and_stops_there()
+    {
+        var (x, y) = Clusters(40, 1, separation: 0.5);
+        double[] Fit(double penalty, out int epochs)
+        {
+            var seen = new List<EpochMetrics>();
+            using var head = (TorchSharp.Modules.Linear)
+                Train(
+                    x,
+                    y,
+                    null,
+                    null,
+                    new TrainingOptions
+                    {
+                        Optimizer = OptimizerKind.Lbfgs,
+                        WeightDecay = penalty,
+                        Epochs = 50,
+                    },
+                    seen
+                ).Head;
+            epochs = seen.Count;
+            // At the optimum the penalised objective's gradient vanishes.
+            head.zero_grad();
+            var objective = TorchSharp
+                .torch.nn.functional.cross_entropy(head.call(x), y)
+                .add(head.weight!.square().sum().mul(penalty / 2));
+            objective.backward();
+            Assert.True(
+                head.weight.grad!.abs().max().item<float>() < 1e-3,
+                $"gradient {head.weight.grad.abs().max().item<float>()} at L2 {penalty}"
+            );
+            return head.weight.detach().data<float>().Select(w => (double)w).ToArray();
+        }
+
+        var weak = Fit(1e-3, out var weakEpochs);
+        var strong = Fit(1, out _);
+        Assert.True(weakEpochs < 50, $"{weakEpochs} epochs: it did not stop once converged");
+        Assert.True(strong.Sum(w => w * w) < weak.Sum(w => w * w) / 4);
+        Assert.Contains(
+            new TrainingOptions { Optimizer = OptimizerKind.Lbfgs, Head = new HeadSpec(HeadKind.Mlp) }.Problems(),
+            p => p.Field == "optimizer"
+        );
+    }
+
+    [Theory]
+    [InlineData("Adam")]
+    [InlineData("AdamW")]
+    [InlineData("Sgd")]
+    public void Kept_alive_optimizers_step_exactly_like_TorchSharps(string kind)
+    {
+        var (x, y) = Clusters(40, 3);
+        byte[] Fit(bool keptAlive, int steps = 25)
+        {
+            using var scope = NewDisposeScope();
+            using var head = TorchSharp.torch.nn.Sequential(
+                ("0", TorchSharp.torch.nn.Linear(16, 8)),
+                ("1", TorchSharp.torch.nn.ReLU()),
+                ("2", TorchSharp.torch.nn.Linear(8, 2))
+            );
+            using (no_grad())
+            {
+                using var generator = new Generator(5);
+                foreach (var p in head.parameters())
+                    p.copy_(randn(p.shape, generator: generator));
+            }
+            var parameters = head.parameters().ToList();
+            using TorchSharp.Modules.OptimizerHelper optimizer = (kind, keptAlive) switch
+            {
+                ("Adam", true) => KeptAliveOptimizers.Adam(parameters, 0.01, 0.003),
+                ("Adam", false) => TorchSharp.torch.optim.Adam(parameters, 0.01, weight_decay: 0.003),
+                ("AdamW", true) => KeptAliveOptimizers.AdamW(parameters, 0.01, 0.05),
+                ("AdamW", false) => TorchSharp.torch.optim.AdamW(parameters, 0.01, weight_decay: 0.05),
+                (_, true) => KeptAliveOptimizers.Sgd(parameters, 0.05, 0.9, 0.003),
+                _ => TorchSharp.torch.optim.SGD(parameters, 0.05, momentum: 0.9, weight_decay: 0.003),
+            };
+            for (var step = 0; step < steps; step++)
+            {
+                optimizer.zero_grad();
+                TorchSharp.torch.nn.functional.cross_entropy(head.call(x), y).backward();
+                optimizer.step();
+            }
+            return Checkpoints.ModelCheckpoint.Save(head);
+        }
+
+        var reference = Fit(keptAlive: false);
+        Assert.Equal(reference, Fit(keptAlive: true));
+        // Equal because the steps are the same, not because neither moved the weights.
+        Assert.NotEqual(Fit(keptAlive: true, steps: 0), reference);
+    }
+
     [Theory]
     [InlineData(OptimizerKind.Adam, 0.01)]
     [InlineData(OptimizerKind.AdamW, 0.01)]

@@ -35,11 +35,94 @@ public class HeadSearchTests(BackboneFixture fixture)
         var second = HeadSearch.Run(features, labels, 3, new TrainingOptions(), new TuningOptions(), default);
         Assert.Equal(first.ChosenRecipe, second.ChosenRecipe);
         Assert.Equal(first.Candidates.Select(c => c.Score), second.Candidates.Select(c => c.Score));
-        // The chosen one is the best cross-validated log loss, and no worse than the recipe it started from.
-        Assert.Equal(first.Candidates.Min(c => c.Score), first.Candidates[first.Chosen].Score);
         Assert.Equal(HeadRecipe.Of(new TrainingOptions()), first.Candidates[0].Recipe);
         Assert.True(first.Candidates.Count > 10);
         Assert.False(first.BudgetExhausted);
+        AssertChosenByOneStandardError(first);
+    }
+
+    /// <summary>The chosen candidate is the best cross-validated one, or, when that is a linear probe, the strongest
+    /// penalty of the same probe within one standard error of it.</summary>
+    private static void AssertChosenByOneStandardError(TuningResult result)
+    {
+        var best = result.Candidates.MinBy(c => c.Score)!;
+        var chosen = result.Candidates[result.Chosen];
+        var margin = best.Std / Math.Sqrt(result.Folds);
+        if (best.Recipe.Optimizer != OptimizerKind.Lbfgs)
+        {
+            Assert.Same(best, chosen);
+            return;
+        }
+        var path = result
+            .Candidates.Where(c => c.Recipe == best.Recipe with { WeightDecay = c.Recipe.WeightDecay })
+            .ToList();
+        Assert.Contains(chosen, path);
+        Assert.True(chosen.Score <= best.Score + margin, $"{chosen.Score} vs {best.Score} + {margin}");
+        Assert.DoesNotContain(path, c =>
+            c.Recipe.WeightDecay > chosen.Recipe.WeightDecay && c.Score <= best.Score + margin
+        );
+    }
+
+    [Fact]
+    public void The_probe_path_and_the_mini_batch_recipes_are_both_searched()
+    {
+        var (features, labels) = Classes(7);
+        var result = HeadSearch.Run(features, labels, 3, new TrainingOptions(), new TuningOptions(), default);
+        var probes = result.Candidates.Where(c => c.Recipe.Optimizer == OptimizerKind.Lbfgs).ToList();
+        Assert.True(probes.Select(c => c.Recipe.WeightDecay).Distinct().Count() >= 9);
+        Assert.Contains(result.Candidates, c => c.Recipe.LearningRate != 0.001);
+        Assert.Contains(result.Candidates, c => c.Recipe.Head == HeadKind.Mlp);
+    }
+
+    [Fact]
+    public void Cancelling_the_search_keeps_the_best_candidate_so_far_and_says_so()
+    {
+        var (features, labels) = Classes(8);
+        using var cancel = new CancellationTokenSource();
+        var reported = 0;
+        var result = HeadSearch.Run(
+            features,
+            labels,
+            3,
+            new TrainingOptions(),
+            new TuningOptions(),
+            cancel.Token,
+            (soFar, _) =>
+            {
+                Assert.True(soFar.Partial);
+                if (++reported == 4)
+                    cancel.Cancel();
+            }
+        );
+        Assert.True(result.Interrupted);
+        Assert.Equal(4, result.Candidates.Count);
+        AssertChosenByOneStandardError(result);
+        Assert.Contains(result.Warnings, w => w.StartsWith("Cancelled after 4 of", StringComparison.Ordinal));
+        // Before any candidate has finished there is nothing to keep: the cancellation stands.
+        Assert.ThrowsAny<OperationCanceledException>(() =>
+            HeadSearch.Run(features, labels, 3, new TrainingOptions(), new TuningOptions(), cancel.Token)
+        );
+    }
+
+    [Fact]
+    public void A_resumed_search_scores_only_the_candidates_it_had_not_and_chooses_the_same()
+    {
+        var (features, labels) = Classes(9);
+        var full = HeadSearch.Run(features, labels, 3, new TrainingOptions(), new TuningOptions(), default);
+        var scored = 0;
+        var resumed = HeadSearch.Run(
+            features,
+            labels,
+            3,
+            new TrainingOptions(),
+            new TuningOptions(),
+            default,
+            (_, _) => scored++,
+            full.Candidates.Take(5).ToList()
+        );
+        Assert.Equal(full.Candidates.Count - 5, scored);
+        Assert.Equal(full.ChosenRecipe, resumed.ChosenRecipe);
+        Assert.Equal(full.Candidates.Select(c => c.Score), resumed.Candidates.Select(c => c.Score));
     }
 
     [Fact]
@@ -116,6 +199,35 @@ public class HeadSearchTests(BackboneFixture fixture)
         Assert.Null(
             trainer.Train(Images(poisoned: false), new TrainingOptions(), new RecordingObserver(), default).Tuning
         );
+        // The search is said after each candidate and once done, so a resumed job can pick it up.
+        Assert.Equal(clean.Candidates.Count + 1, observer.Tuned.Count);
+        Assert.All(observer.Tuned.SkipLast(1), t => Assert.True(t.Partial));
+        Assert.False(observer.Tuned[^1].Partial);
+        // Resumed with the finished search, the job searches nothing and trains the same recipe.
+        var resumedObserver = new RecordingObserver();
+        var resumed = trainer.Train(Images(false), options, resumedObserver, default, searched: clean);
+        Assert.Equal(clean.ChosenRecipe, resumed.Tuning!.ChosenRecipe);
+        Assert.DoesNotContain(resumedObserver.Progress, p => p.Stage == TrainingStage.Tuning);
+        // A search of other images is not reused.
+        var other = trainer.Train(Images(true), options, new RecordingObserver(), default, searched: clean);
+        Assert.NotEqual(clean.Fingerprint, other.Tuning!.Fingerprint);
+        // Cancelled during the search, the job still ends with a model: the best candidate so far.
+        using var cancel = new CancellationTokenSource();
+        var cancelled = trainer.Train(
+            Images(poisoned: false),
+            options,
+            new RecordingObserver(p =>
+            {
+                if (p.Stage == TrainingStage.Tuning && p.Batch == 3)
+                    cancel.Cancel();
+            }),
+            cancel.Token
+        );
+        Assert.True(cancelled.Interrupted);
+        Assert.True(cancelled.Tuning!.Interrupted);
+        Assert.Equal(3, cancelled.Tuning.Candidates.Count);
+        Assert.Equal(cancelled.Tuning.ChosenRecipe.ApplyTo(options).Head, cancelled.Checkpoint.Head);
+        Assert.NotEmpty(cancelled.Metrics);
         // Progress says Tuning with candidates done of those planned, then trains the head.
         var tuning = observer.Progress.Where(p => p.Stage == TrainingStage.Tuning).ToList();
         Assert.Equal(Enumerable.Range(1, clean.Candidates.Count), tuning.Select(p => p.Batch));

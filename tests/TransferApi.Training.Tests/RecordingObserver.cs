@@ -14,6 +14,7 @@ internal sealed class RecordingObserver(Action<TrainingProgress>? onProgress = n
     public List<ComputedFeatures> Computed { get; } = [];
     public List<TrainingCheckpoint> Checkpoints { get; } = [];
     public List<ActivationUsage> Activations { get; } = [];
+    public List<Tuning.TuningResult> Tuned { get; } = [];
 
     public void OnProgress(TrainingProgress progress)
     {
@@ -28,6 +29,8 @@ internal sealed class RecordingObserver(Action<TrainingProgress>? onProgress = n
     public void OnCheckpoint(TrainingCheckpoint checkpoint) => Checkpoints.Add(checkpoint);
 
     public void OnActivations(ActivationUsage usage) => Activations.Add(usage);
+
+    public void OnTuned(Tuning.TuningResult result) => Tuned.Add(result);
 
     public bool CheckpointDue => checkpointDue?.Invoke() ?? true;
 }

@@ -51,7 +51,7 @@ public static class FineTuner
             Evaluate(tail, head, activations, valRows!, valLabels!, options.FeatureBatchSize);
         using var trainRowNumbers = tensor(trainRows);
         var tailRate = options.LearningRate / options.FineTuneLrFactor;
-        using var optimizer = optim.Adam(
+        using var optimizer = KeptAliveOptimizers.Adam(
             [
                 new Adam.ParamGroup(head.parameters(), lr: options.LearningRate, weight_decay: options.WeightDecay),
                 new Adam.ParamGroup(tail.parameters(), lr: tailRate, weight_decay: options.WeightDecay),

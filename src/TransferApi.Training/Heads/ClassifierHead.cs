@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
 
@@ -65,8 +66,11 @@ public static class ClassifierHead
         {
             if (!training || probability == 0)
                 return input.alias();
-            using var keep = rand(input.shape, generator: generator).ge_(probability);
-            return input.mul(keep).div_(1 - probability);
+            // Scalars held until libtorch has read them (see KeptAliveOptimizers).
+            using Scalar threshold = probability,
+                survivors = 1 - probability;
+            using var keep = rand(input.shape, generator: generator).ge_(threshold);
+            return input.mul(keep).div_(survivors);
         }
 
         protected override void Dispose(bool disposing)

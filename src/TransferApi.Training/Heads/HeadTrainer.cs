@@ -33,8 +33,14 @@ public sealed record HeadTrainingResult(
 /// </summary>
 public static class HeadTrainer
 {
+    /// <summary>L-BFGS iterations in one epoch of <see cref="OptimizerKind.Lbfgs"/> (PyTorch's default per
+    /// step).</summary>
+    public const int LbfgsIterationsPerEpoch = 20;
+
     public static HeadTrainingResult Train(HeadTrainingSet data, EpochLoop loop)
     {
+        if (loop.Options.Optimizer == OptimizerKind.Lbfgs)
+            return LbfgsHead.Train(data, loop);
         var (trainFeatures, trainLabels, valFeatures, valLabels, classes) = data;
         var (options, onEpoch, onBatch, cancellation, resume, checkpoints) = loop;
         if (resume is not null && resume.Phase != TrainingPhase.Head)
@@ -141,23 +147,14 @@ public static class HeadTrainer
                     )
                 );
         }
-        if (best.Weights is not null)
-            ModelCheckpoint.Load(head, best.Weights);
-        head.eval();
-        return new HeadTrainingResult(
-            head,
-            metrics,
-            best.Epoch,
-            !interrupted && metrics.Count < options.Epochs,
-            interrupted
-        );
+        return best.Finish(head, metrics, options.Epochs, interrupted);
     }
 
     /// <summary>
     /// The best epoch so far and its weights, which early stopping and cancellation return to. With early stopping,
     /// best by the monitored metric (improving by more than its minDelta); without, simply the latest epoch.
     /// </summary>
-    private sealed class BestHead(EarlyStopping? stopping)
+    internal sealed class BestHead(EarlyStopping? stopping)
     {
         public byte[]? Weights { get; private set; }
         public int Epoch { get; private set; }
@@ -187,6 +184,26 @@ public static class HeadTrainer
             }
             sinceBest++;
             return false;
+        }
+
+        /// <summary>The head back at its best epoch, in evaluation mode, with what its training did.</summary>
+        public HeadTrainingResult Finish(
+            nn.Module<Tensor, Tensor> head,
+            IReadOnlyList<EpochMetrics> metrics,
+            int plannedEpochs,
+            bool interrupted
+        )
+        {
+            if (Weights is not null)
+                ModelCheckpoint.Load(head, Weights);
+            head.eval();
+            return new HeadTrainingResult(
+                head,
+                metrics,
+                Epoch,
+                !interrupted && metrics.Count < plannedEpochs,
+                interrupted
+            );
         }
 
         /// <param name="weightsInCheckpoint">The checkpoint's own weights are the best: they are not stored
@@ -311,6 +328,9 @@ public static class HeadTrainer
                 EpochLoop.Quiet(options with { EarlyStopping = null }, cancellation)
             );
             using var head = trained.Head;
+            // A head cut short by cancellation would score as if trained: the caller hears of the cancellation.
+            if (trained.Interrupted)
+                cancellation.ThrowIfCancellationRequested();
             head.eval();
             using var noGradients = no_grad();
             logits.index_copy_(0, held, head.call(features.index_select(0, held)));
@@ -352,7 +372,7 @@ public static class HeadTrainer
         return (loss, accuracy);
     }
 
-    private static Tensor BalancedWeights(Tensor labels, int classes)
+    internal static Tensor BalancedWeights(Tensor labels, int classes)
     {
         using var counts = bincount(labels, minlength: classes).to_type(ScalarType.Float32);
         return (labels.shape[0] / (classes * counts.clamp_min(1))).to_type(ScalarType.Float32);
@@ -366,14 +386,14 @@ public static class HeadTrainer
     private static OptimizerHelper CreateOptimizer(IEnumerable<Parameter> parameters, TrainingOptions options) =>
         options.Optimizer switch
         {
-            OptimizerKind.AdamW => optim.AdamW(parameters, options.LearningRate, weight_decay: options.WeightDecay),
-            OptimizerKind.Sgd => optim.SGD(
+            OptimizerKind.AdamW => KeptAliveOptimizers.AdamW(parameters, options.LearningRate, options.WeightDecay),
+            OptimizerKind.Sgd => KeptAliveOptimizers.Sgd(
                 parameters,
                 options.LearningRate,
-                momentum: options.Momentum,
-                weight_decay: options.WeightDecay
+                options.Momentum,
+                options.WeightDecay
             ),
-            _ => optim.Adam(parameters, options.LearningRate, weight_decay: options.WeightDecay),
+            _ => KeptAliveOptimizers.Adam(parameters, options.LearningRate, options.WeightDecay),
         };
 
     private static optim.lr_scheduler.LRScheduler? CreateScheduler(

@@ -4,6 +4,7 @@ using TransferApi.Persistence;
 using TransferApi.Training;
 using TransferApi.Training.Checkpoints;
 using TransferApi.Training.FineTuning;
+using TransferApi.Training.Tuning;
 
 namespace TransferApi.Jobs;
 
@@ -84,6 +85,8 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
         events.Writer.TryWrite(usage);
     }
 
+    public void OnTuned(TuningResult result) => events.Writer.TryWrite(result);
+
     public void OnCheckpoint(TrainingCheckpoint checkpoint)
     {
         sinceCheckpoint.Restart();
@@ -131,6 +134,13 @@ public sealed class JobProgressWriter : ITrainingObserver, IAsyncDisposable
                                 .SetProperty(j => j.ActivationBudgetBytes, (long?)usage.BudgetBytes)
                         );
                     continue;
+                case TuningResult tuning:
+                    // Before any checkpoint of the head it chose (the channel keeps order): a resumed job reuses it.
+                    if (events.Reader.TryPeek(out var newer) && newer is TuningResult)
+                        continue;
+                    var tuned = await db.TrainingJobs.FirstAsync(j => j.Id == jobId);
+                    tuned.Tuning = tuning;
+                    break;
                 case TrainingCheckpoint checkpoint:
                     if (checkpoint.Epoch < Volatile.Read(ref latestCheckpointEpoch))
                         continue;

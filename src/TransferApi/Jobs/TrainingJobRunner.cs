@@ -221,7 +221,8 @@ public sealed class TrainingJobRunner(
                     cancellation,
                     run.Resume,
                     new DatabaseImageSource(dbFactory, run.ImageIds),
-                    worker.Value.ActivationBudget
+                    worker.Value.ActivationBudget,
+                    job.Tuning
                 );
             },
             cancellation,

@@ -1,7 +1,9 @@
 using ScottPlot;
 using TransferApi.Persistence;
 using TransferApi.Services;
+using TransferApi.Training;
 using TransferApi.Training.Evaluation;
+using TransferApi.Training.Tuning;
 
 namespace TransferApi.Features.TrainingJobs;
 
@@ -38,6 +40,91 @@ public static class TrainingCharts
         plot.YLabel("cross-entropy loss");
         plot.ShowLegend(Alignment.UpperRight);
         return plot.GetImageBytes(900, 520, ImageFormat.Png);
+    }
+
+    /// <summary>
+    /// The recipe search: every candidate's cross-validated score with its spread over the folds (one bar each, best
+    /// at the top), coloured by kind (linear probe, mini-batch linear, MLP), the chosen one in red.
+    /// </summary>
+    public static byte[] Tuning(TuningResult search)
+    {
+        var lowerIsBetter = search.Metric == TuningMetric.LogLoss;
+        var order = Enumerable
+            .Range(0, search.Candidates.Count)
+            .OrderBy(i => lowerIsBetter ? search.Candidates[i].Score : -search.Candidates[i].Score)
+            .ToList();
+        var palette = new ScottPlot.Palettes.Category10();
+        (string Kind, Color Colour)[] kinds =
+        [
+            ("linear probe (L-BFGS)", palette.GetColor(0)),
+            ("linear, mini-batch", palette.GetColor(2)),
+            ("MLP", palette.GetColor(4)),
+            ("chosen", Colors.Red),
+        ];
+        (string Kind, Color Colour) KindOf(HeadRecipe r) =>
+            kinds[
+                r.Optimizer == OptimizerKind.Lbfgs ? 0
+                : r.Head == HeadKind.Linear ? 1
+                : 2
+            ];
+        var plot = new Plot();
+        var bars = order
+            .Select(
+                (candidate, row) =>
+                {
+                    var c = search.Candidates[candidate];
+                    var chosen = candidate == search.Chosen;
+                    return new Bar
+                    {
+                        // Best at the top: rows count down from the number of candidates.
+                        Position = order.Count - 1 - row,
+                        Value = c.Score,
+                        Error = c.Std,
+                        FillColor = chosen ? Colors.Red : KindOf(c.Recipe).Colour,
+                        Label = c.Score.ToString("F3", System.Globalization.CultureInfo.InvariantCulture),
+                    };
+                }
+            )
+            .ToList();
+        var series = plot.Add.Bars(bars);
+        series.Horizontal = true;
+        series.ValueLabelStyle.FontSize = 10;
+        plot.Axes.Left.SetTicks(
+            order.Select((_, row) => (double)(order.Count - 1 - row)).ToArray(),
+            order.Select(i => Describe(search.Candidates[i].Recipe)).ToArray()
+        );
+        plot.Axes.Left.TickLabelStyle.FontSize = 11;
+        foreach (var (kind, colour) in kinds)
+            plot.Legend.ManualItems.Add(new LegendItem { LabelText = kind, FillColor = colour });
+        plot.ShowLegend(Alignment.LowerRight);
+        var metric = search.Metric switch
+        {
+            TuningMetric.LogLoss => "log loss (lower is better)",
+            TuningMetric.Accuracy => "accuracy (higher is better)",
+            _ => "macro F1 (higher is better)",
+        };
+        plot.Title(
+            $"Recipe search: {search.Candidates.Count} candidates, {search.Folds}-fold cross-validation on the "
+                + $"training images, {search.SecondsUsed:F1} s{(search.BudgetExhausted ? " (budget ran out)" : "")}"
+        );
+        plot.XLabel($"cross-validated {metric}; whiskers: one standard deviation over the folds");
+        plot.Axes.SetLimitsX(0, bars.Max(b => b.Value + b.Error) * 1.15);
+        return plot.GetImageBytes(1000, Math.Clamp(140 + 28 * order.Count, 420, 2400), ImageFormat.Png);
+    }
+
+    /// <summary>A candidate's recipe in a few words.</summary>
+    private static string Describe(HeadRecipe r)
+    {
+        var decay = r.WeightDecay > 0 ? $" wd {r.WeightDecay:G3}" : "";
+        var text =
+            r.Optimizer == OptimizerKind.Lbfgs
+                ? $"probe L2 {r.WeightDecay:G3}"
+                : $"{r.Head} {r.Optimizer} lr {r.LearningRate:G3}{decay}, {r.Epochs} ep";
+        if (r.LabelSmoothing > 0)
+            text += $", smoothing {r.LabelSmoothing:G2}";
+        if (r.ClassWeighted)
+            text += ", class weights";
+        return text;
     }
 
     public static byte[] ConfusionMatrix(ClassificationReport report)

@@ -45,9 +45,12 @@ namespace TransferApi.Features.TrainingJobs;
 /// name@alias).
 /// </param>
 /// <param name="Tuning">
-/// With mode Auto, the head's recipe (weight decay, learning rate, epochs, label smoothing, class weights, head) is
+/// With mode Auto, the head's recipe (a converged L2-penalised linear probe over a grid of penalties, or a
+/// mini-batch recipe: learning rate, epochs, weight decay; then label smoothing, class weights, an MLP head) is
 /// searched by cross-validation on the training images before training, starting from the request's; validation and
-/// test images are never read by the search. Off (the default) trains the recipe as given.
+/// test images are never read by the search. Default: Auto when the request fixes none of epochs, batchSize,
+/// learningRate, head, hiddenUnits, dropout, optimizer, weightDecay, momentum, lrSchedule, stepEpochs, stepGamma,
+/// labelSmoothing, classWeighted and earlyStopping; Off (the recipe exactly as given) when it fixes any.
 /// </param>
 public sealed record CreateTrainingJobRequest(
     Guid? DatasetId,
@@ -86,7 +89,7 @@ public enum TuningMode
 
 /// <param name="Mode">Auto (search) or Off (train the recipe as given).</param>
 /// <param name="BudgetSeconds">Wall time the search may take, above 0 and at most Quotas:MaxTuningBudgetSeconds
-/// (default 30).</param>
+/// (default 30, and at most half of the job's feature pass when the job computes features, at least 5).</param>
 /// <param name="Folds">Stratified folds of the training images, 2-20 (default 5; fewer when a class is
 /// smaller).</param>
 /// <param name="Metric">What chooses: LogLoss (default), Accuracy or MacroF1, cross-validated.</param>
@@ -121,7 +124,7 @@ public sealed record EarlyStoppingRequest(
 );
 
 /// <summary>Where a job is now.</summary>
-/// <param name="Stage">Queued, ExtractingFeatures, TrainingHead, FineTuning, Evaluating or Done.</param>
+/// <param name="Stage">Queued, ExtractingFeatures, Tuning, TrainingHead, FineTuning, Evaluating or Done.</param>
 /// <param name="Epoch">The epoch under way within the stage (0 before the first).</param>
 /// <param name="TotalEpochs">Epochs the stage will run at most (early stopping may end it sooner).</param>
 /// <param name="Batch">The batch under way within the epoch or the extraction.</param>
@@ -296,7 +299,8 @@ public sealed record AugmentationResponse(int Views, bool RandomResizedCrop, boo
 /// </param>
 /// <param name="ModelName">The name its model gets on success.</param>
 /// <param name="Activations">Fine-tuning only: where the job keeps its activations.</param>
-/// <param name="Tuning">The recipe search, once it has run (null: not asked for, or not yet run).</param>
+/// <param name="Tuning">The recipe search: its candidates so far while it runs, all of them once done (null: no
+/// search, or not begun).</param>
 public sealed record TrainingJobResponse(
     Guid Id,
     Guid DatasetId,

@@ -68,6 +68,13 @@ public static class TrainingJobEndpoints
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Learning curves: train and validation loss, validation accuracy, the kept epoch (PNG)");
         group
+            .MapGet("/{id:guid}/charts/tuning.png", TuningChart)
+            .WithName("GetTuningChart")
+            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("The recipe search: each candidate's cross-validated score and spread, the chosen one (PNG)");
+        group
             .MapGet("/{id:guid}/charts/confusion-matrix.png", ConfusionMatrixChart)
             .WithName("GetConfusionMatrixChart")
             .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
@@ -116,6 +123,15 @@ public static class TrainingJobEndpoints
     )
     {
         var options = request.ToOptions();
+        // A default budget above the operator's maximum is the maximum; one the client asked for is checked below.
+        if (options.Tuning is { FitToFeaturePass: true } implicitBudget)
+            options = options with
+            {
+                Tuning = implicitBudget with
+                {
+                    BudgetSeconds = Math.Min(implicitBudget.BudgetSeconds, limits.Value.MaxTuningBudgetSeconds),
+                },
+            };
         var job = new TrainingJob
         {
             Id = Guid.CreateVersion7(),
@@ -482,6 +498,34 @@ public static class TrainingJobEndpoints
             TrainingCharts.LearningCurves(job.Metrics.OrderBy(m => m.Epoch).ToList(), bestEpoch),
             "image/png"
         );
+    }
+
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> TuningChart(
+        Guid id,
+        TransferDbContext db,
+        CancellationToken cancellation
+    )
+    {
+        var job = await db
+            .TrainingJobs.AsNoTracking()
+            .Where(j => j.Id == id)
+            .Select(j => new
+            {
+                j.Status,
+                j.Tuning,
+                j.Options,
+            })
+            .FirstOrDefaultAsync(cancellation);
+        if (job is null)
+            return Problems.NotFound("training job", id);
+        if (job.Tuning is not { Candidates.Count: > 0 } search)
+            return Problems.Conflict(
+                "No recipe search",
+                job.Options.Tuning is not null
+                    ? $"id: training job {id} is {job.Status} and has not scored a candidate recipe yet."
+                    : $"id: training job {id} trained the recipe it was given (tuning off): there is no search to show."
+            );
+        return TypedResults.File(TrainingCharts.Tuning(search), "image/png");
     }
 
     internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> ConfusionMatrixChart(

@@ -53,22 +53,43 @@ public static class TrainingJobMapping
         };
     }
 
-    /// <summary>The search a request asks for (tuning.mode Auto), with its budget, folds and metric; null for
-    /// Off.</summary>
+    /// <summary>
+    /// The search a request gets: Auto when it says so, or when it says nothing of tuning and fixes none of the head's
+    /// hyperparameters (a request that fixes one, or says Off, trains exactly the recipe it describes, as before
+    /// tuning existed); null for Off.
+    /// </summary>
     private static TuningOptions? Tuning(CreateTrainingJobRequest r)
     {
-        // Off unless asked while the search does not yet beat the default recipe on every shared benchmark (issue 16:
-        // ants-bees validation accuracy 93.5 % tuned against 94.1 %); then a request fixing nothing will get Auto.
-        var mode = r.Tuning?.Mode ?? TuningMode.Off;
+        var mode = r.Tuning?.Mode ?? (FixesHeadRecipe(r) ? TuningMode.Off : TuningMode.Auto);
         if (mode == TuningMode.Off)
             return null;
         var defaults = new TuningOptions();
         return new TuningOptions(
             r.Tuning?.BudgetSeconds ?? defaults.BudgetSeconds,
             r.Tuning?.Folds ?? defaults.Folds,
-            r.Tuning?.Metric ?? defaults.Metric
+            r.Tuning?.Metric ?? defaults.Metric,
+            FitToFeaturePass: r.Tuning?.BudgetSeconds is null
         );
     }
+
+    /// <summary>Whether the request sets any of the head's hyperparameters (the ones a search would choose or that
+    /// shape its training).</summary>
+    private static bool FixesHeadRecipe(CreateTrainingJobRequest r) =>
+        r.Epochs is not null
+        || r.BatchSize is not null
+        || r.LearningRate is not null
+        || r.Head is not null
+        || r.HiddenUnits is not null
+        || r.Dropout is not null
+        || r.Optimizer is not null
+        || r.WeightDecay is not null
+        || r.Momentum is not null
+        || r.LrSchedule is not null
+        || r.StepEpochs is not null
+        || r.StepGamma is not null
+        || r.LabelSmoothing is not null
+        || r.ClassWeighted is not null
+        || r.EarlyStopping is not null;
 
     public static TuningResponse ToResponse(this TuningResult t) =>
         new(

@@ -53,7 +53,12 @@ public sealed record TrainingOptionsDocument(
     TuningOptionsDocument? Tuning = null
 ) : IVersionedDocument;
 
-public sealed record TuningOptionsDocument(double BudgetSeconds, int Folds, TuningMetric Metric);
+public sealed record TuningOptionsDocument(
+    double BudgetSeconds,
+    int Folds,
+    TuningMetric Metric,
+    bool FitToFeaturePass = false
+);
 
 public sealed record HeadRecipeDocument(
     HeadKind Head,
@@ -75,7 +80,9 @@ public sealed record TuningResultDocument(
     TuningMetric Metric,
     double SecondsUsed,
     bool BudgetExhausted,
-    IReadOnlyList<string> Warnings
+    IReadOnlyList<string> Warnings,
+    bool Partial = false,
+    string? Fingerprint = null
 ) : IVersionedDocument;
 
 public sealed record TrainingProgressDocument(
@@ -185,7 +192,7 @@ public static class DocumentMapping
             ),
             o.FeatureBatchSize,
             o.TargetPrecision,
-            o.Tuning is { } t ? new TuningOptionsDocument(t.BudgetSeconds, t.Folds, t.Metric) : null
+            o.Tuning is { } t ? new TuningOptionsDocument(t.BudgetSeconds, t.Folds, t.Metric, t.FitToFeaturePass) : null
         );
 
     public static TrainingOptions ToOptions(this TrainingOptionsDocument d)
@@ -225,7 +232,9 @@ public static class DocumentMapping
                 ),
             FeatureBatchSize = d.FeatureBatchSize ?? defaults.FeatureBatchSize,
             TargetPrecision = d.TargetPrecision,
-            Tuning = d.Tuning is { } t ? new TuningOptions(t.BudgetSeconds, t.Folds, t.Metric) : null,
+            Tuning = d.Tuning is { } t
+                ? new TuningOptions(t.BudgetSeconds, t.Folds, t.Metric, t.FitToFeaturePass)
+                : null,
         };
     }
 
@@ -252,7 +261,9 @@ public static class DocumentMapping
             t.Metric,
             t.SecondsUsed,
             t.BudgetExhausted,
-            t.Warnings
+            t.Warnings,
+            t.Partial,
+            t.Fingerprint
         );
 
     public static TuningResult ToTuning(this TuningResultDocument d)
@@ -280,7 +291,11 @@ public static class DocumentMapping
             d.SecondsUsed,
             d.BudgetExhausted,
             d.Warnings
-        );
+        )
+        {
+            Partial = d.Partial,
+            Fingerprint = d.Fingerprint,
+        };
     }
 
     private static HeadDocument ToHeadDocument(this HeadSpec head) => new(head.Kind, head.HiddenUnits, head.Dropout);
