@@ -17,8 +17,12 @@ namespace TransferApi.Features.TrainingJobs;
 /// <param name="Head">Linear (softmax regression, the default) or Mlp (one hidden layer with ReLU and dropout).</param>
 /// <param name="HiddenUnits">Mlp hidden units, 1-8192 (default 256).</param>
 /// <param name="Dropout">Mlp dropout, [0, 1) (default 0.2).</param>
-/// <param name="Optimizer">Adam (default), AdamW or Sgd.</param>
-/// <param name="WeightDecay">L2 penalty (Adam, Sgd) or decoupled weight decay (AdamW), [0, 1] (default 0).</param>
+/// <param name="Optimizer">
+/// Adam (default), AdamW, Sgd, or Lbfgs: a linear head fitted full-batch by L-BFGS until it converges (each epoch one
+/// step of at most 20 iterations; learningRate, batchSize, lrSchedule and momentum do not apply).
+/// </param>
+/// <param name="WeightDecay">L2 penalty (Adam, Sgd, Lbfgs) or decoupled weight decay (AdamW), [0, 1] (default
+/// 0).</param>
 /// <param name="Momentum">Sgd momentum, [0, 1) (default 0.9).</param>
 /// <param name="LrSchedule">Constant (default), Step, Cosine or OneCycle.</param>
 /// <param name="StepEpochs">Step schedule: epochs between decays (default a third of the epochs).</param>
