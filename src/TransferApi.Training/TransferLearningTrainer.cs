@@ -108,7 +108,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         {
             Fingerprint = run.Fingerprint,
         };
-        run.Observer.OnTuned(result);
+        // A search cut short is, for a job resumed after a shutdown, one to continue.
+        run.Observer.OnTuned(result.Interrupted ? result with { Partial = true } : result);
         return result;
     }
 

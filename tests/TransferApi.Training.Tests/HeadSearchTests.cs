@@ -213,21 +213,24 @@ public class HeadSearchTests(BackboneFixture fixture)
         Assert.NotEqual(clean.Fingerprint, other.Tuning!.Fingerprint);
         // Cancelled during the search, the job still ends with a model: the best candidate so far.
         using var cancel = new CancellationTokenSource();
-        var cancelled = trainer.Train(
-            Images(poisoned: false),
-            options,
-            new RecordingObserver(p =>
-            {
-                if (p.Stage == TrainingStage.Tuning && p.Batch == 3)
-                    cancel.Cancel();
-            }),
-            cancel.Token
-        );
+        var stopped = new RecordingObserver(p =>
+        {
+            if (p.Stage == TrainingStage.Tuning && p.Batch == 3)
+                cancel.Cancel();
+        });
+        var cancelled = trainer.Train(Images(poisoned: false), options, stopped, cancel.Token);
         Assert.True(cancelled.Interrupted);
         Assert.True(cancelled.Tuning!.Interrupted);
         Assert.Equal(3, cancelled.Tuning.Candidates.Count);
         Assert.Equal(cancelled.Tuning.ChosenRecipe.ApplyTo(options).Head, cancelled.Checkpoint.Head);
         Assert.NotEmpty(cancelled.Metrics);
+        // Stopped (a shutdown stops a job the same way), the search is left to continue: resumed, it scores only the
+        // candidates it had not, and chooses what the uninterrupted search chose.
+        Assert.True(stopped.Tuned[^1].Partial);
+        var continued = new RecordingObserver();
+        var finished = trainer.Train(Images(poisoned: false), options, continued, default, searched: stopped.Tuned[^1]);
+        Assert.Equal(clean.ChosenRecipe, finished.Tuning!.ChosenRecipe);
+        Assert.Equal(clean.Candidates.Count - 3, continued.Progress.Count(p => p.Stage == TrainingStage.Tuning));
         // Progress says Tuning with candidates done of those planned, then trains the head.
         var tuning = observer.Progress.Where(p => p.Stage == TrainingStage.Tuning).ToList();
         Assert.Equal(Enumerable.Range(1, clean.Candidates.Count), tuning.Select(p => p.Batch));

@@ -204,13 +204,17 @@ public static class HeadSearch
             r => LabelSmoothings.Select(s => r with { LabelSmoothing = s }),
             r => (imbalanced ? ClassWeightings : [r.ClassWeighted]).Select(w => r with { ClassWeighted = w }),
         };
+        // Each axis holds the current value too, which is not scored twice.
         var planned =
             1
             + ProbePenalties.Length
             + LearningRates.Length
+            - 1
             + EpochCounts.Length
+            - 1
             + LabelSmoothings.Length
-            + (imbalanced ? 2 : 1)
+            - 1
+            + (imbalanced ? 1 : 0)
             + 1;
         var candidates = new List<TuningCandidate>();
         var tried = new Dictionary<HeadRecipe, int>();

@@ -172,7 +172,8 @@ public sealed class TrainingJobRunner(
     {
         var (images, imageIds) = await LoadImagesAsync(db, job, cancellation);
         var trainer = new TransferLearningTrainer(await backbones.GetAsync(job.Backbone));
-        var resume = await ResumePointAsync(db, job, trainer.Fingerprint(images, job.Options), cancellation);
+        var fingerprint = trainer.Fingerprint(images, job.Options);
+        var resume = await ResumePointAsync(db, job, fingerprint, cancellation);
         // Metrics after the resume point (or all, starting afresh) belong to the lost run.
         var keptEpochs = resume?.Epoch ?? 0;
         await db.TrainingMetrics.Where(m => m.JobId == job.Id && m.Epoch > keptEpochs).ExecuteDeleteAsync(cancellation);
@@ -184,6 +185,10 @@ public sealed class TrainingJobRunner(
             ? ""
             : $", resuming after epoch {resume.Epoch}"
                 + (resume.InProgress is { } partial ? $" and {partial.BatchesDone} batch(es) of the next" : "");
+        if (job.Tuning is { } search && search.Fingerprint == fingerprint)
+            resuming += search.Partial
+                ? $", continuing its recipe search after {search.Candidates.Count} candidate(s)"
+                : ", with its finished recipe search";
         logger.LogInformation(
             "Training job {JobId} started on {Images} images ({Cached} with cached features) with {Backbone}{Resume}",
             job.Id,

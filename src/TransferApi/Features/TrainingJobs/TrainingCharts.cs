@@ -96,7 +96,8 @@ public static class TrainingCharts
         plot.Axes.Left.TickLabelStyle.FontSize = 11;
         foreach (var (kind, colour) in kinds)
             plot.Legend.ManualItems.Add(new LegendItem { LabelText = kind, FillColor = colour });
-        plot.ShowLegend(Alignment.LowerRight);
+        // The best, shortest bars are at the top: the legend sits beside them.
+        plot.ShowLegend(Alignment.UpperRight);
         var metric = search.Metric switch
         {
             TuningMetric.LogLoss => "log loss (lower is better)",
@@ -104,12 +105,12 @@ public static class TrainingCharts
             _ => "macro F1 (higher is better)",
         };
         plot.Title(
-            $"Recipe search: {search.Candidates.Count} candidates, {search.Folds}-fold cross-validation on the "
-                + $"training images, {search.SecondsUsed:F1} s{(search.BudgetExhausted ? " (budget ran out)" : "")}"
+            $"Recipe search: {search.Candidates.Count} candidates, {search.Folds}-fold CV on the training images, "
+                + $"{search.SecondsUsed:F1} s{(search.BudgetExhausted ? " (budget ran out)" : "")}"
         );
-        plot.XLabel($"cross-validated {metric}; whiskers: one standard deviation over the folds");
+        plot.XLabel($"cross-validated {metric}, whiskers ±1 fold std");
         plot.Axes.SetLimitsX(0, bars.Max(b => b.Value + b.Error) * 1.15);
-        return plot.GetImageBytes(1000, Math.Clamp(140 + 28 * order.Count, 420, 2400), ImageFormat.Png);
+        return plot.GetImageBytes(1100, Math.Clamp(140 + 28 * order.Count, 420, 2400), ImageFormat.Png);
     }
 
     /// <summary>A candidate's recipe in a few words.</summary>
