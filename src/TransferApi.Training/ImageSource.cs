@@ -15,6 +15,10 @@ public interface IImageSource
         int batchSize,
         CancellationToken cancellation
     );
+
+    /// <summary>Whether it has the bytes of all these images (an image given by its cached features alone has
+    /// none, and cannot be augmented).</summary>
+    bool HasBytes(IReadOnlyList<int> images) => true;
 }
 
 /// <summary>
@@ -27,4 +31,6 @@ public sealed class InMemoryImageSource(IReadOnlyList<byte[]> bytes) : IImageSou
         int batchSize,
         CancellationToken cancellation
     ) => images.Chunk(batchSize).Select(chunk => (IReadOnlyList<byte[]>)chunk.Select(i => bytes[i]).ToList());
+
+    public bool HasBytes(IReadOnlyList<int> images) => images.All(i => bytes[i].Length > 0);
 }

@@ -53,7 +53,10 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         using var scope = NewDisposeScope();
         using var extracted = options.UnfreezeStages == 0 ? ExtractFrozen(run) : ExtractForFineTuning(run);
         var rows = Arrange(run, extracted);
-        var tuning = Tune(run, rows, searched, extracted.Embedded > 0 ? extracted.Duration : TimeSpan.Zero);
+        var featurePass = extracted.Embedded > 0 ? extracted.Duration : TimeSpan.Zero;
+        var tuning = Tune(run, rows, searched, featurePass);
+        if (tuning is { Interrupted: false } && options.UnfreezeStages == 0 && options.Augmentation.Views == 0)
+            (tuning, run, rows) = ConsiderViews(run, rows, tuning, extracted, featurePass);
         if (tuning is not null)
         {
             var tuned = tuning.ChosenRecipe.ApplyTo(run.Options);
@@ -111,6 +114,139 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         // A search cut short is, for a job resumed after a shutdown, one to continue.
         run.Observer.OnTuned(result.Interrupted ? result with { Partial = true } : result);
         return result;
+    }
+
+    /// <summary>
+    /// Whether one augmented view of each training image helps the searched recipe (<see
+    /// cref="HeadSearch.WithViews"/>),
+    /// when what is left of the budget covers embedding them (at this job's backbone pace, or, with every feature
+    /// cached, at the pace of a first batch of views) and scoring; with views chosen, the run trains on them. A search
+    /// reused from before only embeds the views it chose.
+    /// </summary>
+    private (TuningResult, Run, Rows) ConsiderViews(
+        Run run,
+        Rows rows,
+        TuningResult tuning,
+        Extracted extracted,
+        TimeSpan featurePass
+    )
+    {
+        var decided = tuning.Candidates.Any(c => c.Recipe.AugmentedViews > 0);
+        if (decided && tuning.ChosenRecipe.AugmentedViews == 0)
+            return (tuning, run, rows);
+        var (viewOf, transforms) = Augment(
+            run.TrainIdx,
+            run.Options with
+            {
+                Augmentation = new AugmentationOptions(1),
+            }
+        );
+        if (viewOf.Length == 0 || !run.Source.HasBytes(run.TrainIdx))
+            return (tuning, run, rows);
+        try
+        {
+            return TryViews(run, rows, tuning, extracted, featurePass, viewOf, transforms, decided);
+        }
+        catch (OperationCanceledException) when (!decided && run.Cancellation.IsCancellationRequested)
+        {
+            // As when cancelled during the search: the search's choice is kept and trained.
+            return (
+                tuning with
+                {
+                    Interrupted = true,
+                    Warnings =
+                    [
+                        .. tuning.Warnings,
+                        "Cancelled while trying augmented views; the search's choice was kept.",
+                    ],
+                },
+                run,
+                rows
+            );
+        }
+    }
+
+    private (TuningResult, Run, Rows) TryViews(
+        Run run,
+        Rows rows,
+        TuningResult tuning,
+        Extracted extracted,
+        TimeSpan featurePass,
+        int[] viewOf,
+        ViewTransform?[] transforms,
+        bool decided
+    )
+    {
+        Tensor Embed(int from, int count) =>
+            ExtractBatched(
+                run.Source,
+                viewOf[from..(from + count)],
+                transforms[from..(from + count)],
+                backbone.ExtractFeatures,
+                run.Options,
+                run.Progress,
+                run.Cancellation
+            );
+        var clock = Stopwatch.StartNew();
+        var first = decided ? 0 : Math.Min(viewOf.Length, run.Options.FeatureBatchSize);
+        var firstViews = Embed(0, first);
+        if (!decided)
+        {
+            var perImage =
+                extracted.Embedded > 0
+                    ? extracted.Duration.TotalSeconds / extracted.Embedded
+                    : clock.Elapsed.TotalSeconds / first;
+            // Scoring trains on about twice the rows the chosen recipe's folds did.
+            var expected = perImage * (viewOf.Length - first) + 2 * tuning.Candidates[tuning.Chosen].Seconds;
+            var left = run.Options.Tuning!.BudgetFor(featurePass) - tuning.SecondsUsed - clock.Elapsed.TotalSeconds;
+            if (expected > left)
+                return (
+                    tuning with
+                    {
+                        Warnings =
+                        [
+                            .. tuning.Warnings,
+                            $"Augmented views were not tried: embedding a view of each of the {viewOf.Length} "
+                                + $"training images and scoring them would take about {expected:0.#} s, beyond the "
+                                + $"{Math.Max(0, left):0.#} s left of the budget.",
+                        ],
+                    },
+                    run,
+                    rows
+                );
+        }
+        var views = first == viewOf.Length ? firstViews : cat([firstViews, Embed(first, viewOf.Length - first)], 0);
+        if (!decided)
+        {
+            var rowOf = run.TrainIdx.Select((image, row) => (image, row)).ToDictionary(p => p.image, p => (long)p.row);
+            var originals = run.TrainIdx.Length;
+            tuning = HeadSearch.WithViews(
+                tuning,
+                rows.TrainX.narrow(0, 0, originals),
+                rows.TrainY.narrow(0, 0, originals),
+                run.Labels.Count,
+                run.Options,
+                new AugmentedRows(views, viewOf.Select(i => rowOf[i]).ToArray()),
+                clock.Elapsed.TotalSeconds,
+                run.Cancellation
+            );
+            run.Observer.OnTuned(tuning);
+            if (tuning.ChosenRecipe.AugmentedViews == 0)
+                return (tuning, run, rows);
+        }
+        return (
+            tuning,
+            run with
+            {
+                ViewOf = viewOf,
+                ViewTransforms = transforms,
+            },
+            rows with
+            {
+                TrainX = cat([rows.TrainX, views], 0),
+                TrainY = cat([rows.TrainY, run.LabelsOf(viewOf)], 0),
+            }
+        );
     }
 
     /// <summary>One run's inputs and the decisions taken before any image is read.</summary>

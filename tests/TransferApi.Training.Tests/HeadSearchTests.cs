@@ -153,6 +153,39 @@ public class HeadSearchTests(BackboneFixture fixture)
     }
 
     [Fact]
+    public void A_job_tries_augmented_views_when_the_budget_covers_them_and_says_why_not_when_it_does_not()
+    {
+        var images = LabeledPhotos
+            .AntsAndBees(12, DataSplit.Train)
+            .Concat(LabeledPhotos.AntsAndBees(4, DataSplit.Validation, folder: "val"))
+            .ToList();
+        var trainer = new TransferLearningTrainer(fixture.Backbone);
+        var tried = trainer.Train(
+            images,
+            new TrainingOptions { Tuning = new TuningOptions() },
+            new RecordingObserver(),
+            default
+        );
+        var search = tried.Tuning!;
+        var withViews = Assert.Single(search.Candidates, c => c.Recipe.AugmentedViews == 1);
+        // It is the search's choice plus views, kept only when it scores strictly better.
+        var without = Assert.Single(search.Candidates, c => c.Recipe == withViews.Recipe with { AugmentedViews = 0 });
+        Assert.Equal(withViews.Score < without.Score ? withViews.Recipe : without.Recipe, search.ChosenRecipe);
+        Assert.Same(withViews, search.Candidates[^1]);
+
+        var hurried = trainer.Train(
+            images,
+            new TrainingOptions { Tuning = new TuningOptions(BudgetSeconds: 0.001) },
+            new RecordingObserver(),
+            default
+        );
+        Assert.DoesNotContain(hurried.Tuning!.Candidates, c => c.Recipe.AugmentedViews > 0);
+        Assert.Contains(hurried.Tuning.Warnings, w =>
+            w.StartsWith("Augmented views were not tried", StringComparison.Ordinal)
+        );
+    }
+
+    [Fact]
     public void A_job_chooses_its_recipe_without_reading_validation_or_test_images()
     {
         var size = fixture.Backbone.FeatureSize;
@@ -195,6 +228,8 @@ public class HeadSearchTests(BackboneFixture fixture)
         var clean = trainer.Train(Images(poisoned: false), options, observer, default).Tuning!;
         var poisoned = trainer.Train(Images(poisoned: true), options, new RecordingObserver(), default).Tuning!;
         Assert.Equal(clean.ChosenRecipe, poisoned.ChosenRecipe);
+        // Images given by their features alone have no pixels to augment.
+        Assert.DoesNotContain(clean.Candidates, c => c.Recipe.AugmentedViews > 0);
         Assert.Equal(clean.Candidates.Select(c => c.Score), poisoned.Candidates.Select(c => c.Score));
         Assert.Null(
             trainer.Train(Images(poisoned: false), new TrainingOptions(), new RecordingObserver(), default).Tuning

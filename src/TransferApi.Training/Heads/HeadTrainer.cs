@@ -14,6 +14,9 @@ public sealed record HeadTrainingSet(
     int Classes
 );
 
+/// <summary>Features of augmented views and, for each, the row of the image it is a view of.</summary>
+public sealed record AugmentedRows(Tensor Features, long[] Source);
+
 /// <param name="Interrupted">Cancellation arrived after at least one epoch: <see cref="Head"/> holds the best completed
 /// epoch.</param>
 public sealed record HeadTrainingResult(
@@ -300,13 +303,16 @@ public static class HeadTrainer
     /// Logits [N, classes] of each image from a head that never saw it: stratified, seeded folds, one head per fold
     /// trained with <paramref name="options"/> (quietly, without validation) on the other folds.
     /// </summary>
+    /// <param name="views">Augmented views of the images, each trained on only by the folds that train on its
+    /// image (never scored).</param>
     public static Tensor OutOfFoldLogits(
         Tensor features,
         Tensor labels,
         int classes,
         int folds,
         TrainingOptions options,
-        CancellationToken cancellation
+        CancellationToken cancellation,
+        AugmentedRows? views = null
     )
     {
         var truth = labels.data<long>().ToArray();
@@ -323,8 +329,20 @@ public static class HeadTrainer
             );
             if (held.shape[0] == 0 || kept.shape[0] == 0)
                 continue;
+            var (trainX, trainY) = (features.index_select(0, kept), labels.index_select(0, kept));
+            if (views is not null)
+            {
+                var keptViews = Enumerable
+                    .Range(0, views.Source.Length)
+                    .Where(v => fold[views.Source[v]] != f)
+                    .Select(v => (long)v)
+                    .ToArray();
+                var sources = tensor(keptViews.Select(v => views.Source[v]).ToArray());
+                trainX = cat([trainX, views.Features.index_select(0, tensor(keptViews))], 0);
+                trainY = cat([trainY, labels.index_select(0, sources)], 0);
+            }
             var trained = Train(
-                new HeadTrainingSet(features.index_select(0, kept), labels.index_select(0, kept), null, null, classes),
+                new HeadTrainingSet(trainX, trainY, null, null, classes),
                 EpochLoop.Quiet(options with { EarlyStopping = null }, cancellation)
             );
             using var head = trained.Head;

@@ -227,12 +227,14 @@ public sealed record TuningOptionsResponse(double BudgetSeconds, int Folds, Trai
 
 /// <summary>A head recipe the search tried.</summary>
 /// <param name="Head">Linear or Mlp.</param>
-/// <param name="Optimizer">Adam, AdamW or Sgd.</param>
-/// <param name="LearningRate">Learning rate of the head.</param>
-/// <param name="WeightDecay">AdamW's decoupled weight decay (or Adam's L2 penalty).</param>
-/// <param name="Epochs">Passes over the training features.</param>
+/// <param name="Optimizer">Adam, AdamW, Sgd or Lbfgs (the converged linear probe).</param>
+/// <param name="LearningRate">Learning rate of the head (not used by Lbfgs).</param>
+/// <param name="WeightDecay">L2 penalty (Lbfgs, Adam) or AdamW's decoupled weight decay.</param>
+/// <param name="Epochs">Passes over the training features (Lbfgs: steps of at most 20 iterations).</param>
 /// <param name="LabelSmoothing">Label smoothing of the loss.</param>
 /// <param name="ClassWeighted">Whether each class's loss is weighted by total / (classes x its count).</param>
+/// <param name="AugmentedViews">Augmented views of each training image trained on with it (0: the job's own
+/// augmentation).</param>
 public sealed record HeadRecipeResponse(
     HeadKind Head,
     OptimizerKind Optimizer,
@@ -240,7 +242,8 @@ public sealed record HeadRecipeResponse(
     double WeightDecay,
     int Epochs,
     double LabelSmoothing,
-    bool ClassWeighted
+    bool ClassWeighted,
+    int AugmentedViews
 );
 
 /// <param name="Settings">The recipe.</param>

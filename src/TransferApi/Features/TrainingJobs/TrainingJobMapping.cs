@@ -110,7 +110,16 @@ public static class TrainingJobMapping
         );
 
     private static HeadRecipeResponse ToResponse(this HeadRecipe r) =>
-        new(r.Head, r.Optimizer, r.LearningRate, r.WeightDecay, r.Epochs, r.LabelSmoothing, r.ClassWeighted);
+        new(
+            r.Head,
+            r.Optimizer,
+            r.LearningRate,
+            r.WeightDecay,
+            r.Epochs,
+            r.LabelSmoothing,
+            r.ClassWeighted,
+            r.AugmentedViews
+        );
 
     public static TrainingJobResponse ToResponse(this TrainingJob job) =>
         new(

@@ -67,7 +67,8 @@ public sealed record HeadRecipeDocument(
     double WeightDecay,
     int Epochs,
     double LabelSmoothing,
-    bool ClassWeighted
+    bool ClassWeighted,
+    int AugmentedViews = 0
 );
 
 public sealed record TuningCandidateDocument(HeadRecipeDocument Recipe, double Score, double Std, double Seconds);
@@ -249,7 +250,8 @@ public static class DocumentMapping
                         c.Recipe.WeightDecay,
                         c.Recipe.Epochs,
                         c.Recipe.LabelSmoothing,
-                        c.Recipe.ClassWeighted
+                        c.Recipe.ClassWeighted,
+                        c.Recipe.AugmentedViews
                     ),
                     c.Score,
                     c.Std,
@@ -278,7 +280,8 @@ public static class DocumentMapping
                         c.Recipe.WeightDecay,
                         c.Recipe.Epochs,
                         c.Recipe.LabelSmoothing,
-                        c.Recipe.ClassWeighted
+                        c.Recipe.ClassWeighted,
+                        c.Recipe.AugmentedViews
                     ),
                     c.Score,
                     c.Std,
