@@ -117,10 +117,9 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     }
 
     /// <summary>
-    /// Whether one augmented view of each training image helps the searched recipe (<see
-    /// cref="HeadSearch.WithViews"/>),
-    /// when what is left of the budget covers embedding them (at this job's backbone pace, or, with every feature
-    /// cached, at the pace of a first batch of views) and scoring; with views chosen, the run trains on them. A search
+    /// Whether one augmented view of each training image helps the searched recipe (HeadSearch.WithViews), when
+    /// what is left of the budget covers embedding them (at this job's backbone pace, or, with every feature cached,
+    /// at the pace of a first batch of views) and scoring them; with views chosen, the run trains on them. A search
     /// reused from before only embeds the views it chose.
     /// </summary>
     private (TuningResult, Run, Rows) ConsiderViews(
@@ -166,6 +165,8 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         }
     }
 
+    /// <summary>Embeds the views (checking the budget after a first batch when the pace is unknown), scores them
+    /// unless already decided, and attaches them to the run when chosen.</summary>
     private (TuningResult, Run, Rows) TryViews(
         Run run,
         Rows rows,
