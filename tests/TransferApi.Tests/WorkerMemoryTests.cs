@@ -28,7 +28,7 @@ public class WorkerMemoryTests(ITestOutputHelper output)
 
         // Warm-up: the first jobs load the backbone, JIT the code and size the pools. Jobs 2-4, not 2-3: on
         // 2026-12-03 a run went 647 693 684 719 ... 766 MB, its pools still sizing up at job 4 (1.105x of jobs 2-3
-        // in that run; 1.03x and 1.02x in two others, the same before and after that day's changes).
+        // in that run; 1.00x in a rerun, and 1.03x at the commit before that day's changes).
         var warmedUp = result.ExtractionRss.Skip(1).Take(3).Max();
         Assert.True(
             result.ExtractionRss[^1] <= 1.10 * warmedUp,
