@@ -279,7 +279,13 @@ public static class HeadSearch
             tried[candidate.Recipe] = candidates.Count;
             candidates.Add(candidate);
             if (reported && onCandidate is not null)
-                onCandidate(Result(Best(_ => true)) with { Partial = true }, planned);
+                onCandidate(
+                    Result(MostRegularisedProbeWithinOneError(Best(_ => true))) with
+                    {
+                        Partial = true,
+                    },
+                    planned
+                );
         }
 
         TuningResult Result(HeadRecipe chosen) =>
@@ -296,15 +302,11 @@ public static class HeadSearch
                 .First()
                 .Recipe;
 
-        /// <summary>
-        /// The one-standard-error rule (Hastie, Tibshirani and Friedman, ESL 7.10; glmnet's lambda.1se) on the probe's
-        /// path: when the winner is a linear probe, the strongest L2 penalty whose score is within one standard error
-        /// (fold std / sqrt(folds)) of the winner's. Scores that close are noise apart, and the simpler model
-        /// generalises
-        /// more reliably; on the shared ants-bees photos the rule moved the choice from 0.03 to 0.3, and held-out
-        /// accuracy
-        /// from 94.8 % to 95.4 % (docs/training.md).
-        /// </summary>
+        // The one-standard-error rule (Hastie, Tibshirani and Friedman, ESL 7.10; glmnet's lambda.1se) on the probe's
+        // path: when the winner is a linear probe, the strongest L2 penalty whose score is within one standard error
+        // (fold std / sqrt(folds)) of the winner's. Scores that close are noise apart, and the simpler model
+        // generalises more reliably; on the shared ants-bees photos the rule moved the choice from 0.03 to 0.3, and
+        // held-out accuracy from 94.8 % to 95.4 % (docs/training.md).
         HeadRecipe MostRegularisedProbeWithinOneError(HeadRecipe winner)
         {
             if (winner.Optimizer != OptimizerKind.Lbfgs)
