@@ -268,9 +268,7 @@ public static class HeadSearch
                 interrupted = true;
                 return false;
             }
-            var mean = scores.Average();
-            var std = Math.Sqrt(scores.Sum(s => (s - mean) * (s - mean)) / scores.Length);
-            Add(new TuningCandidate(recipe, mean, std, candidateClock.Elapsed.TotalSeconds), reported: true);
+            Add(Scored(recipe, scores, candidateClock.Elapsed.TotalSeconds), reported: true);
             return true;
         }
 
@@ -400,10 +398,8 @@ public static class HeadSearch
             cancellation,
             views
         );
-        var mean = scores.Average();
-        var std = Math.Sqrt(scores.Sum(s => (s - mean) * (s - mean)) / scores.Length);
         // Its cost is the views' backbone pass and the scoring.
-        var candidate = new TuningCandidate(recipe, mean, std, embeddingSeconds + clock.Elapsed.TotalSeconds);
+        var candidate = Scored(recipe, scores, embeddingSeconds + clock.Elapsed.TotalSeconds);
         var better = Better(candidate, search.Metric) < Better(search.Candidates[search.Chosen], search.Metric);
         return search with
         {
@@ -432,6 +428,18 @@ public static class HeadSearch
         return IsProbe(recipe)
             ? alike.Average(c => c.Seconds)
             : Epochs(recipe) * alike.Average(c => c.Seconds / Epochs(c.Recipe));
+    }
+
+    /// <summary>A candidate from its per-fold scores: their mean and (population) standard deviation.</summary>
+    private static TuningCandidate Scored(HeadRecipe recipe, double[] scores, double seconds)
+    {
+        var mean = scores.Average();
+        return new TuningCandidate(
+            recipe,
+            mean,
+            Math.Sqrt(scores.Sum(s => (s - mean) * (s - mean)) / scores.Length),
+            seconds
+        );
     }
 
     /// <summary>Sort key: lower is better for every metric.</summary>
