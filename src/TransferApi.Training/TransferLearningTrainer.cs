@@ -183,7 +183,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
                 run.Source,
                 viewOf[from..(from + count)],
                 transforms[from..(from + count)],
-                backbone.ExtractFeatures,
+                backbone.Forward,
                 run.Options,
                 run.Progress,
                 run.Cancellation
@@ -389,7 +389,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             run.Source,
             run.ViewOf,
             run.ViewTransforms,
-            backbone.ExtractFeatures,
+            backbone.Forward,
             run.Options,
             run.Progress,
             run.Cancellation
@@ -427,11 +427,11 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             var rowViews = rows.Select(r => rowTransforms[r]).ToList();
             return backbone.Activations(bytes, firstTrained, rowViews.Any(t => t is not null) ? rowViews : null);
         }
-        Tensor Pooled(IReadOnlyList<byte[]> batch, IReadOnlyList<ViewTransform?>? views)
+        Tensor Pooled(Tensor pixels)
         {
             // The tail's intermediate tensors die with the batch, not with the job.
             using var batchScope = NewDisposeScope();
-            var activation = backbone.Activations(batch, firstTrained, views);
+            var activation = backbone.Activations(pixels, firstTrained);
             if (activations is null)
             {
                 activations = ActivationStore.Create(rowImages.Length, activation.shape[1..], run.Budget, Recompute);
@@ -841,7 +841,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
                 source,
                 toEmbed,
                 null,
-                backbone.ExtractFeatures,
+                backbone.Forward,
                 options,
                 progress,
                 cancellation,
@@ -880,23 +880,23 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             new InMemoryImageSource(images),
             Enumerable.Range(0, images.Count).ToList(),
             null,
-            backbone.ExtractFeatures,
+            backbone.Forward,
             options,
             new ProgressMeter(observer, options),
             cancellation
         );
 
     /// <summary>
-    /// Runs <paramref name="run"/> over the images (and their transforms) in batches read from
-    /// <paramref name="source"/>, reporting progress, and stacks the results: only one batch of bytes and pixels is
-    /// held at a time.
+    /// Runs <paramref name="forward"/> over the preprocessed images (and their transforms) in batches read from
+    /// <paramref name="source"/>, reporting progress, and stacks the results. The next batch is read and decoded
+    /// while this one goes through the network; only those two batches' bytes and pixels are held at a time.
     /// </summary>
     /// <param name="onRows">Called with each batch's first image index and its rows.</param>
     private Tensor ExtractBatched(
         IImageSource source,
         IReadOnlyList<int> images,
         IReadOnlyList<ViewTransform?>? transforms,
-        Func<IReadOnlyList<byte[]>, IReadOnlyList<ViewTransform?>?, Tensor> run,
+        Func<Tensor, Tensor> forward,
         TrainingOptions options,
         ProgressMeter progress,
         CancellationToken cancellation,
@@ -910,10 +910,18 @@ public sealed class TransferLearningTrainer(Backbone backbone)
         if (images.Count > 0)
             progress.ExtractionStarted(batches);
         var b = 0;
-        foreach (var batch in source.Batches(images, size, cancellation))
+        var decoded = DecodeAhead.Batches(
+            backbone.Preprocessor,
+            stop => source.Batches(images, size, stop),
+            index => transforms?.Skip(index * size).Take(size).ToList(),
+            DecodeAhead.DecoderThreads(get_num_threads()),
+            cancellation
+        );
+        foreach (var batch in decoded)
         {
             cancellation.ThrowIfCancellationRequested();
-            rows.Add(run(batch, transforms?.Skip(b * size).Take(size).ToList()));
+            using (var pixels = backbone.Preprocessor.FromPlanar(batch.Pixels, batch.Count))
+                rows.Add(forward(pixels));
             onRows?.Invoke(b * size, rows[^1]);
             b++;
             progress.ExtractionBatch(b, batches, Math.Min(images.Count, b * size), images.Count, clock.Elapsed);

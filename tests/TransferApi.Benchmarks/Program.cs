@@ -13,6 +13,8 @@ if (what is "all" or "trust")
     TrustBenchmark.Run();
 if (what is "all" or "tuning")
     TuningBenchmark.Run(searchOnly: args.Contains("--search-only"));
+if (what is "all" or "speed")
+    await SpeedBenchmark.RunAsync(rounds: 5);
 if (what is "all" or "ingestion")
     await IngestionBenchmark.RunAsync(args.Contains("--quick"));
 var soakMinutes = args.SkipWhile(a => a != "--soak-minutes").Skip(1).Select(double.Parse).FirstOrDefault(5);

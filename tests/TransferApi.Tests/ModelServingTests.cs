@@ -20,12 +20,16 @@ public class ModelServingTests(TransferApiFactory factory)
 {
     private readonly HttpClient client = factory.CreateClient();
 
-    private async Task<TrainingJobResponse> TrainAsync(string? modelName = null, int epochs = 3)
+    private async Task<TrainingJobResponse> TrainAsync(
+        string? modelName = null,
+        int epochs = 3,
+        List<(string, byte[])>? images = null
+    )
     {
         var dataset = await (
             await client.PostAsync(
                 "/api/datasets",
-                Archives.DatasetForm("serving", Archives.Zip(Archives.TwoClasses(4)))
+                Archives.DatasetForm("serving", Archives.Zip(images ?? Archives.TwoClasses(4)))
             )
         ).ReadAsync<DatasetResponse>();
         var job = await (
@@ -279,9 +283,22 @@ public class ModelServingTests(TransferApiFactory factory)
     }
 
     [Fact]
-    public async Task Predict_agrees_with_the_evaluation_made_when_training_ended()
+    public async Task Predict_agrees_with_the_evaluation_made_when_training_ended() =>
+        await PredictAgreesWithTheReportAsync(await TrainAsync());
+
+    [Fact]
+    public async Task Phone_photos_decoded_small_predict_as_training_evaluated_them()
     {
-        var job = await TrainAsync();
+        // Large JPEGs take the reduced decode (1/4 size here); one is stored sideways with an EXIF orientation.
+        var photos = Archives
+            .TwoClasses(4)
+            .Select((p, i) => (p.Item1, PhonePhotos.Make(p.Item2, 2016, 1512, storedSideways: i == 1)))
+            .ToList();
+        await PredictAgreesWithTheReportAsync(await TrainAsync(images: photos));
+    }
+
+    private async Task PredictAgreesWithTheReportAsync(TrainingJobResponse job)
+    {
         var report = await (
             await client.GetAsync($"/api/training-jobs/{job.Id}/report")
         ).ReadAsync<ClassificationReportResponse>();

@@ -168,10 +168,12 @@ public sealed class ImagePreprocessor
     /// </summary>
     /// <param name="normalized">False for the plain 0..255 pixels an exported model takes (it normalizes
     /// inside).</param>
+    /// <param name="maxThreads">Images decoded at once; default: as many as the thread pool gives.</param>
     public float[] DecodePlanar(
         IReadOnlyList<byte[]> images,
         IReadOnlyList<ViewTransform?>? transforms = null,
-        bool normalized = true
+        bool normalized = true,
+        int maxThreads = -1
     )
     {
         var size = Spec.InputSize;
@@ -179,7 +181,7 @@ public sealed class ImagePreprocessor
         var pixels = new float[images.Count * 3 * plane];
         try
         {
-            Parallel.For(0, images.Count, i =>
+            Parallel.For(0, images.Count, new ParallelOptions { MaxDegreeOfParallelism = maxThreads }, i =>
                 WritePlanar(images[i], transforms?[i], pixels.AsSpan(i * 3 * plane, 3 * plane), normalized)
             );
         }
@@ -199,7 +201,10 @@ public sealed class ImagePreprocessor
     private void WritePlanar(byte[] encoded, ViewTransform? transform, Span<float> destination, bool normalized)
     {
         var size = Spec.InputSize;
-        using var image = ImageReader.Decode(encoded, Limits);
+        var resizedShorterSide = Spec.Resize == PreprocessingSpec.ResizeThenCrop ? Spec.ResizeTo ?? size : size;
+        // An augmentation's crop is enlarged to that size afterwards: decode enough pixels for the crop.
+        var cropFraction = transform is null ? 1 : Math.Min(transform.CropWidth, transform.CropHeight);
+        using var image = ImageReader.Decode(encoded, Limits, (int)Math.Ceiling(resizedShorterSide / cropFraction));
         transform?.Apply(image);
         if (Spec.Resize == PreprocessingSpec.ResizeThenCrop)
         {

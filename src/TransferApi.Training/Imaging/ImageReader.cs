@@ -37,7 +37,9 @@ public static class ImageReader
         return header with { Width = image.Width, Height = image.Height };
     }
 
-    public static ImageHeader ReadHeader(byte[] bytes, ImageLimits limits)
+    public static ImageHeader ReadHeader(byte[] bytes, ImageLimits limits) => Identify(bytes, limits).Header;
+
+    private static (ImageHeader Header, IImageInfo Info) Identify(byte[] bytes, ImageLimits limits)
     {
         IImageInfo? info;
         IImageFormat? format;
@@ -72,16 +74,26 @@ public static class ImageReader
                     + $"{limits.MaxSide} per side",
                 exceedsLimits: true
             );
-        return new ImageHeader(format.Name, info.Width, info.Height);
+        return (new ImageHeader(format.Name, info.Width, info.Height), info);
     }
 
-    /// <summary>Checks the header against the limits, then decodes every pixel and applies EXIF orientation.</summary>
-    public static Image<Rgb24> Decode(byte[] bytes, ImageLimits limits)
+    /// <summary>
+    /// Checks the header against the limits, then decodes and applies EXIF orientation. With
+    /// <paramref name="minShorterSide"/>, a large JPEG may come out smaller (1/2, 1/4 or 1/8 of its size, see
+    /// <see cref="ScaledJpeg"/>) but never with its shorter side under that; other images come out whole.
+    /// </summary>
+    public static Image<Rgb24> Decode(byte[] bytes, ImageLimits limits, int minShorterSide = 0)
     {
-        ReadHeader(bytes, limits);
+        var (header, info) = Identify(bytes, limits);
         try
         {
-            var image = Image.Load<Rgb24>(bytes);
+            var image =
+                header.Format == "JPEG" && minShorterSide > 0
+                    ? ScaledJpeg.TryDecode(bytes, header.Width, header.Height, minShorterSide)
+                    : null;
+            if (image is not null)
+                image.Metadata.ExifProfile = info.Metadata.ExifProfile?.DeepClone();
+            image ??= Image.Load<Rgb24>(bytes);
             image.Mutate(x => x.AutoOrient());
             return image;
         }

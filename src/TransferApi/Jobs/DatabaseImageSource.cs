@@ -31,7 +31,7 @@ public sealed class DatabaseImageSource(IDbContextFactory<TransferDbContext> dbF
         var reader = Task.Run(() => ReadAsync(images, batchSize, batches.Writer, stop.Token), CancellationToken.None);
         try
         {
-            // The training thread is a dedicated one: blocking it while the next batch is read costs no pool thread.
+            // The consumer (a job's decode worker) waits here while the reader fetches the next batches.
             while (batches.Reader.WaitToReadAsync(cancellation).AsTask().GetAwaiter().GetResult())
             while (batches.Reader.TryRead(out var batch))
                 yield return batch;

@@ -195,11 +195,10 @@ public sealed class DatasetHealthRunner(
         var ids = rows.Select(r => r.Id).ToList();
         var images = rows.Select(r => new HealthImage(r.Label, r.Split)).ToList();
         await using var progress = new HealthProgressWriter(dbFactory, datasetId, backboneId);
-        var threads = worker.Value.EffectiveTorchThreads;
         var findings = await Task.Factory.StartNew(
             () =>
             {
-                TorchRuntime.SetThreads(threads);
+                JobThreads.Prepare(worker.Value);
                 using var features = new TransferLearningTrainer(backbone).Embed(
                     rows.Select(r => new ImageToEmbed(Convert.ToHexString(r.Sha256), r.Features)).ToList(),
                     new DatabaseImageSource(dbFactory, ids),

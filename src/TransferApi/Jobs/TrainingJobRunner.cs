@@ -214,11 +214,10 @@ public sealed class TrainingJobRunner(
             job.Backbone,
             logger
         );
-        var threads = worker.Value.EffectiveTorchThreads;
         return await Task.Factory.StartNew(
             () =>
             {
-                TorchRuntime.SetThreads(threads);
+                JobThreads.Prepare(worker.Value);
                 return run.Trainer.Train(
                     run.Images,
                     job.Options,

@@ -49,6 +49,14 @@ public sealed class WorkerOptions
     [Range(1, 1024)]
     public int? TorchThreads { get; set; }
 
+    /// <summary>
+    /// Linux nice value of the threads that run jobs (and of the threads they start): predictions in the same process
+    /// get the cores first while a job trains, and the job keeps them all when none arrives. 0 gives jobs the same
+    /// priority as predictions.
+    /// </summary>
+    [Range(0, 19)]
+    public int JobNice { get; set; } = 19;
+
     /// <summary>How often the worker polls the Hangfire queue.</summary>
     public TimeSpan QueuePollInterval { get; set; } = TimeSpan.FromSeconds(1);
 

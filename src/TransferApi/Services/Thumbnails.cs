@@ -14,7 +14,7 @@ public static class Thumbnails
     /// JPEG.</summary>
     public static byte[] Jpeg(byte[] encoded, ImageLimits limits)
     {
-        using var decoded = ImageReader.Decode(encoded, limits);
+        using var decoded = ImageReader.Decode(encoded, limits, minShorterSide: Side);
         decoded.Mutate(x => x.Resize(new ResizeOptions { Size = new Size(Side, Side), Mode = ResizeMode.Max }));
         using var buffer = new MemoryStream();
         decoded.SaveAsJpeg(buffer);

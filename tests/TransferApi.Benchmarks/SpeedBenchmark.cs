@@ -1,0 +1,349 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+using Npgsql;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+using TransferApi.Features.Datasets;
+using TransferApi.Features.TrainingJobs;
+using TransferApi.Persistence;
+using TransferApi.TestSupport;
+using TransferApi.Training;
+using TransferApi.Training.Backbones;
+using TransferApi.Training.Imaging;
+
+namespace TransferApi.Benchmarks;
+
+/// <summary>
+/// Issue 17's end-to-end speed, in one run: the backbone alone against a real job's feature pass through the
+/// service (alternating rounds), where the pass spends its time, decode speed per core for the shared photos and for
+/// 12-megapixel JPEGs, and /predict latency for phone photos and while a job trains in the same process.
+/// </summary>
+internal static class SpeedBenchmark
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        Converters = { new JsonStringEnumConverter() },
+    };
+
+    public static async Task RunAsync(int rounds)
+    {
+        var cores = Environment.ProcessorCount;
+        TorchRuntime.SetThreads(cores);
+        using var backbone = BackboneCatalog.LoadBuiltIn(BackboneCatalog.ResNet18ImageNet);
+        var labelled = new[] { "ants", "bees" }
+            .SelectMany(label => TestData.AntsBeesImages("train", label).Select(path => (label, path)))
+            .Select((p, i) => ($"{p.label}/{i}.jpg", File.ReadAllBytes(p.path)))
+            .ToList();
+        var shared = labelled.Select(p => p.Item2).ToList();
+        var phone = new[] { "ants", "bees" }
+            .SelectMany(label => TestData.AntsBeesImages("val", label, 4))
+            .Select(path => PhonePhotos.Make(File.ReadAllBytes(path)))
+            .ToList();
+        var limits = new ImageLimits();
+        var sample = shared.Take(64).ToList();
+        var batches = sample.Chunk(32).Select(b => backbone.Preprocessor.ToTensor(b)).ToList();
+
+        Console.WriteLine(
+            $"Speed end to end ({cores} cores, libtorch {cores} threads, batch 32; medians of {rounds} "
+                + "alternating rounds)"
+        );
+        var trainer = new TransferLearningTrainer(backbone);
+        var stages = Enumerable
+            .Range(0, rounds)
+            .Select(_ => new
+            {
+                Backbone = BackboneRate(backbone, batches),
+                InProcessPass = Rate([shared], images =>
+                {
+                    using var features = trainer.ExtractFeatures(
+                        images,
+                        new TrainingOptions(),
+                        new NullObserver(),
+                        default
+                    );
+                }) * shared.Count,
+                SharedDecodeOnly = Rate(sample, image => ImageReader.Decode(image, limits, 224).Dispose()),
+                SharedPreprocess = Rate(sample, image => backbone.Preprocessor.DecodePlanar([image], maxThreads: 1)),
+                PhoneFullDecode = Rate(phone, image => ImageReader.Decode(image, limits).Dispose()),
+                PhoneReducedDecode = Rate(phone, image => ImageReader.Decode(image, limits, 224).Dispose()),
+                PhonePreprocess = Rate(phone, image => backbone.Preprocessor.DecodePlanar([image], maxThreads: 1)),
+                Copy = Rate(Enumerable.Range(0, 64).ToList(), _ =>
+                {
+                    using var t = backbone.Preprocessor.FromPlanar(new float[3 * 224 * 224], 1);
+                }),
+            })
+            .ToList();
+        double Mid<T>(IEnumerable<T> values, Func<T, double> pick) => values.Select(pick).Order().ElementAt(rounds / 2);
+        var backboneRate = Mid(stages, s => s.Backbone);
+        Console.WriteLine($"backbone alone (forward of decoded batches):       {backboneRate, 7:F1} images/s");
+        Console.WriteLine(
+            $"a job's feature pass in process (decode overlapped): {Mid(stages, s => s.InProcessPass), 7:F1} images/s "
+                + $"= {Mid(stages, s => s.InProcessPass / s.Backbone):F2}x the backbone alone "
+                + $"({shared.Count} shared photos)"
+        );
+        Console.WriteLine("per core (1 thread), images/s:                     shared photos | 12 MP JPEG");
+        Console.WriteLine(
+            $"  decode (JPEG, reduced when large)                {Mid(stages, s => s.SharedDecodeOnly), 13:F1} | "
+                + $"{Mid(stages, s => s.PhoneReducedDecode), 10:F1}"
+        );
+        Console.WriteLine(
+            "  decode, full size (ImageSharp; before this issue)                 | "
+                + $"{Mid(stages, s => s.PhoneFullDecode), 10:F1}"
+        );
+        Console.WriteLine(
+            $"  decode + resize + crop + normalize (the job's)   {Mid(stages, s => s.SharedPreprocess), 13:F1} | "
+                + $"{Mid(stages, s => s.PhonePreprocess), 10:F1}"
+        );
+        Console.WriteLine($"  planar pixels to a tensor                        {Mid(stages, s => s.Copy), 13:F0} |");
+        Console.WriteLine(
+            $"  forward pass, per core ({cores} threads / {cores})        {backboneRate / cores, 13:F1} |"
+        );
+
+        if (Environment.GetEnvironmentVariable("TRANSFERAPI_TEST_POSTGRES") is not { Length: > 0 } admin)
+        {
+            Console.WriteLine("service part skipped (TRANSFERAPI_TEST_POSTGRES is not set; run scripts/benchmark.sh)");
+            return;
+        }
+        await using var service = await ServiceProcess.StartAsync(
+            admin,
+            new Dictionary<string, string> { ["Worker__QueuePollInterval"] = "00:00:00.2" }
+        );
+        var client = service.Client;
+        var dataset = await UploadAsync(client, "speed", labelled);
+        // The upload's health pass runs the backbone over every image: let it finish, then warm the job path once.
+        await HealthReadyAsync(client, dataset);
+        await FeaturePassAsync(service, dataset);
+
+        // A real job's feature pass against the backbone alone, round by round; the feature cache is emptied before
+        // each job so every image goes through the network.
+        var passes = new List<(double Backbone, double Service)>();
+        Guid? modelId = null;
+        for (var round = 0; round < rounds; round++)
+        {
+            var alone = BackboneRate(backbone, batches);
+            await ClearFeatureCacheAsync(service);
+            var (job, rate) = await FeaturePassAsync(service, dataset);
+            modelId ??= job.ModelId;
+            passes.Add((alone, rate));
+        }
+        Console.WriteLine();
+        Console.WriteLine($"job feature pass through the service ({shared.Count} shared photos, tuning off):");
+        Console.WriteLine("  round | backbone alone | service job | ratio");
+        foreach (var (p, i) in passes.Select((p, i) => (p, i)))
+            Console.WriteLine(
+                $"  {i + 1, 5} | {p.Backbone, 14:F1} | {p.Service, 11:F1} | {p.Service / p.Backbone, 4:F2}x"
+            );
+        Console.WriteLine($"  median ratio {Mid(passes, p => p.Service / p.Backbone):F2}x (goal >= 0.85x)");
+
+        // /predict of a 12 MP phone photo against a 256-pixel JPEG of the same scene, alternating.
+        var route = $"/api/models/{modelId}/predict";
+        var small = phone.Select(p => Resized(p, 256)).ToList();
+        var (smallTimes, phoneTimes) = (new List<double>(), new List<double>());
+        await LatencyAsync(client, route, small, 5);
+        for (var round = 0; round < rounds; round++)
+        {
+            smallTimes.AddRange(await LatencyAsync(client, route, small, 16));
+            phoneTimes.AddRange(await LatencyAsync(client, route, phone, 16));
+        }
+        Console.WriteLine();
+        Console.WriteLine(
+            $"/predict p50: 256-pixel JPEG {P50(smallTimes):F1} ms, 12 MP JPEG {P50(phoneTimes):F1} ms = "
+                + $"{P50(phoneTimes) / P50(smallTimes):F2}x (goal <= 1.3x)"
+        );
+
+        // /predict while a job trains in the same process, against idle just before.
+        var shared256 = sample.Take(16).ToList();
+        foreach (
+            var (name, request) in new (string, object)[]
+            {
+                (
+                    "frozen job's feature pass",
+                    new
+                    {
+                        datasetId = dataset,
+                        tuning = new { mode = "Off" },
+                        epochs = 1,
+                    }
+                ),
+                (
+                    "fine-tuning job",
+                    new
+                    {
+                        datasetId = dataset,
+                        unfreezeStages = 1,
+                        epochs = 1,
+                        fineTuneEpochs = 3,
+                    }
+                ),
+            }
+        )
+        {
+            var idle = await LatencyAsync(client, route, shared256, 32);
+            await ClearFeatureCacheAsync(service);
+            var during = await LatencyDuringJobAsync(client, route, shared256, dataset, request);
+            Console.WriteLine(
+                $"/predict p50 during a {name}: {P50(during.Latencies):F1} ms against {P50(idle):F1} ms "
+                    + $"idle = {P50(during.Latencies) / P50(idle):F2}x over {during.Latencies.Count} requests "
+                    + $"(goal <= 1.5x); the job took {during.JobSeconds:F1} s"
+            );
+        }
+        batches.ForEach(b => b.Dispose());
+    }
+
+    private static double BackboneRate(Backbone backbone, List<TorchSharp.torch.Tensor> batches)
+    {
+        using (backbone.Forward(batches[0])) { }
+        var clock = Stopwatch.StartNew();
+        foreach (var b in batches)
+        {
+            using var features = backbone.Forward(b);
+        }
+        return batches.Sum(b => b.shape[0]) / clock.Elapsed.TotalSeconds;
+    }
+
+    private static double Rate<T>(IReadOnlyList<T> items, Action<T> work)
+    {
+        work(items[0]);
+        var clock = Stopwatch.StartNew();
+        foreach (var item in items)
+            work(item);
+        return items.Count / clock.Elapsed.TotalSeconds;
+    }
+
+    private static byte[] Resized(byte[] jpeg, int longerSide)
+    {
+        using var image = Image.Load<Rgb24>(jpeg);
+        image.Mutate(x =>
+            x.Resize(new ResizeOptions { Size = new Size(longerSide, longerSide), Mode = ResizeMode.Max })
+        );
+        using var buffer = new MemoryStream();
+        image.SaveAsJpeg(buffer);
+        return buffer.ToArray();
+    }
+
+    private static async Task<Guid> UploadAsync(HttpClient client, string name, IEnumerable<(string, byte[])> entries)
+    {
+        var response = await client.PostAsync("/api/datasets", Archives.DatasetForm(name, Archives.Zip(entries)));
+        response.EnsureSuccessStatusCode();
+        return (await response.Content.ReadFromJsonAsync<DatasetResponse>(Json))!.Id;
+    }
+
+    private static async Task HealthReadyAsync(HttpClient client, Guid dataset)
+    {
+        while (
+            (await client.GetFromJsonAsync<JsonElement>($"/api/datasets/{dataset}/health", Json))
+                .GetProperty("status")
+                .GetString()
+                is not ("Ready" or "Failed")
+        )
+            await Task.Delay(200);
+    }
+
+    private static async Task ClearFeatureCacheAsync(ServiceProcess service)
+    {
+        await using var connection = new NpgsqlConnection(service.ConnectionString);
+        await connection.OpenAsync();
+        await using var delete = new NpgsqlCommand("DELETE FROM image_features", connection);
+        await delete.ExecuteNonQueryAsync();
+    }
+
+    private static async Task<TrainingJobResponse> StartAsync(HttpClient client, object request)
+    {
+        var response = await client.PostAsJsonAsync("/api/training-jobs", request);
+        response.EnsureSuccessStatusCode();
+        return (await response.Content.ReadFromJsonAsync<TrainingJobResponse>(Json))!;
+    }
+
+    private static async Task<TrainingJobResponse> WaitAsync(HttpClient client, Guid job)
+    {
+        while (true)
+        {
+            var state = (await client.GetFromJsonAsync<TrainingJobResponse>($"/api/training-jobs/{job}", Json))!;
+            if (state.Status is JobStatus.Succeeded)
+                return state;
+            if (state.Status is JobStatus.Failed or JobStatus.Cancelled)
+                throw new InvalidOperationException($"benchmark job ended {state.Status}: {state.Error}");
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>A frozen job without search; its feature pass rate as the service logs it (the trainer's own clock
+    /// from the first batch read to the last batch's features).</summary>
+    private static async Task<(TrainingJobResponse Job, double Rate)> FeaturePassAsync(
+        ServiceProcess service,
+        Guid dataset
+    )
+    {
+        var job = await StartAsync(
+            service.Client,
+            new
+            {
+                datasetId = dataset,
+                tuning = new { mode = "Off" },
+                epochs = 1,
+            }
+        );
+        var done = await WaitAsync(service.Client, job.Id);
+        var pattern = new Regex($@"Training job {job.Id} succeeded.*features [\d.,]+ s \(([\d.,]+) img/s\)");
+        for (var wait = 0; wait < 50; wait++)
+        {
+            if (service.Output.Select(l => pattern.Match(l)).FirstOrDefault(m => m.Success) is { } match)
+                return (done, double.Parse(match.Groups[1].Value.Replace(",", ""), CultureInfo.InvariantCulture));
+            await Task.Delay(100);
+        }
+        throw new InvalidOperationException($"job {job.Id} logged no feature pass rate");
+    }
+
+    private static async Task<List<double>> LatencyAsync(
+        HttpClient client,
+        string route,
+        List<byte[]> images,
+        int count
+    )
+    {
+        var latencies = new List<double>();
+        for (var i = 0; i < count; i++)
+            latencies.Add(await PredictAsync(client, route, images[i % images.Count]));
+        return latencies;
+    }
+
+    /// <summary>Sequential predictions from the moment the job starts running until it ends.</summary>
+    private static async Task<(List<double> Latencies, double JobSeconds)> LatencyDuringJobAsync(
+        HttpClient client,
+        string route,
+        List<byte[]> images,
+        Guid dataset,
+        object request
+    )
+    {
+        var job = await StartAsync(client, request);
+        var clock = Stopwatch.StartNew();
+        while (
+            (await client.GetFromJsonAsync<TrainingJobResponse>($"/api/training-jobs/{job.Id}", Json))!.Status
+            is JobStatus.Queued
+        )
+            await Task.Delay(20);
+        var ended = WaitAsync(client, job.Id);
+        var latencies = new List<double>();
+        for (var i = 0; !ended.IsCompleted; i++)
+            latencies.Add(await PredictAsync(client, route, images[i % images.Count]));
+        await ended;
+        return (latencies, clock.Elapsed.TotalSeconds);
+    }
+
+    private static async Task<double> PredictAsync(HttpClient client, string route, byte[] image)
+    {
+        var started = Stopwatch.GetTimestamp();
+        using var response = await client.PostAsync(route, Archives.ImageForm(image));
+        await response.Content.ReadAsByteArrayAsync();
+        response.EnsureSuccessStatusCode();
+        return Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+    }
+
+    private static double P50(List<double> values) => values.Order().ElementAt(values.Count / 2);
+}
