@@ -95,6 +95,8 @@ public sealed class ServiceProcess : IAsyncDisposable
         // Benchmarks and tests measure the service, not its per-key allowances.
         start.Environment["RateLimits__PredictPerMinute"] = "10000000";
         start.Environment["RateLimits__UploadsPerMinute"] = "100000";
+        // Tests check the float32 path on every machine (see TransferApiFactory); speed benchmarks pass Auto.
+        start.Environment["Backbones__Precision"] = "Fp32";
         foreach (var (key, value) in environment)
             start.Environment[key] = value;
         var process = Process.Start(start)!;

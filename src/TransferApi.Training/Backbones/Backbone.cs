@@ -1,3 +1,4 @@
+using TorchSharp;
 using TransferApi.Training.Imaging;
 using static TorchSharp.torch;
 
@@ -11,9 +12,10 @@ public sealed class Backbone : IDisposable
 {
     private readonly FeatureNetwork network;
 
-    // What inference runs: a copy with batch norms folded, channels-last. The unfolded network stays for
-    // fine-tuning tails and exports.
-    private readonly FeatureNetwork inference;
+    // What inference runs: a copy with batch norms folded, channels-last, in float32 or bfloat16 (see
+    // UsePrecision). The unfolded float32 network stays for fine-tuning tails and exports.
+    private FeatureNetwork inference;
+    private ScalarType inferenceType = ScalarType.Float32;
 
     public string Id { get; }
     public int FeatureSize => network.FeatureSize;
@@ -21,6 +23,10 @@ public sealed class Backbone : IDisposable
     public BackboneArchitecture Architecture => network.Architecture;
     public ImagePreprocessor Preprocessor { get; }
     public long ParameterCount { get; }
+
+    /// <summary>What the frozen forward passes run in; float32 unless <see cref="UsePrecision"/> chose
+    /// otherwise.</summary>
+    public PrecisionChoice Precision { get; private set; } = PrecisionChoice.Fp32("the default");
 
     public Backbone(string id, FeatureNetwork network, ImagePreprocessor preprocessor)
     {
@@ -32,9 +38,73 @@ public sealed class Backbone : IDisposable
         // Frozen batch norm must use its ImageNet running statistics, never batch statistics.
         network.eval();
         ParameterCount = network.parameters().Sum(p => p.numel());
-        inference = network.Architecture.Create();
-        inference.load_state_dict(network.state_dict());
-        inference.FoldForInference();
+        inference = InferenceCopy();
+    }
+
+    private FeatureNetwork InferenceCopy()
+    {
+        var copy = network.Architecture.Create();
+        copy.load_state_dict(network.state_dict());
+        copy.FoldForInference();
+        return copy;
+    }
+
+    /// <summary>
+    /// Chooses what the frozen forward passes run in. Call it once, right after loading and before the backbone is
+    /// shared. Auto runs a fixed probe batch both ways (alternating, a few seconds at most) and keeps bfloat16 only
+    /// when <see cref="PrecisionChoice.Decide"/> says so; on a processor without bfloat16 instructions it keeps
+    /// float32 without measuring.
+    /// </summary>
+    public PrecisionChoice UsePrecision(BackbonePrecision requested)
+    {
+        if (requested == BackbonePrecision.Fp32)
+            return Precision = PrecisionChoice.Fp32("configured");
+        if (requested == BackbonePrecision.Auto && !PrecisionChoice.ProcessorHasBf16())
+            return Precision = PrecisionChoice.Fp32("the processor has no bfloat16 instructions");
+        var bf16 = InferenceCopy();
+        bf16.to(ScalarType.BFloat16);
+        var choice =
+            requested == BackbonePrecision.Bf16
+                ? new PrecisionChoice(BackbonePrecision.Bf16, "configured")
+                : Measure(bf16);
+        if (choice.Chosen == BackbonePrecision.Bf16)
+        {
+            (inference, bf16) = (bf16, inference);
+            inferenceType = ScalarType.BFloat16;
+        }
+        bf16.Dispose();
+        return Precision = choice;
+    }
+
+    private PrecisionChoice Measure(FeatureNetwork bf16)
+    {
+        using var scope = NewDisposeScope();
+        // Smooth random fields (noise enlarged from 7x7) in the network's input range: the fixed probe batch.
+        var generator = new Generator(20261203);
+        var size = Preprocessor.Spec.InputSize;
+        var probe = nn.functional.interpolate(
+            randn([8, 3, 7, 7], generator: generator),
+            [size, size],
+            mode: InterpolationMode.Bilinear,
+            align_corners: false
+        );
+        using var mode = inference_mode();
+        double Rate(Func<Tensor> forward)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            forward().Dispose();
+            return probe.shape[0] / clock.Elapsed.TotalSeconds;
+        }
+        Tensor Fp32() => inference.call(probe);
+        Tensor Bf16() => bf16.call(probe.to(ScalarType.BFloat16)).to(ScalarType.Float32);
+        var cosine = nn.functional.cosine_similarity(Fp32(), Bf16(), 1).min().item<float>();
+        // Alternating rounds (after the warm-up above), medians: both see the same machine.
+        var rounds = Enumerable.Range(0, 3).Select(_ => (Fp32: Rate(Fp32), Bf16: Rate(Bf16))).ToList();
+        return PrecisionChoice.Decide(
+            rounds.Select(r => r.Fp32).Order().ElementAt(1),
+            rounds.Select(r => r.Bf16).Order().ElementAt(1),
+            cosine
+        );
     }
 
     /// <summary>Features [N, FeatureSize] of a preprocessed batch, as an ordinary tensor usable in autograd
@@ -45,10 +115,10 @@ public sealed class Backbone : IDisposable
         Tensor features;
         using (inference_mode())
         {
-            features = inference.call(pixels);
+            features = inference.call(pixels.to(inferenceType));
         }
-        // Inference-mode tensors may not be saved for backward; a clone made outside inference mode is a normal tensor.
-        return features.clone().MoveToOuterDisposeScope();
+        // Inference-mode tensors may not be saved for backward; a copy made outside inference mode is a normal tensor.
+        return AsFloat32(features).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -73,10 +143,14 @@ public sealed class Backbone : IDisposable
         Tensor activation;
         using (inference_mode())
         {
-            activation = inference.Prefix(pixels, firstTrainableStage);
+            activation = inference.Prefix(pixels.to(inferenceType), firstTrainableStage);
         }
-        return activation.clone().MoveToOuterDisposeScope();
+        return AsFloat32(activation).MoveToOuterDisposeScope();
     }
+
+    /// <summary>A float32 copy of an inference tensor, made outside inference mode (so a normal tensor).</summary>
+    private static Tensor AsFloat32(Tensor result) =>
+        result.dtype == ScalarType.Float32 ? result.clone() : result.to(ScalarType.Float32);
 
     /// <summary>A trainable copy of the last <paramref name="stages"/> stages, starting from the pretrained
     /// weights.</summary>

@@ -12,7 +12,8 @@ namespace TransferApi.Training.Imaging;
 internal static class ScaledJpeg
 {
     // libjpeg-turbo's dedicated reduced-size IDCTs, smallest first. Only halvings: photos less than twice the size the
-    // network needs keep their full decode and pixels.
+    // network needs keep ImageSharp's full decode and pixels (libjpeg-turbo at full size measured no faster on them,
+    // docs/benchmarks.md).
     private static readonly int[] Denominators = [8, 4, 2];
 
     /// <summary>

@@ -54,6 +54,7 @@ public static class ServiceRegistration
         var configuration = builder.Configuration;
         services.AddValidatedOptions<ServiceOptions>(configuration, ServiceOptions.Section);
         services.AddValidatedOptions<WorkerOptions>(configuration, WorkerOptions.Section);
+        services.AddValidatedOptions<BackboneOptions>(configuration, BackboneOptions.Section);
         services.AddValidatedOptions<UploadOptions>(configuration, UploadOptions.Section);
         services.AddValidatedOptions<DatasetOptions>(configuration, DatasetOptions.Section);
         services.AddValidatedOptions<ServingOptions>(configuration, ServingOptions.Section);

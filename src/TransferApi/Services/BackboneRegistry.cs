@@ -22,6 +22,7 @@ public sealed class BackboneRegistry(
     IDbContextFactory<TransferDbContext> dbFactory,
     InferenceThread inference,
     IOptions<WorkerOptions> worker,
+    IOptions<BackboneOptions> options,
     IOptions<UploadOptions> uploads,
     ILogger<BackboneRegistry> logger
 ) : IDisposable
@@ -61,7 +62,9 @@ public sealed class BackboneRegistry(
         if (BackboneCatalog.BuiltIn.Contains(id))
         {
             backbone = await inference.RunAsync(() =>
-                BackboneCatalog.LoadBuiltIn(id, worker.Value.BackboneDirectory, uploads.Value.ImageLimits)
+                WithPrecision(
+                    BackboneCatalog.LoadBuiltIn(id, worker.Value.BackboneDirectory, uploads.Value.ImageLimits)
+                )
             );
         }
         else
@@ -78,17 +81,37 @@ public sealed class BackboneRegistry(
                     $"Backbone '{id}' names architecture '{row.Architecture}', which this build does not know."
                 );
             backbone = await inference.RunAsync(() =>
-                BackboneCatalog.Load(id, architecture, weights, row.Preprocessing, uploads.Value.ImageLimits)
+                WithPrecision(
+                    BackboneCatalog.Load(id, architecture, weights, row.Preprocessing, uploads.Value.ImageLimits)
+                )
             );
         }
         logger.LogInformation(
-            "Loaded backbone {Backbone} ({Architecture}, {Parameters:N0} parameters) in {Elapsed:N0} ms",
+            "Loaded backbone {Backbone} ({Architecture}, {Parameters:N0} parameters) in {Elapsed:N0} ms; it runs in "
+                + "{Precision}: {PrecisionReason}",
             id,
             backbone.Architecture.Name,
             backbone.ParameterCount,
-            System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds
+            System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds,
+            backbone.Precision.Chosen,
+            backbone.Precision.Reason
         );
         return backbone;
+    }
+
+    /// <summary>Chooses the backbone's precision (Backbones:Precision) before anything else can use it.</summary>
+    private Backbone WithPrecision(Backbone backbone)
+    {
+        try
+        {
+            backbone.UsePrecision(options.Value.Precision);
+            return backbone;
+        }
+        catch
+        {
+            backbone.Dispose();
+            throw;
+        }
     }
 
     public void Dispose()

@@ -20,6 +20,7 @@ public static partial class OptionsTable
         "Auth",
         "RateLimits",
         "Worker",
+        "Backbones",
         "Quotas",
         "Uploads",
         "Datasets",
