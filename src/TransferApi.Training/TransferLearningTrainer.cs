@@ -889,7 +889,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
     /// <summary>
     /// Runs <paramref name="forward"/> over the preprocessed images (and their transforms) in batches read from
     /// <paramref name="source"/>, reporting progress, and stacks the results. The next batch is read and decoded
-    /// while this one goes through the network; only those two batches' bytes and pixels are held at a time.
+    /// while this one goes through the network; only the batches in flight (at most three) are held at a time.
     /// </summary>
     /// <param name="onRows">Called with each batch's first image index and its rows.</param>
     private Tensor ExtractBatched(

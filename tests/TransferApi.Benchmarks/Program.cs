@@ -12,7 +12,13 @@ if (what is "all" or "health")
 if (what is "all" or "trust")
     TrustBenchmark.Run();
 if (what is "all" or "tuning")
-    TuningBenchmark.Run(searchOnly: args.Contains("--search-only"));
+    TuningBenchmark.Run(
+        searchOnly: args.Contains("--search-only"),
+        precision: args.SkipWhile(a => a != "--precision")
+            .Skip(1)
+            .Select(a => Enum.Parse<TransferApi.Training.Backbones.BackbonePrecision>(a, ignoreCase: true))
+            .FirstOrDefault(TransferApi.Training.Backbones.BackbonePrecision.Fp32)
+    );
 if (what is "all" or "speed")
     await SpeedBenchmark.RunAsync(rounds: 5);
 if (what is "all" or "ingestion")

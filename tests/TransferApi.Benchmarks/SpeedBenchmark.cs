@@ -81,7 +81,6 @@ internal static class SpeedBenchmark
                 }),
             })
             .ToList();
-        double Mid<T>(IEnumerable<T> values, Func<T, double> pick) => values.Select(pick).Order().ElementAt(rounds / 2);
         var backboneRate = Mid(stages, s => s.Backbone);
         Console.WriteLine($"backbone alone (forward of decoded batches):       {backboneRate, 7:F1} images/s");
         Console.WriteLine(
@@ -119,15 +118,41 @@ internal static class SpeedBenchmark
             Console.WriteLine("service part skipped (TRANSFERAPI_TEST_POSTGRES is not set; run scripts/benchmark.sh)");
             return;
         }
-        await using var service = await ServiceProcess.StartAsync(
-            admin,
-            new Dictionary<string, string>
+        Dictionary<string, string> Settings(int jobNice) =>
+            new()
             {
                 ["Worker__QueuePollInterval"] = "00:00:00.2",
                 // The production default: the same choice as the in-process backbone above.
                 ["Backbones__Precision"] = "Auto",
-            }
-        );
+                ["Worker__JobNice"] = jobNice.ToString(CultureInfo.InvariantCulture),
+            };
+        var service = await ServiceProcess.StartAsync(admin, Settings(19));
+        try
+        {
+            await ServiceAsync(service, labelled, backbone, batches, phone, sample, rounds);
+            // The same predictions during the same jobs with job threads at the predictions' priority.
+            await service.DisposeAsync(keepDatabase: true);
+            service = await ServiceProcess.StartAsync(admin, Settings(0), service.Database);
+            Console.WriteLine("with Worker:JobNice=0 (jobs at the predictions' priority):");
+            await PredictDuringJobsAsync(service, sample.Take(16).ToList());
+        }
+        finally
+        {
+            await service.DisposeAsync();
+        }
+        batches.ForEach(b => b.Dispose());
+    }
+
+    private static async Task ServiceAsync(
+        ServiceProcess service,
+        List<(string, byte[])> labelled,
+        Backbone backbone,
+        List<TorchSharp.torch.Tensor> batches,
+        List<byte[]> phone,
+        List<byte[]> sample,
+        int rounds
+    )
+    {
         var client = service.Client;
         var dataset = await UploadAsync(client, "speed", labelled);
         // The upload's health pass runs the backbone over every image: let it finish, then warm the job path once.
@@ -147,7 +172,7 @@ internal static class SpeedBenchmark
             passes.Add((alone, rate));
         }
         Console.WriteLine();
-        Console.WriteLine($"job feature pass through the service ({shared.Count} shared photos, tuning off):");
+        Console.WriteLine($"job feature pass through the service ({labelled.Count} shared photos, tuning off):");
         Console.WriteLine("  round | backbone alone | service job | ratio");
         foreach (var (p, i) in passes.Select((p, i) => (p, i)))
             Console.WriteLine(
@@ -173,8 +198,20 @@ internal static class SpeedBenchmark
                 + $"{P50(rawTimes):F1} ms = {P50(rawTimes) / P50(smallTimes):F2}x"
         );
 
-        // /predict while a job trains in the same process, against idle just before.
-        var shared256 = sample.Take(16).ToList();
+        Console.WriteLine("with Worker:JobNice=19 (the default):");
+        await PredictDuringJobsAsync(service, sample.Take(16).ToList());
+    }
+
+    /// <summary>/predict while a job trains in the same process, against idle just before: a frozen job's feature
+    /// pass, then fine-tuning.</summary>
+    private static async Task PredictDuringJobsAsync(ServiceProcess service, List<byte[]> images)
+    {
+        var client = service.Client;
+        var models = await client.GetFromJsonAsync<JsonElement>("/api/models", Json);
+        var model = models.GetProperty("items")[0];
+        var route = $"/api/models/{model.GetProperty("id").GetGuid()}/predict";
+        var dataset = model.GetProperty("datasetId").GetGuid();
+        await LatencyAsync(client, route, images, 5);
         foreach (
             var (name, request) in new (string, object)[]
             {
@@ -200,16 +237,15 @@ internal static class SpeedBenchmark
             }
         )
         {
-            var idle = await LatencyAsync(client, route, shared256, 32);
+            var idle = await LatencyAsync(client, route, images, 32);
             await ClearFeatureCacheAsync(service);
-            var during = await LatencyDuringJobAsync(client, route, shared256, dataset, request);
+            var during = await LatencyDuringJobAsync(client, route, images, request);
             Console.WriteLine(
-                $"/predict p50 during a {name}: {P50(during.Latencies):F1} ms against {P50(idle):F1} ms "
+                $"  /predict p50 during a {name}: {P50(during.Latencies):F1} ms against {P50(idle):F1} ms "
                     + $"idle = {P50(during.Latencies) / P50(idle):F2}x over {during.Latencies.Count} requests "
                     + $"(goal <= 1.5x); the job took {during.JobSeconds:F1} s"
             );
         }
-        batches.ForEach(b => b.Dispose());
     }
 
     /// <summary>Features of phone photos as the service decodes them (reduced) against the same photos decoded whole
@@ -398,7 +434,6 @@ internal static class SpeedBenchmark
         HttpClient client,
         string route,
         List<byte[]> images,
-        Guid dataset,
         object request
     )
     {
@@ -428,6 +463,10 @@ internal static class SpeedBenchmark
         response.EnsureSuccessStatusCode();
         return Stopwatch.GetElapsedTime(started).TotalMilliseconds;
     }
+
+    /// <summary>The median of <paramref name="pick"/> over the rounds.</summary>
+    private static double Mid<T>(IReadOnlyCollection<T> rounds, Func<T, double> pick) =>
+        rounds.Select(pick).Order().ElementAt(rounds.Count / 2);
 
     private static double P50(List<double> values) => values.Order().ElementAt(values.Count / 2);
 }

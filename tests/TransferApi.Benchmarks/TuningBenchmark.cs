@@ -18,7 +18,8 @@ internal static class TuningBenchmark
     private sealed record Case(string Name, List<string> Files, List<string> Labels, DataSplit[] Splits);
 
     /// <param name="searchOnly">Only the search's time on 1,000 made images (no photos, no backbone).</param>
-    public static void Run(bool searchOnly = false)
+    /// <param name="precision">The backbone's number format, as Backbones:Precision sets it in the service.</param>
+    public static void Run(bool searchOnly = false, BackbonePrecision precision = BackbonePrecision.Fp32)
     {
         TorchRuntime.SetThreads(Environment.ProcessorCount);
         if (searchOnly)
@@ -27,6 +28,8 @@ internal static class TuningBenchmark
             return;
         }
         using var backbone = BackboneCatalog.LoadBuiltIn(BackboneCatalog.ResNet18ImageNet);
+        var chosen = backbone.UsePrecision(precision);
+        Console.WriteLine($"backbone in {chosen.Chosen} ({chosen.Reason})");
         var cases = new List<Case>();
         var antsBees = new[] { "train", "val" }
             .SelectMany(split =>

@@ -79,15 +79,17 @@ public sealed class Backbone : IDisposable
     private PrecisionChoice Measure(FeatureNetwork bf16)
     {
         using var scope = NewDisposeScope();
-        // Smooth random fields (noise enlarged from 7x7) in the network's input range: the fixed probe batch.
+        // The fixed probe batch: smooth random pixel fields (0..255 noise enlarged from 7x7), normalized as the
+        // preprocessing does, so it exercises the network over its real input range.
         var generator = new Generator(20261203);
         var size = Preprocessor.Spec.InputSize;
-        var probe = nn.functional.interpolate(
-            randn([8, 3, 7, 7], generator: generator),
+        var pixels = nn.functional.interpolate(
+            rand([8, 3, 7, 7], generator: generator) * 255,
             [size, size],
             mode: InterpolationMode.Bilinear,
             align_corners: false
         );
+        var probe = (pixels - Preprocessor.InputOffset()) * Preprocessor.InputMultiplier();
         using var mode = inference_mode();
         double Rate(Func<Tensor> forward)
         {

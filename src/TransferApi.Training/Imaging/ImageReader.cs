@@ -24,6 +24,20 @@ public sealed class ImageRejectedException(string reason, bool exceedsLimits = f
 /// <summary>The one place untrusted image bytes are read: header and limits first, then a full decode.</summary>
 public static class ImageReader
 {
+    /// <summary>
+    /// What decoded images are processed with: one thread per image. Callers already decode images in parallel (a
+    /// batch, concurrent requests); ImageSharp's own row parallelism on top oversubscribed the cores and ran on the
+    /// thread pool, outside a job's lowered priority (docs/benchmarks.md).
+    /// </summary>
+    internal static Configuration OneThreadPerImage { get; } = SingleThreaded();
+
+    private static Configuration SingleThreaded()
+    {
+        var configuration = Configuration.Default.Clone();
+        configuration.MaxDegreeOfParallelism = 1;
+        return configuration;
+    }
+
     /// <summary>Formats accepted from clients (ImageSharp's names); others are refused before decoding.</summary>
     public static IReadOnlySet<string> AcceptedFormats { get; } =
         new HashSet<string>(StringComparer.OrdinalIgnoreCase) { "JPEG", "PNG", "BMP", "GIF", "WEBP" };
@@ -93,7 +107,7 @@ public static class ImageReader
                     : null;
             if (image is not null)
                 image.Metadata.ExifProfile = info.Metadata.ExifProfile?.DeepClone();
-            image ??= Image.Load<Rgb24>(bytes);
+            image ??= Image.Load<Rgb24>(OneThreadPerImage, bytes);
             image.Mutate(x => x.AutoOrient());
             return image;
         }

@@ -38,7 +38,7 @@ internal static class ScaledJpeg
         var info = new SKImageInfo(size.Width, size.Height, SKColorType.Rgba8888, SKAlphaType.Opaque);
         if (codec.GetPixels(info, out var rgba) != SKCodecResult.Success)
             return null;
-        using var decoded = Image.LoadPixelData<Rgba32>(rgba, size.Width, size.Height);
-        return decoded.CloneAs<Rgb24>();
+        using var decoded = Image.LoadPixelData<Rgba32>(ImageReader.OneThreadPerImage, rgba, size.Width, size.Height);
+        return decoded.CloneAs<Rgb24>(ImageReader.OneThreadPerImage);
     }
 }
