@@ -208,6 +208,14 @@ internal static class SpeedBenchmark
     {
         var client = service.Client;
         var models = await client.GetFromJsonAsync<JsonElement>("/api/models", Json);
+        // The service chose its precision when it loaded the backbone: say which, since it moves every latency.
+        Console.WriteLine(
+            "  "
+                + (
+                    service.Output.FirstOrDefault(l => l.Contains("it runs in", StringComparison.Ordinal))
+                    ?? "(the service logged no precision choice)"
+                ).Trim()
+        );
         var model = models.GetProperty("items")[0];
         var route = $"/api/models/{model.GetProperty("id").GetGuid()}/predict";
         var dataset = model.GetProperty("datasetId").GetGuid();

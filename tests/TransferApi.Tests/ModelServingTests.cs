@@ -289,7 +289,7 @@ public class ModelServingTests(TransferApiFactory factory)
     [Fact]
     public async Task Phone_photos_decoded_small_predict_as_training_evaluated_them()
     {
-        // Large JPEGs take the reduced decode (1/4 size here); one is stored sideways with an EXIF orientation.
+        // Large JPEGs take the reduced decode (1/2 size here); one is stored sideways with an EXIF orientation.
         var photos = Archives
             .TwoClasses(4)
             .Select((p, i) => (p.Item1, PhonePhotos.Make(p.Item2, 2016, 1512, storedSideways: i == 1)))

@@ -17,7 +17,7 @@ public class LargePhotoTests(BackboneFixture fixture)
         File.ReadAllBytes(TestData.AntsBeesImages("val", label, index + 1)[index]);
 
     [Fact]
-    public void A_phone_photo_is_decoded_at_an_eighth_of_its_size_and_upright_but_small_photos_whole()
+    public void A_phone_photo_is_decoded_at_a_quarter_of_its_size_and_upright_but_small_photos_whole()
     {
         var photo = ValPhoto("ants", 0);
         var upright = PhonePhotos.Make(photo);
@@ -25,13 +25,15 @@ public class LargePhotoTests(BackboneFixture fixture)
         using var reduced = ImageReader.Decode(upright, Limits, minShorterSide: 224);
         using var turned = ImageReader.Decode(PhonePhotos.Make(photo, storedSideways: true), Limits, 224);
         Assert.Equal((4032, 3024), (whole.Width, whole.Height));
-        // 3024 / 8 = 378 >= 224; the EXIF orientation still stands the sideways one up.
-        Assert.Equal((504, 378), (reduced.Width, reduced.Height));
-        Assert.Equal((504, 378), (turned.Width, turned.Height));
+        // 3024 / 4 = 756 keeps twice 224 (1/8 would not); the EXIF orientation still stands the sideways one up.
+        Assert.Equal((1008, 756), (reduced.Width, reduced.Height));
+        Assert.Equal((1008, 756), (turned.Width, turned.Height));
         Assert.True(MeanAbsoluteDifference(reduced, turned) < 2, "the sideways photo was not turned upright");
-        // Half the size would leave fewer than 2000 pixels on the shorter side: decoded at 1/2 (1512), not 1/4.
-        using var half = ImageReader.Decode(upright, Limits, minShorterSide: 1000);
+        // A quarter would leave fewer than 2 x 700 pixels on the shorter side: decoded at 1/2 (1512).
+        using var half = ImageReader.Decode(upright, Limits, minShorterSide: 700);
         Assert.Equal(1512, half.Height);
+        using var unreduced = ImageReader.Decode(upright, Limits, minShorterSide: 1000);
+        Assert.Equal(3024, unreduced.Height);
 
         using var original = Image.Load<Rgb24>(photo);
         using var small = ImageReader.Decode(photo, Limits, minShorterSide: 224);

@@ -94,7 +94,7 @@ public static class ImageReader
     /// <summary>
     /// Checks the header against the limits, then decodes and applies EXIF orientation. With
     /// <paramref name="minShorterSide"/>, a large JPEG may come out smaller (1/2, 1/4 or 1/8 of its size, see
-    /// <see cref="ScaledJpeg"/>) but never with its shorter side under that; other images come out whole.
+    /// <see cref="ScaledJpeg"/>) but never with its shorter side under twice that; other images come out whole.
     /// </summary>
     public static Image<Rgb24> Decode(byte[] bytes, ImageLimits limits, int minShorterSide = 0)
     {
