@@ -1,5 +1,3 @@
-using static TorchSharp.torch;
-
 namespace TransferApi.Training.Backbones;
 
 /// <summary>The number format of a backbone's frozen forward passes.</summary>
@@ -57,7 +55,4 @@ public sealed record PrecisionChoice(
         return flags is not null
             && flags.Split(' ', StringSplitOptions.RemoveEmptyEntries).Any(f => f is "amx_bf16" or "avx512_bf16");
     }
-
-    internal static ScalarType ScalarTypeOf(BackbonePrecision precision) =>
-        precision == BackbonePrecision.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
 }

@@ -13,8 +13,9 @@ public sealed record DecodedBatch(float[] Pixels, int Count);
 public static class DecodeAhead
 {
     /// <summary>
-    /// Decoder threads beside libtorch's: the cores libtorch leaves (at least one). libtorch's threads collapse when
-    /// the cores are oversubscribed, and one decoder beside a busy network measured faster than more.
+    /// Decoder threads beside libtorch's: the cores libtorch leaves (at least one), since libtorch's threads collapse
+    /// when the cores are oversubscribed. Not measured against more decoders: with a bfloat16 network on many cores
+    /// one decoder can be the limit (docs/benchmarks.md).
     /// </summary>
     public static int DecoderThreads(int torchThreads) => Math.Max(1, Environment.ProcessorCount - torchThreads);
 
