@@ -914,7 +914,7 @@ public sealed class TransferLearningTrainer(Backbone backbone)
             backbone.Preprocessor,
             stop => source.Batches(images, size, stop),
             index => transforms?.Skip(index * size).Take(size).ToList(),
-            DecodeAhead.DecoderThreads(get_num_threads()),
+            DecodeAhead.MaxDecoders(get_num_threads()),
             cancellation
         );
         foreach (var batch in decoded)

@@ -14,11 +14,67 @@ public class DecodeAheadTests(BackboneFixture fixture)
     public void Batches_come_in_order_with_the_pixels_a_direct_decode_gives()
     {
         var batches = DecodeAhead
-            .Batches(preprocessor, _ => photos.Chunk(3), _ => null, decoders: 1, CancellationToken.None)
+            .Batches(preprocessor, _ => photos.Chunk(3), _ => null, maxDecoders: 1, CancellationToken.None)
             .ToList();
         Assert.Equal([3, 3, 3, 1], batches.Select(b => b.Count));
         Assert.Equal(preprocessor.DecodePlanar(photos), batches.SelectMany(b => b.Pixels));
     }
+
+    [Fact]
+    public void Decoders_are_added_while_decoding_is_slower_than_the_consumer_and_order_is_kept()
+    {
+        var threads = new System.Collections.Concurrent.ConcurrentDictionary<int, byte>();
+        // A slow decode (the transform callback runs on the decoder thread) against a consumer that does nothing.
+        IReadOnlyList<ViewTransform?>? Slow(int index)
+        {
+            threads.TryAdd(Environment.CurrentManagedThreadId, 0);
+            Thread.Sleep(40);
+            return null;
+        }
+        var batches = DecodeAhead
+            .Batches(preprocessor, _ => photos.Chunk(1), Slow, maxDecoders: 3, CancellationToken.None)
+            .ToList();
+        Assert.Equal(preprocessor.DecodePlanar(photos), batches.SelectMany(b => b.Pixels));
+        Assert.InRange(threads.Count, 2, 3);
+    }
+
+    [Fact]
+    public void One_decoder_stays_alone_when_it_keeps_up_with_the_consumer()
+    {
+        var threads = new System.Collections.Concurrent.ConcurrentDictionary<int, byte>();
+        var count = 0;
+        foreach (
+            var _ in DecodeAhead.Batches(
+                preprocessor,
+                _ => photos.Chunk(1),
+                _ =>
+                {
+                    threads.TryAdd(Environment.CurrentManagedThreadId, 0);
+                    return null;
+                },
+                maxDecoders: 3,
+                CancellationToken.None
+            )
+        )
+        {
+            count++;
+            Thread.Sleep(100); // a forward pass far slower than decoding one photo
+        }
+        Assert.Equal(photos.Count, count);
+        Assert.Single(threads);
+    }
+
+    [Theory]
+    [InlineData(0.2, 0.5, 8, 1)] // float32 on 2 cores: one decoder is ahead
+    [InlineData(0.2, 0.05, 8, 4)] // bfloat16 on many cores: four keep up
+    [InlineData(0.2, 0.01, 8, 8)] // never more than the limit
+    [InlineData(0.2, 0, 3, 3)]
+    public void Decoders_needed_are_decode_time_over_forward_time_rounded_up(
+        double decode,
+        double forward,
+        int max,
+        int expected
+    ) => Assert.Equal(expected, DecodeAhead.DecodersToKeepUp(decode, forward, max));
 
     [Fact]
     public void A_bad_image_surfaces_as_itself_after_the_batches_before_it()
