@@ -46,6 +46,9 @@ internal static class SpeedBenchmark
             .Select(path => PhonePhotos.Make(File.ReadAllBytes(path)))
             .ToList();
         var limits = new ImageLimits();
+        // The alternative to decoding small: a working copy made at ingestion (shorter side 384, upright).
+        var phoneCopyJpeg = phone.Select(p => WorkingCopy(p, limits, png: false)).ToList();
+        var phoneCopyPng = phone.Select(p => WorkingCopy(p, limits, png: true)).ToList();
         var sample = shared.Take(64).ToList();
         var batches = sample.Chunk(32).Select(b => backbone.Preprocessor.ToTensor(b)).ToList();
 
@@ -75,6 +78,13 @@ internal static class SpeedBenchmark
                 PhoneFullDecode = Rate(phone, image => ImageReader.Decode(image, limits).Dispose()),
                 PhoneReducedDecode = Rate(phone, image => ImageReader.Decode(image, limits, 224).Dispose()),
                 PhonePreprocess = Rate(phone, image => backbone.Preprocessor.DecodePlanar([image], maxThreads: 1)),
+                MakeCopy = Rate(phone, image => WorkingCopy(image, limits, png: false)),
+                CopyJpegPreprocess = Rate(phoneCopyJpeg, image =>
+                    backbone.Preprocessor.DecodePlanar([image], maxThreads: 1)
+                ),
+                CopyPngPreprocess = Rate(phoneCopyPng, image =>
+                    backbone.Preprocessor.DecodePlanar([image], maxThreads: 1)
+                ),
                 Copy = Rate(Enumerable.Range(0, 64).ToList(), _ =>
                 {
                     using var t = backbone.Preprocessor.FromPlanar(new float[3 * 224 * 224], 1);
@@ -104,6 +114,23 @@ internal static class SpeedBenchmark
         Console.WriteLine(
             $"  decode + resize + crop + normalize (the job's)   {Mid(stages, s => s.SharedPreprocess), 13:F1} | "
                 + $"{Mid(stages, s => s.PhonePreprocess), 10:F1}"
+        );
+        Console.WriteLine(
+            "  working copy (shorter side 384, made at upload): the same, from JPEG q90 | "
+                + $"{Mid(stages, s => s.CopyJpegPreprocess), 10:F1}"
+        );
+        Console.WriteLine(
+            "    from lossless PNG                                                | "
+                + $"{Mid(stages, s => s.CopyPngPreprocess), 10:F1}"
+        );
+        Console.WriteLine(
+            "    making it at upload (full decode, resize, JPEG encode)            | "
+                + $"{Mid(stages, s => s.MakeCopy), 10:F1}"
+        );
+        Console.WriteLine(
+            $"    size: JPEG {phoneCopyJpeg.Average(c => c.Length) / 1e3:F0} kB, PNG "
+                + $"{phoneCopyPng.Average(c => c.Length) / 1e3:F0} kB beside the "
+                + $"{phone.Average(c => c.Length) / 1e3:F0} kB original"
         );
         Console.WriteLine($"  planar pixels to a tensor                        {Mid(stages, s => s.Copy), 13:F0} |");
         Console.WriteLine(
@@ -333,6 +360,26 @@ internal static class SpeedBenchmark
         foreach (var item in items)
             work(item);
         return items.Count / clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>A photo as the working-copy alternative would store it: upright, shorter side 384.</summary>
+    private static byte[] WorkingCopy(byte[] photo, ImageLimits limits, bool png)
+    {
+        using var image = ImageReader.Decode(photo, limits);
+        var scale = 384.0 / Math.Min(image.Width, image.Height);
+        image.Mutate(x =>
+            x.Resize(
+                (int)Math.Round(image.Width * scale),
+                (int)Math.Round(image.Height * scale),
+                KnownResamplers.Bicubic
+            )
+        );
+        using var buffer = new MemoryStream();
+        if (png)
+            image.SaveAsPng(buffer);
+        else
+            image.SaveAsJpeg(buffer, new SixLabors.ImageSharp.Formats.Jpeg.JpegEncoder { Quality = 90 });
+        return buffer.ToArray();
     }
 
     private static byte[] Resized(byte[] jpeg, int longerSide)

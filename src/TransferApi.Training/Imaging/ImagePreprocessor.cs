@@ -1,3 +1,4 @@
+using System.Buffers;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
@@ -220,8 +221,18 @@ public sealed class ImagePreprocessor
                 (int)Math.Round((newW - size) / 2.0, MidpointRounding.ToEven),
                 (int)Math.Round((newH - size) / 2.0, MidpointRounding.ToEven)
             );
+            // Resized straight into the crop: the same kernel weights as resizing whole and cropping, without
+            // computing the pixels the crop drops (pixels differ by at most one level in float rounding).
             image.Mutate(x =>
-                x.Resize(newW, newH, KnownResamplers.Triangle).Crop(new Rectangle(left, top, size, size))
+                x.Resize(
+                    new ResizeOptions
+                    {
+                        Size = new SixLabors.ImageSharp.Size(size, size),
+                        Mode = ResizeMode.Manual,
+                        TargetRectangle = new Rectangle(-left, -top, newW, newH),
+                        Sampler = KnownResamplers.Triangle,
+                    }
+                )
             );
         }
         else
@@ -238,9 +249,23 @@ public sealed class ImagePreprocessor
                 )
             );
         }
-        var rgb = new Rgb24[size * size];
-        image.CopyPixelDataTo(rgb);
         var plane = size * size;
+        // Pooled: a 224x224 image's pixels would otherwise be a large-object allocation per image.
+        var pooled = ArrayPool<Rgb24>.Shared.Rent(plane);
+        try
+        {
+            image.CopyPixelDataTo(pooled.AsSpan(0, plane));
+            WriteChannels(pooled.AsSpan(0, plane), destination, normalized);
+        }
+        finally
+        {
+            ArrayPool<Rgb24>.Shared.Return(pooled);
+        }
+    }
+
+    private void WriteChannels(ReadOnlySpan<Rgb24> rgb, Span<float> destination, bool normalized)
+    {
+        var plane = rgb.Length;
         var (first, third) = Spec.ChannelOrder == "BGR" ? (2, 0) : (0, 2);
         var perPixel = offset.Length != 3;
         if (!normalized)
