@@ -18,6 +18,9 @@ namespace TransferApi.Training;
 /// </summary>
 public sealed class TransferLearningTrainer(Backbone backbone)
 {
+    /// <summary>What the backbone expects of its input images.</summary>
+    public PreprocessingSpec Preprocessing => backbone.Preprocessor.Spec;
+
     /// <param name="resume">
     /// A checkpoint this job reported earlier (<see cref="ITrainingObserver.OnCheckpoint"/>): training continues after
     /// its epoch.

@@ -55,6 +55,35 @@ public class LargePhotoTests(BackboneFixture fixture)
         Assert.All(similarities, s => Assert.True(s > 0.999, $"cosine {s:F4}: {string.Join(", ", similarities)}"));
     }
 
+    [Fact]
+    public void A_phone_photo_gets_an_upright_working_copy_with_the_features_its_reduced_decode_gives()
+    {
+        var backbone = fixture.Backbone;
+        var photos = new[] { ValPhoto("ants", 3), ValPhoto("bees", 3), ValPhoto("bees", 4) };
+        var phone = photos.Select((p, i) => PhonePhotos.Make(p, storedSideways: i == 0)).ToList();
+        var validated = phone.Select(p => ImageReader.Validate(p, Limits)).ToList();
+        Assert.All(validated, v => Assert.Equal((4032, 3024), (v.Header.Width, v.Header.Height)));
+        var copies = validated.Select(v => v.WorkingCopy!).ToList();
+        foreach (var copy in copies)
+        {
+            // Upright already: no EXIF orientation left to apply, and a quarter of the photo's shorter side or less.
+            using var decoded = Image.Load<Rgb24>(copy);
+            Assert.Equal((683, WorkingCopy.ShorterSide), (decoded.Width, decoded.Height));
+            Assert.True(copy.Length < 200_000, $"working copy of {copy.Length:N0} bytes");
+        }
+        Assert.True(WorkingCopy.Serves(backbone.Preprocessor.Spec));
+        using var fromCopies = backbone.ExtractFeatures(copies);
+        using var fromPhotos = backbone.ExtractFeatures(phone);
+        using var cosine = nn.functional.cosine_similarity(fromCopies, fromPhotos, 1);
+        var similarities = cosine.data<float>().ToArray();
+        Assert.All(similarities, s => Assert.True(s > 0.999, $"cosine {s:F4}: {string.Join(", ", similarities)}"));
+
+        // Photos already small decode as they are; a backbone resizing to more than half the copy's side reads
+        // the photo.
+        Assert.Null(ImageReader.Validate(ValPhoto("ants", 0), Limits).WorkingCopy);
+        Assert.False(WorkingCopy.Serves(PreprocessingSpec.TorchVision(inputSize: 299, resizeTo: 342)));
+    }
+
     private static double MeanAbsoluteDifference(Image<Rgb24> a, Image<Rgb24> b)
     {
         var (x, y) = (new Rgb24[a.Width * a.Height], new Rgb24[b.Width * b.Height]);

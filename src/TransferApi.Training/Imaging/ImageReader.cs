@@ -42,13 +42,14 @@ public static class ImageReader
     public static IReadOnlySet<string> AcceptedFormats { get; } =
         new HashSet<string>(StringComparer.OrdinalIgnoreCase) { "JPEG", "PNG", "BMP", "GIF", "WEBP" };
 
-    /// <summary>Checks limits, decodes every pixel, and answers the header with the size after EXIF
-    /// orientation.</summary>
-    public static ImageHeader Validate(byte[] bytes, ImageLimits limits)
+    /// <summary>Checks limits, decodes every pixel, and answers the header with the size after EXIF orientation,
+    /// and a large photo's <see cref="WorkingCopy"/> made from that same decode.</summary>
+    public static (ImageHeader Header, byte[]? WorkingCopy) Validate(byte[] bytes, ImageLimits limits)
     {
         var header = ReadHeader(bytes, limits);
         using var image = Decode(bytes, limits);
-        return header with { Width = image.Width, Height = image.Height };
+        header = header with { Width = image.Width, Height = image.Height };
+        return (header, WorkingCopy.Make(image));
     }
 
     public static ImageHeader ReadHeader(byte[] bytes, ImageLimits limits) => Identify(bytes, limits).Header;

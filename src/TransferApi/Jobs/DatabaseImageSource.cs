@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using Microsoft.EntityFrameworkCore;
 using TransferApi.Persistence;
 using TransferApi.Training;
+using TransferApi.Training.Imaging;
 
 namespace TransferApi.Jobs;
 
@@ -11,8 +12,13 @@ namespace TransferApi.Jobs;
 /// thread only reads from a channel; its own context does the reading.
 /// </summary>
 /// <param name="imageIds">The job's images in the order the trainer numbers them.</param>
-public sealed class DatabaseImageSource(IDbContextFactory<TransferDbContext> dbFactory, IReadOnlyList<Guid> imageIds)
-    : IImageSource
+/// <param name="workingCopies">Reads a large photo's <see cref="DatasetImage.WorkingCopy"/> instead of the photo: true
+/// when the backbone's preprocessing finds enough pixels in one (<see cref="WorkingCopy.Serves"/>).</param>
+public sealed class DatabaseImageSource(
+    IDbContextFactory<TransferDbContext> dbFactory,
+    IReadOnlyList<Guid> imageIds,
+    bool workingCopies
+) : IImageSource
 {
     private const int Prefetch = 2;
 
@@ -59,7 +65,7 @@ public sealed class DatabaseImageSource(IDbContextFactory<TransferDbContext> dbF
                 var bytes = await db
                     .DatasetImages.AsNoTracking()
                     .Where(i => ids.Contains(i.Id))
-                    .Select(i => new { i.Id, i.Data })
+                    .Select(i => new { i.Id, Data = workingCopies ? i.WorkingCopy ?? i.Data : i.Data })
                     .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
                 if (ids.Where(id => !bytes.ContainsKey(id)).ToList() is { Count: > 0 } gone)
                     throw new TrainingInputException(

@@ -10,6 +10,7 @@ using TransferApi.Services;
 using TransferApi.Training;
 using TransferApi.Training.Checkpoints;
 using TransferApi.Training.Health;
+using TransferApi.Training.Imaging;
 
 namespace TransferApi.Jobs;
 
@@ -201,7 +202,7 @@ public sealed class DatasetHealthRunner(
                 JobThreads.Prepare(worker.Value);
                 using var features = new TransferLearningTrainer(backbone).Embed(
                     rows.Select(r => new ImageToEmbed(Convert.ToHexString(r.Sha256), r.Features)).ToList(),
-                    new DatabaseImageSource(dbFactory, ids),
+                    new DatabaseImageSource(dbFactory, ids, WorkingCopy.Serves(backbone.Preprocessor.Spec)),
                     progress,
                     cancellation
                 );

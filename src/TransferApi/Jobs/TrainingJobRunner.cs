@@ -6,6 +6,7 @@ using TransferApi.Persistence;
 using TransferApi.Services;
 using TransferApi.Training;
 using TransferApi.Training.Checkpoints;
+using TransferApi.Training.Imaging;
 
 namespace TransferApi.Jobs;
 
@@ -224,7 +225,7 @@ public sealed class TrainingJobRunner(
                     progress,
                     cancellation,
                     run.Resume,
-                    new DatabaseImageSource(dbFactory, run.ImageIds),
+                    new DatabaseImageSource(dbFactory, run.ImageIds, WorkingCopy.Serves(run.Trainer.Preprocessing)),
                     worker.Value.ActivationBudget,
                     job.Tuning
                 );

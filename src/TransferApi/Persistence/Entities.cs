@@ -63,6 +63,10 @@ public sealed class DatasetImage
 
     /// <summary>The encoded image exactly as uploaded (validated by a full decode first).</summary>
     public required byte[] Data { get; set; }
+
+    /// <summary>A large photo's upright, smaller JPEG that jobs and health passes decode instead of <see cref="Data"/>
+    /// (<see cref="Training.Imaging.WorkingCopy"/>); null for images small enough to decode as they are.</summary>
+    public byte[]? WorkingCopy { get; set; }
 }
 
 public enum HealthStatus

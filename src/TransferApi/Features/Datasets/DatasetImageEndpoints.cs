@@ -181,7 +181,8 @@ public static class DatasetImageEndpoints
         var image = await db
             .DatasetImages.AsNoTracking()
             .Where(i => i.DatasetId == id && i.Id == imageId)
-            .Select(i => new { i.Data, i.FileName })
+            // A thumbnail of a large photo comes from its working copy, the same picture at a fraction of the decode.
+            .Select(i => new { Data = thumbnail ? i.WorkingCopy ?? i.Data : i.Data, i.FileName })
             .FirstOrDefaultAsync(cancellation);
         if (image is null)
             return ImageNotFound(imageId);

@@ -306,7 +306,11 @@ public sealed class DatasetIngestion(
         foreach (var batch in Batches(images, options.IngestBatchSize, options.IngestBatchBytes))
         {
             // Decoding dominates ingestion: check a batch on every core, then store it in archive order.
-            var checks = new (ImageHeader? Header, ImageRejectedException? Error, byte[] Hash)[batch.Count];
+            var checks = new (
+                (ImageHeader Header, byte[]? WorkingCopy)? Image,
+                ImageRejectedException? Error,
+                byte[] Hash
+            )[batch.Count];
             Parallel.For(0, batch.Count, new ParallelOptions { CancellationToken = cancellation }, k =>
             {
                 try
@@ -320,7 +324,7 @@ public sealed class DatasetIngestion(
             });
             for (var k = 0; k < batch.Count; k++)
             {
-                var (image, (header, error, hash)) = (batch[k], checks[k]);
+                var (image, (validated, error, hash)) = (batch[k], checks[k]);
                 if (error is { ExceedsLimits: true })
                     throw new DomainException(
                         ErrorKind.LimitExceeded,
@@ -360,12 +364,13 @@ public sealed class DatasetIngestion(
                         : image.Split,
                     SplitFixed = image.Label is not null && image.SplitFixed,
                     FileName = image.Entry,
-                    Format = header!.Format,
-                    Width = header.Width,
-                    Height = header.Height,
+                    Format = validated!.Value.Header.Format,
+                    Width = validated.Value.Header.Width,
+                    Height = validated.Value.Header.Height,
                     SizeBytes = image.Data.Length,
                     Sha256 = hash,
                     Data = image.Data,
+                    WorkingCopy = validated.Value.WorkingCopy,
                 };
                 db.DatasetImages.Add(row);
                 added.Add(row.Id);

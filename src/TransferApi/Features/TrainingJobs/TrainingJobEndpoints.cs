@@ -618,7 +618,7 @@ public static class TrainingJobEndpoints
         var bytes = await db
             .DatasetImages.AsNoTracking()
             .Where(i => ids.Contains(i.Id))
-            .Select(i => new { i.Id, i.Data })
+            .Select(i => new { i.Id, Data = i.WorkingCopy ?? i.Data })
             .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
         var sheet = worst
             .Select(e => new TrainingCharts.SheetImage(Thumbnails.Jpeg(bytes[e.ImageId], limits.Value.ImageLimits), e))

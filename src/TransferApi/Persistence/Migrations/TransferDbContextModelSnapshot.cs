@@ -210,6 +210,9 @@ namespace TransferApi.Persistence.Migrations
                     b.Property<int>("Width")
                         .HasColumnType("integer");
 
+                    b.Property<byte[]>("WorkingCopy")
+                        .HasColumnType("bytea");
+
                     b.HasKey("Id");
 
                     b.HasIndex("DatasetId", "Label");
