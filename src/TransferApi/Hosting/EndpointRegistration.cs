@@ -7,6 +7,7 @@ using TransferApi.Features.Keys;
 using TransferApi.Features.Models;
 using TransferApi.Features.Storage;
 using TransferApi.Features.TrainingJobs;
+using TransferApi.Http;
 using TransferApi.Options;
 using TransferApi.Services;
 
@@ -40,6 +41,7 @@ public static class EndpointRegistration
         app.UseAuthentication();
         app.UseAuthorization();
         app.UseRateLimiter();
+        app.UseMiddleware<IdempotencyMiddleware>();
 
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") })

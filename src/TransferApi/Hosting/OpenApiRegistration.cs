@@ -1,5 +1,6 @@
 using Microsoft.OpenApi;
 using TransferApi.Features.Models;
+using TransferApi.Http;
 using TransferApi.Services;
 
 namespace TransferApi.Hosting;
@@ -30,6 +31,7 @@ public static class OpenApiRegistration
             // Properties of a record type keep their own description (allOf around the reference).
             o.UseAllOfToExtendReferenceSchemas();
             o.OperationFilter<PredictBodyOperationFilter>();
+            o.OperationFilter<IdempotencyKeyOperationFilter>();
             o.SchemaFilter<FrameworkSchemaDescriptions>();
             // The Authorize button: one X-Api-Key for every call made from Swagger UI.
             o.AddSecurityDefinition(

@@ -59,6 +59,7 @@ public static class ServiceRegistration
         services.AddValidatedOptions<DatasetOptions>(configuration, DatasetOptions.Section);
         services.AddValidatedOptions<ServingOptions>(configuration, ServingOptions.Section);
         services.AddValidatedOptions<QuotaOptions>(configuration, QuotaOptions.Section);
+        services.AddValidatedOptions<IdempotencyOptions>(configuration, IdempotencyOptions.Section);
 
         var uploads = configuration.GetSection(UploadOptions.Section).Get<UploadOptions>() ?? new UploadOptions();
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = uploads.MaxRequestBytes);

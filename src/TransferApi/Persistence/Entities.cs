@@ -338,3 +338,25 @@ public sealed class ApiKey
     public DateTime CreatedAt { get; set; }
     public DateTime? RevokedAt { get; set; }
 }
+
+/// <summary>
+/// A POST's answer kept under its tenant's Idempotency-Key for retries. <see cref="CompletedAt"/> is null while the
+/// first request with the key runs; only successful answers are kept (a failed request leaves no record, so its
+/// retry runs again).
+/// </summary>
+public sealed class IdempotencyRecord
+{
+    public const int MaxKeyLength = 255;
+
+    public required string Tenant { get; set; }
+    public required string Key { get; set; }
+    public DateTime CreatedAt { get; set; }
+    public DateTime? CompletedAt { get; set; }
+
+    /// <summary>SHA-256 of the method, path, query, media type and body (a multipart boundary left out).</summary>
+    public byte[]? Fingerprint { get; set; }
+    public int? StatusCode { get; set; }
+    public string? ContentType { get; set; }
+    public string? Location { get; set; }
+    public byte[]? Body { get; set; }
+}

@@ -308,6 +308,20 @@ internal sealed class ApiKeyConfiguration : IEntityTypeConfiguration<ApiKey>
     }
 }
 
+internal sealed class IdempotencyRecordConfiguration : IEntityTypeConfiguration<IdempotencyRecord>
+{
+    public void Configure(EntityTypeBuilder<IdempotencyRecord> builder)
+    {
+        builder.ToTable("idempotency_records");
+        builder.HasKey(r => new { r.Tenant, r.Key });
+        builder.Property(r => r.Tenant).HasMaxLength(100);
+        builder.Property(r => r.Key).HasMaxLength(IdempotencyRecord.MaxKeyLength);
+        builder.Property(r => r.ContentType).HasMaxLength(200);
+        builder.Property(r => r.Location).HasMaxLength(2000);
+        builder.HasIndex(r => r.CreatedAt);
+    }
+}
+
 internal sealed class ImageFeaturesConfiguration : IEntityTypeConfiguration<ImageFeatures>
 {
     public void Configure(EntityTypeBuilder<ImageFeatures> builder)

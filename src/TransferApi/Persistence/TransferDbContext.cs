@@ -17,6 +17,7 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<RegisteredBackbone> Backbones => Set<RegisteredBackbone>();
     public DbSet<BackboneWeights> BackboneWeights => Set<BackboneWeights>();
     public DbSet<ApiKey> ApiKeys => Set<ApiKey>();
+    public DbSet<IdempotencyRecord> IdempotencyRecords => Set<IdempotencyRecord>();
 
     /// <summary>
     /// The tenant whose rows this context sees and creates (set per request from the API key), or null for the

@@ -25,6 +25,7 @@ public static partial class OptionsTable
         "Uploads",
         "Datasets",
         "Serving",
+        "Idempotency",
     ];
 
     public static string Generate()

@@ -18,6 +18,7 @@ public static class DatasetEndpoints
         group
             .MapPost("/", Upload)
             .WithName("UploadDataset")
+            .AcceptsIdempotencyKey()
             .RequireRateLimiting(RateLimits.Upload)
             .DisableAntiforgery()
             .Accepts<IFormFile>("multipart/form-data")

@@ -28,6 +28,7 @@ public static class DatasetImageEndpoints
         datasets
             .MapPost("/{id:guid}/images", Add)
             .WithName("AddDatasetImages")
+            .AcceptsIdempotencyKey()
             .RequireRateLimiting(RateLimits.Upload)
             .DisableAntiforgery()
             .Accepts<IFormFileCollection>("multipart/form-data")

@@ -24,6 +24,7 @@ public static class TrainingJobEndpoints
         group
             .MapPost("/", Create)
             .WithName("CreateTrainingJob")
+            .AcceptsIdempotencyKey()
             .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
             .ProducesProblem(StatusCodes.Status429TooManyRequests)
             .WithSummary("Start training a model on a data set")
