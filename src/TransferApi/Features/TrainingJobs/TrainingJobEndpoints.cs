@@ -25,6 +25,7 @@ public static class TrainingJobEndpoints
             .MapPost("/", Create)
             .WithName("CreateTrainingJob")
             .AcceptsIdempotencyKey()
+            .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
             .ProducesProblem(StatusCodes.Status429TooManyRequests)
             .WithSummary("Start training a model on a data set")
