@@ -190,7 +190,10 @@ internal static class SpeedBenchmark
 
         // A real job's feature pass against the backbone alone, round by round; the feature cache is emptied before
         // each job so every image goes through the network.
-        var passes = new List<(double Backbone, double Service)>();
+        // The same pass in this process too: what the service adds, apart from what decoding costs everywhere.
+        var passes = new List<(double Backbone, double Service, double InProcess)>();
+        var trainer = new TransferLearningTrainer(backbone);
+        var images = labelled.Select(l => l.Item2).ToList();
         Guid? modelId = null;
         for (var round = 0; round < rounds; round++)
         {
@@ -198,16 +201,22 @@ internal static class SpeedBenchmark
             await ClearFeatureCacheAsync(service);
             var (job, rate) = await FeaturePassAsync(service, dataset);
             modelId ??= job.ModelId;
-            passes.Add((alone, rate));
+            var clock = Stopwatch.StartNew();
+            using (trainer.ExtractFeatures(images, new TrainingOptions(), new NullObserver(), default)) { }
+            passes.Add((alone, rate, images.Count / clock.Elapsed.TotalSeconds));
         }
         Console.WriteLine();
         Console.WriteLine($"job feature pass through the service ({labelled.Count} shared photos, tuning off):");
-        Console.WriteLine("  round | backbone alone | service job | ratio");
+        Console.WriteLine("  round | backbone alone | service job | ratio | the same pass in process | service / it");
         foreach (var (p, i) in passes.Select((p, i) => (p, i)))
             Console.WriteLine(
-                $"  {i + 1, 5} | {p.Backbone, 14:F1} | {p.Service, 11:F1} | {p.Service / p.Backbone, 4:F2}x"
+                $"  {i + 1, 5} | {p.Backbone, 14:F1} | {p.Service, 11:F1} | {p.Service / p.Backbone, 4:F2}x | "
+                    + $"{p.InProcess, 24:F1} | {p.Service / p.InProcess, 4:F2}x"
             );
-        Console.WriteLine($"  median ratio {Mid(passes, p => p.Service / p.Backbone):F2}x (goal >= 0.85x)");
+        Console.WriteLine(
+            $"  median ratio {Mid(passes, p => p.Service / p.Backbone):F2}x (goal >= 0.85x); the service's pass "
+                + $"against the same pass in process: {Mid(passes, p => p.Service / p.InProcess):F2}x"
+        );
 
         // /predict of a 12 MP phone photo against a 256-pixel JPEG of the same scene, alternating.
         var route = $"/api/models/{modelId}/predict";
