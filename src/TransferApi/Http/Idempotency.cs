@@ -147,8 +147,7 @@ public sealed class IdempotencyMiddleware(
             await next(context);
             if (context.Response.StatusCode is >= 200 and < 300)
             {
-                // Whatever the endpoint left unread belongs to the request too.
-                await reading.CopyToAsync(Stream.Null, context.RequestAborted);
+                await DrainAsync(reading);
                 var (status, contentType, location, body) = (
                     context.Response.StatusCode,
                     context.Response.ContentType,
@@ -180,6 +179,22 @@ public sealed class IdempotencyMiddleware(
         }
         answer.Position = 0;
         await answer.CopyToAsync(responseBody, context.RequestAborted);
+    }
+
+    /// <summary>
+    /// Whatever the endpoint left unread belongs to the request too. Not cancelled with the request: a client that
+    /// timed out after the object was created is the one whose retry must find the answer.
+    /// </summary>
+    private static async Task DrainAsync(Stream reading)
+    {
+        try
+        {
+            await reading.CopyToAsync(Stream.Null, CancellationToken.None);
+        }
+        catch (Exception e) when (e is IOException or BadHttpRequestException or OperationCanceledException)
+        {
+            // The client is gone mid-body; what was read is what the endpoint acted on.
+        }
     }
 
     private async Task ForgetAsync(TransferDbContext db, string tenant, string key)
