@@ -27,5 +27,11 @@ if [[ -z "${Auth__BootstrapAdminKey:-}" ]]; then
   [[ -s "$key_file" ]] || (umask 077; echo "tak_dev_$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')" > "$key_file")
   export Auth__BootstrapAdminKey="$(cat "$key_file")"
 fi
+# The key that encrypts the Data Protection key ring (webhook secrets), likewise made once and kept beside it.
+secrets_key_file="$(dirname "$data")/secrets-key"
+if [[ -z "${Secrets__KeyEncryptionKey:-}" ]]; then
+  [[ -s "$secrets_key_file" ]] || (umask 077; head -c 32 /dev/urandom | base64 > "$secrets_key_file")
+  export Secrets__KeyEncryptionKey="$(cat "$secrets_key_file")"
+fi
 echo "TransferApi on $urls (Swagger UI: $urls/swagger; admin key for X-Api-Key / Authorize: $Auth__BootstrapAdminKey, kept in $key_file)"
 exec dotnet run --project src/TransferApi -c Release -- --urls "$urls"

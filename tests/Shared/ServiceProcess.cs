@@ -26,6 +26,10 @@ public sealed class ServiceProcess : IAsyncDisposable
     /// <summary>The service's bootstrap admin key (its <see cref="Client"/> sends it).</summary>
     public static string AdminKey { get; } = $"service-admin-{Guid.NewGuid():N}";
 
+    /// <summary>One per test run, so every process of a test (API, workers) reads the same key ring.</summary>
+    public static string KeyEncryptionKey { get; } =
+        Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+
     private ServiceProcess(Process process, string adminConnection, string database, Uri address)
     {
         this.process = process;
@@ -92,6 +96,7 @@ public sealed class ServiceProcess : IAsyncDisposable
         // As the container image and run.sh set it (docker/Dockerfile says why).
         start.Environment["MALLOC_ARENA_MAX"] = "2";
         start.Environment["Auth__BootstrapAdminKey"] = AdminKey;
+        start.Environment["Secrets__KeyEncryptionKey"] = KeyEncryptionKey;
         // Benchmarks and tests measure the service, not its per-key allowances.
         start.Environment["RateLimits__PredictPerMinute"] = "10000000";
         start.Environment["RateLimits__UploadsPerMinute"] = "100000";
@@ -164,6 +169,7 @@ public sealed class ServiceProcess : IAsyncDisposable
         start.Environment["ConnectionStrings__Postgres"] = ConnectionString;
         start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
         start.Environment["Auth__BootstrapAdminKey"] = AdminKey;
+        start.Environment["Secrets__KeyEncryptionKey"] = KeyEncryptionKey;
         using var migrate = Process.Start(start)!;
         var output = migrate.StandardOutput.ReadToEndAsync();
         var errors = migrate.StandardError.ReadToEndAsync();

@@ -131,8 +131,10 @@ public class AuthenticationTests(TransferApiFactory factory)
         await invalid.ProblemAsync();
     }
 
-    [Fact]
-    public async Task Outside_Development_the_service_refuses_to_start_without_a_bootstrap_key()
+    [Theory]
+    [InlineData("Auth:BootstrapAdminKey")]
+    [InlineData("Secrets:KeyEncryptionKey")]
+    public async Task Outside_Development_the_service_refuses_to_start_without_its_keys(string missing)
     {
         // Its own process: a failed in-process host would leave Hangfire's static configuration half made.
         var start = new System.Diagnostics.ProcessStartInfo(
@@ -148,13 +150,15 @@ public class AuthenticationTests(TransferApiFactory factory)
         start.Environment["ConnectionStrings__Postgres"] = factory.ConnectionString;
         start.Environment["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
         start.Environment["Service__Roles"] = "Api";
-        start.Environment.Remove("Auth__BootstrapAdminKey");
+        start.Environment["Auth__BootstrapAdminKey"] = factory.AdminKey;
+        start.Environment["Secrets__KeyEncryptionKey"] = factory.KeyEncryptionKey;
+        start.Environment.Remove(missing.Replace(":", "__", StringComparison.Ordinal));
         using var process = System.Diagnostics.Process.Start(start)!;
         var output = process.StandardOutput.ReadToEndAsync();
         var errors = process.StandardError.ReadToEndAsync();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await process.WaitForExitAsync(timeout.Token);
         Assert.NotEqual(0, process.ExitCode);
-        Assert.Contains("Auth:BootstrapAdminKey", await output + await errors);
+        Assert.Contains(missing, await output + await errors);
     }
 }

@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using System.Text;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Configuration;
@@ -38,6 +39,9 @@ public class DeploymentManifestTests
         [ServingOptions.Section] = typeof(ServingOptions),
         [AuthOptions.Section] = typeof(AuthOptions),
         [RateLimitOptions.Section] = typeof(RateLimitOptions),
+        [IdempotencyOptions.Section] = typeof(IdempotencyOptions),
+        [WebhookOptions.Section] = typeof(WebhookOptions),
+        [SecretsOptions.Section] = typeof(SecretsOptions),
     };
 
     [Fact]
@@ -61,9 +65,26 @@ public class DeploymentManifestTests
 
         // Secrets are created by hand; the header says how, with which keys.
         var header = File.ReadAllText(path);
-        var documentedSecrets = Regex
-            .Matches(header, @"create secret generic (\S+) --from-literal=([\w-]+)=")
-            .ToDictionary(m => m.Groups[1].Value, m => m.Groups[2].Value);
+        // Each secret's keys: the --from-literal options of its command, which may continue over several lines.
+        var documentedSecrets = header
+            .Split("create secret generic ")
+            .Skip(1)
+            .ToDictionary(
+                command => command.Split(' ')[0],
+                command =>
+                    Regex
+                        .Matches(CommandText(command), @"--from-literal=([\w-]+)=")
+                        .Select(m => m.Groups[1].Value)
+                        .ToHashSet()
+            );
+        static string CommandText(string command)
+        {
+            var lines = command.Split('\n');
+            var text = new StringBuilder(lines[0]);
+            for (var i = 0; i + 1 < lines.Length && lines[i].TrimEnd().EndsWith('\\'); i++)
+                text.Append(' ').Append(lines[i + 1]);
+            return text.ToString();
+        }
         Assert.Equal(["transferapi-auth", "transferapi-db"], documentedSecrets.Keys.Order());
 
         var images = new HashSet<string>();
@@ -92,10 +113,10 @@ public class DeploymentManifestTests
                     {
                         var secretName = secret["name"]!.GetValue<string>();
                         Assert.True(
-                            documentedSecrets.TryGetValue(secretName, out var key),
+                            documentedSecrets.TryGetValue(secretName, out var keys),
                             $"{workload}: secret '{secretName}' is not in the header's instructions"
                         );
-                        Assert.Equal(key, secret["key"]!.GetValue<string>());
+                        Assert.Contains(secret["key"]!.GetValue<string>(), keys);
                         settings[name] = "from-secret";
                     }
                     else
@@ -131,6 +152,10 @@ public class DeploymentManifestTests
             Assert.True(
                 settings.ContainsKey("Auth__BootstrapAdminKey"),
                 $"{workload} has no bootstrap key: outside Development the service refuses to start without one"
+            );
+            Assert.True(
+                settings.ContainsKey("Secrets__KeyEncryptionKey"),
+                $"{workload} has no key-encryption key: outside Development the service refuses to start without one"
             );
             AssertServiceAccepts(workload, settings);
 

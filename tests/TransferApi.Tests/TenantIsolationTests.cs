@@ -65,6 +65,17 @@ public class TenantIsolationTests(TransferApiFactory factory)
             ).StatusCode
         );
 
+        // A webhook with a delivery (to a closed port: it is only looked at).
+        var webhook = await (
+            await owner.PostAsJsonAsync(
+                "/api/webhooks",
+                new { url = "http://127.0.0.1:9/hook", events = new[] { "training-job.succeeded" } }
+            )
+        ).ReadAsync<TransferApi.Features.Webhooks.WebhookResponse>();
+        var delivery = await (
+            await owner.PostAsync($"/api/webhooks/{webhook.Id}/test", null)
+        ).ReadAsync<TransferApi.Features.Webhooks.WebhookDeliveryResponse>();
+
         var intruders = new Dictionary<KeyScope, HttpClient>();
         foreach (var scope in Enum.GetValues<KeyScope>())
             intruders[scope] = await KeyAsync(scope, "intruder");
@@ -157,6 +168,17 @@ public class TenantIsolationTests(TransferApiFactory factory)
                 c.PostAsync($"/api/models/{name}@production/predict", Archives.ImageForm(photo))
             ),
             ("DELETE", "/api/models/{id}", KeyScope.Train, c => c.DeleteAsync($"/api/models/{model}")),
+            ("GET", "/api/webhooks/{id}", KeyScope.Train, c => c.GetAsync($"/api/webhooks/{webhook.Id}")),
+            ("POST", "/api/webhooks/{id}/test", KeyScope.Train, c =>
+                c.PostAsync($"/api/webhooks/{webhook.Id}/test", null)
+            ),
+            ("GET", "/api/webhooks/{id}/deliveries", KeyScope.Train, c =>
+                c.GetAsync($"/api/webhooks/{webhook.Id}/deliveries")
+            ),
+            ("GET", "/api/webhooks/{id}/deliveries/{deliveryId}", KeyScope.Train, c =>
+                c.GetAsync($"/api/webhooks/{webhook.Id}/deliveries/{delivery.Id}")
+            ),
+            ("DELETE", "/api/webhooks/{id}", KeyScope.Train, c => c.DeleteAsync($"/api/webhooks/{webhook.Id}")),
         };
         // The table covers exactly the routes of tenant-owned things that take an id.
         var routes = factory
@@ -164,7 +186,7 @@ public class TenantIsolationTests(TransferApiFactory factory)
             .Endpoints.OfType<RouteEndpoint>()
             .Where(e =>
                 e.RoutePattern.Parameters.Count > 0
-                && new[] { "/api/datasets", "/api/training-jobs", "/api/models" }.Any(
+                && new[] { "/api/datasets", "/api/training-jobs", "/api/models", "/api/webhooks" }.Any(
                     e.RoutePattern.RawText!.StartsWith
                 )
             )
@@ -225,5 +247,13 @@ public class TenantIsolationTests(TransferApiFactory factory)
             2,
             (await (await owner.GetAsync($"/api/datasets/{dataset.Id}")).ReadAsync<DatasetResponse>()).Classes.Count
         );
+        Assert.DoesNotContain(
+            await (await intruder.GetAsync("/api/webhooks")).ReadAsync<
+                List<TransferApi.Features.Webhooks.WebhookResponse>
+            >(),
+            w => w.Id == webhook.Id
+        );
+        // Still the owner's; deleted now, so later tests' events do not go to a closed port.
+        Assert.Equal(HttpStatusCode.NoContent, (await owner.DeleteAsync($"/api/webhooks/{webhook.Id}")).StatusCode);
     }
 }

@@ -42,6 +42,10 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
         await create.ExecuteNonQueryAsync();
     }
 
+    /// <summary>Encrypts this test service's Data Protection key ring.</summary>
+    public string KeyEncryptionKey { get; } =
+        Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+
     /// <summary>The bootstrap admin key of this test service; <see cref="CreateClient"/> clients send it.</summary>
     public string AdminKey { get; } = $"test-admin-{Guid.NewGuid():N}";
 
@@ -67,6 +71,13 @@ public sealed class TransferApiFactory : WebApplicationFactory<Program>, IAsyncL
     {
         builder.UseEnvironment("Testing");
         builder.UseSetting("Auth:BootstrapAdminKey", AdminKey);
+        builder.UseSetting("Secrets:KeyEncryptionKey", KeyEncryptionKey);
+        // The receivers tests start listen on loopback; WebhookAddressTests checks the refusals this lifts. Retries
+        // come in seconds, not minutes.
+        builder.UseSetting("Webhooks:AllowPrivateNetworks", "true");
+        builder.UseSetting("Webhooks:Timeout", "00:00:02");
+        builder.UseSetting("Webhooks:FirstRetryDelay", "00:00:01");
+        builder.UseSetting("Webhooks:SchedulePollingInterval", "00:00:00.5");
         // Tests share one key; RateLimitTests checks the allowances with small ones of its own.
         builder.UseSetting("RateLimits:PredictPerMinute", "10000000");
         builder.UseSetting("RateLimits:UploadsPerMinute", "100000");

@@ -7,6 +7,7 @@ using TransferApi.Features.Keys;
 using TransferApi.Features.Models;
 using TransferApi.Features.Storage;
 using TransferApi.Features.TrainingJobs;
+using TransferApi.Features.Webhooks;
 using TransferApi.Http;
 using TransferApi.Options;
 using TransferApi.Services;
@@ -25,6 +26,7 @@ public static class EndpointRegistration
             .Services.GetRequiredService<IOptions<ServiceOptions>>()
             .Value.Roles.HasFlag(ServiceRoles.Api);
         CheckBootstrapKey(app);
+        WebhookRegistration.CheckKeyEncryptionKey(app);
 
         app.UseExceptionHandler();
         app.UseStatusCodePages();
@@ -62,6 +64,7 @@ public static class EndpointRegistration
         app.MapModelEndpoints();
         app.MapBackboneEndpoints();
         app.MapStorageEndpoints();
+        app.MapWebhookEndpoints();
         return app;
     }
 

@@ -42,6 +42,7 @@ public static class HangfireRegistration
         builder.Services.AddHostedService<MigrationGate>();
         builder.Services.AddHostedService<JobDispatchService>();
         builder.Services.AddHostedService<HealthSweepService>();
+        builder.Services.AddHostedService<WebhookSweepService>();
         builder.Services.AddHangfireServer(o =>
         {
             o.Queues = [TrainingJobRunner.Queue];
@@ -55,6 +56,18 @@ public static class HangfireRegistration
             o.ServerName = $"{Environment.MachineName}-health";
             o.Queues = [DatasetHealthRunner.Queue];
             o.WorkerCount = 1;
+            o.ShutdownTimeout = service.ShutdownTimeout;
+        });
+        // Deliveries wait on receivers, not the CPU: several at once, never behind training. Its scheduler moves due
+        // retries to the queue, so its polling interval bounds how late a retry is.
+        var webhooks = builder.Configuration.GetSection(WebhookOptions.Section).Get<WebhookOptions>()
+            ?? new WebhookOptions();
+        builder.Services.AddHangfireServer(o =>
+        {
+            o.ServerName = $"{Environment.MachineName}-webhooks";
+            o.Queues = [WebhookDeliveryRunner.Queue];
+            o.WorkerCount = webhooks.ConcurrentDeliveries;
+            o.SchedulePollingInterval = webhooks.SchedulePollingInterval;
             o.ShutdownTimeout = service.ShutdownTimeout;
         });
     }

@@ -39,6 +39,8 @@ public static class ServiceRegistration
         services.AddSingleton<JobDispatcher>();
         services.AddSingleton<TenantQuotas>();
         services.AddSingleton<StorageUsage>();
+        builder.AddSecretProtection();
+        services.AddWebhooks();
 
         services.AddHttpProblemDetails();
         services.Configure<JsonOptions>(o => o.SerializerOptions.Converters.Add(new JsonStringEnumConverter()));
@@ -60,6 +62,7 @@ public static class ServiceRegistration
         services.AddValidatedOptions<ServingOptions>(configuration, ServingOptions.Section);
         services.AddValidatedOptions<QuotaOptions>(configuration, QuotaOptions.Section);
         services.AddValidatedOptions<IdempotencyOptions>(configuration, IdempotencyOptions.Section);
+        services.AddValidatedOptions<WebhookOptions>(configuration, WebhookOptions.Section);
 
         var uploads = configuration.GetSection(UploadOptions.Section).Get<UploadOptions>() ?? new UploadOptions();
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = uploads.MaxRequestBytes);

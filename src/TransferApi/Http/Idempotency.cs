@@ -35,6 +35,7 @@ public sealed class IdempotencyMiddleware(
     RequestDelegate next,
     IDbContextFactory<TransferDbContext> dbFactory,
     IOptions<IdempotencyOptions> options,
+    SecretProtection secrets,
     ILogger<IdempotencyMiddleware> logger
 )
 {
@@ -165,7 +166,8 @@ public sealed class IdempotencyMiddleware(
                                 .SetProperty(r => r.StatusCode, status)
                                 .SetProperty(r => r.ContentType, contentType)
                                 .SetProperty(r => r.Location, location)
-                                .SetProperty(r => r.Body, body),
+                                // Encrypted: an answer can hold a secret shown once (a webhook's).
+                                .SetProperty(r => r.Body, body.Length > 0 ? secrets.ProtectAnswer(body) : body),
                         CancellationToken.None
                     );
                 kept = true;
@@ -212,7 +214,7 @@ public sealed class IdempotencyMiddleware(
         }
     }
 
-    private static async Task ReplayAsync(HttpContext context, IdempotencyRecord first)
+    private async Task ReplayAsync(HttpContext context, IdempotencyRecord first)
     {
         context.Response.StatusCode = first.StatusCode ?? StatusCodes.Status200OK;
         if (first.ContentType is { } contentType)
@@ -221,7 +223,7 @@ public sealed class IdempotencyMiddleware(
             context.Response.Headers.Location = location;
         context.Response.Headers[Idempotency.ReplayedHeader] = "true";
         if (first.Body is { Length: > 0 } body)
-            await context.Response.Body.WriteAsync(body, context.RequestAborted);
+            await context.Response.Body.WriteAsync(secrets.UnprotectAnswer(body), context.RequestAborted);
     }
 
     private static Task WriteProblemAsync(HttpContext context, int status, string title, string detail) =>

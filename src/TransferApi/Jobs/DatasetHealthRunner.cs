@@ -24,6 +24,7 @@ public sealed class DatasetHealthRunner(
     IDbContextFactory<TransferDbContext> dbFactory,
     BackboneRegistry backbones,
     IOptions<WorkerOptions> worker,
+    WebhookPublisher webhooks,
     ILogger<DatasetHealthRunner> logger
 )
 {
@@ -59,31 +60,49 @@ public sealed class DatasetHealthRunner(
         try
         {
             var report = await ComputeAsync(db, datasetId, version.Value, health.Backbone, shutdown);
+            var counts = new HealthCountsDocument(
+                report.Backbone,
+                report.DatasetVersion,
+                report.ComputedAt,
+                report.NearDuplicates.Count,
+                report.Leakage.Count,
+                report.LabelIssues.Count,
+                report.Outliers.Count,
+                report.Warnings.Count
+            );
             var stored = await db
                 .DatasetHealth.Where(h => h.DatasetId == datasetId)
                 .ExecuteUpdateAsync(
                     s =>
                         s.SetProperty(h => h.Report, report)
-                            .SetProperty(
-                                h => h.Counts,
-                                new HealthCountsDocument(
-                                    report.Backbone,
-                                    report.DatasetVersion,
-                                    report.ComputedAt,
-                                    report.NearDuplicates.Count,
-                                    report.Leakage.Count,
-                                    report.LabelIssues.Count,
-                                    report.Outliers.Count,
-                                    report.Warnings.Count
-                                )
-                            )
+                            .SetProperty(h => h.Counts, counts)
                             .SetProperty(h => h.UpdatedAt, DateTime.UtcNow)
                             .SetProperty(h => h.Progress, 1.0),
                     CancellationToken.None
                 );
             if (stored == 0)
                 return;
-            await SetStatusAsync(db, datasetId, version.Value, health.Backbone, HealthStatus.Ready, null, shutdown);
+            var ready = await SetStatusAsync(
+                db,
+                datasetId,
+                version.Value,
+                health.Backbone,
+                HealthStatus.Ready,
+                null,
+                shutdown
+            );
+            var tenant = await db
+                .Datasets.Where(d => d.Id == datasetId)
+                .Select(d => d.Tenant)
+                .FirstOrDefaultAsync(shutdown);
+            // Only the run that computed the report announces it (a re-run that finds it current does not).
+            if (ready > 0 && tenant is not null)
+                await webhooks.PublishAsync(
+                    db,
+                    tenant,
+                    WebhookEvents.HealthReady(datasetId, version.Value, counts),
+                    CancellationToken.None
+                );
             logger.LogInformation(
                 "Dataset {DatasetId} health at version {Version}: {Images} images ({Computed} through the backbone) "
                     + "in {Seconds:N1} s; {Groups} near-duplicate group(s), {Leaks} leaking, {Issues} label issue(s), "

@@ -23,6 +23,7 @@ public sealed class TrainingJobRunner(
     BackboneRegistry backbones,
     CheckpointStore checkpoints,
     JobDispatcher dispatcher,
+    WebhookPublisher webhooks,
     IOptions<WorkerOptions> worker,
     Telemetry telemetry,
     ILogger<TrainingJobRunner> logger
@@ -420,13 +421,15 @@ public sealed class TrainingJobRunner(
             if (modelName is not null)
                 await ModelNames.AssignAsync(db, model, modelName, CancellationToken.None);
         }
+        var finishedAt = DateTime.UtcNow;
+        var events = await AddEndedEventAsync(db, jobId, status, modelId, error, finishedAt);
         await db.SaveChangesAsync(CancellationToken.None);
         await db
             .TrainingJobs.Where(j => j.Id == jobId)
             .ExecuteUpdateAsync(
                 s =>
                     s.SetProperty(j => j.Status, status)
-                        .SetProperty(j => j.FinishedAt, DateTime.UtcNow)
+                        .SetProperty(j => j.FinishedAt, finishedAt)
                         .SetProperty(j => j.ModelId, modelId)
                         .SetProperty(j => j.Error, error)
                         .SetProperty(j => j.CheckpointEpoch, (int?)null),
@@ -434,7 +437,30 @@ public sealed class TrainingJobRunner(
             );
         await db.TrainingCheckpoints.Where(c => c.JobId == jobId).ExecuteDeleteAsync(CancellationToken.None);
         await transaction.CommitAsync(CancellationToken.None);
+        webhooks.Send(events);
         await checkpoints.ReclaimAsync(CancellationToken.None);
+    }
+
+    /// <summary>The job's end for its tenant's webhooks, committed with it.</summary>
+    private async Task<IReadOnlyList<WebhookDelivery>> AddEndedEventAsync(
+        TransferDbContext db,
+        Guid jobId,
+        JobStatus status,
+        Guid? modelId,
+        string? error,
+        DateTime finishedAt
+    )
+    {
+        var job = await db
+            .TrainingJobs.Where(j => j.Id == jobId)
+            .Select(j => new { j.Tenant, j.DatasetId })
+            .FirstAsync(CancellationToken.None);
+        return await webhooks.AddAsync(
+            db,
+            job.Tenant,
+            WebhookEvents.TrainingJobEnded(jobId, job.DatasetId, status, modelId, error, finishedAt),
+            CancellationToken.None
+        );
     }
 
     private static TrainedModel ToModel(TrainingJob job, TrainingResult result)

@@ -360,3 +360,48 @@ public sealed class IdempotencyRecord
     public string? Location { get; set; }
     public byte[]? Body { get; set; }
 }
+
+/// <summary>A tenant's receiver of events: an http(s) URL, the event types it subscribed to, and its signing
+/// secret.</summary>
+public sealed class Webhook : ITenantOwned
+{
+    public const int MaxUrlLength = 2000;
+    public const int MaxDescriptionLength = 500;
+
+    public Guid Id { get; set; }
+    public string Tenant { get; set; } = "";
+    public required string Url { get; set; }
+    public required List<string> Events { get; set; }
+    public string? Description { get; set; }
+
+    /// <summary>The signing secret, encrypted by <c>SecretProtection</c> (Data Protection): unreadable from a
+    /// dump.</summary>
+    public required string ProtectedSecret { get; set; }
+    public DateTime CreatedAt { get; set; }
+}
+
+public enum DeliveryState
+{
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// <summary>
+/// One event on its way to one webhook. Every attempt sends the same <see cref="Payload"/> (and event id), so a
+/// receiver can drop repeats; <see cref="NextAttemptAt"/> is when the next attempt is due while it is Pending.
+/// </summary>
+public sealed class WebhookDelivery
+{
+    public Guid Id { get; set; }
+    public Guid WebhookId { get; set; }
+    public Guid EventId { get; set; }
+    public required string EventType { get; set; }
+    public DateTime CreatedAt { get; set; }
+
+    /// <summary>The JSON body exactly as sent: the signature covers these bytes.</summary>
+    public required string Payload { get; set; }
+    public DeliveryState State { get; set; }
+    public DateTime? NextAttemptAt { get; set; }
+    public List<DeliveryAttemptDocument> Attempts { get; set; } = [];
+}

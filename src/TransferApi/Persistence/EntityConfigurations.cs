@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.DataProtection.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.ChangeTracking;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
@@ -320,6 +321,45 @@ internal sealed class IdempotencyRecordConfiguration : IEntityTypeConfiguration<
         builder.Property(r => r.Location).HasMaxLength(2000);
         builder.HasIndex(r => r.CreatedAt);
     }
+}
+
+internal sealed class WebhookConfiguration : IEntityTypeConfiguration<Webhook>
+{
+    public void Configure(EntityTypeBuilder<Webhook> builder)
+    {
+        builder.ToTable("webhooks");
+        builder.Property(w => w.Tenant).HasMaxLength(100);
+        builder.Property(w => w.Url).HasMaxLength(Webhook.MaxUrlLength);
+        builder.Property(w => w.Description).HasMaxLength(Webhook.MaxDescriptionLength);
+        builder.HasIndex(w => w.Tenant);
+    }
+}
+
+internal sealed class WebhookDeliveryConfiguration : IEntityTypeConfiguration<WebhookDelivery>
+{
+    public void Configure(EntityTypeBuilder<WebhookDelivery> builder)
+    {
+        builder.ToTable("webhook_deliveries");
+        builder.Property(d => d.EventType).HasMaxLength(100);
+        builder.Property(d => d.State).HasConversion<string>().HasMaxLength(20);
+        builder.Property(d => d.Payload).HasColumnType("text");
+        builder
+            .Property(d => d.Attempts)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.Converter<List<DeliveryAttemptDocument>, List<DeliveryAttemptDocument>>(a => a, a => a),
+                JsonColumn.Comparer<List<DeliveryAttemptDocument>>()
+            );
+        // Listed newest first per webhook; the sweep finds overdue Pending ones.
+        builder.HasIndex(d => new { d.WebhookId, d.CreatedAt }).IsDescending(false, true);
+        builder.HasIndex(d => new { d.State, d.NextAttemptAt });
+        builder.HasOne<Webhook>().WithMany().HasForeignKey(d => d.WebhookId).OnDelete(DeleteBehavior.Cascade);
+    }
+}
+
+internal sealed class DataProtectionKeyConfiguration : IEntityTypeConfiguration<DataProtectionKey>
+{
+    public void Configure(EntityTypeBuilder<DataProtectionKey> builder) => builder.ToTable("data_protection_keys");
 }
 
 internal sealed class ImageFeaturesConfiguration : IEntityTypeConfiguration<ImageFeatures>

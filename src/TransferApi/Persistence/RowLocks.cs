@@ -30,7 +30,7 @@ public static class RowLocks
     /// Keeps the model and its name unchanged until the transaction ends (pointing an alias at it): a rename or a
     /// delete waits. Returns its name and tenant, or null when it does not exist for this tenant.
     /// </summary>
-    public static async Task<(string? Name, string Tenant)?> KeepModelAsync(
+    public static async Task<(string? Name, string Tenant, int? Version)?> KeepModelAsync(
         TransferDbContext db,
         Guid id,
         CancellationToken cancellation
@@ -38,9 +38,14 @@ public static class RowLocks
     {
         var row = await db
             .Models.FromSql($"SELECT * FROM models WHERE \"Id\" = {id} FOR SHARE")
-            .Select(m => new { m.Name, m.Tenant })
+            .Select(m => new
+            {
+                m.Name,
+                m.Tenant,
+                m.Version,
+            })
             .FirstOrDefaultAsync(cancellation);
-        return row is null ? null : (row.Name, row.Tenant);
+        return row is null ? null : (row.Name, row.Tenant, row.Version);
     }
 
     /// <summary>

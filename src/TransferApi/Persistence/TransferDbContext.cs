@@ -1,8 +1,11 @@
+using Microsoft.AspNetCore.DataProtection.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore;
 
 namespace TransferApi.Persistence;
 
-public sealed class TransferDbContext(DbContextOptions<TransferDbContext> options) : DbContext(options)
+public sealed class TransferDbContext(DbContextOptions<TransferDbContext> options)
+    : DbContext(options),
+        IDataProtectionKeyContext
 {
     public DbSet<Dataset> Datasets => Set<Dataset>();
     public DbSet<DatasetImage> DatasetImages => Set<DatasetImage>();
@@ -18,6 +21,11 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<BackboneWeights> BackboneWeights => Set<BackboneWeights>();
     public DbSet<ApiKey> ApiKeys => Set<ApiKey>();
     public DbSet<IdempotencyRecord> IdempotencyRecords => Set<IdempotencyRecord>();
+    public DbSet<Webhook> Webhooks => Set<Webhook>();
+    public DbSet<WebhookDelivery> WebhookDeliveries => Set<WebhookDelivery>();
+
+    /// <summary>Data Protection's key ring (each key encrypted with Secrets:KeyEncryptionKey).</summary>
+    public DbSet<DataProtectionKey> DataProtectionKeys => Set<DataProtectionKey>();
 
     /// <summary>
     /// The tenant whose rows this context sees and creates (set per request from the API key), or null for the
@@ -33,6 +41,10 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
         modelBuilder.Entity<TrainingJob>().HasQueryFilter(j => Tenant == null || j.Tenant == Tenant);
         modelBuilder.Entity<TrainedModel>().HasQueryFilter(m => Tenant == null || m.Tenant == Tenant);
         modelBuilder.Entity<ModelAlias>().HasQueryFilter(a => Tenant == null || a.Tenant == Tenant);
+        modelBuilder.Entity<Webhook>().HasQueryFilter(w => Tenant == null || w.Tenant == Tenant);
+        modelBuilder
+            .Entity<WebhookDelivery>()
+            .HasQueryFilter(d => Tenant == null || Set<Webhook>().Any(w => w.Id == d.WebhookId && w.Tenant == Tenant));
         modelBuilder
             .Entity<DatasetImage>()
             .HasQueryFilter(i => Tenant == null || Set<Dataset>().Any(d => d.Id == i.DatasetId && d.Tenant == Tenant));

@@ -41,6 +41,9 @@ public sealed class Telemetry
     /// shutdown.</summary>
     public Histogram<double> JobDuration { get; }
 
+    /// <summary>Webhook delivery attempts, by outcome: delivered, retrying, failed (given up).</summary>
+    public Counter<long> WebhookAttempts { get; }
+
     private long checkpointBytesWritten;
 
     /// <summary>Counts a crash-recovery checkpoint written to PostgreSQL (what the checkpoint interval
@@ -88,6 +91,11 @@ public sealed class Telemetry
             {
                 HistogramBucketBoundaries = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200],
             }
+        );
+        WebhookAttempts = meter.CreateCounter<long>(
+            "transferapi.webhook.attempts",
+            "{attempt}",
+            "Webhook delivery attempts, by outcome (delivered, retrying, failed)."
         );
 
         // Observed rather than added to, so it is exposed (at 0) before the first checkpoint and rates over it work.

@@ -26,6 +26,8 @@ public static partial class OptionsTable
         "Datasets",
         "Serving",
         "Idempotency",
+        "Webhooks",
+        "Secrets",
     ];
 
     public static string Generate()

@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Mvc;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using TransferApi.Http;
+using TransferApi.Jobs;
 using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Services;
@@ -194,9 +195,11 @@ public static class ModelEndpoints
         string id,
         string alias,
         TransferDbContext db,
+        WebhookPublisher webhooks,
         CancellationToken cancellation
     )
     {
+        IReadOnlyList<WebhookDelivery> events;
         if (ModelNames.Problem(alias, "alias") is { } bad)
             return TypedResults.Problem($"alias: {bad}.", statusCode: 400, title: "Invalid alias");
         var (modelId, problem) = await ResolveAsync(id, db, cancellation);
@@ -224,8 +227,16 @@ public static class ModelEndpoints
                 """,
                 cancellation
             );
+            events = await webhooks.AddAsync(
+                db,
+                owner.Tenant,
+                WebhookEvents.AliasMoved(name, alias, modelId, owner.Version),
+                cancellation
+            );
+            await db.SaveChangesAsync(cancellation);
             await transaction.CommitAsync(cancellation);
         }
+        webhooks.Send(events);
         return await FindSummaryAsync(db, modelId, cancellation) is { } answer ? TypedResults.Ok(answer) : NotFound(id);
     }
 

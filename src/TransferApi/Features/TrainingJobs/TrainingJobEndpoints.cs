@@ -257,20 +257,44 @@ public static class TrainingJobEndpoints
         TransferDbContext db,
         IBackgroundJobClient jobs,
         JobDispatcher dispatcher,
+        WebhookPublisher webhooks,
         CancellationToken cancellation
     )
     {
         // Conditional updates, so a cancel racing the worker's start can neither be lost nor overwrite an ended job.
-        var wasQueued =
-            await db
-                .TrainingJobs.Where(j => j.Id == id && j.Status == JobStatus.Queued)
-                .ExecuteUpdateAsync(
-                    s =>
-                        s.SetProperty(j => j.Status, JobStatus.Cancelled)
-                            .SetProperty(j => j.CancelRequested, true)
-                            .SetProperty(j => j.FinishedAt, DateTime.UtcNow),
+        // A queued job ends here, and its event is committed with its end (a running one ends in its worker).
+        IReadOnlyList<WebhookDelivery> events = [];
+        var finishedAt = DateTime.UtcNow;
+        bool wasQueued;
+        await using (var transaction = await db.Database.BeginTransactionAsync(cancellation))
+        {
+            wasQueued =
+                await db
+                    .TrainingJobs.Where(j => j.Id == id && j.Status == JobStatus.Queued)
+                    .ExecuteUpdateAsync(
+                        s =>
+                            s.SetProperty(j => j.Status, JobStatus.Cancelled)
+                                .SetProperty(j => j.CancelRequested, true)
+                                .SetProperty(j => j.FinishedAt, finishedAt),
+                        cancellation
+                    ) > 0;
+            if (wasQueued)
+            {
+                var ended = await db
+                    .TrainingJobs.Where(j => j.Id == id)
+                    .Select(j => new { j.Tenant, j.DatasetId })
+                    .FirstAsync(cancellation);
+                events = await webhooks.AddAsync(
+                    db,
+                    ended.Tenant,
+                    WebhookEvents.TrainingJobEnded(id, ended.DatasetId, JobStatus.Cancelled, null, null, finishedAt),
                     cancellation
-                ) > 0;
+                );
+                await db.SaveChangesAsync(cancellation);
+            }
+            await transaction.CommitAsync(cancellation);
+        }
+        webhooks.Send(events);
         var wasRunning =
             !wasQueued
             && await db

@@ -479,3 +479,15 @@ public static class DocumentMapping
             );
     }
 }
+
+/// <summary>One attempt to deliver a webhook event, version 1.</summary>
+/// <param name="StatusCode">The receiver's HTTP status; null when no answer came (refused, timed out).</param>
+/// <param name="Error">Why the attempt failed, when it did.</param>
+/// <param name="Response">The start of the receiver's answer, for whoever debugs it.</param>
+public sealed record DeliveryAttemptDocument(
+    DateTime At,
+    int? StatusCode,
+    string? Error,
+    double Milliseconds,
+    string? Response
+);
