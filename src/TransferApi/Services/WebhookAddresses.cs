@@ -104,8 +104,13 @@ public static class WebhookAddresses
         if (addresses.Length == 0)
             return $"url's host {uri.Host} does not resolve.";
         if (addresses.FirstOrDefault(a => !IsPublic(a)) is { } refused)
-            return $"url's host {uri.Host} is {refused}, a loopback, private, link-local or otherwise non-public "
-                + "address; webhooks reach public addresses only (Webhooks:AllowPrivateNetworks lifts this).";
+            return (
+                    IPAddress.TryParse(uri.IdnHost, out _)
+                        ? $"url's host {refused} is"
+                        : $"url's host {uri.Host} resolves to {refused},"
+                )
+                + " a loopback, private, link-local or otherwise non-public address; webhooks reach public addresses "
+                + "only (Webhooks:AllowPrivateNetworks lifts this).";
         return null;
     }
 
