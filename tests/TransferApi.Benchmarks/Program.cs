@@ -27,6 +27,10 @@ var soakMinutes = args.SkipWhile(a => a != "--soak-minutes").Skip(1).Select(doub
 if (what is "all" or "serving")
     await ServingBenchmark.RunAsync(TimeSpan.FromMinutes(args.Contains("--quick") ? 0 : soakMinutes));
 
+// Not part of "all": issue 18's bulk scoring against /predict, and webhook latency (bulk).
+if (what is "bulk")
+    await BulkScoringBenchmark.RunAsync();
+
 // Not part of "all": minutes of mixed load against the real service (workload [--minutes N] [--clients N]).
 if (what is "workload")
 {

@@ -76,6 +76,10 @@ public class TenantIsolationTests(TransferApiFactory factory)
             await owner.PostAsync($"/api/webhooks/{webhook.Id}/test", null)
         ).ReadAsync<TransferApi.Features.Webhooks.WebhookDeliveryResponse>();
 
+        var batch = await (
+            await owner.PostAsJsonAsync($"/api/models/{model}/batch-predictions", new { datasetId = dataset.Id })
+        ).ReadAsync<BatchPredictionResponse>();
+
         var intruders = new Dictionary<KeyScope, HttpClient>();
         foreach (var scope in Enum.GetValues<KeyScope>())
             intruders[scope] = await KeyAsync(scope, "intruder");
@@ -166,6 +170,21 @@ public class TenantIsolationTests(TransferApiFactory factory)
             ),
             ("POST", "/api/models/{id}/predict", KeyScope.Predict, c =>
                 c.PostAsync($"/api/models/{name}@production/predict", Archives.ImageForm(photo))
+            ),
+            ("POST", "/api/models/{id}/batch-predictions", KeyScope.Train, c =>
+                c.PostAsJsonAsync($"/api/models/{model}/batch-predictions", new { datasetId = dataset.Id })
+            ),
+            ("GET", "/api/models/{id}/batch-predictions", KeyScope.Train, c =>
+                c.GetAsync($"/api/models/{model}/batch-predictions")
+            ),
+            ("GET", "/api/models/{id}/batch-predictions/{batchId}", KeyScope.Train, c =>
+                c.GetAsync($"/api/models/{model}/batch-predictions/{batch.Id}")
+            ),
+            ("POST", "/api/models/{id}/batch-predictions/{batchId}/cancel", KeyScope.Train, c =>
+                c.PostAsync($"/api/models/{model}/batch-predictions/{batch.Id}/cancel", null)
+            ),
+            ("GET", "/api/models/{id}/batch-predictions/{batchId}/results", KeyScope.Train, c =>
+                c.GetAsync($"/api/models/{model}/batch-predictions/{batch.Id}/results")
             ),
             ("DELETE", "/api/models/{id}", KeyScope.Train, c => c.DeleteAsync($"/api/models/{model}")),
             ("GET", "/api/webhooks/{id}", KeyScope.Train, c => c.GetAsync($"/api/webhooks/{webhook.Id}")),

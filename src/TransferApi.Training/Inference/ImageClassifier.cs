@@ -65,20 +65,25 @@ public sealed class ImageClassifier : IDisposable
         using var scope = NewDisposeScope();
         var features = Features(backbone.Preprocessor.FromPlanar(decoded, count));
         using var mode = inference_mode();
-        var probabilities = Probabilities(features);
-        var novelty = noveltyBank is null ? null : Checkpoint.Novelty!.Score(noveltyBank, features);
-        return probabilities.Select((p, i) => new ImageScores(p, novelty?[i])).ToArray();
+        return Scores(features);
     }
 
-    /// <summary>Calibrated class probabilities of images from their frozen-backbone features [N, F] (cached ones):
-    /// no backbone pass. Only for a model that fine-tuned no stages.</summary>
-    public IReadOnlyList<float[]> ScoreFeatures(Tensor features)
+    /// <summary>What <see cref="Score"/> answers, from images' frozen-backbone features [N, F] (cached ones): no
+    /// backbone pass. Only for a model that fine-tuned no stages.</summary>
+    public ImageScores[] ScoreFeatures(Tensor features)
     {
         if (tail is not null)
             throw new InvalidOperationException("The model fine-tuned backbone stages; frozen features do not apply.");
         using var scope = NewDisposeScope();
         using var mode = inference_mode();
-        return Probabilities(features);
+        return Scores(features);
+    }
+
+    private ImageScores[] Scores(Tensor features)
+    {
+        var probabilities = Probabilities(features);
+        var novelty = noveltyBank is null ? null : Checkpoint.Novelty!.Score(noveltyBank, features);
+        return probabilities.Select((p, i) => new ImageScores(p, novelty?[i])).ToArray();
     }
 
     /// <summary>softmax(head(features) / T), one row per image.</summary>

@@ -58,6 +58,14 @@ public static class HangfireRegistration
             o.WorkerCount = 1;
             o.ShutdownTimeout = service.ShutdownTimeout;
         });
+        // Batch predictions take the cores like a health report: one at a time per process, beside training.
+        builder.Services.AddHangfireServer(o =>
+        {
+            o.ServerName = $"{Environment.MachineName}-scoring";
+            o.Queues = [BatchPredictionRunner.Queue];
+            o.WorkerCount = 1;
+            o.ShutdownTimeout = service.ShutdownTimeout;
+        });
         // Deliveries wait on receivers, not the CPU: several at once, never behind training. Its scheduler moves due
         // retries to the queue, so its polling interval bounds how late a retry is.
         var webhooks = builder.Configuration.GetSection(WebhookOptions.Section).Get<WebhookOptions>()

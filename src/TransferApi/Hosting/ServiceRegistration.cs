@@ -34,6 +34,7 @@ public static class ServiceRegistration
         services.AddScoped<BackboneImport>();
         services.AddTransient<TrainingJobRunner>();
         services.AddTransient<DatasetHealthRunner>();
+        services.AddTransient<BatchPredictionRunner>();
         services.AddSingleton<DatasetHealthScheduler>();
         services.AddSingleton<CheckpointStore>();
         services.AddSingleton<JobDispatcher>();

@@ -7,7 +7,12 @@ namespace TransferApi.Http;
 /// <param name="PageNumber">The page, from 1.</param>
 /// <param name="PageSize">Items per page (at most 200).</param>
 /// <param name="TotalCount">Items in the whole list.</param>
-public sealed record Page<T>(IReadOnlyList<T> Items, int PageNumber, int PageSize, int TotalCount);
+public sealed record Page<T>(IReadOnlyList<T> Items, int PageNumber, int PageSize, int TotalCount)
+{
+    /// <summary>The same page with each item mapped (rows to responses).</summary>
+    public Page<TOut> Select<TOut>(Func<T, TOut> map) =>
+        new(Items.Select(map).ToList(), PageNumber, PageSize, TotalCount);
+}
 
 public static class Paging
 {

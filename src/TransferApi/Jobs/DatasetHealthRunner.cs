@@ -214,7 +214,15 @@ public sealed class DatasetHealthRunner(
         var backbone = await backbones.GetAsync(backboneId);
         var ids = rows.Select(r => r.Id).ToList();
         var images = rows.Select(r => new HealthImage(r.Label, r.Split)).ToList();
-        await using var progress = new HealthProgressWriter(dbFactory, datasetId, backboneId);
+        await using var progress = new FeaturePassWriter(
+            dbFactory,
+            backboneId,
+            (progressDb, share) =>
+                progressDb
+                    .DatasetHealth.Where(h => h.DatasetId == datasetId)
+                    .ExecuteUpdateAsync(s => s.SetProperty(h => h.Progress, Math.Round(share, 3))),
+            FeatureShare
+        );
         var findings = await Task.Factory.StartNew(
             () =>
             {
@@ -281,66 +289,5 @@ public sealed class DatasetHealthRunner(
                 .ToList(),
             warnings
         );
-    }
-
-    /// <summary>
-    /// Progress and newly computed features from the computing thread to PostgreSQL: the thread only posts to a
-    /// channel; one consumer caches features as they come and writes progress at most twice a second.
-    /// </summary>
-    private sealed class HealthProgressWriter : ITrainingObserver, IAsyncDisposable
-    {
-        private readonly Channel<object> events = Channel.CreateUnbounded<object>(
-            new UnboundedChannelOptions { SingleReader = true }
-        );
-        private readonly IDbContextFactory<TransferDbContext> dbFactory;
-        private readonly Guid datasetId;
-        private readonly string backboneId;
-        private readonly Task consumer;
-        private long lastTicks;
-
-        public HealthProgressWriter(IDbContextFactory<TransferDbContext> dbFactory, Guid datasetId, string backboneId)
-        {
-            (this.dbFactory, this.datasetId, this.backboneId) = (dbFactory, datasetId, backboneId);
-            consumer = Task.Run(ConsumeAsync);
-        }
-
-        public void Report(double share)
-        {
-            var now = Environment.TickCount64;
-            if (share < FeatureShare && now - Interlocked.Read(ref lastTicks) < 500)
-                return;
-            Interlocked.Exchange(ref lastTicks, now);
-            events.Writer.TryWrite(share);
-        }
-
-        public void OnProgress(TrainingProgress progress) =>
-            // Feature extraction reports up to 90 percent of a training run: rescale it onto the feature share.
-            Report(FeatureShare * Math.Min(1, progress.Percent / 90));
-
-        public void OnEpochCompleted(EpochMetrics metrics) { }
-
-        public void OnFeaturesComputed(IReadOnlyList<ComputedFeatures> features) => events.Writer.TryWrite(features);
-
-        public void OnCheckpoint(TrainingCheckpoint checkpoint) { }
-
-        public async ValueTask DisposeAsync()
-        {
-            events.Writer.TryComplete();
-            await consumer;
-        }
-
-        private async Task ConsumeAsync()
-        {
-            await using var db = await dbFactory.CreateDbContextAsync();
-            await foreach (var item in events.Reader.ReadAllAsync())
-            {
-                if (item is IReadOnlyList<ComputedFeatures> computed)
-                    await FeatureCache.StoreAsync(db, backboneId, computed);
-                else if (item is double share && !(events.Reader.TryPeek(out var next) && next is double))
-                    await db
-                        .DatasetHealth.Where(h => h.DatasetId == datasetId)
-                        .ExecuteUpdateAsync(s => s.SetProperty(h => h.Progress, Math.Round(share, 3)));
-            }
-        }
     }
 }

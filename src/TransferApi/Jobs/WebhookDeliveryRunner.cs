@@ -35,8 +35,8 @@ public sealed class WebhookDeliveryRunner(
     private const int MaxResponseBytes = 4096;
     private const int KeptResponseChars = 500;
 
-    /// <summary>A scheduled attempt may start this early (clocks of workers differ slightly).</summary>
-    private static readonly TimeSpan ClockSlack = TimeSpan.FromSeconds(5);
+    /// <summary>How early a scheduled attempt may be picked up (Hangfire's whole seconds, workers' clocks).</summary>
+    private static readonly TimeSpan ClockSlack = TimeSpan.FromSeconds(2);
 
     private WebhookOptions Options => options.Value;
 
@@ -45,15 +45,24 @@ public sealed class WebhookDeliveryRunner(
     public async Task DeliverAsync(Guid deliveryId, CancellationToken shutdown)
     {
         await using var db = await dbFactory.CreateDbContextAsync(shutdown);
+        var due = await db
+            .WebhookDeliveries.Where(d => d.Id == deliveryId && d.State == DeliveryState.Pending)
+            .Select(d => d.NextAttemptAt)
+            .FirstOrDefaultAsync(shutdown);
+        // Not due (another copy of this job, or its own scheduled run comes later), or no longer pending.
+        if (due is not { } dueAt || dueAt > DateTime.UtcNow + ClockSlack)
+            return;
+        // Hangfire schedules by whole seconds, so a retry may start up to a second early: it waits for its time.
+        if (dueAt - DateTime.UtcNow is { Ticks: > 0 } early)
+            await Task.Delay(early, shutdown);
         // Claimed by pushing its due time past this attempt: one runner sends it, however many copies of this job the
         // sweep queued, and an attempt that dies with its process is due again when the claim lapses.
-        var now = DateTime.UtcNow;
         var claimed = await db
             .WebhookDeliveries.Where(d =>
-                d.Id == deliveryId && d.State == DeliveryState.Pending && d.NextAttemptAt <= now + ClockSlack
+                d.Id == deliveryId && d.State == DeliveryState.Pending && d.NextAttemptAt == dueAt
             )
             .ExecuteUpdateAsync(
-                s => s.SetProperty(d => d.NextAttemptAt, now + Options.Timeout + TimeSpan.FromMinutes(1)),
+                s => s.SetProperty(d => d.NextAttemptAt, DateTime.UtcNow + Options.Timeout + TimeSpan.FromMinutes(1)),
                 shutdown
             );
         if (claimed == 0)

@@ -82,6 +82,33 @@ public static class WebhookEvents
             }
         );
 
+    /// <summary>batch-prediction.completed: the batch ended; its status says how.</summary>
+    public static WebhookEvent BatchPredictionEnded(
+        Guid batchId,
+        Guid modelId,
+        Guid datasetId,
+        JobStatus status,
+        int images,
+        string? error
+    ) =>
+        new(
+            BatchPredictionCompleted,
+            new
+            {
+                batchId,
+                modelId,
+                datasetId,
+                status,
+                images,
+                error,
+                links = new
+                {
+                    batch = $"/api/models/{modelId}/batch-predictions/{batchId}",
+                    results = $"/api/models/{modelId}/batch-predictions/{batchId}/results",
+                },
+            }
+        );
+
     public static WebhookEvent AliasMoved(string name, string alias, Guid modelId, int? version) =>
         new(
             ModelAliasMoved,

@@ -405,3 +405,47 @@ public sealed class WebhookDelivery
     public DateTime? NextAttemptAt { get; set; }
     public List<DeliveryAttemptDocument> Attempts { get; set; } = [];
 }
+
+/// <summary>
+/// A model scoring every image of a data set (or one split of it) in a worker: the bulk form of /predict, reading
+/// cached frozen features where the model allows.
+/// </summary>
+public sealed class BatchPrediction : ITenantOwned
+{
+    public Guid Id { get; set; }
+    public string Tenant { get; set; } = "";
+    public Guid ModelId { get; set; }
+    public Guid DatasetId { get; set; }
+
+    /// <summary>Which images: null for all, else one split.</summary>
+    public DataSplit? Split { get; set; }
+    public int TopK { get; set; }
+    public JobStatus Status { get; set; }
+    public bool CancelRequested { get; set; }
+    public int ImagesTotal { get; set; }
+    public int ImagesDone { get; set; }
+
+    /// <summary>Images whose features came from the cache (no backbone pass).</summary>
+    public int ImagesFromCache { get; set; }
+    public string? Error { get; set; }
+    public string? HangfireJobId { get; set; }
+    public DateTime CreatedAt { get; set; }
+    public DateTime? StartedAt { get; set; }
+    public DateTime? FinishedAt { get; set; }
+}
+
+/// <summary>One image's answer in a batch prediction, as /predict would give it.</summary>
+public sealed class BatchPredictionResult
+{
+    public Guid BatchId { get; set; }
+
+    /// <summary>The image's place in the results (the data set's image order).</summary>
+    public int Position { get; set; }
+    public Guid ImageId { get; set; }
+    public required string FileName { get; set; }
+    public string? Label { get; set; }
+    public DataSplit Split { get; set; }
+    public required List<LabelProbabilityDocument> Predictions { get; set; }
+    public double? Novelty { get; set; }
+    public bool? Unknown { get; set; }
+}

@@ -357,6 +357,42 @@ internal sealed class WebhookDeliveryConfiguration : IEntityTypeConfiguration<We
     }
 }
 
+internal sealed class BatchPredictionConfiguration : IEntityTypeConfiguration<BatchPrediction>
+{
+    public void Configure(EntityTypeBuilder<BatchPrediction> builder)
+    {
+        builder.ToTable("batch_predictions");
+        builder.Property(b => b.Tenant).HasMaxLength(100);
+        builder.Property(b => b.Status).HasConversion<string>().HasMaxLength(20);
+        builder.Property(b => b.Split).HasConversion<string>().HasMaxLength(20);
+        builder.Property(b => b.HangfireJobId).HasMaxLength(100);
+        builder.HasIndex(b => new { b.ModelId, b.CreatedAt });
+        // Scoring reads the model and the data set: neither goes while a batch refers to it.
+        builder.HasOne<TrainedModel>().WithMany().HasForeignKey(b => b.ModelId).OnDelete(DeleteBehavior.Cascade);
+        builder.HasOne<Dataset>().WithMany().HasForeignKey(b => b.DatasetId).OnDelete(DeleteBehavior.Cascade);
+    }
+}
+
+internal sealed class BatchPredictionResultConfiguration : IEntityTypeConfiguration<BatchPredictionResult>
+{
+    public void Configure(EntityTypeBuilder<BatchPredictionResult> builder)
+    {
+        builder.ToTable("batch_prediction_results");
+        builder.HasKey(r => new { r.BatchId, r.Position });
+        builder.Property(r => r.FileName).HasMaxLength(1024);
+        builder.Property(r => r.Label).HasMaxLength(200);
+        builder.Property(r => r.Split).HasConversion<string>().HasMaxLength(20);
+        builder
+            .Property(r => r.Predictions)
+            .HasColumnType("jsonb")
+            .HasConversion(
+                JsonColumn.Converter<List<LabelProbabilityDocument>, List<LabelProbabilityDocument>>(p => p, p => p),
+                JsonColumn.Comparer<List<LabelProbabilityDocument>>()
+            );
+        builder.HasOne<BatchPrediction>().WithMany().HasForeignKey(r => r.BatchId).OnDelete(DeleteBehavior.Cascade);
+    }
+}
+
 internal sealed class DataProtectionKeyConfiguration : IEntityTypeConfiguration<DataProtectionKey>
 {
     public void Configure(EntityTypeBuilder<DataProtectionKey> builder) => builder.ToTable("data_protection_keys");

@@ -23,6 +23,8 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<IdempotencyRecord> IdempotencyRecords => Set<IdempotencyRecord>();
     public DbSet<Webhook> Webhooks => Set<Webhook>();
     public DbSet<WebhookDelivery> WebhookDeliveries => Set<WebhookDelivery>();
+    public DbSet<BatchPrediction> BatchPredictions => Set<BatchPrediction>();
+    public DbSet<BatchPredictionResult> BatchPredictionResults => Set<BatchPredictionResult>();
 
     /// <summary>Data Protection's key ring (each key encrypted with Secrets:KeyEncryptionKey).</summary>
     public DbSet<DataProtectionKey> DataProtectionKeys => Set<DataProtectionKey>();
@@ -42,6 +44,7 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
         modelBuilder.Entity<TrainedModel>().HasQueryFilter(m => Tenant == null || m.Tenant == Tenant);
         modelBuilder.Entity<ModelAlias>().HasQueryFilter(a => Tenant == null || a.Tenant == Tenant);
         modelBuilder.Entity<Webhook>().HasQueryFilter(w => Tenant == null || w.Tenant == Tenant);
+        modelBuilder.Entity<BatchPrediction>().HasQueryFilter(b => Tenant == null || b.Tenant == Tenant);
         modelBuilder
             .Entity<WebhookDelivery>()
             .HasQueryFilter(d => Tenant == null || Set<Webhook>().Any(w => w.Id == d.WebhookId && w.Tenant == Tenant));

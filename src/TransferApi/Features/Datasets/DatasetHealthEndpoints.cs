@@ -210,7 +210,7 @@ public static class DatasetHealthEndpoints
             if (model is not null)
             {
                 using var classifier = new ImageClassifier(backbone!, ModelMapping.ToCheckpoint(model));
-                probabilities = classifier.ScoreFeatures(candidates);
+                probabilities = classifier.ScoreFeatures(candidates).Select(s => s.Probabilities).ToList();
             }
             else
             {

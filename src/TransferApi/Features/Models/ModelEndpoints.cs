@@ -81,6 +81,7 @@ public static class ModelEndpoints
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Download the model as a file that runs without TransferApi (zip: the network + model.json)")
             .WithDescription(Descriptions.Export);
+        group.MapBatchPredictionEndpoints();
         var uploads = app.ServiceProvider.GetRequiredService<IOptions<UploadOptions>>().Value;
         var serving = app.ServiceProvider.GetRequiredService<IOptions<ServingOptions>>().Value;
         var predictLimit = uploads.MaxPredictBytes * serving.MaxImagesPerRequest + 1024 * 1024;

@@ -664,14 +664,7 @@ public static class TrainingJobEndpoints
             .Include(j => j.Metrics)
             .OrderByDescending(j => j.CreatedAt)
             .ToPageAsync(page, pageSize, cancellation);
-        return TypedResults.Ok(
-            new Page<TrainingJobResponse>(
-                jobs.Items.Select(j => j.ToResponse()).ToList(),
-                jobs.PageNumber,
-                jobs.PageSize,
-                jobs.TotalCount
-            )
-        );
+        return TypedResults.Ok(jobs.Select(j => j.ToResponse()));
     }
 
     internal static async Task<Results<Ok<TrainingJobResponse>, ProblemHttpResult>> Get(

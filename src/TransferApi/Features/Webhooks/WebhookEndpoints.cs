@@ -171,14 +171,7 @@ public static class WebhookEndpoints
             .OrderByDescending(d => d.CreatedAt)
             .ThenByDescending(d => d.Id)
             .ToPageAsync(page, pageSize, cancellation);
-        return TypedResults.Ok(
-            new Page<WebhookDeliveryResponse>(
-                rows.Items.Select(ToResponse).ToList(),
-                rows.PageNumber,
-                rows.PageSize,
-                rows.TotalCount
-            )
-        );
+        return TypedResults.Ok(rows.Select(ToResponse));
     }
 
     internal static async Task<Results<Ok<WebhookDeliveryResponse>, ProblemHttpResult>> Delivery(

@@ -491,3 +491,6 @@ public sealed record DeliveryAttemptDocument(
     double Milliseconds,
     string? Response
 );
+
+/// <summary>A label and its calibrated probability in a stored answer, version 1.</summary>
+public sealed record LabelProbabilityDocument(string Label, double Probability);

@@ -103,6 +103,112 @@ namespace TransferApi.Persistence.Migrations
                     b.ToTable("backbone_weights", (string)null);
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.BatchPrediction", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("uuid");
+
+                    b.Property<bool>("CancelRequested")
+                        .HasColumnType("boolean");
+
+                    b.Property<DateTime>("CreatedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.Property<Guid>("DatasetId")
+                        .HasColumnType("uuid");
+
+                    b.Property<string>("Error")
+                        .HasColumnType("text");
+
+                    b.Property<DateTime?>("FinishedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.Property<string>("HangfireJobId")
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
+                    b.Property<int>("ImagesDone")
+                        .HasColumnType("integer");
+
+                    b.Property<int>("ImagesFromCache")
+                        .HasColumnType("integer");
+
+                    b.Property<int>("ImagesTotal")
+                        .HasColumnType("integer");
+
+                    b.Property<Guid>("ModelId")
+                        .HasColumnType("uuid");
+
+                    b.Property<string>("Split")
+                        .HasMaxLength(20)
+                        .HasColumnType("character varying(20)");
+
+                    b.Property<DateTime?>("StartedAt")
+                        .HasColumnType("timestamp with time zone");
+
+                    b.Property<string>("Status")
+                        .IsRequired()
+                        .HasMaxLength(20)
+                        .HasColumnType("character varying(20)");
+
+                    b.Property<string>("Tenant")
+                        .IsRequired()
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)");
+
+                    b.Property<int>("TopK")
+                        .HasColumnType("integer");
+
+                    b.HasKey("Id");
+
+                    b.HasIndex("DatasetId");
+
+                    b.HasIndex("ModelId", "CreatedAt");
+
+                    b.ToTable("batch_predictions", (string)null);
+                });
+
+            modelBuilder.Entity("TransferApi.Persistence.BatchPredictionResult", b =>
+                {
+                    b.Property<Guid>("BatchId")
+                        .HasColumnType("uuid");
+
+                    b.Property<int>("Position")
+                        .HasColumnType("integer");
+
+                    b.Property<string>("FileName")
+                        .IsRequired()
+                        .HasMaxLength(1024)
+                        .HasColumnType("character varying(1024)");
+
+                    b.Property<Guid>("ImageId")
+                        .HasColumnType("uuid");
+
+                    b.Property<string>("Label")
+                        .HasMaxLength(200)
+                        .HasColumnType("character varying(200)");
+
+                    b.Property<double?>("Novelty")
+                        .HasColumnType("double precision");
+
+                    b.Property<string>("Predictions")
+                        .IsRequired()
+                        .HasColumnType("jsonb");
+
+                    b.Property<string>("Split")
+                        .IsRequired()
+                        .HasMaxLength(20)
+                        .HasColumnType("character varying(20)");
+
+                    b.Property<bool?>("Unknown")
+                        .HasColumnType("boolean");
+
+                    b.HasKey("BatchId", "Position");
+
+                    b.ToTable("batch_prediction_results", (string)null);
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.Dataset", b =>
                 {
                     b.Property<Guid>("Id")
@@ -755,6 +861,30 @@ namespace TransferApi.Persistence.Migrations
                         .IsDescending(false, true);
 
                     b.ToTable("webhook_deliveries", (string)null);
+                });
+
+            modelBuilder.Entity("TransferApi.Persistence.BatchPrediction", b =>
+                {
+                    b.HasOne("TransferApi.Persistence.Dataset", null)
+                        .WithMany()
+                        .HasForeignKey("DatasetId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired();
+
+                    b.HasOne("TransferApi.Persistence.TrainedModel", null)
+                        .WithMany()
+                        .HasForeignKey("ModelId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired();
+                });
+
+            modelBuilder.Entity("TransferApi.Persistence.BatchPredictionResult", b =>
+                {
+                    b.HasOne("TransferApi.Persistence.BatchPrediction", null)
+                        .WithMany()
+                        .HasForeignKey("BatchId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired();
                 });
 
             modelBuilder.Entity("TransferApi.Persistence.Dataset", b =>

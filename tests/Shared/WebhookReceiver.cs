@@ -10,7 +10,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
-namespace TransferApi.Tests;
+namespace TransferApi.TestSupport;
 
 /// <summary>
 /// A real HTTP receiver on loopback (Kestrel on a free port), as another service would run one: it records every

@@ -1,0 +1,299 @@
+using System.Diagnostics;
+using Hangfire;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using TransferApi.Options;
+using TransferApi.Persistence;
+using TransferApi.Persistence.Documents;
+using TransferApi.Services;
+using TransferApi.Training;
+using TransferApi.Training.Imaging;
+using TransferApi.Training.Inference;
+using static TorchSharp.torch;
+
+namespace TransferApi.Jobs;
+
+/// <summary>
+/// Scores a data set's images with a model on the <c>scoring</c> queue. A model with a frozen backbone is scored from
+/// the feature cache (the backbone runs only for images never embedded before, and their features are cached for
+/// every later pass); a fine-tuned model runs its whole network over the images. Answers are what /predict gives:
+/// calibrated probabilities, novelty and unknown.
+/// </summary>
+public sealed class BatchPredictionRunner(
+    IDbContextFactory<TransferDbContext> dbFactory,
+    BackboneRegistry backbones,
+    WebhookPublisher webhooks,
+    IOptions<WorkerOptions> worker,
+    IOptions<ServingOptions> serving,
+    ILogger<BatchPredictionRunner> logger
+)
+{
+    public const string Queue = "scoring";
+
+    /// <summary>Images per forward pass of a fine-tuned model, and per stored chunk of results.</summary>
+    private const int ChunkSize = 64;
+
+    /// <summary>The share of the progress bar the feature pass takes; scoring the features takes the rest.</summary>
+    private const double FeatureShare = 0.9;
+
+    private sealed record ImageRow(Guid Id, string FileName, string? Label, DataSplit Split, byte[] Sha256);
+
+    [Queue(Queue)]
+    [AutomaticRetry(Attempts = 2)]
+    public async Task RunAsync(Guid batchId, CancellationToken shutdown)
+    {
+        using var logScope = logger.BeginScope("Batch prediction {BatchId}", batchId);
+        await using var db = await dbFactory.CreateDbContextAsync(shutdown);
+        var started = await db
+            .BatchPredictions.Where(b =>
+                b.Id == batchId && (b.Status == JobStatus.Queued || b.Status == JobStatus.Running) && !b.CancelRequested
+            )
+            .ExecuteUpdateAsync(
+                s => s.SetProperty(b => b.Status, JobStatus.Running).SetProperty(b => b.StartedAt, DateTime.UtcNow),
+                shutdown
+            );
+        if (started == 0)
+            return;
+        var batch = await db.BatchPredictions.AsNoTracking().FirstAsync(b => b.Id == batchId, shutdown);
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            var fromCache = await ScoreAsync(db, batch, shutdown);
+            await FinishAsync(db, batch, JobStatus.Succeeded, null);
+            logger.LogInformation(
+                "Batch prediction {BatchId}: {Images} images in {Seconds:N1} s ({FromCache} from cached features)",
+                batchId,
+                batch.ImagesTotal,
+                clock.Elapsed.TotalSeconds,
+                fromCache
+            );
+        }
+        catch (OperationCanceledException) when (!shutdown.IsCancellationRequested)
+        {
+            await FinishAsync(db, batch, JobStatus.Cancelled, null);
+        }
+        catch (Exception e)
+            when (e is not DbUpdateException and not Npgsql.NpgsqlException and not OperationCanceledException)
+        {
+            logger.LogError(e, "Batch prediction {BatchId} failed", batchId);
+            await FinishAsync(db, batch, JobStatus.Failed, $"{e.GetType().Name}: {e.Message}");
+        }
+    }
+
+    /// <summary>Scores and stores every image; returns how many were scored from cached features.</summary>
+    private async Task<int> ScoreAsync(TransferDbContext db, BatchPrediction batch, CancellationToken shutdown)
+    {
+        var model = await db.Models.AsNoTracking().FirstAsync(m => m.Id == batch.ModelId, shutdown);
+        var backbone = await backbones.GetAsync(model.Backbone);
+        var query = db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == batch.DatasetId);
+        if (batch.Split is { } split)
+            query = query.Where(i => i.Split == split);
+        var images = await query
+            .OrderBy(i => i.Id)
+            .Select(i => new ImageRow(i.Id, i.FileName, i.Label, i.Split, i.Sha256))
+            .ToListAsync(shutdown);
+        // Previous attempts' results (a retried run) are replaced.
+        await db.BatchPredictionResults.Where(r => r.BatchId == batch.Id).ExecuteDeleteAsync(shutdown);
+        await db
+            .BatchPredictions.Where(b => b.Id == batch.Id)
+            .ExecuteUpdateAsync(
+                s => s.SetProperty(b => b.ImagesTotal, images.Count).SetProperty(b => b.ImagesDone, 0),
+                shutdown
+            );
+        batch.ImagesTotal = images.Count;
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(shutdown);
+        await using var watch = WatchForCancel(batch.Id, cancel);
+
+        using var classifier = new ImageClassifier(backbone, ModelMapping.ToCheckpoint(model));
+        var noveltyThreshold = classifier.Checkpoint.Novelty?.Threshold(serving.Value.NoveltyAcceptance);
+        var ids = images.Select(i => i.Id).ToList();
+        await using var progress = new FeaturePassWriter(
+            dbFactory,
+            model.Backbone,
+            (progressDb, share) => StoreProgressAsync(progressDb, batch, share),
+            FeatureShare
+        );
+        var cached =
+            model.FineTunedStages == 0
+                ? await CachedFeaturesAsync(db, model.Backbone, images, shutdown)
+                : new float[]?[images.Count];
+        var fromCache = cached.Count(f => f is not null);
+        var scores = await OnJobThreadAsync(() =>
+        {
+            if (model.FineTunedStages > 0)
+                return ScoreFineTuned(classifier, ids, progress, cancel.Token);
+            using var scope = NewDisposeScope();
+            using var features = new TransferLearningTrainer(backbone).Embed(
+                images.Select((image, i) => new ImageToEmbed(Convert.ToHexString(image.Sha256), cached[i])).ToList(),
+                new DatabaseImageSource(dbFactory, ids, WorkingCopy.Serves(backbone.Preprocessor.Spec)),
+                progress,
+                cancel.Token
+            );
+            return classifier.ScoreFeatures(features);
+        });
+
+        for (var start = 0; start < images.Count; start += ChunkSize)
+        {
+            db.BatchPredictionResults.AddRange(
+                Enumerable
+                    .Range(start, Math.Min(ChunkSize, images.Count - start))
+                    .Select(i => ToResult(batch, i, images[i], scores[i], classifier, noveltyThreshold))
+            );
+            await db.SaveChangesAsync(shutdown);
+            db.ChangeTracker.Clear();
+        }
+        await db
+            .BatchPredictions.Where(b => b.Id == batch.Id)
+            .ExecuteUpdateAsync(
+                s => s.SetProperty(b => b.ImagesDone, images.Count).SetProperty(b => b.ImagesFromCache, fromCache),
+                shutdown
+            );
+        return fromCache;
+    }
+
+    /// <summary>A fine-tuned model changed the backbone: its whole network runs over the images as /predict does,
+    /// from the bytes clients sent.</summary>
+    private ImageScores[] ScoreFineTuned(
+        ImageClassifier classifier,
+        List<Guid> ids,
+        FeaturePassWriter progress,
+        CancellationToken cancellation
+    )
+    {
+        var scores = new List<ImageScores>(ids.Count);
+        var source = new DatabaseImageSource(dbFactory, ids, workingCopies: false);
+        foreach (var bytes in source.Batches(Enumerable.Range(0, ids.Count).ToList(), ChunkSize, cancellation))
+        {
+            scores.AddRange(classifier.Score(classifier.Decode(bytes), bytes.Count));
+            progress.Report(FeatureShare * scores.Count / ids.Count);
+        }
+        return [.. scores];
+    }
+
+    private static BatchPredictionResult ToResult(
+        BatchPrediction batch,
+        int position,
+        ImageRow image,
+        ImageScores scores,
+        ImageClassifier classifier,
+        double? noveltyThreshold
+    ) =>
+        new()
+        {
+            BatchId = batch.Id,
+            Position = position,
+            ImageId = image.Id,
+            FileName = image.FileName,
+            Label = image.Label,
+            Split = image.Split,
+            Predictions = classifier
+                .Ranked(scores.Probabilities, batch.TopK)
+                .Select(l => new LabelProbabilityDocument(l.Label, l.Probability))
+                .ToList(),
+            Novelty = scores.Novelty,
+            Unknown = scores.Novelty is null ? null : scores.Novelty > noveltyThreshold,
+        };
+
+    private static async Task<float[]?[]> CachedFeaturesAsync(
+        TransferDbContext db,
+        string backboneId,
+        List<ImageRow> images,
+        CancellationToken cancellation
+    )
+    {
+        var hashes = images.DistinctBy(i => Convert.ToHexString(i.Sha256)).Select(i => i.Sha256).ToList();
+        var cached = await db
+            .ImageFeatures.AsNoTracking()
+            .Where(f => f.BackboneId == backboneId && hashes.Contains(f.Sha256))
+            .Select(f => new { f.Sha256, f.Values })
+            .ToListAsync(cancellation);
+        var byHash = cached.ToDictionary(f => Convert.ToHexString(f.Sha256), f => f.Values);
+        return images.Select(i => byHash.GetValueOrDefault(Convert.ToHexString(i.Sha256))).ToArray();
+    }
+
+    private static Task<int> StoreProgressAsync(TransferDbContext db, BatchPrediction batch, double share) =>
+        db
+            .BatchPredictions.Where(b => b.Id == batch.Id && b.Status == JobStatus.Running)
+            .ExecuteUpdateAsync(s => s.SetProperty(b => b.ImagesDone, (int)(share * batch.ImagesTotal)));
+
+    /// <summary>libtorch work on a thread of the job's priority and thread count, as training runs.</summary>
+    private Task<T> OnJobThreadAsync<T>(Func<T> work) =>
+        Task.Factory.StartNew(
+            () =>
+            {
+                JobThreads.Prepare(worker.Value);
+                return work();
+            },
+            CancellationToken.None,
+            TaskCreationOptions.LongRunning,
+            TaskScheduler.Default
+        );
+
+    /// <summary>Polls the row for a client's cancel, once a second.</summary>
+    private StopPolling WatchForCancel(Guid batchId, CancellationTokenSource cancel)
+    {
+        var stop = new CancellationTokenSource();
+        var polling = Task.Run(
+            async () =>
+            {
+                await using var db = await dbFactory.CreateDbContextAsync(stop.Token);
+                using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+                while (await timer.WaitForNextTickAsync(stop.Token))
+                    if (await db.BatchPredictions.AnyAsync(b => b.Id == batchId && b.CancelRequested, stop.Token))
+                    {
+                        await cancel.CancelAsync();
+                        return;
+                    }
+            },
+            CancellationToken.None
+        );
+        return new StopPolling(stop, polling);
+    }
+
+    private sealed class StopPolling(CancellationTokenSource stop, Task polling) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await stop.CancelAsync();
+            try
+            {
+                await polling;
+            }
+            catch (OperationCanceledException) { }
+            stop.Dispose();
+        }
+    }
+
+    /// <summary>The batch's end, with its webhook event in the same transaction.</summary>
+    private async Task FinishAsync(TransferDbContext db, BatchPrediction batch, JobStatus status, string? error)
+    {
+        db.ChangeTracker.Clear();
+        var finishedAt = DateTime.UtcNow;
+        await using var transaction = await db.Database.BeginTransactionAsync(CancellationToken.None);
+        await db
+            .BatchPredictions.Where(b => b.Id == batch.Id)
+            .ExecuteUpdateAsync(
+                s =>
+                    s.SetProperty(b => b.Status, status)
+                        .SetProperty(b => b.Error, error)
+                        .SetProperty(b => b.FinishedAt, finishedAt),
+                CancellationToken.None
+            );
+        var events = await webhooks.AddAsync(
+            db,
+            batch.Tenant,
+            WebhookEvents.BatchPredictionEnded(
+                batch.Id,
+                batch.ModelId,
+                batch.DatasetId,
+                status,
+                batch.ImagesTotal,
+                error
+            ),
+            CancellationToken.None
+        );
+        await db.SaveChangesAsync(CancellationToken.None);
+        await transaction.CommitAsync(CancellationToken.None);
+        webhooks.Send(events);
+    }
+}

@@ -1,0 +1,314 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using TransferApi.Features.Datasets;
+using TransferApi.Features.Models;
+using TransferApi.Features.TrainingJobs;
+using TransferApi.Persistence;
+using Xunit.Abstractions;
+
+namespace TransferApi.Tests;
+
+/// <summary>
+/// Bulk scoring: a model scores a data set's photos in a worker, and every line of the results is what /predict
+/// answers for that image; a frozen model reads cached features; the end is announced to webhooks.
+/// </summary>
+[Collection(ServiceCollection.Name)]
+public class BatchPredictionTests(TransferApiFactory factory, ITestOutputHelper output)
+{
+    private readonly HttpClient admin = factory.CreateClient();
+
+    private static async Task<BatchPredictionResponse> WaitForBatchAsync(
+        HttpClient client,
+        BatchPredictionResponse batch
+    )
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(300);
+        while (true)
+        {
+            var current = await (
+                await client.GetAsync($"/api/models/{batch.ModelId}/batch-predictions/{batch.Id}")
+            ).ReadAsync<BatchPredictionResponse>();
+            if (current.Status is not (JobStatus.Queued or JobStatus.Running) || DateTime.UtcNow > deadline)
+                return current;
+            await Task.Delay(250);
+        }
+    }
+
+    private static async Task<List<JsonElement>> ResultLinesAsync(HttpClient client, BatchPredictionResponse batch)
+    {
+        var response = await client.GetAsync(batch.Results);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("application/jsonl", response.Content.Headers.ContentType?.MediaType);
+        return (await response.Content.ReadAsStringAsync())
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(line => JsonDocument.Parse(line).RootElement)
+            .ToList();
+    }
+
+    /// <summary>Every line against /predict of the same stored bytes: same labels in the same order, probabilities
+    /// and novelty within <paramref name="tolerance"/>. Returns the largest probability difference.</summary>
+    private static async Task<double> AssertSameAsPredictAsync(
+        HttpClient client,
+        Guid model,
+        Guid dataset,
+        List<JsonElement> lines,
+        double tolerance
+    )
+    {
+        var largest = 0.0;
+        foreach (var line in lines)
+        {
+            var imageId = line.GetProperty("imageId").GetGuid();
+            var bytes = await client.GetByteArrayAsync($"/api/datasets/{dataset}/images/{imageId}");
+            var single = await (
+                await client.PostAsync($"/api/models/{model}/predict", Archives.ImageForm(bytes))
+            ).ReadAsync<PredictResponse>();
+            var batched = line.GetProperty("predictions").EnumerateArray().ToList();
+            Assert.Equal(
+                single.Predictions.Select(p => p.Label),
+                batched.Select(p => p.GetProperty("label").GetString())
+            );
+            foreach (var (one, many) in single.Predictions.Zip(batched))
+            {
+                var difference = Math.Abs(one.Probability - many.GetProperty("probability").GetDouble());
+                largest = Math.Max(largest, difference);
+                Assert.True(difference <= tolerance, $"{imageId}: {one.Label} {one.Probability} against {many}");
+            }
+            Assert.Equal(single.Novelty is null, line.GetProperty("novelty").ValueKind == JsonValueKind.Null);
+            if (single.Novelty is { } novelty)
+            {
+                Assert.Equal(novelty, line.GetProperty("novelty").GetDouble(), tolerance);
+                Assert.Equal(single.Unknown, line.GetProperty("unknown").GetBoolean());
+            }
+        }
+        return largest;
+    }
+
+    [Fact]
+    public async Task A_batch_prediction_answers_for_every_image_what_predict_answers_and_announces_its_end()
+    {
+        var client = factory.CreateClient(await admin.CreateKeyAsync(KeyScope.Train, "bulk"));
+        await using var receiver = await WebhookReceiver.StartAsync();
+        var webhook = await (
+            await client.PostAsJsonAsync(
+                "/api/webhooks",
+                new { url = receiver.Url, events = new[] { "batch-prediction.completed" } }
+            )
+        ).ReadAsync<TransferApi.Features.Webhooks.WebhookResponse>();
+        // Photos in train/ and val/, and two without a label.
+        var photos = Enumerable
+            .Range(0, 5)
+            .SelectMany(i =>
+                new[]
+                {
+                    Archives.Photo("train", "ants", i, $"train/ants/{i}.jpg"),
+                    Archives.Photo("train", "bees", i, $"train/bees/{i}.jpg"),
+                }
+            )
+            .Concat(
+                Enumerable
+                    .Range(0, 2)
+                    .SelectMany(i =>
+                        new[]
+                        {
+                            Archives.Photo("val", "ants", i, $"val/ants/{i}.jpg"),
+                            Archives.Photo("val", "bees", i, $"val/bees/{i}.jpg"),
+                        }
+                    )
+            )
+            .Append(Archives.Photo("val", "ants", 3, "unlabeled/a.jpg"))
+            .Append(Archives.Photo("val", "bees", 3, "unlabeled/b.jpg"))
+            .ToList();
+        var dataset = await (
+            await client.PostAsync("/api/datasets", Archives.DatasetForm("bulk", Archives.Zip(photos)))
+        ).ReadAsync<DatasetResponse>();
+        await client.ReadyHealthAsync(dataset.Id);
+        var started = await (
+            await client.PostAsJsonAsync(
+                "/api/training-jobs",
+                new
+                {
+                    datasetId = dataset.Id,
+                    epochs = 3,
+                    tuning = new { mode = "Off" },
+                }
+            )
+        ).ReadAsync<TrainingJobResponse>();
+        var job = await client.WaitForJobAsync(started.Id, JobPolling.Ended);
+        Assert.True(job.Status == JobStatus.Succeeded, job.Error);
+        var model = job.ModelId!.Value;
+
+        var request = new HttpRequestMessage(HttpMethod.Post, $"/api/models/{model}/batch-predictions")
+        {
+            Content = JsonContent.Create(new { datasetId = dataset.Id, topK = 2 }),
+        };
+        request.Headers.Add("Idempotency-Key", Guid.NewGuid().ToString());
+        var accepted = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+        var batch = await WaitForBatchAsync(client, await accepted.ReadAsync<BatchPredictionResponse>());
+        Assert.True(batch.Status == JobStatus.Succeeded, batch.Error);
+        Assert.Equal((photos.Count, photos.Count), (batch.ImagesTotal, batch.ImagesDone));
+        // The job and the health report embedded every photo: no backbone pass.
+        Assert.Equal(photos.Count, batch.ImagesFromCache);
+
+        var lines = await ResultLinesAsync(client, batch);
+        Assert.Equal(photos.Count, lines.Count);
+        Assert.Equal(2, lines.Count(l => l.GetProperty("split").GetString() == "Unlabeled"));
+        Assert.All(lines, l => Assert.Equal(2, l.GetProperty("predictions").GetArrayLength()));
+        var largest = await AssertSameAsPredictAsync(client, model, dataset.Id, lines, 1e-4);
+        output.WriteLine($"frozen model: largest probability difference against /predict {largest:E2}");
+
+        var csv = (await client.GetStringAsync($"{batch.Results}?format=csv")).Split(
+            '\n',
+            StringSplitOptions.RemoveEmptyEntries
+        );
+        Assert.Equal("imageId,fileName,label,split,predicted,probability,novelty,unknown,predictions", csv[0]);
+        Assert.Equal(photos.Count + 1, csv.Length);
+        Assert.StartsWith($"{lines[0].GetProperty("imageId").GetGuid()},", csv[1], StringComparison.Ordinal);
+        Assert.Contains(
+            $",{lines[0].GetProperty("predictions")[0].GetProperty("label").GetString()},",
+            csv[1],
+            StringComparison.Ordinal
+        );
+
+        var announced = (await receiver.WaitForAsync(1))[0];
+        Assert.True(WebhookReceiver.SignatureIsValid(announced, webhook.Secret!));
+        var data = announced.Json.GetProperty("data");
+        Assert.Equal(batch.Id, data.GetProperty("batchId").GetGuid());
+        Assert.Equal("Succeeded", data.GetProperty("status").GetString());
+        Assert.Equal(photos.Count, data.GetProperty("images").GetInt32());
+
+        // One split only; and a fine-tuned model runs its whole network, with the same agreement.
+        var unlabeled = await WaitForBatchAsync(
+            client,
+            await (
+                await client.PostAsJsonAsync(
+                    $"/api/models/{model}/batch-predictions",
+                    new { datasetId = dataset.Id, split = "unlabeled" }
+                )
+            ).ReadAsync<BatchPredictionResponse>()
+        );
+        Assert.Equal((JobStatus.Succeeded, 2), (unlabeled.Status, unlabeled.ImagesTotal));
+        var tuned = await client.WaitForJobAsync(
+            (
+                await (
+                    await client.PostAsJsonAsync(
+                        "/api/training-jobs",
+                        new
+                        {
+                            datasetId = dataset.Id,
+                            epochs = 2,
+                            unfreezeStages = 1,
+                            fineTuneEpochs = 1,
+                            tuning = new { mode = "Off" },
+                        }
+                    )
+                ).ReadAsync<TrainingJobResponse>()
+            ).Id,
+            JobPolling.Ended,
+            seconds: 300
+        );
+        Assert.True(tuned.Status == JobStatus.Succeeded, tuned.Error);
+        var fineTuned = await WaitForBatchAsync(
+            client,
+            await (
+                await client.PostAsJsonAsync(
+                    $"/api/models/{tuned.ModelId}/batch-predictions",
+                    new { datasetId = dataset.Id, split = "validation" }
+                )
+            ).ReadAsync<BatchPredictionResponse>()
+        );
+        Assert.True(fineTuned.Status == JobStatus.Succeeded, fineTuned.Error);
+        Assert.Equal((4, 0), (fineTuned.ImagesTotal, fineTuned.ImagesFromCache));
+        var tunedLargest = await AssertSameAsPredictAsync(
+            client,
+            tuned.ModelId!.Value,
+            dataset.Id,
+            await ResultLinesAsync(client, fineTuned),
+            1e-4
+        );
+        output.WriteLine($"fine-tuned model: largest probability difference against /predict {tunedLargest:E2}");
+    }
+
+    [Fact]
+    public async Task Bad_batch_predictions_are_refused_naming_the_field_and_ended_ones_cannot_be_cancelled()
+    {
+        var client = factory.CreateClient(await admin.CreateKeyAsync(KeyScope.Train, "bulk-refused"));
+        var other = factory.CreateClient(await admin.CreateKeyAsync(KeyScope.Train, "bulk-other"));
+        var dataset = await (
+            await client.PostAsync(
+                "/api/datasets",
+                Archives.DatasetForm("bulk refused", Archives.Zip(Archives.TwoClasses(2)))
+            )
+        ).ReadAsync<DatasetResponse>();
+        var othersDataset = await (
+            await other.PostAsync(
+                "/api/datasets",
+                Archives.DatasetForm("not yours", Archives.Zip(Archives.TwoClasses(2)))
+            )
+        ).ReadAsync<DatasetResponse>();
+        var job = await client.WaitForJobAsync(
+            (
+                await (
+                    await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 1 })
+                ).ReadAsync<TrainingJobResponse>()
+            ).Id,
+            JobPolling.Ended
+        );
+        var route = $"/api/models/{job.ModelId}/batch-predictions";
+
+        async Task<JsonElement> RefusedAsync(object body, string field)
+        {
+            var response = await client.PostAsJsonAsync(route, body);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            var problem = await response.ProblemAsync();
+            Assert.True(problem.GetProperty("errors").TryGetProperty(field, out var message), field);
+            return message;
+        }
+        await RefusedAsync(new { split = "all" }, "datasetId");
+        await RefusedAsync(new { datasetId = othersDataset.Id }, "datasetId");
+        Assert.Contains(
+            "'everything'",
+            (await RefusedAsync(new { datasetId = dataset.Id, split = "everything" }, "split"))[0].GetString()
+        );
+        await RefusedAsync(new { datasetId = dataset.Id, topK = 0 }, "topK");
+        Assert.Equal(
+            HttpStatusCode.NotFound,
+            (
+                await client.PostAsJsonAsync(
+                    $"/api/models/{Guid.NewGuid()}/batch-predictions",
+                    new { datasetId = dataset.Id }
+                )
+            ).StatusCode
+        );
+        var predictOnly = factory.CreateClient(await admin.CreateKeyAsync(KeyScope.Predict, "bulk-refused"));
+        Assert.Equal(
+            HttpStatusCode.Forbidden,
+            (await predictOnly.PostAsJsonAsync(route, new { datasetId = dataset.Id })).StatusCode
+        );
+        Assert.Equal(
+            0,
+            await factory.QueryAsync(db =>
+                Microsoft.EntityFrameworkCore.EntityFrameworkQueryableExtensions.CountAsync(db.BatchPredictions, b =>
+                    b.ModelId == job.ModelId
+                )
+            )
+        );
+
+        var batch = await WaitForBatchAsync(
+            client,
+            await (
+                await client.PostAsJsonAsync(route, new { datasetId = dataset.Id })
+            ).ReadAsync<BatchPredictionResponse>()
+        );
+        Assert.Equal(JobStatus.Succeeded, batch.Status);
+        Assert.Equal(HttpStatusCode.Conflict, (await client.PostAsync($"{route}/{batch.Id}/cancel", null)).StatusCode);
+        var badFormat = await client.GetAsync($"{batch.Results}?format=xml");
+        Assert.Equal(HttpStatusCode.BadRequest, badFormat.StatusCode);
+        await badFormat.ProblemAsync();
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"{route}/{Guid.NewGuid()}")).StatusCode);
+        var listed = await (await client.GetAsync(route)).ReadAsync<TransferApi.Http.Page<BatchPredictionResponse>>();
+        Assert.Equal(batch.Id, Assert.Single(listed.Items).Id);
+    }
+}
