@@ -33,6 +33,7 @@ public static class OpenApiRegistration
             o.OperationFilter<PredictBodyOperationFilter>();
             o.OperationFilter<IdempotencyKeyOperationFilter>();
             o.SchemaFilter<FrameworkSchemaDescriptions>();
+            o.SchemaFilter<ResponseFieldsRequired>();
             // The Authorize button: one X-Api-Key for every call made from Swagger UI.
             o.AddSecurityDefinition(
                 Caller.Scheme,

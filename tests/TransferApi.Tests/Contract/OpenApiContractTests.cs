@@ -19,6 +19,13 @@ public class OpenApiContractTests(TransferApiFactory factory)
         "openapi.snapshot.txt"
     );
 
+    private static readonly string ClientDocumentPath = Path.Combine(
+        TestData.RepositoryRoot,
+        "src",
+        "TransferApi.Client",
+        "openapi.json"
+    );
+
     private async Task<JsonNode> DocumentAsync()
     {
         var json = await factory.CreateClient().GetStringAsync("/swagger/v1/swagger.json");
@@ -37,6 +44,21 @@ public class OpenApiContractTests(TransferApiFactory factory)
             diff.Length == 0,
             $"The HTTP contract changed (- snapshot only, + service only):\n{diff}\n"
                 + "If the change is deliberate, run ./scripts/update-openapi-snapshot.sh and commit the snapshot."
+        );
+    }
+
+    [Fact]
+    public async Task The_typed_client_is_generated_from_the_services_document()
+    {
+        var actual =
+            (await DocumentAsync()).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true })
+            + "\n";
+        if (Environment.GetEnvironmentVariable(UpdateVariable) == "1")
+            await File.WriteAllTextAsync(ClientDocumentPath, actual);
+        Assert.True(
+            File.Exists(ClientDocumentPath) && await File.ReadAllTextAsync(ClientDocumentPath) == actual,
+            "src/TransferApi.Client/openapi.json is not the service's OpenAPI document: run "
+                + "./scripts/update-openapi-snapshot.sh and commit it with the snapshot."
         );
     }
 

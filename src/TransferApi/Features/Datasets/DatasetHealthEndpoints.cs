@@ -50,7 +50,7 @@ public static class DatasetHealthEndpoints
         datasets
             .MapGet("/{id:guid}/charts/embedding-map.png", EmbeddingMapChart)
             .WithName("GetDatasetEmbeddingMap")
-            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .Produces<Stream>(StatusCodes.Status200OK, "image/png")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("The data set's images on a plane (PCA of their features), coloured by label")

@@ -46,7 +46,7 @@ public static class DatasetImageEndpoints
         datasets
             .MapGet("/{id:guid}/images/{imageId:guid}", Get)
             .WithName("GetDatasetImage")
-            .Produces<byte[]>(
+            .Produces<Stream>(
                 StatusCodes.Status200OK,
                 "image/jpeg",
                 "image/png",

@@ -76,7 +76,7 @@ public static class ModelEndpoints
         group
             .MapGet("/{id}/export", Export)
             .WithName("ExportModel")
-            .Produces<byte[]>(StatusCodes.Status200OK, "application/zip")
+            .Produces<Stream>(StatusCodes.Status200OK, "application/zip")
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Download the model as a file that runs without TransferApi (zip: the network + model.json)")

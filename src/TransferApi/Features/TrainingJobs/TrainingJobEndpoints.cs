@@ -65,42 +65,42 @@ public static class TrainingJobEndpoints
         group
             .MapGet("/{id:guid}/charts/learning-curves.png", LearningCurvesChart)
             .WithName("GetLearningCurvesChart")
-            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .Produces<Stream>(StatusCodes.Status200OK, "image/png")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Learning curves: train and validation loss, validation accuracy, the kept epoch (PNG)");
         group
             .MapGet("/{id:guid}/charts/tuning.png", TuningChart)
             .WithName("GetTuningChart")
-            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .Produces<Stream>(StatusCodes.Status200OK, "image/png")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("The recipe search: each candidate's cross-validated score and spread, the chosen one (PNG)");
         group
             .MapGet("/{id:guid}/charts/confusion-matrix.png", ConfusionMatrixChart)
             .WithName("GetConfusionMatrixChart")
-            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .Produces<Stream>(StatusCodes.Status200OK, "image/png")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Confusion matrix of the report (PNG)");
         group
             .MapGet("/{id:guid}/charts/reliability.png", ReliabilityChart)
             .WithName("GetReliabilityChart")
-            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .Produces<Stream>(StatusCodes.Status200OK, "image/png")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Reliability diagram: accuracy against calibrated confidence on the report's images (PNG)");
         group
             .MapGet("/{id:guid}/charts/precision-recall.png", PrecisionRecallChart)
             .WithName("GetPrecisionRecallChart")
-            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .Produces<Stream>(StatusCodes.Status200OK, "image/png")
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Each class's precision against recall over thresholds, the recommended one marked (PNG)");
         group
             .MapGet("/{id:guid}/charts/top-losses.png", TopLossesChart)
             .WithName("GetTopLossesChart")
-            .Produces<byte[]>(StatusCodes.Status200OK, "image/png")
+            .Produces<Stream>(StatusCodes.Status200OK, "image/png")
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
