@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -43,6 +44,9 @@ public sealed class WebhookReceiver : IAsyncDisposable
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
+        // Its own meter names: the service under test (in this process) exports ASP.NET Core's meters by name, and a
+        // second host's meters under those names would be counted there, and stop its series when disposed.
+        builder.Services.AddSingleton<IMeterFactory, PrivateMeterFactory>();
         var app = builder.Build();
         var receiver = new WebhookReceiver(app);
         foreach (var status in answers)
@@ -128,5 +132,24 @@ public sealed class WebhookReceiver : IAsyncDisposable
     {
         await app.StopAsync();
         await app.DisposeAsync();
+    }
+
+    private sealed class PrivateMeterFactory : IMeterFactory
+    {
+        private readonly List<Meter> meters = [];
+
+        public Meter Create(MeterOptions options)
+        {
+            var meter = new Meter($"webhook-receiver.{options.Name}", options.Version);
+            lock (meters)
+                meters.Add(meter);
+            return meter;
+        }
+
+        public void Dispose()
+        {
+            lock (meters)
+                meters.ForEach(m => m.Dispose());
+        }
     }
 }
