@@ -207,6 +207,33 @@ public class WebhookTests(TransferApiFactory factory, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_secret_that_cannot_be_decrypted_fails_its_delivery_at_once_saying_why()
+    {
+        var client = await TrainKeyAsync("hooks-lost-secret");
+        await using var receiver = await WebhookReceiver.StartAsync();
+        var webhook = await CreateAsync(client, receiver.Url, "training-job.failed");
+        // As after a change of Secrets:KeyEncryptionKey: the stored secret no longer opens.
+        var stored = await factory.QueryAsync(db =>
+            db.Webhooks.IgnoreQueryFilters().Where(w => w.Id == webhook.Id).Select(w => w.ProtectedSecret).SingleAsync()
+        );
+        var tampered = stored[..40] + (stored[40] == 'A' ? 'B' : 'A') + stored[41..];
+        await factory.QueryAsync(db =>
+            db.Webhooks.IgnoreQueryFilters()
+                .Where(w => w.Id == webhook.Id)
+                .ExecuteUpdateAsync(s => s.SetProperty(w => w.ProtectedSecret, tampered))
+        );
+        var accepted = await (
+            await client.PostAsync($"/api/webhooks/{webhook.Id}/test", null)
+        ).ReadAsync<WebhookDeliveryResponse>();
+        var delivery = await WaitForDeliveryAsync(client, webhook.Id, accepted.Id, d =>
+            d.State != DeliveryState.Pending
+        );
+        Assert.Equal(DeliveryState.Failed, delivery.State);
+        Assert.Contains("cannot be decrypted", Assert.Single(delivery.Attempts).Error, StringComparison.Ordinal);
+        Assert.Empty(receiver.All);
+    }
+
+    [Fact]
     public async Task Refused_webhooks_name_the_field_at_fault_and_store_nothing()
     {
         var client = await TrainKeyAsync("hooks-refused");

@@ -223,8 +223,15 @@ public sealed class IdempotencyMiddleware(
             context.Response.Headers.Location = location;
         context.Response.Headers[Idempotency.ReplayedHeader] = "true";
         if (first.Body is { Length: > 0 } body)
-            await context.Response.Body.WriteAsync(secrets.UnprotectAnswer(body), context.RequestAborted);
+            await context.Response.Body.WriteAsync(Unprotect(body), context.RequestAborted);
     }
+
+    /// <summary>Data Protection's payload header: a kept answer without it was kept before answers were encrypted
+    /// (the hours after an upgrade) and is plain.</summary>
+    private static readonly byte[] ProtectedPayloadHeader = [0x09, 0xF0, 0xC9, 0xF0];
+
+    private byte[] Unprotect(byte[] body) =>
+        body.AsSpan().StartsWith(ProtectedPayloadHeader) ? secrets.UnprotectAnswer(body) : body;
 
     private static Task WriteProblemAsync(HttpContext context, int status, string title, string detail) =>
         TypedResults.Problem(detail, statusCode: status, title: title).ExecuteAsync(context);

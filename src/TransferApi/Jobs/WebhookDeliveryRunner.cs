@@ -72,9 +72,23 @@ public sealed class WebhookDeliveryRunner(
         using var scope = logger.BeginScope("Webhook {WebhookId} delivery {DeliveryId}", webhook.Id, delivery.Id);
 
         DeliveryAttemptDocument attempt;
+        var secretLost = false;
         try
         {
             attempt = await SendAsync(webhook, delivery, shutdown);
+        }
+        catch (System.Security.Cryptography.CryptographicException)
+        {
+            // Retrying cannot help: the key ring that encrypted the secret is not readable with this configuration.
+            secretLost = true;
+            attempt = new(
+                DateTime.UtcNow,
+                null,
+                "The webhook's signing secret cannot be decrypted (was Secrets:KeyEncryptionKey changed?); nothing "
+                    + "was sent. Re-create the webhook.",
+                0,
+                null
+            );
         }
         catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
         {
@@ -89,7 +103,7 @@ public sealed class WebhookDeliveryRunner(
         string outcome;
         if (attempt.StatusCode is >= 200 and < 300)
             (delivery.State, delivery.NextAttemptAt, outcome) = (DeliveryState.Succeeded, null, "delivered");
-        else if (DateTime.UtcNow + delay - delivery.CreatedAt <= Options.RetryFor)
+        else if (!secretLost && DateTime.UtcNow + delay - delivery.CreatedAt <= Options.RetryFor)
             (delivery.NextAttemptAt, outcome) = (DateTime.UtcNow + delay, "retrying");
         else
             (delivery.State, delivery.NextAttemptAt, outcome) = (DeliveryState.Failed, null, "failed");
