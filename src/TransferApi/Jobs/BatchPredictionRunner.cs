@@ -101,8 +101,8 @@ public sealed class BatchPredictionRunner(
                 shutdown
             );
         batch.ImagesTotal = images.Count;
-        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(shutdown);
-        await using var watch = WatchForCancel(batch.Id, cancel);
+        await using var watch = CancellationWatcher.ForBatchPrediction(dbFactory, batch.Id);
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(shutdown, watch.Token);
 
         using var classifier = new ImageClassifier(backbone, ModelMapping.ToCheckpoint(model));
         var noveltyThreshold = classifier.Checkpoint.Novelty?.Threshold(serving.Value.NoveltyAcceptance);
@@ -228,41 +228,6 @@ public sealed class BatchPredictionRunner(
             TaskCreationOptions.LongRunning,
             TaskScheduler.Default
         );
-
-    /// <summary>Polls the row for a client's cancel, once a second.</summary>
-    private StopPolling WatchForCancel(Guid batchId, CancellationTokenSource cancel)
-    {
-        var stop = new CancellationTokenSource();
-        var polling = Task.Run(
-            async () =>
-            {
-                await using var db = await dbFactory.CreateDbContextAsync(stop.Token);
-                using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
-                while (await timer.WaitForNextTickAsync(stop.Token))
-                    if (await db.BatchPredictions.AnyAsync(b => b.Id == batchId && b.CancelRequested, stop.Token))
-                    {
-                        await cancel.CancelAsync();
-                        return;
-                    }
-            },
-            CancellationToken.None
-        );
-        return new StopPolling(stop, polling);
-    }
-
-    private sealed class StopPolling(CancellationTokenSource stop, Task polling) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync()
-        {
-            await stop.CancelAsync();
-            try
-            {
-                await polling;
-            }
-            catch (OperationCanceledException) { }
-            stop.Dispose();
-        }
-    }
 
     /// <summary>The batch's end, with its webhook event in the same transaction.</summary>
     private async Task FinishAsync(TransferDbContext db, BatchPrediction batch, JobStatus status, string? error)

@@ -4,8 +4,9 @@ using TransferApi.Persistence;
 namespace TransferApi.Jobs;
 
 /// <summary>
-/// Polls a running job's row and cancels <see cref="Token"/> when a client asks to cancel it. Polling the
-/// database works whichever process runs the job, and twice a second keeps the stop within one batch.
+/// Polls a running job's row (a training job's or a batch prediction's) and cancels <see cref="Token"/> when a
+/// client asks to cancel it. Polling the database works whichever process runs the job, and twice a second keeps
+/// the stop within one batch.
 /// </summary>
 public sealed class CancellationWatcher : IAsyncDisposable
 {
@@ -18,7 +19,16 @@ public sealed class CancellationWatcher : IAsyncDisposable
     public CancellationToken Token => requested.Token;
     public bool IsCancellationRequested => requested.IsCancellationRequested;
 
-    public CancellationWatcher(IDbContextFactory<TransferDbContext> dbFactory, Guid jobId)
+    public static CancellationWatcher ForTrainingJob(IDbContextFactory<TransferDbContext> dbFactory, Guid jobId) =>
+        new(dbFactory, (db, c) => db.TrainingJobs.AnyAsync(j => j.Id == jobId && j.CancelRequested, c));
+
+    public static CancellationWatcher ForBatchPrediction(IDbContextFactory<TransferDbContext> dbFactory, Guid id) =>
+        new(dbFactory, (db, c) => db.BatchPredictions.AnyAsync(b => b.Id == id && b.CancelRequested, c));
+
+    private CancellationWatcher(
+        IDbContextFactory<TransferDbContext> dbFactory,
+        Func<TransferDbContext, CancellationToken, Task<bool>> cancelRequested
+    )
     {
         loop = Task.Run(async () =>
         {
@@ -28,7 +38,7 @@ public sealed class CancellationWatcher : IAsyncDisposable
                 while (await timer.WaitForNextTickAsync(stop.Token))
                 {
                     await using var db = await dbFactory.CreateDbContextAsync(stop.Token);
-                    if (await db.TrainingJobs.AnyAsync(j => j.Id == jobId && j.CancelRequested, stop.Token))
+                    if (await cancelRequested(db, stop.Token))
                     {
                         await requested.CancelAsync();
                         return;

@@ -71,7 +71,7 @@ public sealed class TrainingJobRunner(
         // What the run came to; an exception that escapes (a database outage) is retried by Hangfire.
         var outcome = "retried";
 
-        await using var cancelWatch = new CancellationWatcher(dbFactory, jobId);
+        await using var cancelWatch = CancellationWatcher.ForTrainingJob(dbFactory, jobId);
         using var either = CancellationTokenSource.CreateLinkedTokenSource(shutdown, cancelWatch.Token);
         try
         {

@@ -36,6 +36,9 @@ public static class WebhookAddresses
         IPNetwork.Parse("ff00::/8"), // multicast
     ];
 
+    private static readonly IPNetwork Nat64 = IPNetwork.Parse("64:ff9b::/96");
+    private static readonly IPNetwork Ipv4Compatible = IPNetwork.Parse("::/96");
+
     /// <summary>True for an address a delivery may connect to without Webhooks:AllowPrivateNetworks.</summary>
     public static bool IsPublic(IPAddress address)
     {
@@ -54,18 +57,10 @@ public static class WebhookAddresses
     {
         if (address.AddressFamily != AddressFamily.InterNetworkV6)
             return null;
-        var bytes = address.GetAddressBytes();
-        var nat64 =
-            bytes[0] == 0x00
-            && bytes[1] == 0x64
-            && bytes[2] == 0xff
-            && bytes[3] == 0x9b
-            && bytes.AsSpan(4, 8).IndexOfAnyExcept((byte)0) < 0;
-        var compatible =
-            bytes.AsSpan(0, 12).IndexOfAnyExcept((byte)0) < 0
-            && bytes.AsSpan(12).IndexOfAnyExcept((byte)0) >= 0
-            && !(bytes[12] == 0 && bytes[13] == 0 && bytes[14] == 0 && bytes[15] <= 1);
-        return nat64 || compatible ? new IPAddress(bytes.AsSpan(12)) : null;
+        // :: and ::1 (IPv4-compatible form) land in 0.0.0.0/8, which is refused as well.
+        return Nat64.Contains(address) || Ipv4Compatible.Contains(address)
+            ? new IPAddress(address.GetAddressBytes().AsSpan(12))
+            : null;
     }
 
     /// <summary>
