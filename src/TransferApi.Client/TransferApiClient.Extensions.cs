@@ -28,18 +28,18 @@ public sealed record ImagePrediction(
 );
 
 /// <summary>One line of a batch prediction's results: what /predict answers for that stored image.</summary>
-/// <param name="ImageId">The data set image.</param>
+/// <param name="ImageId">The data set image (null for an image of an uploaded zip).</param>
 /// <param name="FileName">Its path in the uploaded archive.</param>
-/// <param name="Label">Its label in the data set (null when unlabeled).</param>
-/// <param name="Split">Train, Validation, Test or Unlabeled.</param>
+/// <param name="Label">Its label in the data set (null when unlabeled, or uploaded to be scored).</param>
+/// <param name="Split">Train, Validation, Test or Unlabeled (null for an image of an uploaded zip).</param>
 /// <param name="Predictions">Labels with calibrated probabilities, most probable first.</param>
 /// <param name="Novelty">How unlike the model's training images it is.</param>
 /// <param name="Unknown">True when novelty is above the model's threshold.</param>
 public sealed record BatchPredictionLine(
-    Guid ImageId,
+    Guid? ImageId,
     string FileName,
     string? Label,
-    string Split,
+    string? Split,
     IReadOnlyList<PredictionResponse> Predictions,
     double? Novelty,
     bool? Unknown
@@ -98,28 +98,95 @@ public partial class TransferApiClient : IDisposable
 
     /// <summary>Uploads a zip of images as a new data set; the data set's split settings stay the service's
     /// defaults. (The generated UploadDatasetAsync insists on every optional form field.)</summary>
-    public async Task<DatasetResponse> UploadZipAsync(
+    public Task<DatasetResponse> UploadZipAsync(
         string name,
         Stream zip,
         string? idempotencyKey = null,
         CancellationToken cancellationToken = default
+    ) =>
+        PostZipAsync<DatasetResponse>(
+            "api/datasets",
+            zip,
+            "dataset.zip",
+            [("name", name)],
+            idempotencyKey,
+            cancellationToken
+        );
+
+    /// <summary>Scores every image of a folder (any layout) with a model, in a worker: wait for the batch with
+    /// <see cref="WaitForBatchPredictionAsync"/>, then read it with <see cref="ReadBatchPredictionResultsAsync"/>
+    /// (each line names its image by its path in the folder).</summary>
+    /// <param name="model">A model id, name, name@version or name@alias.</param>
+    /// <param name="folder">The folder of images.</param>
+    /// <param name="topK">Labels per image in the results (default: the service's, 5).</param>
+    /// <param name="idempotencyKey">Makes a retried call create one batch.</param>
+    /// <param name="cancellationToken">Cancels the upload.</param>
+    public async Task<BatchPredictionResponse> ScoreFolderAsync(
+        string model,
+        string folder,
+        int? topK = null,
+        string? idempotencyKey = null,
+        CancellationToken cancellationToken = default
+    )
+    {
+        using var zip = new MemoryStream();
+        ZipFile.CreateFromDirectory(folder, zip, CompressionLevel.NoCompression, includeBaseDirectory: false);
+        zip.Position = 0;
+        return await ScoreZipAsync(
+            model,
+            zip,
+            Path.GetFileName(folder) + ".zip",
+            topK,
+            idempotencyKey,
+            cancellationToken
+        );
+    }
+
+    /// <summary>Scores every image of a zip with a model, in a worker (see <see cref="ScoreFolderAsync"/>).</summary>
+    /// <param name="model">A model id, name, name@version or name@alias.</param>
+    /// <param name="zip">The zip of images.</param>
+    /// <param name="fileName">The zip's name, kept as the batch's archiveName.</param>
+    /// <param name="topK">Labels per image in the results (default: the service's, 5).</param>
+    /// <param name="idempotencyKey">Makes a retried call create one batch.</param>
+    /// <param name="cancellationToken">Cancels the upload.</param>
+    public Task<BatchPredictionResponse> ScoreZipAsync(
+        string model,
+        Stream zip,
+        string fileName = "images.zip",
+        int? topK = null,
+        string? idempotencyKey = null,
+        CancellationToken cancellationToken = default
+    ) =>
+        PostZipAsync<BatchPredictionResponse>(
+            $"api/models/{Uri.EscapeDataString(model)}/batch-predictions",
+            zip,
+            fileName,
+            topK is { } k ? [("topK", k.ToString(System.Globalization.CultureInfo.InvariantCulture))] : [],
+            idempotencyKey,
+            cancellationToken
+        );
+
+    private async Task<T> PostZipAsync<T>(
+        string route,
+        Stream zip,
+        string fileName,
+        (string Field, string Value)[] fields,
+        string? idempotencyKey,
+        CancellationToken cancellationToken
     )
     {
         var file = new StreamContent(zip);
         file.Headers.ContentType = new MediaTypeHeaderValue("application/zip");
-        using var request = new HttpRequestMessage(HttpMethod.Post, "api/datasets")
-        {
-            Content = new MultipartFormDataContent
-            {
-                { new StringContent(name), "name" },
-                { file, "file", "dataset.zip" },
-            },
-        };
+        var form = new MultipartFormDataContent();
+        foreach (var (field, value) in fields)
+            form.Add(new StringContent(value), field);
+        form.Add(file, "file", fileName);
+        using var request = new HttpRequestMessage(HttpMethod.Post, route) { Content = form };
         if (idempotencyKey is not null)
             request.Headers.Add("Idempotency-Key", idempotencyKey);
         using var response = await _httpClient.SendAsync(request, cancellationToken);
         await ThrowUnlessSuccessAsync(response, cancellationToken);
-        return (await response.Content.ReadFromJsonAsync<DatasetResponse>(WebJson, cancellationToken))!;
+        return (await response.Content.ReadFromJsonAsync<T>(WebJson, cancellationToken))!;
     }
 
     /// <summary>

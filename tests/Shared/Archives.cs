@@ -82,11 +82,18 @@ public static class Archives
         byte[] zip,
         string fileName = "dataset.zip",
         params (string Field, string Value)[] fields
+    ) => ZipForm(zip, fileName, [("name", name), .. fields]);
+
+    /// <summary>A form with a zip as its <c>file</c> part, and other fields.</summary>
+    public static MultipartFormDataContent ZipForm(
+        byte[] zip,
+        string fileName = "images.zip",
+        params (string Field, string Value)[] fields
     )
     {
         var file = new ByteArrayContent(zip);
         file.Headers.ContentType = new("application/zip");
-        var form = new MultipartFormDataContent { { new StringContent(name), "name" }, { file, "file", fileName } };
+        var form = new MultipartFormDataContent { { file, "file", fileName } };
         foreach (var (field, value) in fields)
             form.Add(new StringContent(value), field);
         return form;

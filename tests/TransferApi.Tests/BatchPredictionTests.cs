@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using TransferApi.Features.Datasets;
 using TransferApi.Features.Models;
 using TransferApi.Features.TrainingJobs;
@@ -48,32 +49,48 @@ public class BatchPredictionTests(TransferApiFactory factory, ITestOutputHelper 
 
     /// <summary>Every line against /predict of the same stored bytes: same labels in the same order, probabilities
     /// and novelty within <paramref name="tolerance"/>. Returns the largest probability difference.</summary>
-    private static async Task<double> AssertSameAsPredictAsync(
+    private static Task<double> AssertSameAsPredictAsync(
         HttpClient client,
         Guid model,
         Guid dataset,
         List<JsonElement> lines,
+        double tolerance
+    ) =>
+        AssertSameAsPredictAsync(
+            client,
+            model,
+            lines,
+            line => client.GetByteArrayAsync($"/api/datasets/{dataset}/images/{line.GetProperty("imageId").GetGuid()}"),
+            tolerance
+        );
+
+    private static async Task<double> AssertSameAsPredictAsync(
+        HttpClient client,
+        Guid model,
+        List<JsonElement> lines,
+        Func<JsonElement, Task<byte[]>> bytesOf,
         double tolerance
     )
     {
         var largest = 0.0;
         foreach (var line in lines)
         {
-            var imageId = line.GetProperty("imageId").GetGuid();
-            var bytes = await client.GetByteArrayAsync($"/api/datasets/{dataset}/images/{imageId}");
+            var fileName = line.GetProperty("fileName").GetString();
+            var bytes = await bytesOf(line);
             var single = await (
                 await client.PostAsync($"/api/models/{model}/predict", Archives.ImageForm(bytes))
             ).ReadAsync<PredictResponse>();
             var batched = line.GetProperty("predictions").EnumerateArray().ToList();
+            // The batch's top k are /predict's first k.
             Assert.Equal(
-                single.Predictions.Select(p => p.Label),
+                single.Predictions.Take(batched.Count).Select(p => p.Label),
                 batched.Select(p => p.GetProperty("label").GetString())
             );
             foreach (var (one, many) in single.Predictions.Zip(batched))
             {
                 var difference = Math.Abs(one.Probability - many.GetProperty("probability").GetDouble());
                 largest = Math.Max(largest, difference);
-                Assert.True(difference <= tolerance, $"{imageId}: {one.Label} {one.Probability} against {many}");
+                Assert.True(difference <= tolerance, $"{fileName}: {one.Label} {one.Probability} against {many}");
             }
             Assert.Equal(single.Novelty is null, line.GetProperty("novelty").ValueKind == JsonValueKind.Null);
             if (single.Novelty is { } novelty)
@@ -287,6 +304,57 @@ public class BatchPredictionTests(TransferApiFactory factory, ITestOutputHelper 
             HttpStatusCode.Forbidden,
             (await predictOnly.PostAsJsonAsync(route, new { datasetId = dataset.Id })).StatusCode
         );
+
+        // A zip instead of a data set: each refusal names the part at fault.
+        async Task<JsonElement> FormRefusedAsync(HttpContent body, HttpStatusCode status)
+        {
+            var response = await client.PostAsync(route, body);
+            Assert.Equal(status, response.StatusCode);
+            return await response.ProblemAsync();
+        }
+        var onePhoto = Archives.Zip([Archives.Photo("train", "ants", 0)]);
+        Assert.True(
+            (
+                await FormRefusedAsync(
+                    Archives.ZipForm(onePhoto, fields: ("datasetId", dataset.Id.ToString())),
+                    HttpStatusCode.BadRequest
+                )
+            )
+                .GetProperty("errors")
+                .TryGetProperty("datasetId", out _)
+        );
+        Assert.True(
+            (
+                await FormRefusedAsync(
+                    new MultipartFormDataContent { { new StringContent("3"), "topK" } },
+                    HttpStatusCode.BadRequest
+                )
+            )
+                .GetProperty("errors")
+                .TryGetProperty("file", out _)
+        );
+        Assert.True(
+            (await FormRefusedAsync(Archives.ZipForm(onePhoto, fields: ("topK", "many")), HttpStatusCode.BadRequest))
+                .GetProperty("errors")
+                .TryGetProperty("topK", out _)
+        );
+        Assert.StartsWith(
+            "file:",
+            (await FormRefusedAsync(Archives.ZipForm("plain text"u8.ToArray()), HttpStatusCode.BadRequest))
+                .GetProperty("detail")
+                .GetString(),
+            StringComparison.Ordinal
+        );
+        var noImages = await FormRefusedAsync(
+            Archives.ZipForm(Archives.Zip([("readme.txt", "hello"u8.ToArray()), ("data.csv", "a,b"u8.ToArray())])),
+            HttpStatusCode.UnprocessableEntity
+        );
+        Assert.Contains("'readme.txt'", noImages.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        await FormRefusedAsync(new StringContent("datasetId please"), HttpStatusCode.UnsupportedMediaType);
+        await FormRefusedAsync(
+            new StringContent("{\"datasetId\":", System.Text.Encoding.UTF8, "application/json"),
+            HttpStatusCode.BadRequest
+        );
         Assert.Equal(
             0,
             await factory.QueryAsync(db =>
@@ -310,5 +378,190 @@ public class BatchPredictionTests(TransferApiFactory factory, ITestOutputHelper 
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"{route}/{Guid.NewGuid()}")).StatusCode);
         var listed = await (await client.GetAsync(route)).ReadAsync<TransferApi.Http.Page<BatchPredictionResponse>>();
         Assert.Equal(batch.Id, Assert.Single(listed.Items).Id);
+    }
+
+    private static async Task<(Guid Model, Guid Dataset)> TrainFrozenModelAsync(HttpClient client, string name)
+    {
+        var dataset = await (
+            await client.PostAsync("/api/datasets", Archives.DatasetForm(name, Archives.Zip(Archives.TwoClasses(3))))
+        ).ReadAsync<DatasetResponse>();
+        var job = await client.WaitForJobAsync(
+            (
+                await (
+                    await client.PostAsJsonAsync(
+                        "/api/training-jobs",
+                        new
+                        {
+                            datasetId = dataset.Id,
+                            epochs = 2,
+                            tuning = new { mode = "Off" },
+                        }
+                    )
+                ).ReadAsync<TrainingJobResponse>()
+            ).Id,
+            JobPolling.Ended
+        );
+        Assert.True(job.Status == JobStatus.Succeeded, job.Error);
+        return (job.ModelId!.Value, dataset.Id);
+    }
+
+    private Task<int> UploadedImagesKeptAsync(Guid batchId) =>
+        factory.QueryAsync(db =>
+            Microsoft.EntityFrameworkCore.EntityFrameworkQueryableExtensions.CountAsync(db.BatchPredictionImages, i =>
+                i.BatchId == batchId
+            )
+        );
+
+    [Fact]
+    public async Task A_zip_of_images_is_scored_naming_each_by_its_path_and_its_images_are_not_kept()
+    {
+        var client = factory.CreateClient(await admin.CreateKeyAsync(KeyScope.Train, "bulk-zip"));
+        var (model, _) = await TrainFrozenModelAsync(client, "bulk zip");
+        // Folders only name the images; a file that is not an image is listed, operating-system junk is skipped.
+        // The noise image is new to every run, so the first batch must run the backbone for it.
+        List<(string Entry, byte[] Data)> files =
+        [
+            ("field trip/ants 1.jpg", Archives.Photo("val", "ants", 0).Item2),
+            ("field trip/day 2/bee.jpg", Archives.Photo("val", "bees", 0).Item2),
+            ("loose.jpg", Archives.Photo("val", "ants", 1).Item2),
+            ("notes.txt", "not an image"u8.ToArray()),
+            ("noise.png", Archives.NoisePng(64, 48, Random.Shared.Next())),
+            (".DS_Store", [0, 0, 0, 1]),
+        ];
+        var zip = Archives.Zip(files);
+        var scored = files.Where(f => f.Entry is not ("notes.txt" or ".DS_Store")).ToList();
+        var route = $"/api/models/{model}/batch-predictions";
+
+        var accepted = await client.PostAsync(route, Archives.ZipForm(zip, "field photos.zip", ("topK", "1")));
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+        var created = await accepted.ReadAsync<BatchPredictionResponse>();
+        Assert.Null(created.DatasetId);
+        Assert.Equal("field photos.zip", created.ArchiveName);
+        Assert.Equal(scored.Count, created.ImagesTotal);
+        Assert.Equal("notes.txt", Assert.Single(created.Rejected).Entry);
+        var first = await WaitForBatchAsync(client, created);
+        Assert.True(first.Status == JobStatus.Succeeded, first.Error);
+        Assert.True(first.ImagesFromCache < scored.Count, $"{first.ImagesFromCache} from cache");
+        Assert.Equal(0, await UploadedImagesKeptAsync(first.Id));
+
+        var lines = await ResultLinesAsync(client, first);
+        Assert.Equal(scored.Select(f => f.Entry), lines.Select(l => l.GetProperty("fileName").GetString()));
+        Assert.All(lines, l =>
+        {
+            Assert.Equal(JsonValueKind.Null, l.GetProperty("imageId").ValueKind);
+            Assert.Equal(JsonValueKind.Null, l.GetProperty("split").ValueKind);
+            Assert.Equal(1, l.GetProperty("predictions").GetArrayLength());
+        });
+        var bytesOf = scored.ToDictionary(f => f.Entry, f => f.Data);
+        var largest = await AssertSameAsPredictAsync(
+            client,
+            model,
+            lines,
+            line => Task.FromResult(bytesOf[line.GetProperty("fileName").GetString()!]),
+            1e-4
+        );
+        output.WriteLine($"uploaded zip: largest probability difference against /predict {largest:E2}");
+        var csv = await client.GetStringAsync($"{first.Results}?format=csv");
+        // An uploaded image has no id, label or split: its line starts with its path.
+        Assert.Contains(csv.Split('\n'), l => l.StartsWith(",field trip/day 2/bee.jpg,,,", StringComparison.Ordinal));
+
+        // The first batch cached every image's features: scoring the same zip again needs no backbone pass.
+        var again = await WaitForBatchAsync(
+            client,
+            await (await client.PostAsync(route, Archives.ZipForm(zip))).ReadAsync<BatchPredictionResponse>()
+        );
+        Assert.Equal((JobStatus.Succeeded, scored.Count), (again.Status, again.ImagesFromCache));
+    }
+
+    [Fact]
+    public async Task Cancelled_batches_stop_queued_or_running_keep_neither_results_nor_images_and_are_announced()
+    {
+        var client = factory.CreateClient(await admin.CreateKeyAsync(KeyScope.Train, "bulk-cancel"));
+        var (model, dataset) = await TrainFrozenModelAsync(client, "bulk cancel");
+        await using var receiver = await WebhookReceiver.StartAsync();
+        await client.PostAsJsonAsync(
+            "/api/webhooks",
+            new { url = receiver.Url, events = new[] { "batch-prediction.completed" } }
+        );
+        // Images no run has embedded: the backbone runs for each, long enough to cancel midway.
+        var seed = Random.Shared.Next();
+        var zip = Archives.Zip(Enumerable.Range(0, 300).Select(i => ($"{i}.png", Archives.NoisePng(96, 96, seed + i))));
+        var batch = await (
+            await client.PostAsync($"/api/models/{model}/batch-predictions", Archives.ZipForm(zip))
+        ).ReadAsync<BatchPredictionResponse>();
+        var route = $"/api/models/{model}/batch-predictions/{batch.Id}";
+        var deadline = DateTime.UtcNow.AddSeconds(120);
+        while (batch.Status == JobStatus.Queued && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(100);
+            batch = await (await client.GetAsync(route)).ReadAsync<BatchPredictionResponse>();
+        }
+        Assert.Equal(JobStatus.Running, batch.Status);
+
+        // The scoring worker is busy: a second batch waits, and a cancel ends it at once.
+        var waiting = await (
+            await client.PostAsync(
+                $"/api/models/{model}/batch-predictions",
+                Archives.ZipForm(Archives.Zip([Archives.Photo("val", "ants", 0)]))
+            )
+        ).ReadAsync<BatchPredictionResponse>();
+        var waitingCancel = await client.PostAsync($"/api/models/{model}/batch-predictions/{waiting.Id}/cancel", null);
+        Assert.Equal(HttpStatusCode.Accepted, waitingCancel.StatusCode);
+        Assert.Equal(JobStatus.Cancelled, (await waitingCancel.ReadAsync<BatchPredictionResponse>()).Status);
+        Assert.Equal(0, await UploadedImagesKeptAsync(waiting.Id));
+
+        var cancel = await client.PostAsync($"{route}/cancel", null);
+        Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
+        var ended = await WaitForBatchAsync(client, batch);
+        output.WriteLine($"cancelled after {ended.ImagesDone} of {ended.ImagesTotal} images");
+        Assert.Equal(JobStatus.Cancelled, ended.Status);
+        Assert.True(ended.ImagesDone < ended.ImagesTotal, $"{ended.ImagesDone} of {ended.ImagesTotal}");
+        var announced = (await receiver.WaitForAsync(2)).Select(d => d.Json.GetProperty("data")).ToList();
+        Assert.Equal(
+            new[] { (waiting.Id, "Cancelled"), (batch.Id, "Cancelled") },
+            announced.Select(d => (d.GetProperty("batchId").GetGuid(), d.GetProperty("status").GetString()!))
+        );
+        Assert.Equal(HttpStatusCode.Conflict, (await client.GetAsync(ended.Results)).StatusCode);
+        Assert.Equal(0, await UploadedImagesKeptAsync(batch.Id));
+        Assert.Equal(
+            0,
+            await factory.QueryAsync(db =>
+                Microsoft.EntityFrameworkCore.EntityFrameworkQueryableExtensions.CountAsync(
+                    db.BatchPredictionResults,
+                    r => r.BatchId == batch.Id
+                )
+            )
+        );
+        Assert.Equal(HttpStatusCode.Conflict, (await client.PostAsync($"{route}/cancel", null)).StatusCode);
+
+        // A batch whose queueing was lost (committed, never handed to Hangfire) is queued again by the sweep.
+        var lost = new BatchPrediction
+        {
+            Id = Guid.CreateVersion7(),
+            ModelId = model,
+            DatasetId = dataset,
+            TopK = 1,
+            Status = JobStatus.Queued,
+            CreatedAt = DateTime.UtcNow.AddMinutes(-2),
+        };
+        await factory.QueryAsync(async db =>
+        {
+            lost.Tenant = await Microsoft.EntityFrameworkCore.EntityFrameworkQueryableExtensions.SingleAsync(
+                db.Models.Where(m => m.Id == model).Select(m => m.Tenant)
+            );
+            db.BatchPredictions.Add(lost);
+            return await db.SaveChangesAsync();
+        });
+        var sweep = factory
+            .Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>()
+            .OfType<TransferApi.Jobs.BatchPredictionSweepService>()
+            .Single();
+        Assert.Equal(1, await sweep.RequeueLostAsync(CancellationToken.None));
+        var found = await (
+            await client.GetAsync($"/api/models/{model}/batch-predictions/{lost.Id}")
+        ).ReadAsync<BatchPredictionResponse>();
+        var swept = await WaitForBatchAsync(client, found);
+        Assert.Equal((JobStatus.Succeeded, 6), (swept.Status, swept.ImagesTotal));
+        Assert.Equal(0, await sweep.RequeueLostAsync(CancellationToken.None));
     }
 }

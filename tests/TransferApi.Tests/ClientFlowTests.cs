@@ -84,11 +84,29 @@ public class ClientFlowTests(TransferApiFactory factory)
             Assert.Equal(8, lines.Count);
             Assert.All(lines, l => Assert.Contains(l.Label, new[] { "ants", "bees" }));
 
-            var deliveries = await receiver.WaitForAsync(2);
+            // A folder the service has never seen, scored as a zip: each line names its file.
+            var scored = await client.WaitForBatchPredictionAsync(
+                model,
+                (await client.ScoreFolderAsync(model, folder.FullName, topK: 1)).Id
+            );
+            Assert.Equal((JobStatus.Succeeded, 8), (scored.Status, scored.ImagesTotal));
+            var scoredLines = new List<BatchPredictionLine>();
+            await foreach (var line in client.ReadBatchPredictionResultsAsync(model, scored.Id))
+                scoredLines.Add(line);
+            Assert.Equal(
+                Directory
+                    .EnumerateFiles(folder.FullName, "*", SearchOption.AllDirectories)
+                    .Select(f => Path.GetRelativePath(folder.FullName, f).Replace('\\', '/'))
+                    .Order(StringComparer.Ordinal),
+                scoredLines.Select(l => l.FileName).Order(StringComparer.Ordinal)
+            );
+            Assert.All(scoredLines, l => Assert.Equal((null, 1), (l.ImageId, l.Predictions.Count)));
+
+            var deliveries = await receiver.WaitForAsync(3);
             Assert.All(deliveries, d => Assert.True(WebhookSignature.Verify(webhook.Secret!, d.Signature!, d.Body)));
             Assert.False(WebhookSignature.Verify(webhook.Secret!, deliveries[0].Signature!, deliveries[0].Body + " "));
             Assert.Equal(
-                ["batch-prediction.completed", "training-job.succeeded"],
+                ["batch-prediction.completed", "batch-prediction.completed", "training-job.succeeded"],
                 deliveries.Select(d => d.Type).Order(StringComparer.Ordinal)
             );
 

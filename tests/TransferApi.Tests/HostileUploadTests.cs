@@ -1,6 +1,8 @@
 using System.IO.Compression;
 using System.Net;
+using System.Net.Http.Json;
 using System.Text;
+using Microsoft.EntityFrameworkCore;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 
@@ -156,6 +158,75 @@ public class HostileUploadTests(TransferApiFactory factory)
         );
         Assert.Contains(detailMentions, problem.GetProperty("detail").GetString(), StringComparison.OrdinalIgnoreCase);
         Assert.Equal(before, await factory.CountDatasetRowsAsync());
+    }
+
+    /// <summary>
+    /// The same corpus sent to be scored: the archive's safety is the same; folders name no classes there, so
+    /// archives refused for their layout are scored, and one holding nothing but junk has no image.
+    /// </summary>
+    public static TheoryData<string, HttpStatusCode, string> ScoringCases
+    {
+        get
+        {
+            var cases = new TheoryData<string, HttpStatusCode, string>();
+            foreach (var c in Cases)
+            {
+                var (upload, status, mentions) = ((string)c[0], (HttpStatusCode)c[1], (string)c[2]);
+                if (upload is "one class" or "files but no class folders")
+                    continue;
+                if (upload == "only junk")
+                    (status, mentions) = (HttpStatusCode.UnprocessableEntity, "no image");
+                cases.Add(upload, status, mentions);
+            }
+            return cases;
+        }
+    }
+
+    private static Guid? scoringModel;
+
+    private async Task<Guid> ScoringModelAsync()
+    {
+        if (scoringModel is { } trained)
+            return trained;
+        var dataset = await (
+            await client.PostAsync("/api/datasets", Archives.DatasetForm("hostile scoring", Archives.Zip(Good())))
+        ).ReadAsync<Features.Datasets.DatasetResponse>();
+        var started = await (
+            await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 1 })
+        ).ReadAsync<Features.TrainingJobs.TrainingJobResponse>();
+        var job = await client.WaitForJobAsync(started.Id, JobPolling.Ended);
+        Assert.True(job.Status == Persistence.JobStatus.Succeeded, job.Error);
+        return (scoringModel = job.ModelId!.Value).Value;
+    }
+
+    [Theory]
+    [MemberData(nameof(ScoringCases))]
+    public async Task Hostile_or_malformed_zip_sent_to_be_scored_is_refused_and_stores_nothing(
+        string upload,
+        HttpStatusCode expected,
+        string detailMentions
+    )
+    {
+        var model = await ScoringModelAsync();
+        var response = await client.PostAsync(
+            $"/api/models/{model}/batch-predictions",
+            Archives.ZipForm(Uploads[upload]())
+        );
+        var problem = await response.ProblemAsync();
+        Assert.True(
+            expected == response.StatusCode,
+            $"{upload}: expected {expected}, got {response.StatusCode}: {problem}"
+        );
+        Assert.Contains(detailMentions, problem.GetProperty("detail").GetString(), StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(
+            (0, 0),
+            await factory.QueryAsync(async db =>
+                (
+                    await db.BatchPredictions.CountAsync(b => b.ModelId == model),
+                    await db.BatchPredictionImages.CountAsync()
+                )
+            )
+        );
     }
 
     [Fact]

@@ -43,6 +43,7 @@ public static class HangfireRegistration
         builder.Services.AddHostedService<JobDispatchService>();
         builder.Services.AddHostedService<HealthSweepService>();
         builder.Services.AddHostedService<WebhookSweepService>();
+        builder.Services.AddHostedService<BatchPredictionSweepService>();
         builder.Services.AddHangfireServer(o =>
         {
             o.Queues = [TrainingJobRunner.Queue];

@@ -30,7 +30,7 @@ public static class OpenApiRegistration
             o.SupportNonNullableReferenceTypes();
             // Properties of a record type keep their own description (allOf around the reference).
             o.UseAllOfToExtendReferenceSchemas();
-            o.OperationFilter<PredictBodyOperationFilter>();
+            o.OperationFilter<UploadBodyOperationFilter>();
             o.OperationFilter<IdempotencyKeyOperationFilter>();
             o.SchemaFilter<FrameworkSchemaDescriptions>();
             o.SchemaFilter<ResponseFieldsRequired>();

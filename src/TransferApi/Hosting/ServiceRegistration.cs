@@ -32,6 +32,7 @@ public static class ServiceRegistration
         services.AddSingleton<Predictor>();
         services.AddScoped<DatasetIngestion>();
         services.AddScoped<BackboneImport>();
+        services.AddSingleton<BatchPredictionUpload>();
         services.AddTransient<TrainingJobRunner>();
         services.AddTransient<DatasetHealthRunner>();
         services.AddTransient<BatchPredictionRunner>();

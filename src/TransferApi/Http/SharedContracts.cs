@@ -3,6 +3,10 @@ using TransferApi.Training.Evaluation;
 
 namespace TransferApi.Http;
 
+/// <param name="Entry">The file's path in the archive, or its file name.</param>
+/// <param name="Reason">Why it was not stored.</param>
+public sealed record RejectedFile(string Entry, string Reason);
+
 /// <summary>The classifier trained on the backbone's features.</summary>
 /// <param name="Kind">Linear (softmax regression) or Mlp (one hidden layer with ReLU and dropout).</param>
 /// <param name="HiddenUnits">Mlp hidden units (unused by Linear).</param>

@@ -14,7 +14,8 @@ using static TorchSharp.torch;
 namespace TransferApi.Jobs;
 
 /// <summary>
-/// Scores a data set's images with a model on the <c>scoring</c> queue. A model with a frozen backbone is scored from
+/// Scores a data set's images, or a zip's the client uploaded, with a model on the <c>scoring</c> queue. A model with a
+/// frozen backbone is scored from
 /// the feature cache (the backbone runs only for images never embedded before, and their features are cached for
 /// every later pass); a fine-tuned model runs its whole network over the images. Answers are what /predict gives:
 /// calibrated probabilities, novelty and unknown.
@@ -36,7 +37,7 @@ public sealed class BatchPredictionRunner(
     /// <summary>The share of the progress bar the feature pass takes; scoring the features takes the rest.</summary>
     private const double FeatureShare = 0.9;
 
-    private sealed record ImageRow(Guid Id, string FileName, string? Label, DataSplit Split, byte[] Sha256);
+    private sealed record ImageRow(Guid Id, string FileName, string? Label, DataSplit? Split, byte[] Sha256);
 
     [Queue(Queue)]
     [AutomaticRetry(Attempts = 2)]
@@ -85,13 +86,7 @@ public sealed class BatchPredictionRunner(
     {
         var model = await db.Models.AsNoTracking().FirstAsync(m => m.Id == batch.ModelId, shutdown);
         var backbone = await backbones.GetAsync(model.Backbone);
-        var query = db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == batch.DatasetId);
-        if (batch.Split is { } split)
-            query = query.Where(i => i.Split == split);
-        var images = await query
-            .OrderBy(i => i.Id)
-            .Select(i => new ImageRow(i.Id, i.FileName, i.Label, i.Split, i.Sha256))
-            .ToListAsync(shutdown);
+        var images = await ImagesAsync(db, batch, shutdown);
         // Previous attempts' results (a retried run) are replaced.
         await db.BatchPredictionResults.Where(r => r.BatchId == batch.Id).ExecuteDeleteAsync(shutdown);
         await db
@@ -121,11 +116,16 @@ public sealed class BatchPredictionRunner(
         var scores = await OnJobThreadAsync(() =>
         {
             if (model.FineTunedStages > 0)
-                return ScoreFineTuned(classifier, ids, progress, cancel.Token);
+                return ScoreFineTuned(classifier, batch, ids, progress, cancel.Token);
             using var scope = NewDisposeScope();
             using var features = new TransferLearningTrainer(backbone).Embed(
                 images.Select((image, i) => new ImageToEmbed(Convert.ToHexString(image.Sha256), cached[i])).ToList(),
-                new DatabaseImageSource(dbFactory, ids, WorkingCopy.Serves(backbone.Preprocessor.Spec)),
+                new DatabaseImageSource(
+                    dbFactory,
+                    ids,
+                    WorkingCopy.Serves(backbone.Preprocessor.Spec),
+                    uploadedForScoring: batch.DatasetId is null
+                ),
                 progress,
                 cancel.Token
             );
@@ -155,13 +155,19 @@ public sealed class BatchPredictionRunner(
     /// from the bytes clients sent.</summary>
     private ImageScores[] ScoreFineTuned(
         ImageClassifier classifier,
+        BatchPrediction batch,
         List<Guid> ids,
         FeaturePassWriter progress,
         CancellationToken cancellation
     )
     {
         var scores = new List<ImageScores>(ids.Count);
-        var source = new DatabaseImageSource(dbFactory, ids, workingCopies: false);
+        var source = new DatabaseImageSource(
+            dbFactory,
+            ids,
+            workingCopies: false,
+            uploadedForScoring: batch.DatasetId is null
+        );
         foreach (var bytes in source.Batches(Enumerable.Range(0, ids.Count).ToList(), ChunkSize, cancellation))
         {
             scores.AddRange(classifier.Score(classifier.Decode(bytes), bytes.Count));
@@ -182,7 +188,7 @@ public sealed class BatchPredictionRunner(
         {
             BatchId = batch.Id,
             Position = position,
-            ImageId = image.Id,
+            ImageId = batch.DatasetId is null ? null : image.Id,
             FileName = image.FileName,
             Label = image.Label,
             Split = image.Split,
@@ -193,6 +199,29 @@ public sealed class BatchPredictionRunner(
             Novelty = scores.Novelty,
             Unknown = scores.Novelty is null ? null : scores.Novelty > noveltyThreshold,
         };
+
+    /// <summary>The images to score in result order: the data set's (or its split's), or the uploaded zip's.</summary>
+    private static async Task<List<ImageRow>> ImagesAsync(
+        TransferDbContext db,
+        BatchPrediction batch,
+        CancellationToken cancellation
+    )
+    {
+        if (batch.DatasetId is null)
+            return await db
+                .BatchPredictionImages.AsNoTracking()
+                .Where(i => i.BatchId == batch.Id)
+                .OrderBy(i => i.Position)
+                .Select(i => new ImageRow(i.Id, i.FileName, null, null, i.Sha256))
+                .ToListAsync(cancellation);
+        var query = db.DatasetImages.AsNoTracking().Where(i => i.DatasetId == batch.DatasetId);
+        if (batch.Split is { } split)
+            query = query.Where(i => i.Split == split);
+        return await query
+            .OrderBy(i => i.Id)
+            .Select(i => new ImageRow(i.Id, i.FileName, i.Label, i.Split, i.Sha256))
+            .ToListAsync(cancellation);
+    }
 
     private static async Task<float[]?[]> CachedFeaturesAsync(
         TransferDbContext db,
@@ -229,36 +258,125 @@ public sealed class BatchPredictionRunner(
             TaskScheduler.Default
         );
 
-    /// <summary>The batch's end, with its webhook event in the same transaction.</summary>
     private async Task FinishAsync(TransferDbContext db, BatchPrediction batch, JobStatus status, string? error)
     {
         db.ChangeTracker.Clear();
+        await EndAsync(db, webhooks, batch.Id, status, error, onlyIfQueued: false, CancellationToken.None);
+    }
+
+    /// <summary>
+    /// Ends a batch prediction with its webhook event in the same transaction, and drops its uploaded images (kept only
+    /// to be scored). With <paramref name="onlyIfQueued"/> only a batch no worker has started ends; false when the
+    /// batch was not ended.
+    /// </summary>
+    public static async Task<bool> EndAsync(
+        TransferDbContext db,
+        WebhookPublisher webhooks,
+        Guid batchId,
+        JobStatus status,
+        string? error,
+        bool onlyIfQueued,
+        CancellationToken cancellation
+    )
+    {
         var finishedAt = DateTime.UtcNow;
-        await using var transaction = await db.Database.BeginTransactionAsync(CancellationToken.None);
-        await db
-            .BatchPredictions.Where(b => b.Id == batch.Id)
-            .ExecuteUpdateAsync(
-                s =>
-                    s.SetProperty(b => b.Status, status)
-                        .SetProperty(b => b.Error, error)
-                        .SetProperty(b => b.FinishedAt, finishedAt),
-                CancellationToken.None
+        IReadOnlyList<WebhookDelivery> events;
+        await using (var transaction = await db.Database.BeginTransactionAsync(cancellation))
+        {
+            var ended = await db
+                .BatchPredictions.Where(b => b.Id == batchId && (!onlyIfQueued || b.Status == JobStatus.Queued))
+                .ExecuteUpdateAsync(
+                    s =>
+                        s.SetProperty(b => b.Status, status)
+                            .SetProperty(b => b.Error, error)
+                            .SetProperty(b => b.FinishedAt, finishedAt)
+                            .SetProperty(
+                                b => b.CancelRequested,
+                                b => b.CancelRequested || status == JobStatus.Cancelled
+                            ),
+                    cancellation
+                );
+            if (ended == 0)
+                return false;
+            await db.BatchPredictionImages.Where(i => i.BatchId == batchId).ExecuteDeleteAsync(cancellation);
+            var batch = await db
+                .BatchPredictions.AsNoTracking()
+                .Select(b => new
+                {
+                    b.Id,
+                    b.Tenant,
+                    b.ModelId,
+                    b.DatasetId,
+                    b.ImagesTotal,
+                })
+                .FirstAsync(b => b.Id == batchId, cancellation);
+            events = await webhooks.AddAsync(
+                db,
+                batch.Tenant,
+                WebhookEvents.BatchPredictionEnded(
+                    batchId,
+                    batch.ModelId,
+                    batch.DatasetId,
+                    status,
+                    batch.ImagesTotal,
+                    error
+                ),
+                cancellation
             );
-        var events = await webhooks.AddAsync(
-            db,
-            batch.Tenant,
-            WebhookEvents.BatchPredictionEnded(
-                batch.Id,
-                batch.ModelId,
-                batch.DatasetId,
-                status,
-                batch.ImagesTotal,
-                error
-            ),
-            CancellationToken.None
-        );
-        await db.SaveChangesAsync(CancellationToken.None);
-        await transaction.CommitAsync(CancellationToken.None);
+            await db.SaveChangesAsync(cancellation);
+            await transaction.CommitAsync(cancellation);
+        }
         webhooks.Send(events);
+        return true;
+    }
+}
+
+/// <summary>
+/// Every minute: queues again the batch predictions whose queueing was lost (a crash between the request's commit and
+/// Hangfire's enqueue leaves a Queued batch without a Hangfire job). A claim on the empty job id makes one process
+/// queue each.
+/// </summary>
+public sealed class BatchPredictionSweepService(
+    IDbContextFactory<TransferDbContext> dbFactory,
+    IBackgroundJobClient jobs,
+    ILogger<BatchPredictionSweepService> logger
+) : PeriodicService(logger)
+{
+    private const string Claimed = "requeueing";
+
+    protected override TimeSpan Interval => TimeSpan.FromMinutes(1);
+    protected override string Activity => "Sweeping batch predictions whose queueing was lost";
+
+    protected override async Task RunOnceAsync(CancellationToken cancellation) => await RequeueLostAsync(cancellation);
+
+    /// <summary>Queues the batches queued more than a minute ago without a Hangfire job; returns how many.</summary>
+    public async Task<int> RequeueLostAsync(CancellationToken cancellation)
+    {
+        await using var db = await dbFactory.CreateDbContextAsync(cancellation);
+        var overdue = DateTime.UtcNow - Interval;
+        var lost = await db
+            .BatchPredictions.Where(b =>
+                b.Status == JobStatus.Queued && b.HangfireJobId == null && b.CreatedAt < overdue
+            )
+            .Select(b => b.Id)
+            .Take(500)
+            .ToListAsync(cancellation);
+        var queued = 0;
+        foreach (var id in lost)
+        {
+            var claimed = await db
+                .BatchPredictions.Where(b => b.Id == id && b.HangfireJobId == null)
+                .ExecuteUpdateAsync(s => s.SetProperty(b => b.HangfireJobId, Claimed), cancellation);
+            if (claimed == 0)
+                continue;
+            var jobId = jobs.Enqueue<BatchPredictionRunner>(r => r.RunAsync(id, CancellationToken.None));
+            await db
+                .BatchPredictions.Where(b => b.Id == id)
+                .ExecuteUpdateAsync(s => s.SetProperty(b => b.HangfireJobId, jobId), CancellationToken.None);
+            queued++;
+        }
+        if (queued > 0)
+            logger.LogInformation("Queued {Count} batch prediction(s) whose queueing was lost", queued);
+        return queued;
     }
 }

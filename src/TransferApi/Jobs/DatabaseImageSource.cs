@@ -11,13 +11,16 @@ namespace TransferApi.Jobs;
 /// <see cref="Prefetch"/> batches wait in memory, so a job's memory does not grow with its data set. The training
 /// thread only reads from a channel; its own context does the reading.
 /// </summary>
-/// <param name="imageIds">The job's images in the order the trainer numbers them.</param>
+/// <param name="imageIds">The job's images in the order the trainer numbers them: <see cref="DatasetImage"/> ids, or
+/// <see cref="BatchPredictionImage"/> ids with <paramref name="uploadedForScoring"/>.</param>
 /// <param name="workingCopies">Reads a large photo's <see cref="DatasetImage.WorkingCopy"/> instead of the photo: true
 /// when the backbone's preprocessing finds enough pixels in one (<see cref="WorkingCopy.Serves"/>).</param>
+/// <param name="uploadedForScoring">The images are a batch prediction's uploaded zip, not a data set's.</param>
 public sealed class DatabaseImageSource(
     IDbContextFactory<TransferDbContext> dbFactory,
     IReadOnlyList<Guid> imageIds,
-    bool workingCopies
+    bool workingCopies,
+    bool uploadedForScoring = false
 ) : IImageSource
 {
     private const int Prefetch = 2;
@@ -62,11 +65,17 @@ public sealed class DatabaseImageSource(
             foreach (var chunk in images.Chunk(batchSize))
             {
                 var ids = chunk.Select(i => imageIds[i]).ToArray();
-                var bytes = await db
-                    .DatasetImages.AsNoTracking()
-                    .Where(i => ids.Contains(i.Id))
-                    .Select(i => new { i.Id, Data = workingCopies ? i.WorkingCopy ?? i.Data : i.Data })
-                    .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
+                var bytes = uploadedForScoring
+                    ? await db
+                        .BatchPredictionImages.AsNoTracking()
+                        .Where(i => ids.Contains(i.Id))
+                        .Select(i => new { i.Id, Data = workingCopies ? i.WorkingCopy ?? i.Data : i.Data })
+                        .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation)
+                    : await db
+                        .DatasetImages.AsNoTracking()
+                        .Where(i => ids.Contains(i.Id))
+                        .Select(i => new { i.Id, Data = workingCopies ? i.WorkingCopy ?? i.Data : i.Data })
+                        .ToDictionaryAsync(i => i.Id, i => i.Data, cancellation);
                 if (ids.Where(id => !bytes.ContainsKey(id)).ToList() is { Count: > 0 } gone)
                     throw new TrainingInputException(
                         $"Image(s) {string.Join(", ", gone)} "

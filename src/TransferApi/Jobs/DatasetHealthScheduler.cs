@@ -85,24 +85,14 @@ public sealed class DatasetHealthScheduler(
 /// <summary>Every worker process now and then asks for the health nobody is computing (see <see
 /// cref="DatasetHealthScheduler.RequestForgottenAsync"/>).</summary>
 public sealed class HealthSweepService(DatasetHealthScheduler scheduler, ILogger<HealthSweepService> logger)
-    : BackgroundService
+    : PeriodicService(logger)
 {
-    private static readonly TimeSpan Interval = TimeSpan.FromMinutes(1);
+    protected override TimeSpan Interval => TimeSpan.FromMinutes(1);
+    protected override string Activity => "Looking for data sets whose health nobody computes";
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override async Task RunOnceAsync(CancellationToken cancellation)
     {
-        using var timer = new PeriodicTimer(Interval);
-        do
-        {
-            try
-            {
-                if (await scheduler.RequestForgottenAsync(2 * Interval, stoppingToken) is > 0 and var asked)
-                    logger.LogInformation("Asked again for the health of {Count} data set(s) nobody computed", asked);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                logger.LogWarning(e, "Looking for data sets whose health nobody computes failed");
-            }
-        } while (await timer.WaitForNextTickAsync(stoppingToken));
+        if (await scheduler.RequestForgottenAsync(2 * Interval, cancellation) is > 0 and var asked)
+            logger.LogInformation("Asked again for the health of {Count} data set(s) nobody computed", asked);
     }
 }

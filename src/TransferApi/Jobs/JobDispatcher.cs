@@ -118,22 +118,10 @@ public sealed class JobDispatchService(
     JobDispatcher dispatcher,
     IOptions<WorkerOptions> worker,
     ILogger<JobDispatchService> logger
-) : BackgroundService
+) : PeriodicService(logger)
 {
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        using var timer = new PeriodicTimer(worker.Value.DispatchInterval);
-        while (await timer.WaitForNextTickAsync(stoppingToken))
-        {
-            try
-            {
-                await dispatcher.DispatchAsync(stoppingToken);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                // The database may be away for a moment; the next tick tries again.
-                logger.LogWarning(e, "Dispatching queued training jobs failed");
-            }
-        }
-    }
+    protected override TimeSpan Interval => worker.Value.DispatchInterval;
+    protected override string Activity => "Dispatching queued training jobs";
+
+    protected override Task RunOnceAsync(CancellationToken cancellation) => dispatcher.DispatchAsync(cancellation);
 }

@@ -218,25 +218,12 @@ public sealed class WebhookSweepService(
     WebhookPublisher publisher,
     IOptions<WebhookOptions> options,
     ILogger<WebhookSweepService> logger
-) : BackgroundService
+) : PeriodicService(logger)
 {
-    private static readonly TimeSpan Interval = TimeSpan.FromMinutes(1);
+    protected override TimeSpan Interval => TimeSpan.FromMinutes(1);
+    protected override string Activity => "Sweeping webhook deliveries";
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        using var timer = new PeriodicTimer(Interval);
-        do
-        {
-            try
-            {
-                await SweepAsync(stoppingToken);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                logger.LogWarning(e, "Sweeping webhook deliveries failed");
-            }
-        } while (await timer.WaitForNextTickAsync(stoppingToken));
-    }
+    protected override Task RunOnceAsync(CancellationToken cancellation) => SweepAsync(cancellation);
 
     public async Task SweepAsync(CancellationToken cancellation)
     {

@@ -86,7 +86,7 @@ public static class WebhookEvents
     public static WebhookEvent BatchPredictionEnded(
         Guid batchId,
         Guid modelId,
-        Guid datasetId,
+        Guid? datasetId,
         JobStatus status,
         int images,
         string? error

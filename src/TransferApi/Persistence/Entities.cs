@@ -415,7 +415,16 @@ public sealed class BatchPrediction : ITenantOwned
     public Guid Id { get; set; }
     public string Tenant { get; set; } = "";
     public Guid ModelId { get; set; }
-    public Guid DatasetId { get; set; }
+
+    /// <summary>The data set scored; null when the client uploaded the images (<see
+    /// cref="BatchPredictionImage"/>).</summary>
+    public Guid? DatasetId { get; set; }
+
+    /// <summary>The uploaded zip's file name, when the images were uploaded.</summary>
+    public string? ArchiveName { get; set; }
+
+    /// <summary>Files of an uploaded zip that are not scored, and why.</summary>
+    public List<RejectedEntry> Rejected { get; set; } = [];
 
     /// <summary>Which images: null for all, else one split.</summary>
     public DataSplit? Split { get; set; }
@@ -434,17 +443,41 @@ public sealed class BatchPrediction : ITenantOwned
     public DateTime? FinishedAt { get; set; }
 }
 
+/// <summary>An image of a zip uploaded to be scored; kept only until its batch prediction ends.</summary>
+public sealed class BatchPredictionImage
+{
+    public Guid Id { get; set; }
+    public Guid BatchId { get; set; }
+
+    /// <summary>Its place in the zip (and in the results).</summary>
+    public int Position { get; set; }
+
+    /// <summary>Its path inside the zip.</summary>
+    public required string FileName { get; set; }
+    public required byte[] Sha256 { get; set; }
+
+    /// <summary>The encoded image as uploaded (validated by a full decode first).</summary>
+    public required byte[] Data { get; set; }
+
+    /// <summary>As <see cref="DatasetImage.WorkingCopy"/>.</summary>
+    public byte[]? WorkingCopy { get; set; }
+}
+
 /// <summary>One image's answer in a batch prediction, as /predict would give it.</summary>
 public sealed class BatchPredictionResult
 {
     public Guid BatchId { get; set; }
 
-    /// <summary>The image's place in the results (the data set's image order).</summary>
+    /// <summary>The image's place in the results (the data set's or the zip's image order).</summary>
     public int Position { get; set; }
-    public Guid ImageId { get; set; }
+
+    /// <summary>The data set image; null for an uploaded one.</summary>
+    public Guid? ImageId { get; set; }
     public required string FileName { get; set; }
     public string? Label { get; set; }
-    public DataSplit Split { get; set; }
+
+    /// <summary>The data set image's split; null for an uploaded one.</summary>
+    public DataSplit? Split { get; set; }
     public required List<LabelProbabilityDocument> Predictions { get; set; }
     public double? Novelty { get; set; }
     public bool? Unknown { get; set; }

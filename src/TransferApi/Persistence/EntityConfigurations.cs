@@ -366,10 +366,23 @@ internal sealed class BatchPredictionConfiguration : IEntityTypeConfiguration<Ba
         builder.Property(b => b.Status).HasConversion<string>().HasMaxLength(20);
         builder.Property(b => b.Split).HasConversion<string>().HasMaxLength(20);
         builder.Property(b => b.HangfireJobId).HasMaxLength(100);
+        builder.Property(b => b.ArchiveName).HasMaxLength(255);
+        builder.OwnsMany(b => b.Rejected, r => r.ToJson("rejected"));
         builder.HasIndex(b => new { b.ModelId, b.CreatedAt });
         // Scoring reads the model and the data set: neither goes while a batch refers to it.
         builder.HasOne<TrainedModel>().WithMany().HasForeignKey(b => b.ModelId).OnDelete(DeleteBehavior.Cascade);
         builder.HasOne<Dataset>().WithMany().HasForeignKey(b => b.DatasetId).OnDelete(DeleteBehavior.Cascade);
+    }
+}
+
+internal sealed class BatchPredictionImageConfiguration : IEntityTypeConfiguration<BatchPredictionImage>
+{
+    public void Configure(EntityTypeBuilder<BatchPredictionImage> builder)
+    {
+        builder.ToTable("batch_prediction_images");
+        builder.Property(i => i.FileName).HasMaxLength(1024);
+        builder.HasIndex(i => new { i.BatchId, i.Position }).IsUnique();
+        builder.HasOne<BatchPrediction>().WithMany().HasForeignKey(i => i.BatchId).OnDelete(DeleteBehavior.Cascade);
     }
 }
 

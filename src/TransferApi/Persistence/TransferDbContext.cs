@@ -24,6 +24,7 @@ public sealed class TransferDbContext(DbContextOptions<TransferDbContext> option
     public DbSet<Webhook> Webhooks => Set<Webhook>();
     public DbSet<WebhookDelivery> WebhookDeliveries => Set<WebhookDelivery>();
     public DbSet<BatchPrediction> BatchPredictions => Set<BatchPrediction>();
+    public DbSet<BatchPredictionImage> BatchPredictionImages => Set<BatchPredictionImage>();
     public DbSet<BatchPredictionResult> BatchPredictionResults => Set<BatchPredictionResult>();
 
     /// <summary>Data Protection's key ring (each key encrypted with Secrets:KeyEncryptionKey).</summary>

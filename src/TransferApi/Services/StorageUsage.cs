@@ -50,6 +50,7 @@ public sealed class StorageUsage
     private static readonly Dictionary<string, string> Holds = new()
     {
         ["dataset_images"] = "images",
+        ["batch_prediction_images"] = "images",
         ["image_features"] = "features",
         ["models"] = "models",
         ["training_checkpoints"] = "checkpoints",

@@ -8,9 +8,6 @@ namespace TransferApi.Services;
 /// <summary>A tenant at its limit of queued jobs: how many it has and when one will likely have started.</summary>
 public sealed record QueueFull(int Queued, int RetryAfterSeconds);
 
-/// <summary>A tenant whose stored bytes plus an upload would pass its storage quota.</summary>
-public sealed record StorageFull(long StoredBytes, long IncomingBytes, long QuotaBytes);
-
 /// <summary>The per-tenant limits of <see cref="QuotaOptions"/>, checked inside the caller's transaction.</summary>
 public sealed class TenantQuotas(IOptions<QuotaOptions> options)
 {
@@ -43,20 +40,24 @@ public sealed class TenantQuotas(IOptions<QuotaOptions> options)
     }
 
     /// <summary>
-    /// Null when <paramref name="incomingBytes"/> more fit the context's tenant's storage quota (images and models).
-    /// Call it just before committing an upload, inside its transaction: the tenant's lock makes concurrent uploads
+    /// Refuses an upload whole (413; the caller's transaction rolls back) when its <paramref name="incomingBytes"/>,
+    /// already written in the transaction, take the context's tenant past its storage quota: data set images, zips
+    /// waiting to be scored, and models. Call it just before committing: the tenant's lock makes concurrent uploads
     /// count each other.
     /// </summary>
-    public async Task<StorageFull?> StorageOverLimitAsync(
+    public async Task ThrowIfStorageOverLimitAsync(
         TransferDbContext db,
         long incomingBytes,
         CancellationToken cancellation
     )
     {
         if (options.Value.MaxStoredBytesPerTenant is not { } quota)
-            return null;
+            return;
         await RowLocks.AdvisoryAsync(db, RowLocks.TenantStorage(db.Tenant ?? ""), shared: false, cancellation);
         var images = await db.DatasetImages.SumAsync(i => (long)i.SizeBytes, cancellation);
+        var toScore = await db
+            .BatchPredictionImages.Where(i => db.BatchPredictions.Any(b => b.Id == i.BatchId))
+            .SumAsync(i => (long)i.Data.Length, cancellation);
         var models = await db.Models.SumAsync(
             m =>
                 (long)m.HeadWeights.Length
@@ -64,7 +65,13 @@ public sealed class TenantQuotas(IOptions<QuotaOptions> options)
                 + (m.NoveltyBank == null ? 0 : m.NoveltyBank.Length * sizeof(float)),
             cancellation
         );
-        var stored = images + models - incomingBytes;
-        return images + models > quota ? new StorageFull(stored, incomingBytes, quota) : null;
+        var total = images + toScore + models;
+        if (total > quota)
+            throw new DomainException(
+                ErrorKind.LimitExceeded,
+                "Storage quota exceeded",
+                $"file: this upload's {incomingBytes:N0} bytes of images would take the tenant to {total:N0} bytes "
+                    + $"stored (images and models); its quota is {quota:N0} bytes. Delete data sets or models first."
+            );
     }
 }

@@ -51,8 +51,8 @@ public class OpenApiContractTests(TransferApiFactory factory)
     public async Task The_typed_client_is_generated_from_the_services_document()
     {
         var actual =
-            (await DocumentAsync()).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true })
-            + "\n";
+            ClientDocument(await DocumentAsync())
+                .ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n";
         if (Environment.GetEnvironmentVariable(UpdateVariable) == "1")
             await File.WriteAllTextAsync(ClientDocumentPath, actual);
         Assert.True(
@@ -60,6 +60,23 @@ public class OpenApiContractTests(TransferApiFactory factory)
             "src/TransferApi.Client/openapi.json is not the service's OpenAPI document: run "
                 + "./scripts/update-openapi-snapshot.sh and commit it with the snapshot."
         );
+    }
+
+    /// <summary>
+    /// The service's document as the client is generated from it. NSwag makes one method of an operation that takes
+    /// a JSON body or a multipart form, sending the JSON and ignoring the form's parameters: the client's document
+    /// keeps such an operation's JSON body only, and the hand-written layer sends the form (ScoreZipAsync).
+    /// </summary>
+    private static JsonNode ClientDocument(JsonNode document)
+    {
+        foreach (var path in document["paths"]!.AsObject())
+        foreach (var operation in path.Value!.AsObject())
+            if (
+                operation.Value!["requestBody"]?["content"] is JsonObject content
+                && content.ContainsKey("application/json")
+            )
+                content.Remove("multipart/form-data");
+        return document;
     }
 
     [Fact]

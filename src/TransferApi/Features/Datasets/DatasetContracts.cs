@@ -1,3 +1,4 @@
+using TransferApi.Http;
 using TransferApi.Training;
 
 namespace TransferApi.Features.Datasets;
@@ -51,10 +52,6 @@ public sealed record ImageStatistics(
 /// <param name="TestFraction">Share of each class split off for the final test.</param>
 /// <param name="Seed">Seed of the split.</param>
 public sealed record SplitSettings(double ValidationFraction, double TestFraction, long Seed);
-
-/// <param name="Entry">The file's path in the archive, or its file name.</param>
-/// <param name="Reason">Why it was not stored.</param>
-public sealed record RejectedFile(string Entry, string Reason);
 
 /// <param name="Id">The data set's id.</param>
 /// <param name="Name">Its display name.</param>

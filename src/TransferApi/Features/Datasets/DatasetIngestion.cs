@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Security.Cryptography;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -8,7 +7,6 @@ using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Services;
 using TransferApi.Training;
-using TransferApi.Training.Imaging;
 
 namespace TransferApi.Features.Datasets;
 
@@ -149,14 +147,7 @@ public sealed class DatasetIngestion(
                 : await db
                     .DatasetImages.Where(i => i.DatasetId == datasetId && added.Contains(i.Id))
                     .SumAsync(i => (long)i.SizeBytes, cancellation);
-        if (await quotas.StorageOverLimitAsync(db, incoming, cancellation) is { } full)
-            throw new DomainException(
-                ErrorKind.LimitExceeded,
-                "Storage quota exceeded",
-                $"file: this upload's {full.IncomingBytes:N0} bytes of images would take the tenant to "
-                    + $"{full.StoredBytes + full.IncomingBytes:N0} bytes stored "
-                    + $"(images and models); its quota is {full.QuotaBytes:N0} bytes. Delete data sets or models first."
-            );
+        await quotas.ThrowIfStorageOverLimitAsync(db, incoming, cancellation);
     }
 
     /// <summary>Counts and logs a committed upload.</summary>
@@ -303,40 +294,26 @@ public sealed class DatasetIngestion(
                 .ToListAsync(cancellation)
         ).ToDictionary(i => Convert.ToHexString(i.Sha256), i => (i.Label, i.FileName));
         var added = new List<Guid>();
-        foreach (var batch in Batches(images, options.IngestBatchSize, options.IngestBatchBytes))
+        foreach (
+            var batch in ImageChecks.Batches(
+                images,
+                i => i.Data.Length,
+                options.IngestBatchSize,
+                options.IngestBatchBytes
+            )
+        )
         {
-            // Decoding dominates ingestion: check a batch on every core, then store it in archive order.
-            var checks = new (
-                (ImageHeader Header, byte[]? WorkingCopy)? Image,
-                ImageRejectedException? Error,
-                byte[] Hash
-            )[batch.Count];
-            Parallel.For(0, batch.Count, new ParallelOptions { CancellationToken = cancellation }, k =>
-            {
-                try
-                {
-                    checks[k] = (ImageReader.Validate(batch[k].Data, limits), null, SHA256.HashData(batch[k].Data));
-                }
-                catch (ImageRejectedException e)
-                {
-                    checks[k] = (null, e, []);
-                }
-            });
+            var checks = ImageChecks.CheckAll(batch.Select(i => i.Data).ToList(), limits, cancellation);
             for (var k = 0; k < batch.Count; k++)
             {
-                var (image, (validated, error, hash)) = (batch[k], checks[k]);
-                if (error is { ExceedsLimits: true })
-                    throw new DomainException(
-                        ErrorKind.LimitExceeded,
-                        "Image too large",
-                        $"file: '{image.Entry}': {error.Message}."
-                    );
-                if (error is not null)
+                var (image, check) = (batch[k], checks[k]);
+                ImageChecks.ThrowIfOverLimits(check, image.Entry);
+                if (check.Error is { } error)
                 {
                     rejected.Add(new Rejection(image.Entry, error.Message));
                     continue;
                 }
-                var key = Convert.ToHexString(hash);
+                var key = Convert.ToHexString(check.Sha256);
                 if (known.TryGetValue(key, out var first))
                 {
                     rejected.Add(
@@ -364,13 +341,13 @@ public sealed class DatasetIngestion(
                         : image.Split,
                     SplitFixed = image.Label is not null && image.SplitFixed,
                     FileName = image.Entry,
-                    Format = validated!.Value.Header.Format,
-                    Width = validated.Value.Header.Width,
-                    Height = validated.Value.Header.Height,
+                    Format = check.Header!.Format,
+                    Width = check.Header.Width,
+                    Height = check.Header.Height,
                     SizeBytes = image.Data.Length,
-                    Sha256 = hash,
+                    Sha256 = check.Sha256,
                     Data = image.Data,
-                    WorkingCopy = validated.Value.WorkingCopy,
+                    WorkingCopy = check.WorkingCopy,
                 };
                 db.DatasetImages.Add(row);
                 added.Add(row.Id);
@@ -378,26 +355,6 @@ public sealed class DatasetIngestion(
             await FlushAsync(db, cancellation);
         }
         return added;
-    }
-
-    /// <summary>Consecutive groups of at most <paramref name="count"/> images and about <paramref name="bytes"/>
-    /// bytes.</summary>
-    private static IEnumerable<List<IncomingImage>> Batches(IEnumerable<IncomingImage> images, int count, long bytes)
-    {
-        var batch = new List<IncomingImage>();
-        long size = 0;
-        foreach (var image in images)
-        {
-            batch.Add(image);
-            size += image.Data.Length;
-            if (batch.Count >= count || size >= bytes)
-            {
-                yield return batch;
-                (batch, size) = ([], 0);
-            }
-        }
-        if (batch.Count > 0)
-            yield return batch;
     }
 
     private static async Task FlushAsync(TransferDbContext db, CancellationToken cancellation)

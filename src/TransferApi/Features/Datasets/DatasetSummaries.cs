@@ -1,4 +1,5 @@
 using Microsoft.EntityFrameworkCore;
+using TransferApi.Http;
 using TransferApi.Persistence;
 using TransferApi.Services;
 using TransferApi.Training;

@@ -4,9 +4,12 @@ using System.Text.Json;
 using Hangfire;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
 using TransferApi.Http;
 using TransferApi.Jobs;
+using TransferApi.Options;
 using TransferApi.Persistence;
+using TransferApi.Services;
 using TransferApi.Training;
 
 namespace TransferApi.Features.Models;
@@ -18,14 +21,16 @@ public sealed record CreateBatchPredictionRequest(Guid? DatasetId, string? Split
 
 /// <param name="Id">The batch prediction's id.</param>
 /// <param name="ModelId">The model that scores.</param>
-/// <param name="DatasetId">The data set scored.</param>
-/// <param name="Split">Which images: all, train, validation, test or unlabeled.</param>
+/// <param name="DatasetId">The data set scored; null when a zip was uploaded.</param>
+/// <param name="ArchiveName">The uploaded zip's file name; null when a data set is scored.</param>
+/// <param name="Split">Which images of the data set: all, train, validation, test or unlabeled (all for a zip).</param>
 /// <param name="TopK">Labels per image in the results.</param>
 /// <param name="Status">Queued, Running, Succeeded, Failed or Cancelled.</param>
 /// <param name="ImagesTotal">Images to score (known once it runs).</param>
 /// <param name="ImagesDone">Images scored so far.</param>
 /// <param name="ImagesFromCache">Images scored from cached frozen features, without a backbone pass.</param>
 /// <param name="Error">Why it failed.</param>
+/// <param name="Rejected">Files of the uploaded zip that are not images, so not scored, and why.</param>
 /// <param name="CreatedAt">When it was asked for (UTC).</param>
 /// <param name="StartedAt">When a worker started it (UTC).</param>
 /// <param name="FinishedAt">When it ended (UTC).</param>
@@ -33,7 +38,8 @@ public sealed record CreateBatchPredictionRequest(Guid? DatasetId, string? Split
 public sealed record BatchPredictionResponse(
     Guid Id,
     Guid ModelId,
-    Guid DatasetId,
+    Guid? DatasetId,
+    string? ArchiveName,
     string Split,
     int TopK,
     JobStatus Status,
@@ -41,6 +47,7 @@ public sealed record BatchPredictionResponse(
     int ImagesDone,
     int ImagesFromCache,
     string? Error,
+    IReadOnlyList<RejectedFile> Rejected,
     DateTime CreatedAt,
     DateTime? StartedAt,
     DateTime? FinishedAt,
@@ -50,6 +57,7 @@ public sealed record BatchPredictionResponse(
 public static class BatchPredictionEndpoints
 {
     private static readonly string[] Splits = ["all", "train", "validation", "test", "unlabeled"];
+    private static readonly string[] DatasetOnlyFields = ["datasetId", "split"];
 
     public static void MapBatchPredictionEndpoints(this RouteGroupBuilder models)
     {
@@ -57,14 +65,24 @@ public static class BatchPredictionEndpoints
             .MapPost("/{id}/batch-predictions", Create)
             .WithName("CreateBatchPrediction")
             .AcceptsIdempotencyKey()
+            .RequireRateLimiting(RateLimits.Upload)
+            .DisableAntiforgery()
+            // One Accepts: routing answers 415 for any other content type (the OpenAPI document gets the form).
+            .Accepts<CreateBatchPredictionRequest>("application/json", "multipart/form-data")
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
-            .WithSummary("Score every image of a data set (or one split) with this model, in a worker")
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
+            .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
+            .WithSummary("Score every image of a data set (or one split), or of an uploaded zip, in a worker")
             .WithDescription(
-                "202 with the batch; follow it at its Location, then read …/results (jsonl, or ?format=csv). A "
-                    + "frozen-backbone model scores from the cached features of images any job or health report "
-                    + "embedded before; a fine-tuned model runs its whole network. `batch-prediction.completed` "
-                    + "webhooks fire when it ends."
+                "JSON `{datasetId, split?, topK?}` scores a data set; a multipart form with a zip `file` (and "
+                    + "`topK`) scores its images, each named in the results by its path in the zip (files that are "
+                    + "not images are listed in `rejected`; the images are kept only until the batch ends). 202 "
+                    + "with the batch; follow it at its Location, then read …/results (jsonl, or ?format=csv). A "
+                    + "frozen-backbone model scores from the cached features of images any job, health report or "
+                    + "batch embedded before; a fine-tuned model runs its whole network. "
+                    + "`batch-prediction.completed` webhooks fire when it ends."
             );
         models
             .MapGet("/{id}/batch-predictions", List)
@@ -99,8 +117,10 @@ public static class BatchPredictionEndpoints
 
     internal static async Task<Results<Accepted<BatchPredictionResponse>, ValidationProblem, ProblemHttpResult>> Create(
         string id,
-        CreateBatchPredictionRequest request,
+        HttpRequest request,
         TransferDbContext db,
+        BatchPredictionUpload upload,
+        IOptions<UploadOptions> limits,
         IBackgroundJobClient jobs,
         CancellationToken cancellation
     )
@@ -109,36 +129,81 @@ public static class BatchPredictionEndpoints
         if (problem is not null)
             return problem;
         var labels = await db.Models.Where(m => m.Id == modelId).Select(m => m.Labels.Count).FirstAsync(cancellation);
-        var errors = new Dictionary<string, string[]>();
-        if (request.DatasetId is not { } datasetId)
-            errors["datasetId"] = ["datasetId is required."];
-        else if (!await db.Datasets.AnyAsync(d => d.Id == datasetId, cancellation))
-            errors["datasetId"] = [$"No data set has id {datasetId}."];
-        var split = (request.Split ?? "all").Trim().ToLowerInvariant();
-        if (!Splits.Contains(split))
-            errors["split"] = [$"split must be one of {string.Join(", ", Splits)}, not '{request.Split}'."];
-        var topK = request.TopK ?? 5;
-        if (topK < 1)
-            errors["topK"] = ["topK must be at least 1."];
-        if (errors.Count > 0)
-            return TypedResults.ValidationProblem(errors);
-
         var batch = new BatchPrediction
         {
             Id = Guid.CreateVersion7(),
             ModelId = modelId,
-            DatasetId = request.DatasetId!.Value,
-            Split = split == "all" ? null : Enum.Parse<DataSplit>(split, ignoreCase: true),
-            TopK = Math.Min(topK, labels),
             Status = JobStatus.Queued,
             CreatedAt = DateTime.UtcNow,
         };
-        db.BatchPredictions.Add(batch);
-        await db.SaveChangesAsync(cancellation);
+        if (request.HasFormContentType)
+        {
+            var form = await request.ReadFormAsync(cancellation);
+            var errors = new Dictionary<string, string[]>();
+            var file = form.Files.GetFile("file");
+            if (file is null)
+                errors["file"] = ["file is required: the zip of images to score, as a part named 'file'."];
+            foreach (var field in DatasetOnlyFields.Where(form.ContainsKey))
+                errors[field] = [$"{field} applies to scoring a data set (a JSON body), not to an uploaded zip."];
+            var topK = 5;
+            if (form.TryGetValue("topK", out var text) && !int.TryParse(text, out topK))
+                errors["topK"] = [$"topK must be a whole number, not '{text}'."];
+            if (TopKProblem(topK) is { } topKProblem)
+                errors["topK"] = [topKProblem];
+            if (errors.Count > 0)
+                return TypedResults.ValidationProblem(errors);
+            batch.TopK = Math.Min(topK, labels);
+            batch.ArchiveName = file!.FileName.Length > 255 ? file.FileName[..255] : file.FileName;
+            await using var stream = file.OpenReadStream();
+            using var zip = UploadedZip.Open(stream, limits.Value);
+            await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
+            db.BatchPredictions.Add(batch);
+            await db.SaveChangesAsync(cancellation);
+            var stored = await upload.StoreAsync(db, batch.Id, zip, cancellation);
+            // Storing the images cleared the change tracker: the batch is read again to record them.
+            batch = await db.BatchPredictions.FirstAsync(b => b.Id == batch.Id, cancellation);
+            (batch.ImagesTotal, batch.Rejected) = (stored.Images, stored.Rejected);
+            await db.SaveChangesAsync(cancellation);
+            await transaction.CommitAsync(cancellation);
+        }
+        else
+        {
+            CreateBatchPredictionRequest? body;
+            try
+            {
+                body = await request.ReadFromJsonAsync<CreateBatchPredictionRequest>(cancellation);
+            }
+            catch (JsonException e)
+            {
+                return Problems.BadRequest("Invalid JSON", $"body: not a valid request ({e.Message})");
+            }
+            var errors = new Dictionary<string, string[]>();
+            if (body?.DatasetId is not { } datasetId)
+                errors["datasetId"] = ["datasetId is required (or send a zip of images as a multipart 'file')."];
+            else if (!await db.Datasets.AnyAsync(d => d.Id == datasetId, cancellation))
+                errors["datasetId"] = [$"No data set has id {datasetId}."];
+            var split = (body?.Split ?? "all").Trim().ToLowerInvariant();
+            if (!Splits.Contains(split))
+                errors["split"] = [$"split must be one of {string.Join(", ", Splits)}, not '{body?.Split}'."];
+            var topK = body?.TopK ?? 5;
+            if (TopKProblem(topK) is { } topKProblem)
+                errors["topK"] = [topKProblem];
+            if (errors.Count > 0)
+                return TypedResults.ValidationProblem(errors);
+            batch.DatasetId = body!.DatasetId;
+            batch.Split = split == "all" ? null : Enum.Parse<DataSplit>(split, ignoreCase: true);
+            batch.TopK = Math.Min(topK, labels);
+            db.BatchPredictions.Add(batch);
+            await db.SaveChangesAsync(cancellation);
+        }
         batch.HangfireJobId = jobs.Enqueue<BatchPredictionRunner>(r => r.RunAsync(batch.Id, CancellationToken.None));
-        await db.SaveChangesAsync(CancellationToken.None);
+        await db
+            .BatchPredictions.Where(b => b.Id == batch.Id)
+            .ExecuteUpdateAsync(s => s.SetProperty(b => b.HangfireJobId, batch.HangfireJobId), CancellationToken.None);
         return TypedResults.Accepted(Location(batch), ToResponse(batch));
     }
+
+    private static string? TopKProblem(int topK) => topK < 1 ? "topK must be at least 1." : null;
 
     /// <param name="id">A model id, name, name@version or name@alias.</param>
     /// <param name="page">The page, from 1.</param>
@@ -178,23 +243,25 @@ public static class BatchPredictionEndpoints
         Guid batchId,
         TransferDbContext db,
         IBackgroundJobClient jobs,
+        WebhookPublisher webhooks,
         CancellationToken cancellation
     )
     {
         var (batch, problem) = await FindAsync(id, batchId, db, cancellation);
         if (batch is null)
             return problem!;
-        // A queued batch ends here; a running one stops within a second of its worker seeing the request.
-        var wasQueued =
-            await db
-                .BatchPredictions.Where(b => b.Id == batchId && b.Status == JobStatus.Queued)
-                .ExecuteUpdateAsync(
-                    s =>
-                        s.SetProperty(b => b.Status, JobStatus.Cancelled)
-                            .SetProperty(b => b.CancelRequested, true)
-                            .SetProperty(b => b.FinishedAt, DateTime.UtcNow),
-                    cancellation
-                ) > 0;
+        // A queued batch ends here, its event committed with its end; a running one stops within a second of its
+        // worker seeing the request. Conditional updates: a cancel racing the worker's start is neither lost nor
+        // overwrites an ended batch.
+        var wasQueued = await BatchPredictionRunner.EndAsync(
+            db,
+            webhooks,
+            batchId,
+            JobStatus.Cancelled,
+            null,
+            onlyIfQueued: true,
+            cancellation
+        );
         var wasRunning =
             !wasQueued
             && await db
@@ -260,7 +327,7 @@ public static class BatchPredictionEndpoints
                     imageId = row.ImageId,
                     fileName = row.FileName,
                     label = row.Label,
-                    split = row.Split.ToString(),
+                    split = row.Split?.ToString(),
                     predictions = row.Predictions.Select(p => new PredictionResponse(p.Label, p.Probability)),
                     novelty = row.Novelty,
                     unknown = row.Unknown,
@@ -285,10 +352,10 @@ public static class BatchPredictionEndpoints
             var top = row.Predictions.FirstOrDefault();
             string[] fields =
             [
-                row.ImageId.ToString(),
+                row.ImageId?.ToString() ?? "",
                 row.FileName,
                 row.Label ?? "",
-                row.Split.ToString(),
+                row.Split?.ToString() ?? "",
                 top?.Label ?? "",
                 top?.Probability.ToString("R", CultureInfo.InvariantCulture) ?? "",
                 row.Novelty?.ToString("R", CultureInfo.InvariantCulture) ?? "",
@@ -346,6 +413,7 @@ public static class BatchPredictionEndpoints
             batch.Id,
             batch.ModelId,
             batch.DatasetId,
+            batch.ArchiveName,
             batch.Split?.ToString().ToLowerInvariant() ?? "all",
             batch.TopK,
             batch.Status,
@@ -353,6 +421,7 @@ public static class BatchPredictionEndpoints
             batch.ImagesDone,
             batch.ImagesFromCache,
             batch.Error,
+            batch.Rejected.Select(r => new RejectedFile(r.Entry, r.Reason)).ToList(),
             batch.CreatedAt,
             batch.StartedAt,
             batch.FinishedAt,

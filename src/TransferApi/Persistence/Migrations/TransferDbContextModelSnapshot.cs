@@ -109,13 +109,17 @@ namespace TransferApi.Persistence.Migrations
                         .ValueGeneratedOnAdd()
                         .HasColumnType("uuid");
 
+                    b.Property<string>("ArchiveName")
+                        .HasMaxLength(255)
+                        .HasColumnType("character varying(255)");
+
                     b.Property<bool>("CancelRequested")
                         .HasColumnType("boolean");
 
                     b.Property<DateTime>("CreatedAt")
                         .HasColumnType("timestamp with time zone");
 
-                    b.Property<Guid>("DatasetId")
+                    b.Property<Guid?>("DatasetId")
                         .HasColumnType("uuid");
 
                     b.Property<string>("Error")
@@ -169,6 +173,42 @@ namespace TransferApi.Persistence.Migrations
                     b.ToTable("batch_predictions", (string)null);
                 });
 
+            modelBuilder.Entity("TransferApi.Persistence.BatchPredictionImage", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("uuid");
+
+                    b.Property<Guid>("BatchId")
+                        .HasColumnType("uuid");
+
+                    b.Property<byte[]>("Data")
+                        .IsRequired()
+                        .HasColumnType("bytea");
+
+                    b.Property<string>("FileName")
+                        .IsRequired()
+                        .HasMaxLength(1024)
+                        .HasColumnType("character varying(1024)");
+
+                    b.Property<int>("Position")
+                        .HasColumnType("integer");
+
+                    b.Property<byte[]>("Sha256")
+                        .IsRequired()
+                        .HasColumnType("bytea");
+
+                    b.Property<byte[]>("WorkingCopy")
+                        .HasColumnType("bytea");
+
+                    b.HasKey("Id");
+
+                    b.HasIndex("BatchId", "Position")
+                        .IsUnique();
+
+                    b.ToTable("batch_prediction_images", (string)null);
+                });
+
             modelBuilder.Entity("TransferApi.Persistence.BatchPredictionResult", b =>
                 {
                     b.Property<Guid>("BatchId")
@@ -182,7 +222,7 @@ namespace TransferApi.Persistence.Migrations
                         .HasMaxLength(1024)
                         .HasColumnType("character varying(1024)");
 
-                    b.Property<Guid>("ImageId")
+                    b.Property<Guid?>("ImageId")
                         .HasColumnType("uuid");
 
                     b.Property<string>("Label")
@@ -197,7 +237,6 @@ namespace TransferApi.Persistence.Migrations
                         .HasColumnType("jsonb");
 
                     b.Property<string>("Split")
-                        .IsRequired()
                         .HasMaxLength(20)
                         .HasColumnType("character varying(20)");
 
@@ -868,12 +907,47 @@ namespace TransferApi.Persistence.Migrations
                     b.HasOne("TransferApi.Persistence.Dataset", null)
                         .WithMany()
                         .HasForeignKey("DatasetId")
-                        .OnDelete(DeleteBehavior.Cascade)
-                        .IsRequired();
+                        .OnDelete(DeleteBehavior.Cascade);
 
                     b.HasOne("TransferApi.Persistence.TrainedModel", null)
                         .WithMany()
                         .HasForeignKey("ModelId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired();
+
+                    b.OwnsMany("TransferApi.Persistence.RejectedEntry", "Rejected", b1 =>
+                        {
+                            b1.Property<Guid>("BatchPredictionId");
+
+                            b1.Property<int>("__synthesizedOrdinal")
+                                .ValueGeneratedOnAdd();
+
+                            b1.Property<string>("Entry")
+                                .IsRequired();
+
+                            b1.Property<string>("Reason")
+                                .IsRequired();
+
+                            b1.HasKey("BatchPredictionId", "__synthesizedOrdinal");
+
+                            b1.ToTable("batch_predictions");
+
+                            b1
+                                .ToJson("rejected")
+                                .HasColumnType("jsonb");
+
+                            b1.WithOwner()
+                                .HasForeignKey("BatchPredictionId");
+                        });
+
+                    b.Navigation("Rejected");
+                });
+
+            modelBuilder.Entity("TransferApi.Persistence.BatchPredictionImage", b =>
+                {
+                    b.HasOne("TransferApi.Persistence.BatchPrediction", null)
+                        .WithMany()
+                        .HasForeignKey("BatchId")
                         .OnDelete(DeleteBehavior.Cascade)
                         .IsRequired();
                 });
