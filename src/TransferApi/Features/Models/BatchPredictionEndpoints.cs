@@ -4,10 +4,8 @@ using System.Text.Json;
 using Hangfire;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
-using Microsoft.Extensions.Options;
 using TransferApi.Http;
 using TransferApi.Jobs;
-using TransferApi.Options;
 using TransferApi.Persistence;
 using TransferApi.Services;
 using TransferApi.Training;
@@ -120,7 +118,6 @@ public static class BatchPredictionEndpoints
         HttpRequest request,
         TransferDbContext db,
         BatchPredictionUpload upload,
-        IOptions<UploadOptions> limits,
         IBackgroundJobClient jobs,
         CancellationToken cancellation
     )
@@ -148,23 +145,12 @@ public static class BatchPredictionEndpoints
             var topK = 5;
             if (form.TryGetValue("topK", out var text) && !int.TryParse(text, out topK))
                 errors["topK"] = [$"topK must be a whole number, not '{text}'."];
-            if (TopKProblem(topK) is { } topKProblem)
+            else if (TopKProblem(topK) is { } topKProblem)
                 errors["topK"] = [topKProblem];
             if (errors.Count > 0)
                 return TypedResults.ValidationProblem(errors);
             batch.TopK = Math.Min(topK, labels);
-            batch.ArchiveName = file!.FileName.Length > 255 ? file.FileName[..255] : file.FileName;
-            await using var stream = file.OpenReadStream();
-            using var zip = UploadedZip.Open(stream, limits.Value);
-            await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
-            db.BatchPredictions.Add(batch);
-            await db.SaveChangesAsync(cancellation);
-            var stored = await upload.StoreAsync(db, batch.Id, zip, cancellation);
-            // Storing the images cleared the change tracker: the batch is read again to record them.
-            batch = await db.BatchPredictions.FirstAsync(b => b.Id == batch.Id, cancellation);
-            (batch.ImagesTotal, batch.Rejected) = (stored.Images, stored.Rejected);
-            await db.SaveChangesAsync(cancellation);
-            await transaction.CommitAsync(cancellation);
+            batch = await upload.CreateAsync(db, batch, file!, cancellation);
         }
         else
         {

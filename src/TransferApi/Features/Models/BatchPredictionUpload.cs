@@ -1,3 +1,4 @@
+using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using TransferApi.Options;
 using TransferApi.Persistence;
@@ -6,11 +7,11 @@ using TransferApi.Services;
 namespace TransferApi.Features.Models;
 
 /// <summary>What an uploaded zip gave a batch prediction: the images to score and the files left out.</summary>
-public sealed record StoredUpload(int Images, long Bytes, List<RejectedEntry> Rejected);
+internal sealed record StoredUpload(int Images, List<RejectedEntry> Rejected);
 
 /// <summary>
-/// Stores a zip uploaded to be scored, in the caller's transaction, a batch of files at a time so memory stays
-/// bounded. Every file at any depth is offered as an image (folders only name it); each is checked as data set
+/// Stores a batch prediction with the zip uploaded to be scored, in one transaction, a batch of files at a time so
+/// memory stays bounded. Every file at any depth is offered as an image (folders only name it); each is checked as data set
 /// images are (limits, full decode). Files that are not images are listed as rejected; one over the pixel limits, or
 /// the tenant's storage quota, refuses the upload whole. The images are kept only until the batch ends.
 /// </summary>
@@ -20,7 +21,31 @@ public sealed class BatchPredictionUpload(
     TenantQuotas quotas
 )
 {
-    public async Task<StoredUpload> StoreAsync(
+    /// <summary>Stores <paramref name="batch"/> (its settings checked) with the zip's images in one transaction;
+    /// returns the stored batch, or refuses the upload whole (<see cref="DomainException"/>) storing nothing.</summary>
+    public async Task<BatchPrediction> CreateAsync(
+        TransferDbContext db,
+        BatchPrediction batch,
+        IFormFile file,
+        CancellationToken cancellation
+    )
+    {
+        batch.ArchiveName = file.FileName.Length > 255 ? file.FileName[..255] : file.FileName;
+        await using var stream = file.OpenReadStream();
+        using var zip = UploadedZip.Open(stream, uploads.Value);
+        await using var transaction = await db.Database.BeginTransactionAsync(cancellation);
+        db.BatchPredictions.Add(batch);
+        await db.SaveChangesAsync(cancellation);
+        var stored = await StoreAsync(db, batch.Id, zip, cancellation);
+        // Storing the images cleared the change tracker: the batch is read again to record them.
+        var created = await db.BatchPredictions.FirstAsync(b => b.Id == batch.Id, cancellation);
+        (created.ImagesTotal, created.Rejected) = (stored.Images, stored.Rejected);
+        await db.SaveChangesAsync(cancellation);
+        await transaction.CommitAsync(cancellation);
+        return created;
+    }
+
+    private async Task<StoredUpload> StoreAsync(
         TransferDbContext db,
         Guid batchId,
         UploadedZip zip,
@@ -81,6 +106,6 @@ public sealed class BatchPredictionUpload(
                     )
             );
         await quotas.ThrowIfStorageOverLimitAsync(db, bytes, cancellation);
-        return new StoredUpload(position, bytes, rejected);
+        return new StoredUpload(position, rejected);
     }
 }
