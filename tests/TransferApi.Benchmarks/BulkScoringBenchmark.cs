@@ -171,16 +171,7 @@ internal static class BulkScoringBenchmark
             var batch = await Read<BatchPredictionResponse>(
                 await client.PostAsJsonAsync($"/api/models/{model}/batch-predictions", new { datasetId = dataset })
             );
-            await WaitAsync(async () =>
-            {
-                batch = (
-                    await client.GetFromJsonAsync<BatchPredictionResponse>(
-                        $"/api/models/{model}/batch-predictions/{batch.Id}",
-                        Json
-                    )
-                )!;
-                return batch.Status is not (JobStatus.Queued or JobStatus.Running);
-            });
+            batch = await EndedAsync(client, batch);
             var results = await client.GetStringAsync(batch.Results);
             var seconds = clock.Elapsed.TotalSeconds;
             if (batch.Status != JobStatus.Succeeded || results.Count(c => c == '\n') != images.Count)
@@ -210,16 +201,7 @@ internal static class BulkScoringBenchmark
             await client.PostAsync($"/api/models/{model}/batch-predictions", Archives.ZipForm(unseenZip))
         );
         var upload = clock.Elapsed.TotalSeconds;
-        await WaitAsync(async () =>
-        {
-            uploaded = (
-                await client.GetFromJsonAsync<BatchPredictionResponse>(
-                    $"/api/models/{model}/batch-predictions/{uploaded.Id}",
-                    Json
-                )
-            )!;
-            return uploaded.Status is not (JobStatus.Queued or JobStatus.Running);
-        });
+        uploaded = await EndedAsync(client, uploaded);
         var zipResults = await client.GetStringAsync(uploaded.Results);
         var zipSeconds = clock.Elapsed.TotalSeconds;
         if (uploaded.Status != JobStatus.Succeeded || zipResults.Count(c => c == '\n') != uploaded.ImagesTotal)
@@ -230,6 +212,21 @@ internal static class BulkScoringBenchmark
                 + $"{uploaded.ImagesFromCache} from cached features: {zipRate:F1} images/s -> "
                 + $"{zipRate / sequential:F2}x 1 client, {zipRate / concurrent:F2}x 4 clients"
         );
+    }
+
+    private static async Task<BatchPredictionResponse> EndedAsync(HttpClient client, BatchPredictionResponse batch)
+    {
+        await WaitAsync(async () =>
+        {
+            batch = (
+                await client.GetFromJsonAsync<BatchPredictionResponse>(
+                    $"/api/models/{batch.ModelId}/batch-predictions/{batch.Id}",
+                    Json
+                )
+            )!;
+            return batch.Status is not (JobStatus.Queued or JobStatus.Running);
+        });
+        return batch;
     }
 
     private static byte[] Reencoded(byte[] photo)

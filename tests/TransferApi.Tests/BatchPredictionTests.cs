@@ -141,19 +141,15 @@ public class BatchPredictionTests(TransferApiFactory factory, ITestOutputHelper 
             await client.PostAsync("/api/datasets", Archives.DatasetForm("bulk", Archives.Zip(photos)))
         ).ReadAsync<DatasetResponse>();
         await client.ReadyHealthAsync(dataset.Id);
-        var started = await (
-            await client.PostAsJsonAsync(
-                "/api/training-jobs",
-                new
-                {
-                    datasetId = dataset.Id,
-                    epochs = 3,
-                    tuning = new { mode = "Off" },
-                }
-            )
-        ).ReadAsync<TrainingJobResponse>();
-        var job = await client.WaitForJobAsync(started.Id, JobPolling.Ended);
-        Assert.True(job.Status == JobStatus.Succeeded, job.Error);
+        var job = await TrainAsync(
+            client,
+            new
+            {
+                datasetId = dataset.Id,
+                epochs = 3,
+                tuning = new { mode = "Off" },
+            }
+        );
         var model = job.ModelId!.Value;
 
         var request = new HttpRequestMessage(HttpMethod.Post, $"/api/models/{model}/batch-predictions")
@@ -207,26 +203,18 @@ public class BatchPredictionTests(TransferApiFactory factory, ITestOutputHelper 
             ).ReadAsync<BatchPredictionResponse>()
         );
         Assert.Equal((JobStatus.Succeeded, 2), (unlabeled.Status, unlabeled.ImagesTotal));
-        var tuned = await client.WaitForJobAsync(
-            (
-                await (
-                    await client.PostAsJsonAsync(
-                        "/api/training-jobs",
-                        new
-                        {
-                            datasetId = dataset.Id,
-                            epochs = 2,
-                            unfreezeStages = 1,
-                            fineTuneEpochs = 1,
-                            tuning = new { mode = "Off" },
-                        }
-                    )
-                ).ReadAsync<TrainingJobResponse>()
-            ).Id,
-            JobPolling.Ended,
+        var tuned = await TrainAsync(
+            client,
+            new
+            {
+                datasetId = dataset.Id,
+                epochs = 2,
+                unfreezeStages = 1,
+                fineTuneEpochs = 1,
+                tuning = new { mode = "Off" },
+            },
             seconds: 300
         );
-        Assert.True(tuned.Status == JobStatus.Succeeded, tuned.Error);
         var fineTuned = await WaitForBatchAsync(
             client,
             await (
@@ -265,14 +253,7 @@ public class BatchPredictionTests(TransferApiFactory factory, ITestOutputHelper 
                 Archives.DatasetForm("not yours", Archives.Zip(Archives.TwoClasses(2)))
             )
         ).ReadAsync<DatasetResponse>();
-        var job = await client.WaitForJobAsync(
-            (
-                await (
-                    await client.PostAsJsonAsync("/api/training-jobs", new { datasetId = dataset.Id, epochs = 1 })
-                ).ReadAsync<TrainingJobResponse>()
-            ).Id,
-            JobPolling.Ended
-        );
+        var job = await TrainAsync(client, new { datasetId = dataset.Id, epochs = 1 });
         var route = $"/api/models/{job.ModelId}/batch-predictions";
 
         async Task<JsonElement> RefusedAsync(object body, string field)
@@ -383,28 +364,30 @@ public class BatchPredictionTests(TransferApiFactory factory, ITestOutputHelper 
         Assert.Equal(batch.Id, Assert.Single(listed.Items).Id);
     }
 
+    private static async Task<TrainingJobResponse> TrainAsync(HttpClient client, object request, int seconds = 120)
+    {
+        var started = await (
+            await client.PostAsJsonAsync("/api/training-jobs", request)
+        ).ReadAsync<TrainingJobResponse>();
+        var job = await client.WaitForJobAsync(started.Id, JobPolling.Ended, seconds: seconds);
+        Assert.True(job.Status == JobStatus.Succeeded, job.Error);
+        return job;
+    }
+
     private static async Task<(Guid Model, Guid Dataset)> TrainFrozenModelAsync(HttpClient client, string name)
     {
         var dataset = await (
             await client.PostAsync("/api/datasets", Archives.DatasetForm(name, Archives.Zip(Archives.TwoClasses(3))))
         ).ReadAsync<DatasetResponse>();
-        var job = await client.WaitForJobAsync(
-            (
-                await (
-                    await client.PostAsJsonAsync(
-                        "/api/training-jobs",
-                        new
-                        {
-                            datasetId = dataset.Id,
-                            epochs = 2,
-                            tuning = new { mode = "Off" },
-                        }
-                    )
-                ).ReadAsync<TrainingJobResponse>()
-            ).Id,
-            JobPolling.Ended
+        var job = await TrainAsync(
+            client,
+            new
+            {
+                datasetId = dataset.Id,
+                epochs = 2,
+                tuning = new { mode = "Off" },
+            }
         );
-        Assert.True(job.Status == JobStatus.Succeeded, job.Error);
         return (job.ModelId!.Value, dataset.Id);
     }
 

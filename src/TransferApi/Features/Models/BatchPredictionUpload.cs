@@ -11,9 +11,9 @@ internal sealed record StoredUpload(int Images, List<RejectedEntry> Rejected);
 
 /// <summary>
 /// Stores a batch prediction with the zip uploaded to be scored, in one transaction, a batch of files at a time so
-/// memory stays bounded. Every file at any depth is offered as an image (folders only name it); each is checked as data set
-/// images are (limits, full decode). Files that are not images are listed as rejected; one over the pixel limits, or
-/// the tenant's storage quota, refuses the upload whole. The images are kept only until the batch ends.
+/// memory stays bounded. Every file at any depth is offered as an image (folders only name it); each is checked as
+/// data set images are (limits, full decode). Files that are not images are listed as rejected; one over the pixel
+/// limits, or the tenant's storage quota, refuses the upload whole. The images are kept only until the batch ends.
 /// </summary>
 public sealed class BatchPredictionUpload(
     IOptions<UploadOptions> uploads,
