@@ -358,6 +358,7 @@ public sealed class BatchPredictionSweepService(
             .BatchPredictions.Where(b =>
                 b.Status == JobStatus.Queued && b.HangfireJobId == null && b.CreatedAt < overdue
             )
+            .OrderBy(b => b.CreatedAt)
             .Select(b => b.Id)
             .Take(500)
             .ToListAsync(cancellation);

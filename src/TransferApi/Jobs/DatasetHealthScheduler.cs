@@ -73,6 +73,7 @@ public sealed class DatasetHealthScheduler(
                     h.DatasetId == d.Id && h.Status == HealthStatus.Pending && h.UpdatedAt < before
                 )
             )
+            .OrderBy(d => d.CreatedAt)
             .Select(d => d.Id)
             .Take(100)
             .ToListAsync(cancellation);
