@@ -13,10 +13,14 @@ public static class TorchSetup
         var worker = app.Services.GetRequiredService<IOptions<WorkerOptions>>().Value;
         TorchRuntime.SetThreads(worker.EffectiveTorchThreads);
         app.Logger.LogInformation(
-            "libtorch uses {Threads} thread(s) per job, {Jobs} concurrent job(s) on {Cores} core(s)",
+            "libtorch uses {Threads} thread(s) per job, {Jobs} concurrent job(s) on {Cores} core(s); "
+                + "MKL_CBWR={Cbwr}, ONEDNN_MAX_CPU_ISA={Isa} (AMD processor: {Amd})",
             worker.EffectiveTorchThreads,
             worker.ConcurrentJobs,
-            Environment.ProcessorCount
+            Environment.ProcessorCount,
+            Environment.GetEnvironmentVariable("MKL_CBWR") ?? "unset",
+            Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA") ?? "unset",
+            TorchRuntime.IsAmd()
         );
         var roles = app.Services.GetRequiredService<IOptions<ServiceOptions>>().Value.Roles;
         if (
