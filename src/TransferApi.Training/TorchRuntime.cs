@@ -14,10 +14,11 @@ public static partial class TorchRuntime
     /// <item>MKL_CBWR=COMPATIBLE: MKL's results otherwise depend on the buffers' memory alignment, so the same
     /// training could differ in the last bit between two runs (measured on an AMD EPYC: a validation loss 1 ulp
     /// apart).</item>
-    /// <item>ONEDNN_MAX_CPU_ISA=AVX2 on AMD processors: libtorch 2.10's oneDNN AVX-512 convolutions gave wrong
-    /// features on an AMD EPYC with AVX-512 (MobileNetV2 folded against unfolded 0.058 apart, ResNet18 probabilities
-    /// 0.009 from ONNX Runtime's); with AVX2 kernels they agree to 1e-7. Intel processors keep AVX-512 and AMX, which
-    /// gave right answers.</item>
+    /// <item>ONEDNN_MAX_CPU_ISA=SSE41 on AMD processors: on an AMD EPYC VM (family 26, which reports no cache sizes)
+    /// libtorch 2.10's oneDNN gave wrong convolutions with its AVX-512 kernels (MobileNetV2 folded against unfolded
+    /// 0.058 apart, ResNet18 probabilities 0.009 from ONNX Runtime's) and crashed the process on ResNet-50 with its
+    /// AVX2 and AVX-512 kernels; its SSE4.1 kernels agree to 1e-7 and run. Intel processors keep AVX-512 and AMX,
+    /// which gave right answers.</item>
     /// </list>
     /// A value the operator set in the environment is kept.
     /// </summary>
@@ -30,7 +31,7 @@ public static partial class TorchRuntime
             return;
         SetIfUnset("MKL_CBWR", "COMPATIBLE");
         if (IsAmd())
-            SetIfUnset("ONEDNN_MAX_CPU_ISA", "AVX2");
+            SetIfUnset("ONEDNN_MAX_CPU_ISA", "SSE41");
     }
 
     /// <summary>True on an AMD x86 processor (CPUID vendor "AuthenticAMD").</summary>

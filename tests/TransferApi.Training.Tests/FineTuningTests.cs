@@ -37,9 +37,15 @@ public class FineTuningTests(BackboneFixture fixture)
         {
             using var foldedPrefix = fixture.Backbone.Activations(pixels, stage);
             using var unfoldedPrefix = fixture.Backbone.Network.Prefix(pixels, stage);
+            var (difference, largest) = (
+                foldedPrefix.sub(unfoldedPrefix).abs().max().item<float>(),
+                unfoldedPrefix.abs().max().item<float>()
+            );
+            // Relative to the activations' size: summation order alone moves float32 sums of values near 30 by
+            // 1e-4 (oneDNN's SSE4.1 kernels, on AMD); a wrong kernel is off by percent.
             Assert.True(
-                foldedPrefix.sub(unfoldedPrefix).abs().max().item<float>() < 1e-4,
-                $"activations entering stage {stage} differ"
+                difference < 1e-5 * Math.Max(1, largest),
+                $"activations entering stage {stage} differ by {difference} (largest {largest})"
             );
         }
     }
